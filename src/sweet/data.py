@@ -1,0 +1,344 @@
+"""GLUE tasks, how to read them, and the paper's low-resource splits.
+
+Data location
+-------------
+Local TSVs in the layout of ``../shared/glue`` (one folder per task, ``train.tsv`` or ``train_pool.tsv``,
+``dev.tsv``; tab-separated, header row, no quoting). The directory is given by ``--data-dir`` or the
+environment variable ``SWEET_GLUE_DIR``. Users with network can instead read the Hugging Face hub
+``glue`` dataset (``source="hub"``).
+
+Splits (see :func:`make_splits`)
+--------------------------------
+* **evaluation**: the GLUE validation split when the task has one. When it does not (MNLI, QQP here), a
+  fixed part of the training pool, the same rows for every seed and method, reported as
+  ``held-out train`` and never as a GLUE validation score.
+* **calibration**: a fixed part of the training pool (same rows for every seed and method), used to fit
+  temperatures and to select models. Never the split scores are reported on.
+* **training sample**: ``n_train`` rows drawn at random *per seed* from the rest of the pool (all of it if
+  smaller). It depends only on (task, pool, seed, n_train), so every method of a seed sees the same sample.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import SweetError
+
+DATA_DIR_ENV = "SWEET_GLUE_DIR"
+#: Seed of the fixed (seed-independent) calibration / held-out permutation of each task's pool.
+SPLIT_SEED = 20230709
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str  # canonical short name, e.g. "sst2"
+    folder: str  # folder in the GLUE directory, e.g. "SST-2"
+    text_fields: tuple[str, ...]
+    label_names: tuple[str, ...]
+    metric: str  # "accuracy" or "matthews"
+    dev_files: tuple[str, ...] = ("dev.tsv",)
+    hub_config: str = ""
+    hub_eval_split: str = "validation"
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def metric_name(self) -> str:
+        return {"accuracy": "accuracy", "matthews": "Matthews corr."}[self.metric]
+
+
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in [
+        Task("sst2", "SST-2", ("sentence",), ("negative", "positive"), "accuracy", hub_config="sst2"),
+        Task("mrpc", "MRPC", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"), "accuracy", hub_config="mrpc"),
+        Task("cola", "CoLA", ("sentence",), ("unacceptable", "acceptable"), "matthews", hub_config="cola"),
+        Task(
+            "mnli",
+            "MNLI",
+            ("premise", "hypothesis"),
+            ("entailment", "neutral", "contradiction"),
+            "accuracy",
+            dev_files=("dev_matched.tsv", "dev.tsv"),
+            hub_config="mnli",
+            hub_eval_split="validation_matched",
+        ),
+        Task("qnli", "QNLI", ("question", "sentence"), ("entailment", "not_entailment"), "accuracy", hub_config="qnli"),
+        Task("qqp", "QQP", ("question1", "question2"), ("not_duplicate", "duplicate"), "accuracy", hub_config="qqp"),
+        Task("rte", "RTE", ("sentence1", "sentence2"), ("entailment", "not_entailment"), "accuracy", hub_config="rte"),
+    ]
+}
+
+
+def get_task(name: str) -> Task:
+    key = name.strip().lower().replace("-", "").replace("_", "")
+    if key in TASKS:
+        return TASKS[key]
+    raise SweetError(f"unknown task '{name}'; choose one of: {', '.join(TASKS)}")
+
+
+@dataclass
+class Examples:
+    """A list of examples: one tuple of texts per example, integer labels (or None if unlabelled)."""
+
+    texts: list[tuple[str, ...]]
+    labels: list[int] | None
+    ids: list[str] = field(default_factory=list)
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.ids:
+            self.ids = [str(i) for i in range(len(self.texts))]
+        if self.labels is not None and len(self.labels) != len(self.texts):
+            raise ValueError("labels and texts differ in length")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def subset(self, indices: Sequence[int], name: str | None = None) -> "Examples":
+        idx = [int(i) for i in indices]
+        return Examples(
+            texts=[self.texts[i] for i in idx],
+            labels=None if self.labels is None else [self.labels[i] for i in idx],
+            ids=[self.ids[i] for i in idx],
+            name=self.name if name is None else name,
+        )
+
+
+@dataclass
+class TaskData:
+    task: Task
+    pool: Examples  # the training pool (full train split, or a train_pool subset)
+    dev: Examples | None  # the GLUE validation split, if available
+    files: dict[str, str]  # role -> file it came from (provenance)
+
+
+# --------------------------------------------------------------------------------------------- reading
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
+    raw = data_dir if data_dir not in (None, "") else os.environ.get(DATA_DIR_ENV)
+    if not raw:
+        raise SweetError(
+            f"no GLUE data directory given: pass --data-dir DIR or set {DATA_DIR_ENV} "
+            "(for this project: ../shared/glue)"
+        )
+    path = Path(raw).expanduser()
+    if not path.is_dir():
+        raise SweetError(f"GLUE data directory not found: {path} (pass --data-dir or set {DATA_DIR_ENV})")
+    return path
+
+
+def read_tsv(path: Path, task: Task, require_labels: bool = True) -> Examples:
+    """Read one GLUE TSV (header row, tab-separated, no quoting)."""
+    try:
+        with open(path, encoding="utf-8", newline="") as fh:
+            rows = list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
+    except UnicodeDecodeError as exc:
+        raise SweetError(f"{path}: not valid UTF-8 (byte offset {exc.start}); re-encode the file as UTF-8") from exc
+    if not rows:
+        raise SweetError(f"{path}: file is empty (expected a header row with {', '.join(task.text_fields)}, label)")
+    header = rows[0]
+    missing = [c for c in task.text_fields if c not in header]
+    if require_labels and "label" not in header:
+        missing.append("label")
+    if missing:
+        raise SweetError(f"{path}: missing column(s) {', '.join(missing)}; header is: {', '.join(header)}")
+    cols = [header.index(c) for c in task.text_fields]
+    label_col = header.index("label") if "label" in header else None
+    idx_col = header.index("idx") if "idx" in header else None
+    texts, labels, ids = [], [], []
+    for lineno, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise SweetError(f"{path}:{lineno}: expected {len(header)} tab-separated fields, found {len(row)}")
+        text = tuple(row[c] for c in cols)
+        if any(not t.strip() for t in text):
+            raise SweetError(f"{path}:{lineno}: empty text in column(s) {', '.join(task.text_fields)}")
+        texts.append(text)
+        ids.append(row[idx_col] if idx_col is not None else str(lineno - 2))
+        if label_col is not None:
+            raw = row[label_col].strip()
+            try:
+                label = int(raw)
+            except ValueError:
+                label = task.label_names.index(raw) if raw in task.label_names else -1
+            if not 0 <= label < task.num_labels:
+                raise SweetError(
+                    f"{path}:{lineno}: label '{raw}' is not one of 0..{task.num_labels - 1} "
+                    f"({', '.join(task.label_names)})"
+                )
+            labels.append(label)
+    if not texts:
+        raise SweetError(f"{path}: no examples after the header row")
+    return Examples(texts, labels if label_col is not None else None, ids, name=path.name)
+
+
+def load_local(task: Task, data_dir: str | os.PathLike | None) -> TaskData:
+    root = resolve_data_dir(data_dir)
+    folder = root / task.folder
+    files: dict[str, str] = {}
+    for candidate in ("train.tsv", "train_pool.tsv"):
+        if (folder / candidate).is_file():
+            files["pool"] = str(folder / candidate)
+            break
+    else:
+        raise SweetError(
+            f"{task.folder}: no training file; expected {folder / 'train.tsv'} (or {folder / 'train_pool.tsv'})"
+        )
+    pool = read_tsv(Path(files["pool"]), task)
+    pool.name = "train" if files["pool"].endswith("train.tsv") else "train_pool"
+    dev = None
+    for candidate in task.dev_files:
+        if (folder / candidate).is_file():
+            files["dev"] = str(folder / candidate)
+            dev = read_tsv(folder / candidate, task)
+            dev.name = "validation"
+            break
+    return TaskData(task, pool, dev, files)
+
+
+def load_hub(task: Task, dataset_name: str = "nyu-mll/glue") -> TaskData:  # pragma: no cover - network
+    """Read a task from the Hugging Face hub ``glue`` dataset (or any dataset repo/dir with that layout)."""
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(dataset_name, task.hub_config)
+    except Exception as exc:  # the datasets library raises many kinds here; name the cause once
+        raise SweetError(f"could not load '{dataset_name}' config '{task.hub_config}' from the hub: {exc}") from exc
+    return hub_to_taskdata(task, ds, dataset_name)
+
+
+def hub_to_taskdata(task: Task, ds, dataset_name: str) -> TaskData:
+    def convert(split: str, name: str) -> Examples:
+        part = ds[split]
+        missing = [c for c in (*task.text_fields, "label") if c not in part.column_names]
+        if missing:
+            raise SweetError(f"{dataset_name}/{task.hub_config}/{split}: missing column(s) {', '.join(missing)}")
+        texts = list(zip(*(part[c] for c in task.text_fields)))
+        labels = [int(x) for x in part["label"]]
+        ids = [str(x) for x in part["idx"]] if "idx" in part.column_names else []
+        return Examples([tuple(t) for t in texts], labels, ids, name=name)
+
+    if "train" not in ds:
+        raise SweetError(f"{dataset_name}/{task.hub_config}: no 'train' split")
+    pool = convert("train", "train")
+    dev = convert(task.hub_eval_split, "validation") if task.hub_eval_split in ds else None
+    files = {"pool": f"{dataset_name}:{task.hub_config}/train"}
+    if dev is not None:
+        files["dev"] = f"{dataset_name}:{task.hub_config}/{task.hub_eval_split}"
+    return TaskData(task, pool, dev, files)
+
+
+def load_task(
+    task: str | Task, data_dir: str | os.PathLike | None = None, source: str = "local", dataset_name: str = "nyu-mll/glue"
+) -> TaskData:
+    task = get_task(task) if isinstance(task, str) else task
+    if source == "local":
+        return load_local(task, data_dir)
+    if source == "hub":
+        return load_hub(task, dataset_name)
+    raise SweetError(f"unknown data source '{source}'; use 'local' or 'hub'")
+
+
+def task_status(data_dir: str | os.PathLike | None) -> list[dict]:
+    """Which files each task has in the data directory (for ``sweet tasks``)."""
+    root = resolve_data_dir(data_dir)
+    out = []
+    for task in TASKS.values():
+        folder = root / task.folder
+        train = next((f for f in ("train.tsv", "train_pool.tsv") if (folder / f).is_file()), None)
+        dev = next((f for f in task.dev_files if (folder / f).is_file()), None)
+        out.append({"task": task.name, "folder": task.folder, "train": train, "dev": dev, "metric": task.metric_name})
+    return out
+
+
+# --------------------------------------------------------------------------------------------- splits
+
+
+@dataclass
+class Splits:
+    train: Examples
+    calibration: Examples
+    evaluation: Examples
+    evaluation_name: str  # "validation" or "held-out train"
+    info: dict
+
+
+def fixed_holdout_sizes(pool_size: int, has_dev: bool, calibration_size: int, heldout_eval_size: int) -> tuple[int, int]:
+    calib = min(calibration_size, max(1, pool_size // 10))
+    heldout = 0 if has_dev else min(heldout_eval_size, max(1, pool_size // 5))
+    if calib + heldout >= pool_size:
+        raise SweetError(f"training pool of {pool_size} rows is too small for a calibration and evaluation hold-out")
+    return calib, heldout
+
+
+def make_splits(
+    data: TaskData,
+    n_train: int,
+    seed: int,
+    calibration_size: int = 1000,
+    heldout_eval_size: int = 2000,
+) -> Splits:
+    """The paper's low-resource protocol; see the module docstring."""
+    if n_train <= 0:
+        raise SweetError(f"train-sample size must be positive, got {n_train}")
+    pool = data.pool
+    n_calib, n_heldout = fixed_holdout_sizes(len(pool), data.dev is not None, calibration_size, heldout_eval_size)
+    # Fixed, seed-independent permutation: calibration first, then (only without dev) the evaluation hold-out.
+    perm = np.random.default_rng(SPLIT_SEED).permutation(len(pool))
+    calib_idx = np.sort(perm[:n_calib])
+    heldout_idx = np.sort(perm[n_calib : n_calib + n_heldout])
+    rest = np.sort(perm[n_calib + n_heldout :])
+    # The per-seed training sample: depends on the seed only, so every method of a seed shares it.
+    rng = np.random.default_rng(seed)
+    take = min(n_train, len(rest))
+    train_idx = rest[rng.permutation(len(rest))[:take]]
+    if data.dev is not None:
+        evaluation, eval_name = data.dev, "validation"
+    else:
+        evaluation, eval_name = pool.subset(heldout_idx, name="held-out train"), "held-out train"
+    info = {
+        "pool_size": len(pool),
+        "n_train_requested": n_train,
+        "n_train": int(take),
+        "n_calibration": int(n_calib),
+        "n_evaluation": len(evaluation),
+        "evaluation_split": eval_name,
+        "split_seed": SPLIT_SEED,
+        "sample_seed": seed,
+        "files": data.files,
+    }
+    return Splits(
+        train=pool.subset(train_idx, name="train sample"),
+        calibration=pool.subset(calib_idx, name="calibration"),
+        evaluation=evaluation,
+        evaluation_name=eval_name,
+        info=info,
+    )
+
+
+def read_unlabelled(lines: Sequence[str], task: Task) -> Examples:
+    """Parse ``predict`` input: one example per line, pair tasks as two tab-separated texts."""
+    texts = []
+    for lineno, line in enumerate(lines, start=1):
+        line = line.rstrip("\n").rstrip("\r")
+        if not line.strip():
+            continue
+        parts = tuple(line.split("\t"))
+        if len(parts) != len(task.text_fields):
+            raise SweetError(
+                f"input line {lineno}: {task.name} expects {len(task.text_fields)} tab-separated text(s) "
+                f"({', '.join(task.text_fields)}), found {len(parts)}"
+            )
+        texts.append(parts)
+    if not texts:
+        raise SweetError("predict input is empty: give one example per line (pair tasks: two texts separated by a tab)")
+    return Examples(texts, None, name="input")

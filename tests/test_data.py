@@ -1,0 +1,172 @@
+"""Task registry, TSV reading with clear errors, the low-resource splits, and the hub code path."""
+
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+
+from sweet import SweetError
+from sweet.data import (
+    TASKS,
+    get_task,
+    load_task,
+    make_splits,
+    read_unlabelled,
+    task_status,
+)
+
+from .conftest import write_tsv
+
+
+def test_registry_has_the_seven_paper_tasks_with_their_metrics():
+    assert set(TASKS) == {"sst2", "mrpc", "cola", "mnli", "qnli", "qqp", "rte"}
+    assert get_task("CoLA").metric == "matthews"
+    assert all(t.metric == "accuracy" for n, t in TASKS.items() if n != "cola")
+    assert get_task("SST-2") is get_task("sst2")
+    assert get_task("mnli").num_labels == 3
+    with pytest.raises(SweetError, match="unknown task 'sts-b'"):
+        get_task("sts-b")
+
+
+def test_same_seed_same_sample_other_seed_other_sample(tiny_glue_dir):
+    data = load_task("sst2", tiny_glue_dir)
+    a = make_splits(data, 200, seed=1)
+    b = make_splits(load_task("sst2", tiny_glue_dir), 200, seed=1)  # e.g. another method's run
+    c = make_splits(data, 200, seed=2)
+    assert a.train.ids == b.train.ids
+    assert a.train.ids != c.train.ids
+    assert len(a.train) == 200
+    # not the first rows of the file
+    assert sorted(a.train.ids, key=int) != [str(i) for i in range(200)]
+
+
+def test_calibration_is_fixed_and_disjoint_from_training_and_evaluation(tiny_glue_dir):
+    data = load_task("sst2", tiny_glue_dir)
+    s1, s2 = make_splits(data, 10_000, seed=1), make_splits(data, 300, seed=2)
+    assert s1.calibration.ids == s2.calibration.ids
+    for s in (s1, s2):
+        assert not set(s.calibration.ids) & set(s.train.ids)
+        assert s.evaluation_name == "validation" and s.evaluation is data.dev
+    # pool smaller than n_train: all of the rest is used
+    assert len(s1.train) == len(data.pool) - len(s1.calibration)
+
+
+def test_task_without_dev_evaluates_on_a_labelled_fixed_held_out_train_part(tiny_glue_dir):
+    data = load_task("mnli", tiny_glue_dir)
+    assert data.dev is None
+    s1, s2 = make_splits(data, 100, seed=1), make_splits(data, 100, seed=2)
+    assert s1.evaluation_name == "held-out train"
+    assert s1.evaluation.ids == s2.evaluation.ids
+    for s in (s1, s2):
+        ev, cal, tr = set(s.evaluation.ids), set(s.calibration.ids), set(s.train.ids)
+        assert not ev & cal and not ev & tr and not cal & tr
+
+
+def test_new_dev_file_is_picked_up_without_code_changes(tiny_glue_dir, tmp_path):
+    d = tmp_path / "glue"
+    shutil.copytree(tiny_glue_dir, d)
+    before = make_splits(load_task("mnli", d), 100, seed=0)
+    write_tsv(d / "MNLI" / "dev_matched.tsv", ["idx", "premise", "hypothesis", "label"],
+              [[0, "a movie", "a film", 0], [1, "a plot", "the story", 2]])
+    data = load_task("mnli", d)
+    after = make_splits(data, 100, seed=0)
+    assert after.evaluation_name == "validation" and len(after.evaluation) == 2
+    assert data.files["dev"].endswith("dev_matched.tsv")
+    assert after.calibration.ids == before.calibration.ids  # calibration rows do not move
+
+
+def test_missing_directory_and_files_are_named(tiny_glue_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("SWEET_GLUE_DIR", raising=False)
+    with pytest.raises(SweetError, match="SWEET_GLUE_DIR"):
+        load_task("sst2", None)
+    with pytest.raises(SweetError, match="not found"):
+        load_task("sst2", tmp_path / "absent")
+    with pytest.raises(SweetError, match=r"QQP/train\.tsv"):
+        load_task("qqp", tiny_glue_dir)
+    monkeypatch.setenv("SWEET_GLUE_DIR", str(tiny_glue_dir))
+    assert len(load_task("sst2").pool) == 600
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("", "file is empty"),
+        ("idx\tsentence\tlabel\n", "no examples"),
+        ("idx\ttext\tlabel\n0\thello\t1\n", "missing column"),
+        ("idx\tsentence\tlabel\n0\thello\t7\n", "label '7' is not one of 0..1"),
+        ("idx\tsentence\tlabel\n0\t   \t1\n", "empty text"),
+        ("idx\tsentence\tlabel\n0\thello\n", "expected 3 tab-separated fields, found 2"),
+    ],
+)
+def test_bad_tsv_files_give_clear_errors(tmp_path, content, message):
+    (tmp_path / "SST-2").mkdir()
+    (tmp_path / "SST-2" / "train.tsv").write_text(content, encoding="utf-8")
+    with pytest.raises(SweetError, match=message):
+        load_task("sst2", tmp_path)
+
+
+def test_non_utf8_file_is_a_clear_error(tmp_path):
+    (tmp_path / "SST-2").mkdir()
+    (tmp_path / "SST-2" / "train.tsv").write_bytes(b"idx\tsentence\tlabel\n0\tcaf\xe9\t1\n")
+    with pytest.raises(SweetError, match="not valid UTF-8"):
+        load_task("sst2", tmp_path)
+
+
+def test_quotes_are_kept_verbatim(tmp_path):
+    write_tsv(tmp_path / "SST-2" / "train.tsv", ["idx", "sentence", "label"], [[0, 'he said "no', 1]] * 30)
+    assert load_task("sst2", tmp_path).pool.texts[0] == ('he said "no',)
+
+
+def test_string_labels_are_mapped(tmp_path):
+    write_tsv(tmp_path / "RTE" / "train.tsv", ["idx", "sentence1", "sentence2", "label"],
+              [[0, "a", "b", "not_entailment"], [1, "c", "d", "entailment"]])
+    assert load_task("rte", tmp_path).pool.labels == [1, 0]
+
+
+def test_invalid_sample_size():
+    with pytest.raises(SweetError, match="must be positive"):
+        make_splits(None, 0, seed=0)  # type: ignore[arg-type]
+
+
+def test_task_status_reports_present_and_missing_files(tiny_glue_dir):
+    rows = {r["task"]: r for r in task_status(tiny_glue_dir)}
+    assert rows["sst2"]["train"] == "train.tsv" and rows["sst2"]["dev"] == "dev.tsv"
+    assert rows["mnli"]["train"] == "train_pool.tsv" and rows["mnli"]["dev"] is None
+    assert rows["qqp"]["train"] is None
+
+
+def test_unlabelled_input_parsing():
+    sst2, rte = get_task("sst2"), get_task("rte")
+    ex = read_unlabelled(["a fine film\n", "\n", "dull\n"], sst2)
+    assert ex.texts == [("a fine film",), ("dull",)] and ex.labels is None
+    assert read_unlabelled(["a\tb"], rte).texts == [("a", "b")]
+    with pytest.raises(SweetError, match="expects 2 tab-separated"):
+        read_unlabelled(["only one"], rte)
+    with pytest.raises(SweetError, match="predict input is empty"):
+        read_unlabelled(["", "  "], sst2)
+
+
+def test_hub_code_path_with_a_local_dataset_repository(tmp_path):
+    """The hub loader calls datasets.load_dataset(name, config); a local folder laid out like the hub's
+    glue repository (README with configs, parquet files) exercises exactly that call offline."""
+    import datasets
+
+    repo = tmp_path / "glue-repo"
+    (repo / "sst2").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 50), ("validation", 10)):
+        labels = rng.integers(0, 2, n).tolist()
+        ds = datasets.Dataset.from_dict({"sentence": [f"text {i}" for i in range(n)], "label": labels, "idx": list(range(n))})
+        ds.to_parquet(str(repo / "sst2" / f"{split}-00000-of-00001.parquet"))
+    (repo / "README.md").write_text(
+        "---\nconfigs:\n- config_name: sst2\n  data_files:\n  - split: train\n    path: sst2/train-*\n"
+        "  - split: validation\n    path: sst2/validation-*\n---\n"
+    )
+    data = load_task("sst2", source="hub", dataset_name=str(repo))
+    assert len(data.pool) == 50 and len(data.dev) == 10
+    assert data.pool.texts[3] == ("text 3",)
+    assert data.files["dev"].endswith("sst2/validation")
+    with pytest.raises(SweetError, match="unknown data source"):
+        load_task("sst2", source="ftp")
