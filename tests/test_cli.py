@@ -42,6 +42,7 @@ def test_train_writes_a_complete_run_directory(trained_run):
     assert ev["curve"][0]["exit_counts"] == [120, 0, 0] and ev["curve"][-1]["exit_counts"] == [0, 0, 120]
     assert ev["curve"][0]["cost_ratio"] == pytest.approx(1 / 4) and ev["curve"][-1]["cost_ratio"] == 1.0
     assert len(m["calibration"]["temperatures"]) == 3
+    assert m["selection"]["split"] == "calibration" and m["selection"]["auc"] is not None
     assert read_json(out / "splits.json")["n_train"] == 200
     assert "per-exit scores" in r.stdout and "speed-accuracy curve" in r.stdout
 

@@ -42,14 +42,14 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 
 
 def _run_one(task, method, backbone, exit_layers, n_train, seed, learning_rate, epochs, batch_size, max_length,
-             pooling, data_dir, data_source, output, overwrite, progress) -> dict:
+             pooling, data_dir, data_source, output, overwrite, progress, allow_partial_depth=False) -> dict:
     from .evaluation import format_report
     from .runs import RunConfig, run
 
     cfg = RunConfig(
         task=task, method=method, backbone=backbone, exit_layers=parse_layers(exit_layers), n_train=n_train, seed=seed,
         learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, max_length=max_length, pooling=pooling,
-        data_dir=str(data_dir) if data_dir else None, data_source=data_source,
+        data_dir=str(data_dir) if data_dir else None, data_source=data_source, allow_partial_depth=allow_partial_depth,
     )
     metrics = run(cfg, output, progress=progress, overwrite=overwrite)
     typer.echo(format_report(metrics))
@@ -75,12 +75,13 @@ def train(
     pooling: str = typer.Option("auto", help="How each exit pools tokens: cls, mean, or auto (the pooling the backbone was pretrained with if it declares one, e.g. mean for all-MiniLM-L6-v2; else cls)."),
     data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
     data_source: str = typer.Option("local", help="'local' (TSV directory) or 'hub' (Hugging Face glue dataset; needs network)."),
+    allow_partial_depth: bool = typer.Option(False, help="Allow the last exit below the backbone's depth (the encoder is cut after it)."),
     overwrite: bool = typer.Option(False, help="Replace a finished run in --output."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Fine-tune a multi-exit model on a GLUE task, calibrate it on held-out data, and evaluate it."""
     _run_one(task, method, backbone, exit_layers, n_train, seed, learning_rate, epochs, batch_size, max_length,
-             pooling, data_dir, data_source, output, overwrite, progress)
+             pooling, data_dir, data_source, output, overwrite, progress, allow_partial_depth)
 
 
 @app.command()

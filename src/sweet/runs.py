@@ -183,6 +183,18 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
         policy=policy,
     )
     evaluation["split"] = splits.evaluation_name
+    # Model selection (e.g. the learning rate) must not look at the reported split: the same curve and
+    # AUC on the held-out calibration split.
+    selection = evaluate_logits(
+        cal_logits,
+        splits.calibration.labels,
+        exit_layers=model.exit_layers,
+        method=config.method,
+        metric=task.metric,
+        num_labels=task.num_labels,
+        policy=policy,
+    )
+    selection["split"] = "calibration"
     evaluation["ece_before_after_calibration"] = _ece_pairs(eval_logits, splits.evaluation.labels, policy)
     metrics = {
         "task": task.name,
@@ -195,6 +207,7 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
         "calibration": {"split": "calibration (held out from the training pool)", "n_examples": len(splits.calibration),
                         "temperatures": temperatures},
         "evaluation": evaluation,
+        "selection": selection,
         "timing": {
             "train_seconds": train_log["seconds"],
             "train_examples_per_second": train_log["examples_per_second"],
@@ -314,8 +327,10 @@ def predict_texts(model_or_run_dir: str | Path, lines: Sequence[str], threshold:
         raise SweetError("the model does not record its task; pass --task")
     t = get_task(task_name)
     examples = read_unlabelled(lines, t)
+    run_cfg = Path(model_or_run_dir) / RUN_CONFIG
+    max_length = load_run_config(model_or_run_dir).max_length if run_cfg.is_file() else 256
     collator = make_collator(tokenizer, model)
-    enc = encode(tokenizer, examples, 256)
+    enc = encode(tokenizer, examples, max_length)
     logits = collect_logits(model, enc, collator, batch_size, progress=False)
     policy = ConfidencePolicy(model.config.temperatures)
     chosen, preds, conf = decide(policy, logits, threshold)
