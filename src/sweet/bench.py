@@ -1,0 +1,158 @@
+"""Wall-clock benchmark of early-exit inference (``sweet bench RUN_DIR``).
+
+For each batch size and each threshold of the policy's grid, the evaluation split is predicted with
+:class:`~sweet.inference.EarlyExitEngine` and timed against the same model run to its last layer with no
+exit checks (early_exit/sweet: the encoder plus the last head; multi_model: the last, full-depth model
+alone). Reported per point: the cost ratio (from the exits actually taken), the ideal speedup 1/cost, the
+measured speedup, their ratio, throughput and per-batch latency (p50/p95).
+
+Protocol: requests are batched in dataset order (no length sorting, as they would arrive), tokenised and
+padded before timing (tokenisation is not timed); each configuration is warmed up, then timed
+``repeats`` times over the whole split, and the median total time is reported; the thread count is
+recorded. Also measured: the overhead of computing every exit head versus the bare backbone forward.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .errors import SweetError
+
+
+def _time_batches(fn: Callable[[dict], object], batches: list[dict], repeats: int, warmup: int) -> tuple[float, list[float]]:
+    for b in batches[: max(1, warmup)]:
+        fn(b)
+    totals, per_batch = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for b in batches:
+            t0 = time.perf_counter()
+            fn(b)
+            per_batch.append(time.perf_counter() - t0)
+        totals.append(time.perf_counter() - start)
+    return statistics.median(totals), per_batch
+
+
+def _percentile_ms(values: Sequence[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values) * 1000.0, q))
+
+
+def benchmark(
+    run_dir: str | Path,
+    batch_sizes: Sequence[int] = (1, 16, 64),
+    repeats: int = 3,
+    warmup: int = 3,
+    max_examples: int | None = None,
+    threads: int | None = None,
+    data_dir: str | None = None,
+    progress: bool = True,
+) -> dict:
+    from .batching import encode
+    from .cost import cost_ratio
+    from .data import get_task, load_task, make_splits
+    from .inference import EarlyExitEngine
+    from .modeling import MultiExitModel
+    from .policies import ConfidencePolicy
+    from .runs import environment, load_run_config, load_tokenizer, make_collator, model_dir_of
+
+    if repeats < 1 or any(b < 1 for b in batch_sizes):
+        raise SweetError("repeats and batch sizes must be positive")
+    if threads is not None:
+        if threads < 1:
+            raise SweetError(f"threads must be positive, got {threads}")
+        torch.set_num_threads(threads)
+    cfg = load_run_config(run_dir)
+    model = MultiExitModel.from_pretrained(model_dir_of(run_dir)).eval()
+    tokenizer = load_tokenizer(str(model_dir_of(run_dir)))
+    task = get_task(cfg.task)
+    data = load_task(task, data_dir or cfg.data_dir, source=cfg.data_source)
+    examples = make_splits(data, cfg.n_train, cfg.seed, cfg.calibration_size, cfg.heldout_eval_size).evaluation
+    if max_examples is not None:
+        examples = examples.subset(range(min(max_examples, len(examples))))
+    encoded = encode(tokenizer, examples, cfg.max_length, warn=False)
+    collator = make_collator(tokenizer, model)
+    policy = ConfidencePolicy(model.config.temperatures)
+    method = model.config.method
+    layers = model.exit_layers
+    last_bb, last_head = model.backbones[-1], model.heads[-1]
+
+    @torch.inference_mode()
+    def full(batch):  # the same model to its last layer, no exit checks
+        kw = model._backbone_kwargs(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+        return last_head(last_bb(**kw).last_hidden_state, batch["attention_mask"])
+
+    @torch.inference_mode()
+    def all_exits(batch):
+        return model(**batch)
+
+    @torch.inference_mode()
+    def bare(batch):
+        kw = model._backbone_kwargs(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
+        return [bb(**kw).last_hidden_state for bb in model.backbones]
+
+    thresholds = policy.threshold_grid(model.config.num_labels)
+    n = len(encoded)
+    results = []
+    overhead = {}
+    for bs in batch_sizes:
+        batches = []
+        for i in range(0, n, bs):
+            b = collator(encoded, np.arange(i, min(i + bs, n)))
+            b.pop("labels", None)
+            batches.append(b)
+        t_full, lat_full = _time_batches(full, batches, repeats, warmup)
+        t_all, _ = _time_batches(all_exits, batches, repeats, warmup)
+        t_bare, _ = _time_batches(bare, batches, repeats, warmup)
+        overhead[str(bs)] = {"all_exits_seconds": t_all, "bare_backbone_seconds": t_bare,
+                             "overhead_percent": 100.0 * (t_all - t_bare) / t_bare}
+        base = {"batch_size": bs, "threshold": None, "cost_ratio": 1.0, "ideal_speedup": 1.0, "measured_speedup": 1.0,
+                "ratio": 1.0, "seconds": t_full, "examples_per_second": n / t_full,
+                "latency_ms_p50": _percentile_ms(lat_full, 50), "latency_ms_p95": _percentile_ms(lat_full, 95),
+                "baseline": True}
+        results.append(base)
+        for t in tqdm(thresholds, desc=f"bench batch {bs}", disable=not progress, leave=False):
+            engine = EarlyExitEngine(model, policy, float(t))
+            exits: list[np.ndarray] = []
+
+            def run(batch, engine=engine, exits=exits):
+                exits.append(engine.predict_batch(**batch).exit_index)
+
+            secs, lat = _time_batches(run, batches, repeats, warmup)
+            counts = np.bincount(np.concatenate(exits[-len(batches):]), minlength=len(layers))
+            cost = cost_ratio(counts, layers, method)
+            measured = t_full / secs
+            results.append({
+                "batch_size": bs, "threshold": float(t), "cost_ratio": cost, "ideal_speedup": 1.0 / cost,
+                "measured_speedup": measured, "ratio": measured * cost, "seconds": secs,
+                "examples_per_second": n / secs, "latency_ms_p50": _percentile_ms(lat, 50),
+                "latency_ms_p95": _percentile_ms(lat, 95), "exit_counts": counts.tolist(), "baseline": False,
+            })
+    return {
+        "run_dir": str(run_dir), "task": task.name, "method": method, "exit_layers": layers,
+        "n_examples": n, "split": "evaluation", "repeats": repeats, "warmup_batches": warmup,
+        "threads": torch.get_num_threads(), "environment": environment(),
+        "protocol": "dataset order, pre-tokenised, median of repeats; baseline = same model to its last layer, no exit checks",
+        "head_overhead": overhead, "points": results,
+    }
+
+
+def format_bench(report: dict) -> str:
+    lines = [f"{report['task']} | {report['method']} | {report['n_examples']} examples | threads {report['threads']} | "
+             f"median of {report['repeats']}"]
+    lines.append(f"{'batch':>5} {'thresh':>6} {'cost':>6} {'ideal':>6} {'measured':>8} {'ratio':>6} {'ex/s':>8} "
+                 f"{'p50 ms':>8} {'p95 ms':>8}")
+    for p in report["points"]:
+        th = "full" if p["baseline"] else f"{p['threshold']:.3f}"
+        lines.append(f"{p['batch_size']:>5} {th:>6} {p['cost_ratio']:6.3f} {p['ideal_speedup']:6.2f} "
+                     f"{p['measured_speedup']:8.2f} {p['ratio']:6.2f} {p['examples_per_second']:8.1f} "
+                     f"{p['latency_ms_p50']:8.2f} {p['latency_ms_p95']:8.2f}")
+    for bs, o in report["head_overhead"].items():
+        lines.append(f"exit heads overhead at batch {bs}: {o['overhead_percent']:+.2f}% of the bare backbone forward")
+    return "\n".join(lines)
