@@ -32,11 +32,26 @@ def canonical_alias(name: str) -> str | None:
     return key if key in PACKAGED_BACKBONES else None
 
 
+def looks_like_path(name: str) -> bool:
+    """A local path rather than a hub id ('name' or 'org/name'): absolute, relative with ./ or ~, deeper than
+    org/name, or present on disk."""
+    return (
+        name.startswith(("/", ".", "~", "\\"))
+        or name.count("/") > 1
+        or Path(name).expanduser().exists()
+    )
+
+
 def resolve_backbone(name: str) -> str:
     """Turn a backbone name into something ``from_pretrained`` accepts (a local path or a hub id)."""
     alias = canonical_alias(name)
     if alias is None:
-        return name
+        if looks_like_path(name) and not Path(name).expanduser().is_dir():
+            raise SweetError(
+                f"backbone directory not found: {name} (give 'default', a local model directory, or a hub id "
+                "such as bert-base-uncased)"
+            )
+        return str(Path(name).expanduser()) if looks_like_path(name) else name
     package, description, _ = PACKAGED_BACKBONES[alias]
     try:
         module = importlib.import_module(package)

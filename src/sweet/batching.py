@@ -40,7 +40,9 @@ def encode(tokenizer, examples: Examples, max_length: int = 256, warn: bool = Tr
     columns = list(zip(*examples.texts)) if examples.texts else [[]]
     first = list(columns[0])
     second = list(columns[1]) if len(columns) > 1 else None
-    full = tokenizer(first, second, truncation=False, add_special_tokens=True)["input_ids"]
+    # verbose=False: transformers would warn that these untruncated lengths exceed the model's maximum; the
+    # only message the user needs is ours below (they are truncated).
+    full = tokenizer(first, second, truncation=False, add_special_tokens=True, verbose=False)["input_ids"]
     n_truncated = sum(len(ids) > max_length for ids in full)
     enc = tokenizer(first, second, truncation=True, max_length=max_length, add_special_tokens=True)
     if n_truncated and warn:
@@ -51,6 +53,16 @@ def encode(tokenizer, examples: Examples, max_length: int = 256, warn: bool = Tr
         )
     tt = enc.get("token_type_ids")
     return Encoded(list(enc["input_ids"]), list(tt) if tt is not None else None, examples.labels, n_truncated)
+
+
+def truncation_note(max_length: int, parts: dict[str, "Encoded"]) -> str | None:
+    """One message for all the splits of a run (None if nothing was truncated)."""
+    total = sum(e.n_truncated for e in parts.values())
+    if not total:
+        return None
+    detail = ", ".join(f"{name} {e.n_truncated}/{len(e)}" for name, e in parts.items() if e.n_truncated)
+    return (f"{total} of {sum(len(e) for e in parts.values())} examples are longer than {max_length} tokens and were "
+            f"truncated ({detail})")
 
 
 class Collator:

@@ -21,6 +21,7 @@ Splits (see :func:`make_splits`)
 from __future__ import annotations
 
 import csv
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +83,7 @@ def get_task(name: str) -> Task:
     key = name.strip().lower().replace("-", "").replace("_", "")
     if key in TASKS:
         return TASKS[key]
-    raise SweetError(f"unknown task '{name}'; choose one of: {', '.join(TASKS)}")
+    raise SweetError(f"unknown task {name!r}; choose one of: {', '.join(TASKS)}")
 
 
 @dataclass
@@ -137,16 +138,37 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
     return path
 
 
+def _decode_utf8(raw: bytes, path: Path) -> str:
+    """Strict UTF-8 (a leading byte-order mark is dropped); the error names the line and byte."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SweetError(
+            f"{path}:{line}: not valid UTF-8 (byte offset {exc.start}, byte 0x{raw[exc.start]:02x}); "
+            "re-encode the file as UTF-8"
+        ) from exc
+
+
 def read_tsv(path: Path, task: Task, require_labels: bool = True) -> Examples:
     """Read one GLUE TSV (header row, tab-separated, no quoting)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SweetError(f"TSV file not found: {path}")
+    text = _decode_utf8(path.read_bytes(), path)
+    # A text may be far longer than csv's default field limit (128 KiB); it is truncated at tokenisation.
+    csv.field_size_limit(2**31 - 1)
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
     try:
-        with open(path, encoding="utf-8", newline="") as fh:
-            rows = list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
-    except UnicodeDecodeError as exc:
-        raise SweetError(f"{path}: not valid UTF-8 (byte offset {exc.start}); re-encode the file as UTF-8") from exc
+        rows = list(reader)
+    except csv.Error as exc:
+        raise SweetError(f"{path}:{reader.line_num}: not a readable TSV line ({exc})") from exc
     if not rows:
         raise SweetError(f"{path}: file is empty (expected a header row with {', '.join(task.text_fields)}, label)")
     header = rows[0]
+    duplicated = sorted({c for c in header if header.count(c) > 1})
+    if duplicated:
+        raise SweetError(f"{path}: column(s) {', '.join(duplicated)} appear more than once in the header; keep one of each")
     missing = [c for c in task.text_fields if c not in header]
     if require_labels and "label" not in header:
         missing.append("label")
@@ -245,7 +267,7 @@ def load_task(
         return load_local(task, data_dir)
     if source == "hub":
         return load_hub(task, dataset_name)
-    raise SweetError(f"unknown data source '{source}'; use 'local' or 'hub'")
+    raise SweetError(f"unknown data source {source!r}; use 'local' or 'hub'")
 
 
 def task_status(data_dir: str | os.PathLike | None) -> list[dict]:
@@ -338,6 +360,8 @@ def read_unlabelled(lines: Sequence[str], task: Task) -> Examples:
                 f"input line {lineno}: {task.name} expects {len(task.text_fields)} tab-separated text(s) "
                 f"({', '.join(task.text_fields)}), found {len(parts)}"
             )
+        if any(not p.strip() for p in parts):
+            raise SweetError(f"input line {lineno}: empty text in a pair ({', '.join(task.text_fields)}); give both texts")
         texts.append(parts)
     if not texts:
         raise SweetError("predict input is empty: give one example per line (pair tasks: two texts separated by a tab)")

@@ -57,6 +57,24 @@ WEIGHTS_NAME = "model.safetensors"
 FORMAT_VERSION = 1
 
 
+#: First bytes of files written by pickle (protocol 2-5) or torch.save (a zip archive holding a pickle).
+PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK\x03\x04")
+
+
+def refuse_pickle(path: str | os.PathLike) -> None:
+    """Refuse, without unpickling anything, a pickle / torch.save file offered where safetensors is expected.
+    (Loading goes through safetensors only, which never unpickles; this check just names the problem.)"""
+    with open(path, "rb") as fh:
+        head = fh.read(9)
+    # safetensors: an 8-byte little-endian header length, then the JSON header
+    looks_like_safetensors = len(head) == 9 and head[8:9] == b"{"
+    if not looks_like_safetensors and head.startswith(PICKLE_MAGIC):
+        raise SweetError(
+            f"{path} is a pickle (torch.save) file, not safetensors; sweet never loads pickle because it can run "
+            "arbitrary code: convert it with safetensors.torch.save_file in a trusted environment"
+        )
+
+
 def check_method(method: str) -> str:
     if method not in METHODS:
         raise SweetError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
@@ -334,12 +352,19 @@ class MultiExitModel(nn.Module):
             config = MultiExitConfig.from_dict(json.loads(cfg_path.read_text(encoding="utf-8")))
         except json.JSONDecodeError as exc:
             raise SweetError(f"{cfg_path}: not valid JSON ({exc})") from exc
+        except SweetError as exc:
+            raise SweetError(f"{cfg_path}: {exc}") from exc
         model = cls(config)
+        refuse_pickle(weights)
         try:
             state = load_file(str(weights))
         except Exception as exc:  # safetensors raises its own error types for truncated/corrupt files
             raise SweetError(f"{weights}: not a readable safetensors file ({exc}); re-save or re-train the model") from exc
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # tensor shapes differ from the config, e.g. an edited num_labels
+            first = next((ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()), str(exc))
+            raise SweetError(f"{weights} does not match {CONFIG_NAME} ({first})") from exc
         if missing or unexpected:
             raise SweetError(
                 f"{weights} does not match {CONFIG_NAME}: missing {len(missing)} tensor(s) "

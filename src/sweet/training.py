@@ -5,6 +5,9 @@ the exits' cross-entropies, and what each exit's gradient may reach is decided i
 The one thing the loop does per method is gradient clipping, applied per independently trained unit
 (:meth:`MultiExitModel.parameter_groups`): the whole model for early_exit / sweet, each (backbone, head)
 pair for multi_model, so Multi-Model's models are not coupled through a shared clipping factor.
+
+Training can be checkpointed and resumed (:mod:`sweet.checkpoint`); a resumed run ends with the same
+weights, bit for bit, as an uninterrupted one on CPU.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from .batching import Collator, Encoded, bucketed_batches
+from .checkpoint import Checkpointer, TrainState, training_fingerprint
 from .errors import SweetError
 
 
@@ -48,6 +52,8 @@ class TrainConfig:
             raise SweetError(f"warmup ratio must be in [0, 1), got {self.warmup_ratio}")
         if self.max_grad_norm is not None and not self.max_grad_norm > 0:
             raise SweetError(f"max grad norm must be positive (or None to disable), got {self.max_grad_norm}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise SweetError(f"seed must be a non-negative integer, got {self.seed}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -60,8 +66,13 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def train(model, encoded: Encoded, collator: Collator, config: TrainConfig, progress: bool = True) -> dict:
-    """Fine-tune ``model`` in place on ``encoded`` (which must carry labels). Returns a training log."""
+def train(model, encoded: Encoded, collator: Collator, config: TrainConfig, progress: bool = True,
+          checkpointer: Checkpointer | None = None, resume: bool = False) -> dict:
+    """Fine-tune ``model`` in place on ``encoded`` (which must carry labels). Returns a training log.
+
+    With a ``checkpointer``, the model, optimizer, scheduler, RNG states and data position are saved every
+    ``checkpointer.every`` steps and after the last step. With ``resume=True`` too, training continues from
+    that checkpoint (if there is one) and ends exactly as an uninterrupted run with the same seed would."""
     if encoded.labels is None:
         raise SweetError("training data has no labels")
     seed_everything(config.seed)
@@ -78,15 +89,19 @@ def train(model, encoded: Encoded, collator: Collator, config: TrainConfig, prog
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     groups = model.parameter_groups()
 
-    log: list[dict] = []
-    window = np.zeros(model.num_exits)
-    window_steps = 0
-    start = time.perf_counter()
+    state = TrainState(window=np.zeros(model.num_exits))
+    fingerprint = training_fingerprint(model, encoded, config) if checkpointer is not None else {}
+    if resume and checkpointer is not None and checkpointer.exists():
+        state = checkpointer.load(model, optimizer, scheduler, fingerprint)  # also restores the RNG states
+
+    start = time.perf_counter() - state.seconds
     model.train()
-    bar = tqdm(total=total_steps, desc=f"train {model.config.method}", disable=not progress, unit="step")
-    step = 0
-    for epoch in range(config.epochs):
-        for rows in bucketed_batches(lengths, config.batch_size, config.seed, epoch):
+    bar = tqdm(total=total_steps, initial=state.step, desc=f"train {model.config.method}", disable=not progress,
+               unit="step")
+    first_epoch, first_batch = divmod(state.step, steps_per_epoch)  # the data position
+    for epoch in range(first_epoch, config.epochs):
+        batches = bucketed_batches(lengths, config.batch_size, config.seed, epoch)
+        for rows in batches[first_batch if epoch == first_epoch else 0 :]:
             batch = collator(encoded, rows)
             out = model(**batch)
             optimizer.zero_grad(set_to_none=True)
@@ -96,24 +111,28 @@ def train(model, encoded: Encoded, collator: Collator, config: TrainConfig, prog
                     torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
             optimizer.step()
             scheduler.step()
-            step += 1
-            window += np.array([x.detach().item() for x in out.exit_losses])
-            window_steps += 1
-            if step % config.log_every == 0 or step == total_steps:
-                mean = (window / window_steps).round(4).tolist()
-                log.append({"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], "exit_losses": mean})
+            state.step += 1
+            state.window += np.array([x.detach().item() for x in out.exit_losses])
+            state.window_steps += 1
+            if state.step % config.log_every == 0 or state.step == total_steps:
+                mean = (state.window / state.window_steps).round(4).tolist()
+                state.log.append({"step": state.step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], "exit_losses": mean})
                 bar.set_postfix(loss=f"{sum(mean):.3f}")
-                window[:] = 0
-                window_steps = 0
+                state.window[:] = 0
+                state.window_steps = 0
+            if checkpointer is not None and checkpointer.due(state.step, total_steps):
+                checkpointer.save(model, optimizer, scheduler, state, fingerprint, steps_per_epoch=steps_per_epoch,
+                                  total_steps=total_steps, seconds=time.perf_counter() - start)
             bar.update(1)
     bar.close()
     model.eval()
     seconds = time.perf_counter() - start
     return {
-        "steps": step,
+        "steps": state.step,
         "examples": int(len(encoded) * config.epochs),
         "seconds": round(seconds, 2),
         "examples_per_second": round(len(encoded) * config.epochs / max(seconds, 1e-9), 2),
         "threads": torch.get_num_threads(),
-        "log": log,
+        "resumed_at_steps": state.resumed_at,
+        "log": state.log,
     }
