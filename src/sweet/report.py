@@ -1,0 +1,469 @@
+"""The grid report: learning-rate selection, aggregation over seeds, Markdown + JSON + PNG.
+
+Every number is a mean over seeds with a 95% confidence interval from the t-distribution
+(:func:`t_interval`): ``mean +- t_{0.975, n-1} * s / sqrt(n)``, ``s`` the sample standard deviation.
+Averages over tasks are taken per seed first (the mean over tasks of seed *s*'s scores), then the
+interval is over those per-seed averages, so it is still an interval over seeds.
+
+Only runs at the chosen learning rate enter the tables; the learning rate is chosen per (task, method,
+backbone) on the calibration split (:func:`sweet.grid.select_learning_rates`).
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from fractions import Fraction
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from .errors import SweetError
+from .io import atomic_write_json, atomic_write_text, read_json
+from .runs import METRICS, RUN_CONFIG
+
+REPORT_MD = "report.md"
+REPORT_JSON = "report.json"
+CONFIDENCE = 0.95
+CURVE_POINTS = 61
+METHOD_LABELS = {"early_exit": "EE", "sweet": "SWEET", "multi_model": "MM"}
+METHOD_COLORS = {"early_exit": "tab:blue", "sweet": "tab:red", "multi_model": "tab:green"}
+TASK_LABELS = {"sst2": "SST-2", "mrpc": "MRPC", "cola": "CoLA", "mnli": "MNLI", "qnli": "QNLI", "qqp": "QQP",
+               "rte": "RTE"}
+
+
+# ------------------------------------------------------------------------------------------ statistics
+
+
+def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> dict:
+    """Mean and two-sided t confidence interval over ``values`` (one per seed). With one value the
+    interval is undefined (``ci`` None)."""
+    from scipy import stats
+
+    x = np.asarray([v for v in values if v is not None], dtype=np.float64)
+    n = int(x.size)
+    if n == 0:
+        return {"mean": None, "ci": None, "low": None, "high": None, "std": None, "n": 0, "values": []}
+    mean = float(x.mean())
+    if n == 1:
+        return {"mean": mean, "ci": None, "low": None, "high": None, "std": None, "n": 1, "values": x.tolist()}
+    std = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n))
+    return {"mean": mean, "ci": half, "low": mean - half, "high": mean + half, "std": std, "n": n,
+            "values": x.tolist()}
+
+
+def curve_on_grid(curve: Sequence[dict], grid: Sequence[float]) -> list[float | None]:
+    """One seed's speed-accuracy curve, linearly interpolated on a common cost grid."""
+    from .cost import interpolate
+
+    return interpolate([p["cost_ratio"] for p in curve], [p["score"] for p in curve], grid)
+
+
+def aggregate_curves(curves: Sequence[Sequence[dict]], n_points: int = CURVE_POINTS) -> dict:
+    """Mean and CI band of several seeds' curves on the cost range that all of them cover."""
+    lo = max(min(p["cost_ratio"] for p in c) for c in curves)
+    hi = min(max(p["cost_ratio"] for p in c) for c in curves)
+    grid = np.linspace(lo, hi, n_points).tolist() if hi > lo else [lo]
+    per_seed = [curve_on_grid(c, grid) for c in curves]
+    stats = [t_interval([s[i] for s in per_seed]) for i in range(len(grid))]
+    return {"cost": grid, "per_seed": per_seed, "mean": [s["mean"] for s in stats], "low": [s["low"] for s in stats],
+            "high": [s["high"] for s in stats], "n": len(curves)}
+
+
+def _stat_row(stats: dict) -> dict:
+    return {k: stats[k] for k in ("mean", "ci", "low", "high", "std", "n", "values")}
+
+
+# ------------------------------------------------------------------------------------------ collecting
+
+
+def collect(grid_dir: str | Path, partial: bool = False) -> tuple[dict, list[dict], list[str]]:
+    """The grid manifest, the metrics of every finished run (with its directory), and the missing runs."""
+    from .grid import load_grid
+
+    grid_dir = Path(grid_dir)
+    grid = load_grid(grid_dir)
+    records, missing = [], []
+    for entry in grid["runs"]:
+        path = grid_dir / entry["dir"] / METRICS
+        if not path.is_file():
+            missing.append(entry["dir"])
+            continue
+        m = read_json(path)
+        m["_dir"] = entry["dir"]
+        m["_backbone_spec"] = entry["backbone"]
+        cfg_path = grid_dir / entry["dir"] / RUN_CONFIG
+        m["_environment"] = read_json(cfg_path).get("environment", {}) if cfg_path.is_file() else {}
+        records.append(m)
+    if missing and not partial:
+        raise SweetError(f"{len(missing)} of {len(grid['runs'])} runs in {grid_dir} are not finished (first: {missing[0]}); "
+                         "finish the grid with 'sweet grid --output GRID_DIR' or pass --partial to report what is there")
+    if not records:
+        raise SweetError(f"no finished runs in {grid_dir}")
+    return grid, records, missing
+
+
+def build_report(grid_dir: str | Path, partial: bool = False, command: str | None = None) -> dict:
+    """Everything the report shows, as one JSON-able dict."""
+    from .grid import select_learning_rates
+
+    grid_dir = Path(grid_dir)
+    grid, records, missing = collect(grid_dir, partial)
+    spec = grid["spec"]
+    for m in records:  # the manifest's backbone string is the grouping key (metrics hold the resolved path)
+        m["backbone"] = m["_backbone_spec"]
+    selection = select_learning_rates(records)
+    methods = [m for m in spec["methods"] if any(r["method"] == m for r in records)]
+    tasks = [t for t in spec["tasks"] if any(r["task"] == t for r in records)]
+
+    chosen: dict[tuple[str, str], list[dict]] = {}
+    for (task, method, _backbone), sel in selection.items():
+        runs = [r for r in records if r["task"] == task and r["method"] == method
+                and float(r["learning_rate"]) == sel["chosen"]]
+        chosen[(task, method)] = sorted(runs, key=lambda r: r["seed"])
+
+    per_task: dict[str, dict] = {}
+    for task in tasks:
+        per_task[task] = {}
+        for method in methods:
+            runs = chosen.get((task, method))
+            if not runs:
+                continue
+            ev0 = runs[0]["evaluation"]
+            exits = [p["exit_layer"] for p in ev0["per_exit"]]
+            per_exit = [{"exit_layer": layer, **_stat_row(t_interval([r["evaluation"]["per_exit"][i]["score"] for r in runs]))}
+                        for i, layer in enumerate(exits)]
+            points = [q["cost_ratio"] for q in ev0["interpolated"]]
+            interp = [{"cost_ratio": c, **_stat_row(t_interval([r["evaluation"]["interpolated"][i]["score"] for r in runs]))}
+                      for i, c in enumerate(points)]
+            per_task[task][method] = {
+                "learning_rate": selection[(task, method, runs[0]["backbone"])]["chosen"],
+                "seeds": [r["seed"] for r in runs],
+                "metric": ev0["metric"],
+                "evaluation_split": ev0["split"],
+                "n_examples": ev0["n_examples"],
+                "exit_layers": exits,
+                "per_exit": per_exit,
+                "interpolated": interp,
+                "auc": _stat_row(t_interval([r["evaluation"]["auc"] for r in runs])),
+                "selection_auc": _stat_row(t_interval([r["selection"]["auc"] for r in runs])),
+                "curve": aggregate_curves([r["evaluation"]["curve"] for r in runs]),
+                "runs": [r["_dir"] for r in runs],
+            }
+
+    average = _average_over_tasks(per_task, chosen, tasks, methods)
+    report = {
+        "grid": {"name": spec["name"], "grid_dir": str(grid_dir.resolve()), "spec": spec},
+        "status": {"n_runs": len(grid["runs"]), "n_finished": len(records), "missing": missing},
+        "confidence": CONFIDENCE,
+        "interval": "two-sided t-distribution over seeds: mean +- t(0.975, n-1) * sd / sqrt(n)",
+        "learning_rates": [
+            {k: v for k, v in sel.items()} for sel in selection.values()
+        ],
+        "average": average,
+        "per_task": per_task,
+        "provenance": _provenance(grid_dir, grid, records, command),
+    }
+    return report
+
+
+def _average_over_tasks(per_task: dict, chosen: dict, tasks: list[str], methods: list[str]) -> dict:
+    """Per method: per-exit scores, interpolated scores and AUC averaged over tasks, per seed first."""
+    out = {}
+    for method in methods:
+        have = [t for t in tasks if method in per_task[t]]
+        if not have:
+            continue
+        seeds = sorted(set.intersection(*(set(per_task[t][method]["seeds"]) for t in have)))
+        by_seed = {t: {r["seed"]: r for r in chosen[(t, method)]} for t in have}
+
+        def avg(get) -> dict:
+            return _stat_row(t_interval([float(np.mean([get(by_seed[t][s]) for t in have])) for s in seeds]))
+
+        first = per_task[have[0]][method]
+        per_exit = [{"exit_layer": layer, **avg(lambda r, i=i: r["evaluation"]["per_exit"][i]["score"])}
+                    for i, layer in enumerate(first["exit_layers"])]
+        interp = []
+        for i, q in enumerate(first["interpolated"]):
+            vals = [by_seed[t][s]["evaluation"]["interpolated"][i]["score"] for t in have for s in seeds]
+            if any(v is None for v in vals):
+                interp.append({"cost_ratio": q["cost_ratio"], **_stat_row(t_interval([]))})
+            else:
+                interp.append({"cost_ratio": q["cost_ratio"], **avg(lambda r, i=i: r["evaluation"]["interpolated"][i]["score"])})
+        # the average curve: each task's curve on a common cost grid, averaged over tasks per seed
+        lo = max(min(p["cost_ratio"] for p in by_seed[t][s]["evaluation"]["curve"]) for t in have for s in seeds)
+        hi = min(max(p["cost_ratio"] for p in by_seed[t][s]["evaluation"]["curve"]) for t in have for s in seeds)
+        grid = np.linspace(lo, hi, CURVE_POINTS).tolist() if hi > lo else [lo]
+        seed_curves = [np.mean([curve_on_grid(by_seed[t][s]["evaluation"]["curve"], grid) for t in have], axis=0)
+                       for s in seeds]
+        stats = [t_interval([c[i] for c in seed_curves]) for i in range(len(grid))]
+        out[method] = {
+            "tasks": have,
+            "seeds": seeds,
+            "per_exit": per_exit,
+            "interpolated": interp,
+            "auc": avg(lambda r: r["evaluation"]["auc"]),
+            "curve": {"cost": grid, "mean": [x["mean"] for x in stats], "low": [x["low"] for x in stats],
+                      "high": [x["high"] for x in stats], "n": len(seeds)},
+        }
+    return out
+
+
+def _provenance(grid_dir: Path, grid: dict, records: list[dict], command: str | None) -> dict:
+    import importlib.metadata as md
+
+    from .grid import LAUNCHES_FILE
+
+    launches = read_json(grid_dir / LAUNCHES_FILE) if (grid_dir / LAUNCHES_FILE).is_file() else []
+    envs = []
+    for r in records:
+        env = {k: v for k, v in r["_environment"].items() if k != "threads"}
+        if env and env not in envs:
+            envs.append(env)
+    versions = {}
+    for pkg in ("sweet", "torch", "transformers", "numpy", "scipy", "matplotlib", "ray"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    data = {}
+    for task, info in grid.get("data", {}).items():
+        files = info.get("files", {})
+        data[task] = {role: {"path": path, "sha256": info.get("sha256", {}).get(role)} for role, path in files.items()} \
+            or {"source": info.get("source")}
+    compute = sum(r["timing"]["total_seconds"] for r in records)
+    by_method: dict[str, dict[str, list[float]]] = {}
+    for r in records:
+        by_method.setdefault(r["task"], {}).setdefault(r["method"], []).append(r["timing"]["total_seconds"])
+    return {
+        "spec": grid["spec"],
+        "seeds": grid["spec"]["seeds"],
+        "data_files": data,
+        "run_environments": envs,
+        "report_environment": {"python": platform.python_version(), **versions},
+        "launches": launches,
+        "grid_wall_seconds": round(sum(float(x.get("wall_seconds") or 0) for x in launches), 1),
+        "run_seconds_total": round(compute, 1),
+        "mean_run_seconds": {t: {m: round(sum(v) / len(v), 1) for m, v in ms.items()} for t, ms in by_method.items()},
+        "report_command": command,
+        "runs": sorted(r["_dir"] for r in records),
+    }
+
+
+# ------------------------------------------------------------------------------------------ writing
+
+
+def _fmt(stats: dict | None, digits: int = 1) -> str:
+    if not stats or stats.get("mean") is None:
+        return "n/a"
+    if stats.get("ci") is None:
+        return f"{stats['mean']:.{digits}f}"
+    return f"{stats['mean']:.{digits}f} ± {stats['ci']:.{digits}f}"
+
+
+def cost_label(c: float) -> str:
+    f = Fraction(c).limit_denominator(24)
+    if abs(float(f) - c) > 1e-9:
+        return f"{c:.3f}"
+    if f.denominator == 1:
+        return str(f.numerator)
+    if f > 1:
+        whole = f.numerator // f.denominator
+        rest = f - whole
+        return f"{whole} {rest.numerator}/{rest.denominator}"
+    return f"{f.numerator}/{f.denominator}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return out
+
+
+def _exit_table(by_method: dict, methods: list[str]) -> list[str]:
+    layers = next(iter(by_method.values()))["per_exit"]
+    header = ["method"] + [f"exit L{p['exit_layer']}" for p in layers]
+    rows = [[METHOD_LABELS.get(m, m)] + [_fmt(p) for p in by_method[m]["per_exit"]] for m in methods if m in by_method]
+    return _table(header, rows)
+
+
+def _interp_table(by_method: dict, methods: list[str]) -> list[str]:
+    costs = sorted({q["cost_ratio"] for m in by_method.values() for q in m["interpolated"]})
+    header = ["method"] + [f"cost {cost_label(c)}" for c in costs] + ["AUC"]
+    rows = []
+    for m in methods:
+        if m not in by_method:
+            continue
+        at = {q["cost_ratio"]: q for q in by_method[m]["interpolated"]}
+        rows.append([METHOD_LABELS.get(m, m)] + [_fmt(at.get(c)) if c in at else "–" for c in costs]
+                    + [_fmt(by_method[m]["auc"])])
+    return _table(header, rows)
+
+
+def plot_curves(by_method: dict, methods: list[str], title: str, ylabel: str, path: Path,
+                bounds: tuple[float, float] = (-100.0, 100.0)) -> Path:
+    """All methods on one plot: the mean curve over seeds and its 95% CI band (clipped to the metric's range)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=100)
+    for m in methods:
+        if m not in by_method:
+            continue
+        c = by_method[m]["curve"]
+        x = np.asarray(c["cost"])
+        mean = np.asarray([np.nan if v is None else v for v in c["mean"]], dtype=float)
+        label = f"{METHOD_LABELS.get(m, m)} (n={c['n']})"
+        color = METHOD_COLORS.get(m)
+        ax.plot(x, mean, color=color, label=label, linewidth=1.8)
+        if all(v is not None for v in c["low"]):
+            low = np.clip(np.asarray(c["low"], dtype=float), *bounds)
+            high = np.clip(np.asarray(c["high"], dtype=float), *bounds)
+            ax.fill_between(x, low, high, color=color, alpha=0.18, linewidth=0)
+    ax.axvline(1.0, color="grey", linestyle=":", linewidth=1)
+    ax.set_xlabel("cost ratio (1 = the full model for every example)")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)  # atomic, like every other result file
+    return path
+
+
+def _metric_label(metric: str) -> str:
+    return {"accuracy": "accuracy (%)", "matthews": "Matthews corr. (x100)"}.get(metric, metric)
+
+
+def render_markdown(report: dict, figures: dict[str, str]) -> str:
+    spec = report["grid"]["spec"]
+    prov = report["provenance"]
+    methods = [m for m in spec["methods"] if m in report["average"]]
+    status = report["status"]
+    lines = [f"# Grid report: {report['grid']['name']}", ""]
+    cmds = [x["command"] for x in prov["launches"] if x.get("command")]
+    if cmds:
+        lines += ["Produced by (grid launches, in order):", "", "```bash", *dict.fromkeys(cmds), "```", ""]
+    if prov.get("report_command"):
+        lines += ["Report: `" + prov["report_command"] + "`", ""]
+    lines += [
+        f"- Runs: {status['n_finished']} of {status['n_runs']} finished"
+        + ("" if not status["missing"] else f" (**incomplete**: {len(status['missing'])} missing)") + ".",
+        f"- Grid wall time: {prov['grid_wall_seconds'] / 60:.1f} min over {len(prov['launches'])} launch(es); "
+        f"sum of run times: {prov['run_seconds_total'] / 60:.1f} min.",
+        f"- Backbone `{spec['backbone']}`, exits after layers "
+        f"{spec['exit_layers'] or next(iter(next(iter(report['per_task'].values())).values()))['exit_layers']}, "
+        f"{spec['n_train']} training examples per seed, {spec['epochs']} epoch(s), seeds {spec['seeds']}, "
+        f"learning rates {', '.join(f'{x:g}' for x in spec['learning_rates'])}.",
+        "- Scores in percent: accuracy, CoLA Matthews correlation x100. Each cell is the mean over seeds "
+        "± the half-width of the 95% confidence interval (t-distribution over seeds).",
+        "- The learning rate is chosen per task and method by the area under the speed-accuracy curve on the "
+        "held-out calibration split (never the reported split); only runs at the chosen rate enter the tables.",
+        "",
+        "## Individual exit scores, average over tasks (Table 1)",
+        "",
+        f"Tasks: {', '.join(TASK_LABELS.get(t, t) for t in next(iter(report['average'].values()))['tasks'])}. "
+        "Per seed, the mean over tasks; then the interval over seeds.",
+        "",
+        *_exit_table(report["average"], methods),
+        "",
+        "## Scores at fixed cost ratios, average over tasks (Figures 4/5)",
+        "",
+        "The speed-accuracy curve (confidence-based early exit, calibrated, 11 thresholds) linearly interpolated "
+        "at fixed cost ratios. Multi-Model pays for every model it runs, so it reaches costs above 1. "
+        "AUC: the mean score over costs from the first exit to 1.",
+        "",
+        *_interp_table(report["average"], methods),
+        "",
+    ]
+    if "average" in figures:
+        lines += [f"![average over tasks]({figures['average']})", ""]
+    lines += ["## Per task", ""]
+    for task, by_method in report["per_task"].items():
+        first = next(iter(by_method.values()))
+        lines += [f"### {TASK_LABELS.get(task, task)}", "",
+                  f"{_metric_label(first['metric'])} on the {first['evaluation_split']} split "
+                  f"({first['n_examples']} examples).", "", "Individual exits:", "",
+                  *_exit_table(by_method, methods), "", "At fixed cost ratios:", "",
+                  *_interp_table(by_method, methods), ""]
+        if task in figures:
+            lines += [f"![{task}]({figures[task]})", ""]
+    lines += ["## Chosen learning rates (Table 2)", "",
+              *_table(["task"] + [METHOD_LABELS.get(m, m) for m in methods],
+                      [[TASK_LABELS.get(t, t)] + [f"{report['per_task'][t][m]['learning_rate']:g}"
+                                                  if m in report["per_task"][t] else "n/a" for m in methods]
+                       for t in report["per_task"]]),
+              "", "Selection AUC (calibration split, mean over seeds) for every candidate; the chosen one in bold:", ""]
+    rows = []
+    for sel in report["learning_rates"]:
+        cells = []
+        for c in sel["candidates"]:
+            text = f"{c['learning_rate']:g}: " + ("n/a" if c["mean_selection_auc"] is None else f"{c['mean_selection_auc']:.2f}")
+            if not c["eligible"]:
+                text += " (incomplete)"
+            cells.append(f"**{text}**" if c["learning_rate"] == sel["chosen"] else text)
+        rows.append([TASK_LABELS.get(sel["task"], sel["task"]), METHOD_LABELS.get(sel["method"], sel["method"]),
+                     "; ".join(cells)])
+    lines += _table(["task", "method", "candidates"], rows)
+    lines += ["", "## Provenance", "", "Spec (`spec.toml` in the grid directory):", "", "```toml"]
+    from .grid import GridSpec, spec_to_toml
+
+    lines += [spec_to_toml(GridSpec(**spec)).rstrip(), "```", "", "Data files:", ""]
+    for task, files in prov["data_files"].items():
+        for role, f in files.items():
+            if isinstance(f, dict):
+                lines.append(f"- {TASK_LABELS.get(task, task)} {role}: `{f['path']}` (sha256 `{(f['sha256'] or '')[:16]}…`)")
+            else:
+                lines.append(f"- {TASK_LABELS.get(task, task)}: {role} {f}")
+    lines += ["", "Software of the runs:", ""]
+    for env in prov["run_environments"]:
+        lines.append("- " + ", ".join(f"{k} {v}" for k, v in env.items()))
+    secs = prov.get("mean_run_seconds", {})
+    if secs:
+        lines += ["", "Mean wall time of one run (seconds; training, calibration, evaluation, saving):", ""]
+        lines += _table(["task"] + [METHOD_LABELS.get(m, m) for m in methods],
+                        [[TASK_LABELS.get(t, t)] + [f"{secs[t][m]:.0f}" if m in secs[t] else "n/a" for m in methods]
+                         for t in secs])
+    lines += ["", "Launches:", ""]
+    for x in prov["launches"]:
+        lines.append(f"- {x.get('started')} → {x.get('finished') or x.get('last_update')} ({x.get('status')}), "
+                     f"back-end {x.get('backend')}: {x.get('executed')} run(s) executed, {x.get('skipped')} already "
+                     f"finished, wall {float(x.get('wall_seconds') or 0) / 60:.1f} min")
+    lines += ["", f"Per-run files (config, splits, training log, model, metrics): `{report['grid']['grid_dir']}/runs/`. "
+              f"All numbers above: `{REPORT_JSON}`.", ""]
+    return "\n".join(lines)
+
+
+def write_report(grid_dir: str | Path, output: str | Path | None = None, partial: bool = False,
+                 command: str | None = None) -> dict:
+    """Write report.md, report.json and one PNG per task (plus the average) into ``output``
+    (default: GRID_DIR/report). Returns the report dict."""
+    grid_dir = Path(grid_dir)
+    out = Path(output) if output is not None else grid_dir / "report"
+    report = build_report(grid_dir, partial=partial, command=command)
+    spec = report["grid"]["spec"]
+    methods = spec["methods"]
+    figures: dict[str, str] = {}
+    for task, by_method in report["per_task"].items():
+        first = next(iter(by_method.values()))
+        name = f"curve-{task}.png"
+        plot_curves(by_method, methods, f"{TASK_LABELS.get(task, task)} ({first['evaluation_split']}, "
+                    f"mean and 95% CI over {len(first['seeds'])} seeds)", _metric_label(first["metric"]), out / name,
+                    bounds=(0.0, 100.0) if first["metric"] == "accuracy" else (-100.0, 100.0))
+        figures[task] = name
+    if report["average"]:
+        plot_curves(report["average"], methods, "average over tasks (mean and 95% CI over seeds)", "score", out /
+                    "curve-average.png")
+        figures["average"] = "curve-average.png"
+    report["figures"] = figures
+    atomic_write_json(out / REPORT_JSON, report)
+    atomic_write_text(out / REPORT_MD, render_markdown(report, figures))
+    return report

@@ -1,0 +1,472 @@
+"""Experiment grids and reports: spec parsing, run keys, resumability (also after SIGKILL), learning-rate
+selection on the calibration split, t-intervals on known numbers, the report, and the Ray back-end."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sweet.errors import SweetError
+from sweet.grid import (
+    GRID_FILE,
+    LAUNCHES_FILE,
+    PRESETS,
+    GridSpec,
+    execute_run,
+    expand,
+    inspect_tasks,
+    load_spec_file,
+    preset,
+    run_grid,
+    run_key,
+    select_learning_rates,
+    spec_from_dict,
+    spec_to_toml,
+)
+from sweet.io import read_json
+from sweet.report import aggregate_curves, cost_label, t_interval, write_report
+from sweet.runs import RunConfig
+
+# t(0.975, df) from statistical tables, so the test does not just repeat scipy's call.
+T975 = {1: 12.706204736174704, 2: 4.302652729911275, 4: 2.7764451051977987}
+
+
+# ---------------------------------------------------------------------------------------- statistics
+
+
+def test_t_interval_on_known_numbers():
+    s = t_interval([1.0, 2.0, 3.0])  # mean 2, sd 1
+    assert s["mean"] == pytest.approx(2.0) and s["std"] == pytest.approx(1.0) and s["n"] == 3
+    assert s["ci"] == pytest.approx(T975[2] / 3 ** 0.5)  # 2.4841
+    assert (s["low"], s["high"]) == pytest.approx((2.0 - 2.484138, 2.0 + 2.484138), abs=1e-5)
+    s = t_interval([0.0, 2.0])  # mean 1, sd sqrt 2: half-width = t(0.975, 1) * sqrt2 / sqrt2
+    assert s["ci"] == pytest.approx(T975[1])
+    s = t_interval([80.0, 82.0, 84.0, 86.0, 88.0])  # sd = sqrt(10)
+    assert s["ci"] == pytest.approx(T975[4] * 10 ** 0.5 / 5 ** 0.5)
+    assert t_interval([5.0, 5.0, 5.0])["ci"] == 0.0
+
+
+def test_t_interval_is_undefined_for_one_seed_and_skips_missing_values():
+    one = t_interval([70.0])
+    assert one["mean"] == 70.0 and one["ci"] is None and one["n"] == 1
+    assert t_interval([])["mean"] is None
+    assert t_interval([1.0, None, 3.0])["n"] == 2
+
+
+def test_curves_are_interpolated_on_a_common_grid_before_averaging():
+    # seed A: score = 100 * cost on [0.25, 1]; seed B: constant 60 on [0.2, 1] with other thresholds
+    a = [{"cost_ratio": c, "score": 100 * c} for c in (0.25, 0.5, 1.0)]
+    b = [{"cost_ratio": c, "score": 60.0} for c in (0.2, 0.9, 1.0)]
+    agg = aggregate_curves([a, b], n_points=4)
+    assert agg["cost"] == pytest.approx([0.25, 0.5, 0.75, 1.0])  # the range both cover
+    assert agg["mean"] == pytest.approx([(25 + 60) / 2, (50 + 60) / 2, (75 + 60) / 2, (100 + 60) / 2])
+    half = [T975[1] * abs(x - 60) / 2 ** 0.5 / 2 ** 0.5 for x in (25, 50, 75, 100)]
+    assert [h - m for h, m in zip(agg["high"], agg["mean"])] == pytest.approx(half)
+
+
+def test_cost_labels():
+    assert [cost_label(c) for c in (1 / 6, 0.25, 0.5, 1.0, 1.375, 1.75)] == ["1/6", "1/4", "1/2", "1", "1 3/8", "1 3/4"]
+
+
+# ---------------------------------------------------------------------------------------- LR selection
+
+
+def _record(task, method, lr, seed, sel_auc, eval_auc=50.0):
+    return {"task": task, "method": method, "backbone": "default", "learning_rate": lr, "seed": seed,
+            "selection": {"split": "calibration", "auc": sel_auc}, "evaluation": {"split": "validation", "auc": eval_auc}}
+
+
+def test_learning_rate_is_chosen_by_selection_auc_never_by_the_reported_split():
+    recs = []
+    for seed in (0, 1, 2):
+        # 2e-5 is better on the calibration split; 5e-5 would win on the reported split.
+        recs.append(_record("rte", "sweet", 2e-5, seed, 70.0 + seed, eval_auc=60.0))
+        recs.append(_record("rte", "sweet", 5e-5, seed, 65.0 + seed, eval_auc=90.0))
+        recs.append(_record("rte", "early_exit", 2e-5, seed, 60.0, eval_auc=90.0))
+        recs.append(_record("rte", "early_exit", 5e-5, seed, 61.0, eval_auc=10.0))
+    sel = select_learning_rates(recs)
+    assert sel[("rte", "sweet", "default")]["chosen"] == 2e-5
+    assert sel[("rte", "early_exit", "default")]["chosen"] == 5e-5
+    cands = sel[("rte", "sweet", "default")]["candidates"]
+    assert [c["mean_selection_auc"] for c in cands] == pytest.approx([71.0, 66.0])
+
+
+def test_learning_rate_ties_go_to_the_smaller_rate_and_incomplete_rates_cannot_win():
+    recs = [_record("mrpc", "multi_model", lr, s, 70.0) for lr in (3e-5, 1e-5) for s in (0, 1)]
+    assert select_learning_rates(recs)[("mrpc", "multi_model", "default")]["chosen"] == 1e-5
+    # 5e-5 has one seed only, with a high AUC: not eligible against complete rates
+    recs.append(_record("mrpc", "multi_model", 5e-5, 0, 99.0))
+    sel = select_learning_rates(recs)[("mrpc", "multi_model", "default")]
+    assert sel["chosen"] == 1e-5
+    assert [c["eligible"] for c in sel["candidates"]] == [True, True, False]
+
+
+def test_learning_rate_selection_refuses_runs_without_a_held_out_selection():
+    rec = _record("sst2", "sweet", 1e-5, 0, 70.0)
+    rec.pop("selection")
+    with pytest.raises(SweetError, match="no 'selection' metrics"):
+        select_learning_rates([rec])
+    rec = _record("sst2", "sweet", 1e-5, 0, 70.0)
+    rec["selection"]["split"] = "validation"
+    with pytest.raises(SweetError, match="selection split is the reported split"):
+        select_learning_rates([rec])
+
+
+# ---------------------------------------------------------------------------------------- spec parser
+
+
+def _write(tmp_path, name, text):
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+GOOD = 'tasks = ["sst2", "rte"]\nmethods = ["sweet"]\nseeds = [0, 1]\nlearning_rates = [1e-5, 3e-5]\n'
+
+
+@pytest.mark.parametrize(
+    "extra, field, message",
+    [
+        ("epochs = -1\n", "epochs", "positive integer"),
+        ("n_train = 2.5\n", "n_train", "positive integer"),
+        ('backbone = ""\n', "backbone", "non-empty"),
+        ("exit_layers = [4, 2]\n", "exit_layers", "strictly increasing"),
+        ('pooling = "max"\n', "pooling", "one of auto, cls, mean"),
+        ("learning_rate = 1e-5\n", "learning_rate", "unknown field"),
+        ('preset = "huge"\n', "preset", "unknown preset"),
+        ("cpus_per_run = 0\n", "cpus_per_run", "positive number"),
+    ],
+)
+def test_bad_spec_fields_are_named(tmp_path, extra, field, message):
+    path = _write(tmp_path, "spec.toml", GOOD + extra)
+    with pytest.raises(SweetError) as info:
+        load_spec_file(path)
+    text = str(info.value)
+    assert f"'{field}'" in text and message in text and str(path) in text
+
+
+@pytest.mark.parametrize(
+    "text, field, message",
+    [
+        ('tasks = ["sst2", "sst3"]\nmethods = ["sweet"]\nseeds = [0]\nlearning_rates = [1e-5]\n', "tasks", "unknown task 'sst3'"),
+        ('tasks = ["sst2"]\nmethods = ["sweet", "dee"]\nseeds = [0]\nlearning_rates = [1e-5]\n', "methods", "unknown method 'dee'"),
+        ('tasks = ["sst2"]\nmethods = ["sweet"]\nseeds = [0, 0]\nlearning_rates = [1e-5]\n', "seeds", "duplicates"),
+        ('tasks = ["sst2"]\nmethods = ["sweet"]\nseeds = []\nlearning_rates = [1e-5]\n', "seeds", "must not be empty"),
+        ('tasks = ["sst2"]\nmethods = ["sweet"]\nseeds = [0]\nlearning_rates = ["fast"]\n', "learning_rates", "positive numbers"),
+        ('tasks = ["sst2"]\nmethods = ["sweet"]\nseeds = [0]\nlearning_rates = [-1e-5]\n', "learning_rates", "positive numbers"),
+        ('tasks = "sst2"\nmethods = ["sweet"]\nseeds = [0]\nlearning_rates = [1e-5]\n', "tasks", "must be a list"),
+    ],
+)
+def test_bad_spec_values_name_the_field(tmp_path, text, field, message):
+    with pytest.raises(SweetError) as info:
+        load_spec_file(_write(tmp_path, "spec.toml", text))
+    assert f"field '{field}'" in str(info.value) and message in str(info.value)
+
+
+def test_missing_fields_syntax_errors_and_unknown_formats(tmp_path):
+    with pytest.raises(SweetError, match="missing required field.*learning_rates"):
+        load_spec_file(_write(tmp_path, "a.toml", 'tasks = ["sst2"]\nmethods = ["sweet"]\nseeds = [0]\n'))
+    with pytest.raises(SweetError, match="cannot parse the spec"):
+        load_spec_file(_write(tmp_path, "b.toml", "tasks = [sst2\n"))
+    with pytest.raises(SweetError, match="unknown spec format"):
+        load_spec_file(_write(tmp_path, "c.ini", GOOD))
+    with pytest.raises(SweetError, match="spec file not found"):
+        load_spec_file(tmp_path / "nope.toml")
+
+
+def test_spec_round_trips_through_toml_and_reads_yaml_and_presets(tmp_path):
+    spec = load_spec_file(_write(tmp_path, "s.toml", GOOD + 'exit_layers = [1, 2, 4, 6]\nname = "x"\n'))
+    assert spec.tasks == ["sst2", "rte"] and spec.learning_rates == [1e-5, 3e-5] and spec.exit_layers == [1, 2, 4, 6]
+    again = load_spec_file(_write(tmp_path, "again.toml", spec_to_toml(spec)))
+    assert again == spec
+    y = load_spec_file(_write(tmp_path, "s.yaml", "preset: quick\nseeds: [5]\nmethods: [all]\n"))
+    assert y.seeds == [5] and y.tasks == PRESETS["quick"]["tasks"] and y.methods == ["early_exit", "sweet", "multi_model"]
+    paper = spec_from_dict(preset("paper"))
+    assert paper.n_runs == 7 * 3 * 3 * 5 and paper.n_train == 6000 and paper.epochs == 2
+    assert paper.learning_rates == [1e-5, 2e-5, 3e-5, 4e-5, 5e-5]
+    quick = spec_from_dict(preset("quick"))
+    assert set(quick.methods) == {"early_exit", "sweet", "multi_model"} and len(quick.seeds) >= 2
+
+
+def test_run_keys_follow_the_config_not_the_data_location(tmp_path, tiny_glue_dir):
+    a = RunConfig(task="sst2", method="sweet", seed=1, learning_rate=3e-5, data_dir="/x")
+    b = RunConfig(task="sst2", method="sweet", seed=1, learning_rate=3e-5, data_dir="/elsewhere")
+    c = RunConfig(task="sst2", method="sweet", seed=1, learning_rate=2e-5, data_dir="/x")
+    assert run_key(a) == run_key(b) != run_key(c)
+    spec = spec_from_dict({"tasks": ["sst2"], "methods": ["sweet", "early_exit"], "seeds": [1],
+                           "learning_rates": [3e-5]})
+    runs = expand(spec, str(tiny_glue_dir), inspect_tasks(spec, str(tiny_glue_dir)))
+    assert [r.rel_dir.rsplit("-", 1)[0] for r in runs] == ["runs/sst2/sweet/lr3e-05/seed1", "runs/sst2/early_exit/lr3e-05/seed1"]
+    assert runs[0].config.extra["data_sha256"]["pool"]  # the data's content is part of the key
+
+
+# ---------------------------------------------------------------------------------------- grids end to end
+
+
+def tiny_spec(backbone, **over) -> GridSpec:
+    raw = {"name": "tiny", "tasks": ["sst2", "rte"], "methods": ["early_exit", "multi_model"], "seeds": [0, 1],
+           "learning_rates": [1e-3, 3e-3], "backbone": str(backbone), "exit_layers": [1, 2, 4], "n_train": 80,
+           "epochs": 1, "calibration_size": 40}
+    raw.update(over)
+    return spec_from_dict(raw)
+
+
+def _metrics_files(grid_dir: Path) -> dict[str, int]:
+    return {str(p.parent.relative_to(grid_dir)): p.stat().st_mtime_ns for p in grid_dir.glob("runs/**/metrics.json")}
+
+
+class one_thread:
+    """Tiny models run fastest on one thread, and a busy machine slows multi-threaded tiny ops by 10x+."""
+
+    def __enter__(self):
+        import torch
+
+        self.before = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self.before)
+
+
+@pytest.fixture(scope="module")
+def local_grid(tmp_path_factory, tiny_backbone_dir, tiny_glue_dir):
+    grid_dir = tmp_path_factory.mktemp("grid") / "g"
+    spec = tiny_spec(tiny_backbone_dir)
+    with one_thread():
+        result = run_grid(spec, grid_dir, data_dir=str(tiny_glue_dir), progress=False, command="test")
+    return spec, grid_dir, result
+
+
+def test_grid_runs_every_combination_once_and_skips_finished_runs(local_grid, tiny_glue_dir):
+    spec, grid_dir, first = local_grid
+    assert first.n_runs == 16 and first.skipped == 0 and len(first.executed) == 16 and not first.failed
+    manifest = read_json(grid_dir / GRID_FILE)
+    assert len({r["dir"] for r in manifest["runs"]}) == 16
+    assert set(_metrics_files(grid_dir)) == {r["dir"] for r in manifest["runs"]}
+    # the training sample depends on the seed only: shared by every method and learning rate of a seed
+    samples = {}
+    for r in manifest["runs"]:
+        ids = read_json(grid_dir / r["dir"] / "splits.json")["train_ids"]
+        samples.setdefault((r["task"], r["seed"]), set()).add(tuple(ids))
+    assert all(len(v) == 1 for v in samples.values())
+
+    before = _metrics_files(grid_dir)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a finished run was run again")
+
+    again = run_grid(spec, grid_dir, data_dir=str(tiny_glue_dir), progress=False, executor=must_not_run)
+    assert again.skipped == 16 and again.executed == []
+    assert _metrics_files(grid_dir) == before
+    launches = read_json(grid_dir / LAUNCHES_FILE)
+    assert [x["status"] for x in launches[-2:]] == ["completed", "completed"] and launches[-1]["executed"] == 0
+
+
+def test_a_different_spec_in_the_same_directory_needs_update_spec(local_grid, tiny_backbone_dir, tiny_glue_dir):
+    _, grid_dir, _ = local_grid
+    other = tiny_spec(tiny_backbone_dir, epochs=2)
+    with pytest.raises(SweetError, match=r"different spec \(field\(s\) epochs differ\).*--update-spec"):
+        run_grid(other, grid_dir, data_dir=str(tiny_glue_dir), progress=False)
+    # resources and the data location are not part of what must agree
+    same = tiny_spec(tiny_backbone_dir, cpus_per_run=2)
+    assert run_grid(same, grid_dir, data_dir=str(tiny_glue_dir), progress=False).skipped == 16
+
+
+def test_report_aggregates_the_chosen_learning_rate_over_seeds(local_grid, tmp_path):
+    spec, grid_dir, _ = local_grid
+    rep = write_report(grid_dir, tmp_path / "rep", command="sweet report test")
+    md = (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
+    js = read_json(tmp_path / "rep" / "report.json")
+    assert js["status"] == {"n_runs": 16, "n_finished": 16, "missing": []}
+    for name in ("curve-sst2.png", "curve-rte.png", "curve-average.png"):
+        data = (tmp_path / "rep" / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 300_000
+    # recompute one cell by hand from the run directories
+    manifest = read_json(grid_dir / GRID_FILE)["runs"]
+    chosen = rep["per_task"]["rte"]["multi_model"]["learning_rate"]
+    sel_by_lr = {}
+    for r in manifest:
+        if r["task"] == "rte" and r["method"] == "multi_model":
+            m = read_json(grid_dir / r["dir"] / "metrics.json")
+            sel_by_lr.setdefault(r["learning_rate"], []).append((r["seed"], m))
+    best = max(sorted(sel_by_lr), key=lambda lr: sum(m["selection"]["auc"] for _, m in sel_by_lr[lr]))
+    assert chosen == best
+    exit1 = [m["evaluation"]["per_exit"][0]["score"] for _, m in sorted(sel_by_lr[chosen], key=lambda x: x[0])]
+    cell = rep["per_task"]["rte"]["multi_model"]["per_exit"][0]
+    assert cell["values"] == pytest.approx(exit1) and cell["mean"] == pytest.approx(sum(exit1) / 2)
+    assert cell["ci"] == pytest.approx(T975[1] * abs(exit1[0] - exit1[1]) / 2)  # sd = |a - b| / sqrt 2
+    # averages over tasks: per seed first
+    avg = rep["average"]["early_exit"]["per_exit"][2]["values"]
+    for i, seed in enumerate((0, 1)):
+        per_task = []
+        for task in ("sst2", "rte"):
+            lr = rep["per_task"][task]["early_exit"]["learning_rate"]
+            d = next(r["dir"] for r in manifest if (r["task"], r["method"], r["seed"], r["learning_rate"])
+                     == (task, "early_exit", seed, lr))
+            per_task.append(read_json(grid_dir / d / "metrics.json")["evaluation"]["per_exit"][2]["score"])
+        assert avg[i] == pytest.approx(sum(per_task) / 2)
+    # the interpolated points are the paper's (for [1, 2, 4]: 1/4, 1/2, 3/4, 1; Multi-Model also 1 3/8, 1 3/4)
+    assert [q["cost_ratio"] for q in rep["average"]["multi_model"]["interpolated"]] == [0.25, 0.5, 0.75, 1.0, 1.375, 1.75]
+    assert "## Chosen learning rates (Table 2)" in md and "Table 1" in md and "cost 1 3/4" in md
+    assert f"{chosen:g}" in md and "sha256" in md and "sweet report test" in md
+    assert rep["provenance"]["data_files"]["sst2"]["pool"]["sha256"]
+
+
+def test_report_refuses_an_unfinished_grid_unless_partial(local_grid, tmp_path):
+    import shutil
+
+    _, grid_dir, _ = local_grid
+    copy = tmp_path / "copy"
+    shutil.copytree(grid_dir, copy)
+    victim = read_json(copy / GRID_FILE)["runs"][-1]["dir"]
+    (copy / victim / "metrics.json").unlink()
+    with pytest.raises(SweetError, match="1 of 16 runs .* are not finished"):
+        write_report(copy, tmp_path / "r")
+    rep = write_report(copy, tmp_path / "r", partial=True)
+    assert rep["status"]["missing"] == [victim]
+    assert "**incomplete**" in (tmp_path / "r" / "report.md").read_text(encoding="utf-8")
+
+
+def test_a_failing_run_does_not_stop_the_others_and_is_retried(tmp_path, tiny_backbone_dir, tiny_glue_dir):
+    spec = tiny_spec(tiny_backbone_dir, tasks=["rte"], methods=["early_exit"], learning_rates=[1e-3])
+    calls = []
+
+    def flaky(config, out_dir, progress=False):
+        calls.append(config["seed"])
+        if config["seed"] == 0 and len(calls) == 1:
+            raise RuntimeError("out of memory (simulated)")
+        return execute_run(config, out_dir, progress=progress)
+
+    with pytest.raises(SweetError, match="1 of 2 run.* failed .*out of memory"), one_thread():
+        run_grid(spec, tmp_path / "g", data_dir=str(tiny_glue_dir), progress=False, executor=flaky)
+    assert calls == [0, 1] and read_json(tmp_path / "g" / LAUNCHES_FILE)[-1]["status"] == "failed"
+    with one_thread():
+        res = run_grid(spec, tmp_path / "g", data_dir=str(tiny_glue_dir), progress=False, executor=flaky)
+    assert calls == [0, 1, 0] and res.skipped == 1 and len(res.executed) == 1
+
+
+def _cli(*args, **kw):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "sweet.cli", *args], env=env, start_new_session=True, **kw)
+
+
+def test_killed_grid_continues_without_rerunning_finished_runs(tmp_path, tiny_backbone_dir, tiny_glue_dir):
+    spec = tiny_spec(tiny_backbone_dir, tasks=["sst2"], methods=["early_exit", "multi_model"], learning_rates=[1e-3, 3e-3])
+    spec_file = tmp_path / "spec.toml"
+    spec_file.write_text(spec_to_toml(spec), encoding="utf-8")
+    grid_dir = tmp_path / "g"
+    proc = _cli("grid", "--spec", str(spec_file), "--output", str(grid_dir), "--data-dir", str(tiny_glue_dir),
+                "--no-progress", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    try:
+        while len(_metrics_files(grid_dir)) < 2 and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # like a machine going away: no clean-up, no finally blocks
+        proc.wait()
+    done_before = _metrics_files(grid_dir)
+    assert 2 <= len(done_before) < 8, "the grid should have been killed part-way"
+    launches = read_json(grid_dir / LAUNCHES_FILE)
+    # it never got to say it stopped (the last run may have finished just before its launch record was updated)
+    assert launches[-1]["status"] == "running" and launches[-1]["executed"] >= len(done_before) - 1
+
+    with one_thread():
+        again = run_grid(load_spec_file(spec_file), grid_dir, data_dir=str(tiny_glue_dir), progress=False)
+    assert again.skipped == len(done_before) and len(again.executed) == 8 - len(done_before)
+    after = _metrics_files(grid_dir)
+    assert len(after) == 8
+    assert {k: after[k] for k in done_before} == done_before  # finished runs untouched
+    assert not set(again.executed) & set(done_before)
+
+
+def test_cli_grid_errors_are_one_line_and_name_the_field(tmp_path, tiny_glue_dir):
+    for args, needle in [
+        (["--preset", "quick", "--lrs", "1e-5,fast"], "--lrs: 'fast' is not a valid value"),
+        (["--tasks", "sst2"], "missing required field(s): methods, seeds, learning_rates"),
+        (["--preset", "quick", "--methods", "ee"], "field 'methods': unknown method 'ee'"),
+    ]:
+        p = _cli("grid", "--output", str(tmp_path / "g"), "--data-dir", str(tiny_glue_dir), *args,
+                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 2, (args, err)
+        assert needle in err and len(err.strip().splitlines()) == 1, (args, err)
+    p = _cli("report", str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, err = p.communicate(timeout=120)
+    assert p.returncode == 2 and "not a sweet grid directory" in err
+
+
+def test_cli_dry_run_and_report(local_grid, tmp_path):
+    _, grid_dir, _ = local_grid
+    p = _cli("grid", "--output", str(grid_dir), "--dry-run", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert "16 runs (2 tasks x 2 methods x 2 seeds x 2 learning rates); 16 finished, 0 started, 0 not started" in out
+    p = _cli("report", str(grid_dir), "--output", str(tmp_path / "r"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+             text=True)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert "16 of 16 runs, 3 figure(s)" in out
+    assert "Report: `sweet report" in (tmp_path / "r" / "report.md").read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------- Ray
+
+
+def _comparable_metrics(path: Path) -> dict:
+    m = read_json(path)
+    m.pop("timing")
+    return m
+
+
+def test_ray_backend_writes_the_same_runs_as_the_local_backend(local_grid, tmp_path, tiny_backbone_dir, tiny_glue_dir):
+    ray = pytest.importorskip("ray")
+    import torch
+    from safetensors.torch import load_file
+
+    _, local_dir, _ = local_grid
+    spec = tiny_spec(tiny_backbone_dir, tasks=["rte"], seeds=[1])  # 4 of the local grid's runs
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    try:
+        res = run_grid(spec, tmp_path / "g", data_dir=str(tiny_glue_dir), backend="ray", progress=False)
+    finally:
+        ray.shutdown()
+    assert res.n_runs == 4 and len(res.executed) == 4 and not res.failed
+    for rel in res.executed:
+        ray_files = sorted(str(p.relative_to(tmp_path / "g" / rel)) for p in (tmp_path / "g" / rel).rglob("*"))
+        local_files = sorted(str(p.relative_to(local_dir / rel)) for p in (local_dir / rel).rglob("*"))
+        assert ray_files == local_files  # same run directory name (same key) and the same files
+        # identical numbers (only the timing differs), identical weights
+        assert _comparable_metrics(tmp_path / "g" / rel / "metrics.json") == _comparable_metrics(local_dir / rel / "metrics.json")
+        a, b = (load_file(d / rel / "model" / "model.safetensors") for d in (tmp_path / "g", local_dir))
+        assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)
+        assert read_json(tmp_path / "g" / rel / "splits.json") == read_json(local_dir / rel / "splits.json")
+    assert read_json(tmp_path / "g" / LAUNCHES_FILE)[-1]["backend"] == "ray"
+    # and the grid is resumable across back-ends: the local back-end finds nothing left to do
+    again = run_grid(spec, tmp_path / "g", data_dir=str(tiny_glue_dir), progress=False, executor=None)
+    assert again.skipped == 4 and again.executed == []
+
+
+
+def test_unknown_backend_and_a_run_directory_with_another_config_are_refused(local_grid, tmp_path, tiny_glue_dir):
+    import shutil
+
+    spec, grid_dir, _ = local_grid
+    with pytest.raises(SweetError, match="unknown back-end 'spark'"):
+        run_grid(spec, tmp_path / "x", data_dir=str(tiny_glue_dir), backend="spark", progress=False)
+    copy = tmp_path / "copy"
+    shutil.copytree(grid_dir, copy)
+    victim = copy / read_json(copy / GRID_FILE)["runs"][3]["dir"] / "run_config.json"
+    cfg = read_json(victim)
+    cfg["epochs"] = 7
+    victim.write_text(json.dumps(cfg), encoding="utf-8")
+    with pytest.raises(SweetError, match=r"holds a run with a different config \(fields: epochs\)"):
+        run_grid(spec, copy, data_dir=str(tiny_glue_dir), progress=False)
