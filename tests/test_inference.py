@@ -76,8 +76,9 @@ def test_later_layers_only_see_the_rows_that_remain(kind):
     assert seen[4] == seen[5] == 32 - counts[:3].sum()
 
 
-def test_forward_stops_when_every_row_has_left():
-    model = _model("bert", "early_exit")
+@pytest.mark.parametrize("kind", KINDS)
+def test_forward_stops_when_every_row_has_left(kind):
+    model = _model(kind, "early_exit")
     ids, mask = _batch()
     calls = []
     layers = find_layer_list(model.backbones[0])
@@ -87,8 +88,9 @@ def test_forward_stops_when_every_row_has_left():
     assert (res.exit_index == 0).all() and calls == []
 
 
-def test_multi_model_cascade_runs_later_models_on_fewer_rows():
-    model = _model("bert", "multi_model")
+@pytest.mark.parametrize("kind", KINDS)
+def test_multi_model_cascade_runs_later_models_on_fewer_rows(kind):
+    model = _model(kind, "multi_model")
     ids, mask = _batch()
     rows = []
     hooks = [bb.register_forward_pre_hook(lambda m, a, k: rows.append(k["input_ids"].shape[0]), with_kwargs=True)
@@ -120,9 +122,10 @@ class AgreementPolicy(ExitPolicy):
         return score >= 1.0
 
 
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("method", ["sweet", "multi_model"])
-def test_stateful_policies_keep_their_state_aligned_through_compaction(method):
-    model = _model("mpnet", method)
+def test_stateful_policies_keep_their_state_aligned_through_compaction(kind, method):
+    model = _model(kind, method)
     ids, mask = _batch()
     policy = AgreementPolicy()
     with torch.no_grad():

@@ -88,9 +88,10 @@ def test_sweet_and_early_exit_forward_values_are_identical(kind):
     assert torch.equal(a.loss, b.loss)
 
 
-def test_sweet_training_step_differs_from_early_exit():
-    ee = tiny_model("bert", "early_exit")
-    sw = tiny_model("bert", "sweet")
+@pytest.mark.parametrize("kind", KINDS)
+def test_sweet_training_step_differs_from_early_exit(kind):
+    ee = tiny_model(kind, "early_exit")
+    sw = tiny_model(kind, "sweet")
     sw.load_state_dict(ee.state_dict())
     ids, mask, labels = batch()
     for m in (ee, sw):
@@ -121,12 +122,13 @@ def test_multi_model_exits_share_nothing_and_have_their_depth(kind):
             assert (total > 0) == (i == j)
 
 
-def test_multi_model_parameter_groups_are_per_model():
-    model = tiny_model("bert", "multi_model")
+@pytest.mark.parametrize("kind", KINDS)
+def test_multi_model_parameter_groups_are_per_model(kind):
+    model = tiny_model(kind, "multi_model")
     groups = model.parameter_groups()
     assert len(groups) == len(EXITS)
     assert sum(len(g) for g in groups) == len(list(model.parameters()))
-    assert len(tiny_model("bert", "sweet").parameter_groups()) == 1
+    assert len(tiny_model(kind, "sweet").parameter_groups()) == 1
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -181,8 +183,9 @@ def test_exit_layer_validation(layers, message):
         validate_exit_layers(layers, 6)
 
 
-def test_partial_depth_cuts_the_encoder():
-    model = tiny_model("bert", "early_exit", exit_layers=(1, 3), allow_partial_depth=True)
+@pytest.mark.parametrize("kind", KINDS)
+def test_partial_depth_cuts_the_encoder(kind):
+    model = tiny_model(kind, "early_exit", exit_layers=(1, 3), allow_partial_depth=True)
     assert len(find_layer_list(model.backbones[0])) == 3
     assert model.config.depth == 3
 

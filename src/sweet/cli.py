@@ -1,4 +1,5 @@
-"""Command line interface: ``sweet train | evaluate | predict | demo | tasks``.
+"""Command line interface: ``sweet train | evaluate | predict | bench | demo | grid | report | tasks``
+(and ``sweet analyze ...`` where present).
 
 Errors the user can fix are printed as one line (``error: ...``) with exit code 2; pass ``--debug``
 (before the command) to see the traceback.
@@ -25,6 +26,9 @@ _STATE = {"debug": False}
 
 DATA_DIR_HELP = "GLUE directory (one folder per task with train.tsv/train_pool.tsv and dev.tsv). Default: $SWEET_GLUE_DIR."
 METHOD_HELP = "Fine-tuning method: early_exit, sweet or multi_model."
+POLICY_HELP = ("Exit policy: confidence (calibrated max probability), entropy (DeeBERT; 1 - normalised entropy), "
+               "patience (PABEE; threshold t means patience round(t*(exits-1))) or learned (learning-to-exit; needs a "
+               "model trained with --learn-exit).")
 
 
 def parse_layers(text: Optional[str]) -> Optional[list[int]]:
@@ -33,7 +37,7 @@ def parse_layers(text: Optional[str]) -> Optional[list[int]]:
     try:
         return [int(x) for x in text.replace(" ", "").split(",") if x != ""]
     except ValueError:
-        raise SweetError(f"--exit-layers must be comma-separated integers such as 1,2,4,6, got '{text}'") from None
+        raise SweetError(f"--exit-layers must be comma-separated integers such as 1,2,4,6, got {text!r}") from None
 
 
 @app.callback()
@@ -42,7 +46,8 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 
 
 def _run_one(task, method, backbone, exit_layers, n_train, seed, learning_rate, epochs, batch_size, max_length,
-             pooling, data_dir, data_source, output, overwrite, progress, allow_partial_depth=False) -> dict:
+             pooling, data_dir, data_source, output, overwrite, progress, allow_partial_depth=False,
+             checkpoint_every=200, resume=False, learn_exit=False) -> dict:
     from .evaluation import format_report
     from .runs import RunConfig, run
 
@@ -50,8 +55,13 @@ def _run_one(task, method, backbone, exit_layers, n_train, seed, learning_rate, 
         task=task, method=method, backbone=backbone, exit_layers=parse_layers(exit_layers), n_train=n_train, seed=seed,
         learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, max_length=max_length, pooling=pooling,
         data_dir=str(data_dir) if data_dir else None, data_source=data_source, allow_partial_depth=allow_partial_depth,
+        checkpoint_every=checkpoint_every, extra={"learn_exit": True} if learn_exit else {},
     )
-    metrics = run(cfg, output, progress=progress, overwrite=overwrite)
+    if not progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # e.g. "Loading weights"
+    metrics = run(cfg, output, progress=progress, overwrite=overwrite, resume=resume)
     typer.echo(format_report(metrics))
     t = metrics["timing"]
     typer.echo(f"\ntrain {t['train_seconds']:.0f}s ({t['train_examples_per_second']:.1f} examples/s), "
@@ -71,17 +81,22 @@ def train(
     learning_rate: float = typer.Option(5e-5, "--lr", help="Initial learning rate (AdamW, linear decay)."),
     epochs: int = typer.Option(2, help="Training epochs."),
     batch_size: int = typer.Option(16, help="Training batch size."),
-    max_length: int = typer.Option(256, help="Maximum tokens per example (longer ones are truncated)."),
+    max_length: int = typer.Option(256, help="Maximum tokens per example (longer ones are truncated, with one warning); capped at what the backbone accepts."),
     pooling: str = typer.Option("auto", help="How each exit pools tokens: cls, mean, or auto (the pooling the backbone was pretrained with if it declares one, e.g. mean for all-MiniLM-L6-v2; else cls)."),
     data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
     data_source: str = typer.Option("local", help="'local' (TSV directory) or 'hub' (Hugging Face glue dataset; needs network)."),
     allow_partial_depth: bool = typer.Option(False, help="Allow the last exit below the backbone's depth (the encoder is cut after it)."),
     overwrite: bool = typer.Option(False, help="Replace a finished run in --output."),
+    checkpoint_every: int = typer.Option(200, help="Save a training checkpoint (model, optimizer, scheduler, RNG states, data position) every N optimizer steps into OUTPUT/checkpoint; 0 turns checkpoints off."),
+    resume: bool = typer.Option(False, help="Continue the unfinished run in --output from its checkpoint (pass the same options); the result equals that of an uninterrupted run."),
+    learn_exit: bool = typer.Option(False, "--learn-exit", help="Also fit learning-to-exit modules (one Linear+sigmoid per exit, MSE against 'this exit is correct') after fine-tuning, on the training sample with the model frozen; enables --policy learned."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
-    """Fine-tune a multi-exit model on a GLUE task, calibrate it on held-out data, and evaluate it."""
+    """Fine-tune a multi-exit model on a GLUE task, calibrate it on held-out data, and evaluate it (the confidence
+    curve in metrics.json 'evaluation'; the entropy, patience and, with --learn-exit, learned curves under 'policies')."""
     _run_one(task, method, backbone, exit_layers, n_train, seed, learning_rate, epochs, batch_size, max_length,
-             pooling, data_dir, data_source, output, overwrite, progress, allow_partial_depth)
+             pooling, data_dir, data_source, output, overwrite, progress, allow_partial_depth, checkpoint_every, resume,
+             learn_exit)
 
 
 @app.command()
@@ -90,13 +105,15 @@ def evaluate(
     data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
     file: Optional[Path] = typer.Option(None, help="Evaluate on this labelled TSV (same columns as the task) instead."),
     output_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON instead of a table."),
+    policy: str = typer.Option("confidence", help=POLICY_HELP),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Re-evaluate a trained run: per-exit scores, speed-accuracy curve, interpolated scores, AUC."""
     from .evaluation import format_report
     from .runs import evaluate_run
 
-    result = evaluate_run(run_dir, str(data_dir) if data_dir else None, str(file) if file else None, progress=progress)
+    result = evaluate_run(run_dir, str(data_dir) if data_dir else None, str(file) if file else None, progress=progress,
+                          policy=policy)
     typer.echo(json.dumps(result, indent=2) if output_json else format_report(result))
 
 
@@ -104,31 +121,35 @@ def evaluate(
 def predict(
     run_dir: Path = typer.Argument(..., help="A run directory (or its model/ directory)."),
     input: str = typer.Option("-", "--input", "-i", help="Text file with one example per line (pairs: two texts separated by a tab); '-' reads stdin."),
-    threshold: float = typer.Option(0.9, help="Confidence threshold in [0, 1]: leave at the first exit whose calibrated max probability reaches it (1 = always run to the last exit)."),
+    threshold: float = typer.Option(0.9, help="Threshold in [0, 1]: leave at the first exit whose policy score reaches it (confidence: the calibrated max probability; 1 = always run to the last exit)."),
+    policy: str = typer.Option("confidence", help=POLICY_HELP),
     task: Optional[str] = typer.Option(None, help="Task (default: the one the model was trained on)."),
-    fmt: str = typer.Option("tsv", "--format", help="tsv (label, exit layer, confidence) or jsonl."),
+    fmt: str = typer.Option("tsv", "--format", help="tsv (label, exit layer, confidence; with a --policy other than confidence also its score) or jsonl."),
 ) -> None:
     """Predict labels for unlabelled text; one line out per example: label, exit layer, confidence."""
     from .runs import predict_texts
 
     if fmt not in ("tsv", "jsonl"):
-        raise SweetError(f"--format must be tsv or jsonl, got '{fmt}'")
+        raise SweetError(f"--format must be tsv or jsonl, got {fmt!r}")
     if input == "-":
-        lines = sys.stdin.read().splitlines()
+        raw, where = sys.stdin.buffer.read(), "standard input"
     else:
         path = Path(input)
         if not path.is_file():
             raise SweetError(f"input file not found: {path}")
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError as exc:
-            raise SweetError(f"{path}: not valid UTF-8 (byte offset {exc.start})") from exc
-    rows = predict_texts(run_dir, lines, threshold, task)
+        raw, where = path.read_bytes(), str(path)
+    try:
+        lines = raw.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SweetError(f"{where}, line {line}: not valid UTF-8 (byte offset {exc.start}); re-encode it as UTF-8") from exc
+    rows = predict_texts(run_dir, lines, threshold, task, policy=policy)
     for r in rows:
         if fmt == "jsonl":
             typer.echo(json.dumps(r))
         else:
-            typer.echo(f"{r['label']}\t{r['exit_layer']}\t{r['confidence']:.4f}")
+            score = f"\t{r['score']:.4f}" if "score" in r else ""
+            typer.echo(f"{r['label']}\t{r['exit_layer']}\t{r['confidence']:.4f}{score}")
 
 
 @app.command()
@@ -163,6 +184,32 @@ def demo(
 
 
 @app.command()
+def bench(
+    run_dir: Path = typer.Argument(..., help="A run directory written by 'sweet train'."),
+    batch_sizes: str = typer.Option("1,16,64", help="Comma-separated batch sizes."),
+    repeats: int = typer.Option(3, help="Timed passes over the split per configuration (the median is reported)."),
+    max_examples: Optional[int] = typer.Option(None, help="Use only the first N examples of the evaluation split."),
+    threads: Optional[int] = typer.Option(None, help="torch threads (default: torch's default, usually the core count)."),
+    data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
+    output: Optional[Path] = typer.Option(None, help="Where to write the JSON (default: RUN_DIR/bench.json)."),
+    policy: str = typer.Option("confidence", help=POLICY_HELP),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Measure wall-clock throughput and latency of batched early-exit inference against the full model,
+    across the threshold grid: cost ratio, ideal speedup (1/cost), measured speedup and their ratio."""
+    from .bench import benchmark, format_bench
+    from .io import atomic_write_json
+
+    sizes = parse_layers(batch_sizes) or [1, 16, 64]
+    report = benchmark(run_dir, sizes, repeats=repeats, max_examples=max_examples, threads=threads,
+                       data_dir=str(data_dir) if data_dir else None, progress=progress, policy=policy)
+    path = output or (run_dir / ("bench.json" if policy == "confidence" else f"bench-{policy}.json"))
+    atomic_write_json(path, report)
+    typer.echo(format_bench(report))
+    typer.echo(f"\nwritten: {path}")
+
+
+@app.command()
 def tasks(data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP)) -> None:
     """List the tasks and which of their files the data directory holds."""
     from .data import task_status
@@ -172,24 +219,189 @@ def tasks(data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP)) -> 
         typer.echo(f"{row['task']:<5} {row['folder']:<6} train: {row['train'] or 'MISSING'}  dev: {dev}  metric: {row['metric']}")
 
 
+def _command_line() -> str:
+    import shlex
+
+    return "sweet " + shlex.join(sys.argv[1:])
+
+
+def _split_flag(flag: str, text: Optional[str], convert) -> Optional[list]:
+    if text is None:
+        return None
+    out = []
+    for item in text.replace(" ", "").split(","):
+        if item == "":
+            continue
+        try:
+            out.append(convert(item))
+        except ValueError:
+            raise SweetError(f"{flag}: '{item}' is not a valid value (expected a comma-separated list, got '{text}')") from None
+    return out
+
+
+@app.command()
+def grid(
+    output: Path = typer.Option(..., "--output", "-o", help="Grid directory (created; an existing grid is continued)."),
+    preset: Optional[str] = typer.Option(None, help="Start from a preset: 'paper' (7 tasks x 3 methods x 3 seeds x {1..5}e-5, 6K examples, 2 epochs) or 'quick' (a reduced grid for 2 CPU cores)."),
+    spec: Optional[Path] = typer.Option(None, "--spec", help="Spec file (.toml, .yaml or .json) with the fields of a grid; 'preset = NAME' inside starts from a preset."),
+    tasks: Optional[str] = typer.Option(None, help="Comma-separated tasks, e.g. sst2,mrpc."),
+    methods: Optional[str] = typer.Option(None, help="Comma-separated methods (early_exit, sweet, multi_model) or 'all'."),
+    backbone: Optional[str] = typer.Option(None, help="Backbone ('default', a local model directory or a hub id)."),
+    exit_layers: Optional[str] = typer.Option(None, help="Comma-separated exit layers, or 'default'."),
+    seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds, e.g. 0,1,2."),
+    lrs: Optional[str] = typer.Option(None, "--lrs", help="Comma-separated learning rates, e.g. 1e-5,3e-5,5e-5."),
+    n_train: Optional[int] = typer.Option(None, help="Training examples per seed."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs."),
+    data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
+    backend: str = typer.Option("local", help="'local' (one run after another, in this process) or 'ray' (each run a Ray task)."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join ('auto', 'ray://host:10001'); default: start a local Ray instance."),
+    cpus_per_run: Optional[float] = typer.Option(None, help="Ray: CPUs requested per run (also its torch threads). Default 1."),
+    gpus_per_run: Optional[float] = typer.Option(None, help="Ray: GPUs requested per run. Default 0."),
+    threads: Optional[int] = typer.Option(None, help="Local back-end: torch threads (default: torch's default). On a machine shared with other jobs, 1 can be several times faster than 2."),
+    update_spec: bool = typer.Option(False, help="Replace the spec stored in an existing grid directory."),
+    dry_run: bool = typer.Option(False, help="Print the plan (runs finished/left, time estimate) and exit."),
+    progress: bool = typer.Option(True, help="Show progress bars."),
+) -> None:
+    """Run an experiment grid (tasks x methods x seeds x learning rates). Resumable: finished runs are skipped,
+    so a killed grid continues where it stopped. Then 'sweet report GRID_DIR'."""
+    from .grid import check_field, load_spec_file, preset as get_preset, run_grid, grid_status, spec_from_dict, stored_spec
+
+    flags = {
+        "tasks": _split_flag("--tasks", tasks, str), "methods": _split_flag("--methods", methods, str),
+        "backbone": backbone, "seeds": _split_flag("--seeds", seeds, int), "learning_rates": _split_flag("--lrs", lrs, float),
+        "n_train": n_train, "epochs": epochs, "cpus_per_run": cpus_per_run, "gpus_per_run": gpus_per_run,
+    }
+    if exit_layers is not None:
+        flags["exit_layers"] = None if exit_layers.strip().lower() == "default" else _split_flag("--exit-layers", exit_layers, int)
+    flags = {k: v for k, v in flags.items() if v is not None or k == "exit_layers"}
+    if preset is not None and spec is not None:
+        raise SweetError("give --preset or --spec, not both (a spec file can say 'preset = NAME')")
+    if spec is not None:
+        base = load_spec_file(spec).to_dict()
+    elif preset is not None:
+        base = spec_from_dict(get_preset(preset), source=f"preset {preset}").to_dict()
+    else:
+        old = stored_spec(output)
+        base = old.to_dict() if old is not None else {}
+    for k, v in flags.items():
+        check_field(k, v, source="command line")
+    the_spec = spec_from_dict(flags, source="command line", base=base)
+    ddir = str(data_dir) if data_dir else None
+    if dry_run:
+        st = grid_status(the_spec, output, ddir)
+        typer.echo(f"grid '{the_spec.name}': {st['n_runs']} runs ({len(the_spec.tasks)} tasks x {len(the_spec.methods)} "
+                   f"methods x {len(the_spec.seeds)} seeds x {len(the_spec.learning_rates)} learning rates); "
+                   f"{st['finished']} finished, {st['partial']} started, {st['pending']} not started")
+        typer.echo(f"estimated time left, one run at a time: ~{st['estimate_seconds_left'] / 60:.0f} min "
+                   "(default backbone on 2 idle cores; ~71 training examples/s on SST-2, pair tasks 3-4x slower)")
+        return
+    res = run_grid(the_spec, output, data_dir=ddir, backend=backend, ray_address=ray_address, update_spec=update_spec,
+                   progress=progress, command=_command_line(), threads=threads)
+    typer.echo(f"grid '{the_spec.name}': {res.n_runs} runs, {res.skipped} already finished, {len(res.executed)} run now "
+               f"in {res.wall_seconds / 60:.1f} min. Next: sweet report {output}")
+
+
+@app.command()
+def report(
+    grid_dir: Path = typer.Argument(..., help="A grid directory written by 'sweet grid'."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write report.md, report.json and the PNGs (default: GRID_DIR/report)."),
+    partial: bool = typer.Option(False, help="Report an unfinished grid (what is finished; marked incomplete)."),
+) -> None:
+    """Aggregate a grid: choose learning rates on the calibration split, then mean and 95% CI over seeds of every
+    per-exit score and interpolated point; Markdown + JSON + speed-accuracy PNGs."""
+    from .report import REPORT_MD, write_report
+
+    out = output if output is not None else grid_dir / "report"
+    rep = write_report(grid_dir, out, partial=partial, command=_command_line())
+    typer.echo(f"wrote {out / REPORT_MD} ({rep['status']['n_finished']} of {rep['status']['n_runs']} runs, "
+               f"{len(rep['figures'])} figure(s))")
+
+
+analyze_app = typer.Typer(no_args_is_help=True, help="Analyses of multi-exit training (the paper's Section 3.1).")
+app.add_typer(analyze_app, name="analyze")
+
+
+@analyze_app.command("gradients")
+def analyze_gradients_cmd(
+    output: Path = typer.Option(..., "--output", "-o", help="Directory for gradients.json and gradients.png."),
+    task: str = typer.Option("mnli", "--task", "-t", help="Task to fine-tune on (the paper: mnli)."),
+    steps: int = typer.Option(400, help="Training steps (the paper: 400)."),
+    backbone: str = typer.Option("default", help="'default' (packaged all-MiniLM-L6-v2), a hub id, or a local model directory."),
+    exit_layers: Optional[str] = typer.Option(None, help="Comma-separated exit layers. Default: the paper-shaped ladder for the backbone's depth."),
+    batch_size: int = typer.Option(16, help="Training batch size (the paper: 16)."),
+    learning_rate: float = typer.Option(2e-5, "--lr", help="Learning rate (the paper's analysis: 2e-5)."),
+    seed: int = typer.Option(0, help="Seed (training sample, heads, dropout, batch order)."),
+    max_length: int = typer.Option(256, help="Maximum tokens per example."),
+    pooling: str = typer.Option("auto", help="cls, mean or auto (as in 'sweet train')."),
+    probe_batches: int = typer.Option(2, help="Fresh training-pool batches measured after the last step (the paper's protocol: 1, plus 1 repeat)."),
+    data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
+    data_source: str = typer.Option("local", help="'local' (TSV directory) or 'hub'."),
+    progress: bool = typer.Option(True, help="Show a progress bar."),
+) -> None:
+    """Conflicting gradients: fine-tune an Early-Exit model and, at every step, compare the gradients that each
+    classifier's own loss sends to the last FFN weight matrix of every layer preceding an exit (row-wise cosine
+    similarity, averaged over rows; pairs of classifiers, and each classifier vs the sum of the others)."""
+    from .analysis import GRADIENTS_JSON, GRADIENTS_PNG, analyze_gradients
+
+    if not progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    res = analyze_gradients(task=task, output=output, backbone=backbone, exit_layers=parse_layers(exit_layers),
+                            steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
+                            max_length=max_length, pooling=pooling, probe_batches=probe_batches,
+                            data_dir=str(data_dir) if data_dir else None, data_source=data_source, progress=progress,
+                            command=_command_line())
+    for lay in res["layers"]:
+        pairs = "  ".join(f"{p['classifiers'][0]}/{p['classifiers'][1]}: {p['mean']:+.3f}" for p in lay["pairs"])
+        others = "  ".join(f"{o['classifier']}: {o['mean']:+.3f}" for o in lay["others_vs_own"])
+        typer.echo(f"layer {lay['layer']}: pairs {pairs}")
+        typer.echo(f"{'':>{len(str(lay['layer'])) + 7}}own vs others' sum {others}")
+    typer.echo(f"{res['steps']} steps in {res['seconds']:.0f}s. Written: {output / GRADIENTS_JSON}, {output / GRADIENTS_PNG}")
+
+
+def _one_line(text) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {_one_line(message)}\n"
+
+
 def main() -> None:
+    import warnings
+
+    warnings.formatwarning = _format_warning  # one line per warning, e.g. about truncated texts
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except SweetError as exc:
         if _STATE["debug"]:
             raise
-        typer.echo(f"error: {exc}", err=True)
+        typer.echo(f"error: {_one_line(exc)}", err=True)
         sys.exit(2)
-    except Exception as exc:  # click usage errors and aborts
+    except Exception as exc:  # usage errors (typer ships its own click; plain click for older typer) and aborts
         import click
 
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
+        if isinstance(exc, (getattr(typer, "TyperException", click.exceptions.ClickException), click.exceptions.ClickException)):
+            if _STATE["debug"]:
+                raise
+            if type(exc).__name__ == "NoArgsIsHelpError":  # a command given without arguments: its help
+                exc.show()
+                sys.exit(exc.exit_code)
+            ctx = getattr(exc, "ctx", None)
+            command = " ".join(["sweet", *([ctx.info_name] if ctx is not None and ctx.parent is not None else [])])
+            hint = f" (see '{command} --help')" if ctx is not None else ""
+            typer.echo(f"error: {_one_line(exc.format_message())}{hint}", err=True)
+            sys.exit(exc.exit_code or 2)
+        if isinstance(exc, (getattr(typer, "Abort", click.exceptions.Abort), click.exceptions.Abort)):
             typer.echo("aborted", err=True)
             sys.exit(130)
         raise
+    if code == 130:  # typer turns Ctrl-C into exit code 130
+        typer.echo("interrupted (an interrupted 'sweet train' continues with --resume)", err=True)
+        sys.exit(130)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

@@ -22,21 +22,33 @@ from .policies import ExitPolicy, decide
 
 @torch.inference_mode()
 def collect_logits(
-    model, encoded: Encoded, collator: Collator, batch_size: int = 64, progress: bool = True, desc: str = "predict"
-) -> list[np.ndarray]:
-    """Logits of every exit for every example, in input order: a list of [N, K] float32 arrays."""
+    model, encoded: Encoded, collator: Collator, batch_size: int = 64, progress: bool = True, desc: str = "predict",
+    with_hidden: bool = False,
+):
+    """Logits of every exit for every example, in input order: a list of [N, K] float32 arrays.
+
+    With ``with_hidden=True``, returns ``(logits, hidden)``: also each exit's pooled representation, a list of
+    [N, hidden] float32 arrays (what the learned exit policy reads)."""
     was_training = model.training
     model.eval()
     n = len(encoded)
     out = [np.zeros((n, model.config.num_labels), dtype=np.float32) for _ in range(model.num_exits)]
+    hid = None
     batches = sorted_batches(encoded.lengths, batch_size)
     for rows in tqdm(batches, desc=desc, disable=not progress, leave=False, unit="batch"):
         batch = collator(encoded, rows)
         batch.pop("labels", None)
-        result = model(**batch)
+        result = model(**batch, return_hidden=with_hidden)
         for i, lg in enumerate(result.logits):
             out[i][rows] = lg.float().numpy()
+        if with_hidden:
+            if hid is None:
+                hid = [np.zeros((n, h.shape[-1]), dtype=np.float32) for h in result.hidden]
+            for i, h in enumerate(result.hidden):
+                hid[i][rows] = h.float().numpy()
     model.train(was_training)
+    if with_hidden:
+        return out, hid
     return out
 
 
@@ -53,10 +65,11 @@ def speed_accuracy_curve(
     metric: str,
     policy: ExitPolicy,
     thresholds: Sequence[float],
+    hidden_per_exit: Sequence[np.ndarray] | None = None,
 ) -> list[dict]:
     curve = []
     for t in thresholds:
-        chosen, preds, _ = decide(policy, logits_per_exit, float(t))
+        chosen, preds, _ = decide(policy, logits_per_exit, float(t), hidden_per_exit)
         counts = np.bincount(chosen, minlength=len(exit_layers))
         cost = cost_ratio(counts, exit_layers, method)
         curve.append(
@@ -93,11 +106,14 @@ def evaluate_logits(
     num_labels: int,
     policy: ExitPolicy,
     n_thresholds: int = 11,
+    hidden_per_exit: Sequence[np.ndarray] | None = None,
 ) -> dict:
-    """Everything the paper reports for one model on one split."""
+    """Everything the paper reports for one model on one split. ``hidden_per_exit`` (each exit's pooled
+    representation) is needed by policies with ``needs_hidden`` (the learned one)."""
     thresholds = policy.threshold_grid(num_labels, n_thresholds)
     curve = speed_accuracy_curve(
-        logits_per_exit, labels, exit_layers=exit_layers, method=method, metric=metric, policy=policy, thresholds=thresholds
+        logits_per_exit, labels, exit_layers=exit_layers, method=method, metric=metric, policy=policy, thresholds=thresholds,
+        hidden_per_exit=hidden_per_exit,
     )
     return {
         "n_examples": int(len(labels)),
@@ -115,7 +131,8 @@ def format_report(metrics: dict) -> str:
     head = f"{metrics['task']} | {metrics['method']} | {ev['split']} ({ev['n_examples']} examples) | metric: {ev['metric']}"
     lines = [head, "", "per-exit scores (each exit on every example):"]
     lines.append("  " + "  ".join(f"L{p['exit_layer']:>2}: {p['score']:6.2f}" for p in ev["per_exit"]))
-    lines += ["", "speed-accuracy curve (confidence policy, calibrated):",
+    pname = ev.get("policy", {}).get("name", "confidence")
+    lines += ["", f"speed-accuracy curve ({pname} policy{', calibrated' if pname == 'confidence' else ''}):",
               f"  {'threshold':>9} {'cost':>6} {'score':>7}  exits per layer"]
     for p in ev["curve"]:
         lines.append(f"  {p['threshold']:9.3f} {p['cost_ratio']:6.3f} {p['score']:7.2f}  {p['exit_counts']}")

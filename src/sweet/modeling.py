@@ -119,6 +119,7 @@ class MultiExitConfig:
     task: str | None = None
     format_version: int = FORMAT_VERSION
     extra: dict = field(default_factory=dict)
+    exit_predictors: bool = False  # learning-to-exit modules present (sweet.learn_exit); older models: absent
 
     def __post_init__(self) -> None:
         check_method(self.method)
@@ -185,6 +186,20 @@ class ExitHead(nn.Module):
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         pooled = torch.tanh(self.dense(self.pool(hidden, attention_mask)))
         return self.classifier(self.dropout(pooled)), pooled
+
+
+class ExitPredictor(nn.Module):
+    """Learning-to-exit module of one exit (BERxiT, Xin et al. 2021): Linear(hidden, 1) + sigmoid on the exit's
+    pooled representation, predicting whether that exit's prediction is correct. Zero-initialised (no random
+    numbers are drawn, so adding it never changes the random stream of anything else)."""
+
+    def __init__(self, hidden_size: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1, hidden_size))
+        self.bias = nn.Parameter(torch.zeros(1))
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(F.linear(pooled.float(), self.weight, self.bias)).squeeze(-1)
 
 
 # ----------------------------------------------------------------------------------- backbone surgery
@@ -266,6 +281,17 @@ class MultiExitModel(nn.Module):
             ExitHead(hidden, config.num_labels, dropout, config.pooling, init_std) for _ in config.exit_layers
         )
         self._inputs = backbone_input_names(self.backbones[0])
+        if config.exit_predictors:
+            self.add_exit_predictors()
+
+    def add_exit_predictors(self) -> nn.ModuleList:
+        """Create (zero-initialised) learning-to-exit modules, one per exit, if there are none yet; they are
+        saved with the model (``exit_predictors.{i}.*`` in model.safetensors). See :mod:`sweet.learn_exit`."""
+        if getattr(self, "exit_predictors", None) is None:
+            hidden = int(self.config.backbone_config.get("hidden_size"))
+            self.exit_predictors = nn.ModuleList(ExitPredictor(hidden) for _ in self.config.exit_layers)
+            self.config.exit_predictors = True
+        return self.exit_predictors
 
     # ------------------------------------------------------------------ construction and persistence
 

@@ -9,12 +9,20 @@ A run directory holds everything a person or a later command needs::
       splits.json       ids of the training sample and the calibration rows (provenance)
       metrics.json      per-exit scores, speed-accuracy curve, interpolated scores, AUC (written last:
                         its presence marks a finished run)
+      checkpoint/       while training: the latest training checkpoint (sweet.checkpoint); removed once
+                        metrics.json is written
+
+Every input is checked before anything is written, so a bad option or file leaves no directory behind.
+All JSON is written atomically (temporary file + rename).
 """
 
 from __future__ import annotations
 
 import platform
+import shutil
+import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -46,6 +54,7 @@ class RunConfig:
     calibration_size: int = 1000
     heldout_eval_size: int = 2000
     eval_batch_size: int = 64
+    checkpoint_every: int = 200  # optimizer steps between training checkpoints (0: none); see sweet.checkpoint
     allow_partial_depth: bool = False
     data_dir: str | None = None
     data_source: str = "local"
@@ -80,18 +89,101 @@ def environment() -> dict:
     }
 
 
-def prepare_output_dir(path: Path, overwrite: bool) -> None:
+#: Options that may differ when a run is resumed (they do not change its result).
+RESUME_MAY_CHANGE = ("data_dir", "checkpoint_every")
+
+
+def check_run_config(config: RunConfig):
+    """Every check that needs no data: a bad option fails here, before anything is read or written.
+    Returns the :class:`~sweet.training.TrainConfig` of the run."""
+    from .backbones import resolve_backbone
+    from .data import get_task
+    from .modeling import POOLINGS, check_method, validate_exit_layers
+    from .training import TrainConfig
+
+    get_task(config.task)
+    check_method(config.method)
+    if config.pooling not in ("auto", *POOLINGS):
+        raise SweetError(f"unknown pooling {config.pooling!r}; choose one of: auto, {', '.join(POOLINGS)}")
+    if config.data_source not in ("local", "hub"):
+        raise SweetError(f"unknown data source {config.data_source!r}; use 'local' or 'hub'")
+    if config.exit_layers is not None and min(config.exit_layers, default=1) >= 1:
+        # shape only (non-empty, increasing); the range is checked against the backbone's depth when it is loaded
+        validate_exit_layers(config.exit_layers, max(config.exit_layers, default=1), allow_partial_depth=True)
+    positive = {"train-sample size (--n-train)": config.n_train, "calibration size": config.calibration_size,
+                "held-out evaluation size": config.heldout_eval_size, "evaluation batch size": config.eval_batch_size}
+    for what, value in positive.items():
+        if value <= 0:
+            raise SweetError(f"{what} must be positive, got {value}")
+    if config.max_length < 8:
+        raise SweetError(f"max length must be at least 8 tokens, got {config.max_length} (--max-length)")
+    if not isinstance(config.extra, dict) or not isinstance(config.extra.get("learn_exit", False), bool):
+        raise SweetError(f"extra must be a mapping and extra['learn_exit'] true or false, got {config.extra!r}")
+    if isinstance(config.checkpoint_every, bool) or not isinstance(config.checkpoint_every, int) or config.checkpoint_every < 0:
+        raise SweetError(f"--checkpoint-every must be 0 (no checkpoints) or a positive number of steps, got {config.checkpoint_every}")
+    train_cfg = TrainConfig(
+        learning_rate=config.learning_rate,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        weight_decay=config.weight_decay,
+        warmup_ratio=config.warmup_ratio,
+        max_grad_norm=config.max_grad_norm,
+        seed=config.seed,
+    )
+    resolve_backbone(config.backbone)  # a local path that does not exist fails here
+    return train_cfg
+
+
+def check_output_dir(path: Path, overwrite: bool, resume: bool = False) -> None:
+    """Refuse an output path that cannot take this run. Touches nothing."""
+    from .checkpoint import checkpoint_step
+
+    if resume and overwrite:
+        raise SweetError("--resume continues a run and --overwrite starts it over; pass only one of them")
     if path.exists() and not path.is_dir():
         raise SweetError(f"output path {path} exists and is not a directory")
-    if path.is_dir() and any(path.iterdir()):
-        if (path / METRICS).is_file() and not overwrite:
+    is_run, finished = (path / RUN_CONFIG).is_file(), (path / METRICS).is_file()
+    if resume:
+        if not is_run:
+            raise SweetError(f"nothing to resume: {path} is not a sweet run directory ({RUN_CONFIG} is missing); "
+                             "run without --resume")
+        if finished:
+            raise SweetError(f"{path} holds a finished run, there is nothing to resume; pass --overwrite to train it again")
+        return
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        if finished:
             raise SweetError(f"{path} already holds a finished run; pass --overwrite or choose another --output")
-        if not (path / RUN_CONFIG).is_file() and not overwrite:
+        if not is_run:
             raise SweetError(f"{path} is not empty and is not a sweet run directory; choose another --output")
+        at = checkpoint_step(path)
+        if at is not None:
+            raise SweetError(f"{path} holds an unfinished run (checkpoint at step {at[0]} of {at[1]}); pass --resume "
+                             "to continue it, or --overwrite to start over")
+
+
+def check_resume_config(path: Path, config: RunConfig) -> None:
+    """A run is resumed with the options it was started with (up to :data:`RESUME_MAY_CHANGE`)."""
+    from .data import get_task
+
+    saved = load_run_config(path)
+    saved.task, now = get_task(saved.task).name, RunConfig(**{**config.to_dict(), "task": get_task(config.task).name})
+    diffs = [f"{k}={getattr(saved, k)!r} (now {getattr(now, k)!r})" for k in RunConfig.__dataclass_fields__
+             if k not in RESUME_MAY_CHANGE and getattr(saved, k) != getattr(now, k)]
+    if diffs:
+        raise SweetError(f"cannot resume {path}: it was started with {', '.join(diffs)}; pass the same options, "
+                         "or --overwrite to start over")
+
+
+def prepare_output_dir(path: Path, overwrite: bool, resume: bool = False) -> None:
+    from .checkpoint import CHECKPOINT_DIR
+
+    check_output_dir(path, overwrite, resume)
     path.mkdir(parents=True, exist_ok=True)
     stale = path / METRICS
     if stale.exists():
         stale.unlink()
+    if not resume:  # a checkpoint of an earlier attempt must not be mixed into this one
+        shutil.rmtree(path / CHECKPOINT_DIR, ignore_errors=True)
 
 
 def load_tokenizer(path: str):
@@ -103,6 +195,22 @@ def load_tokenizer(path: str):
         raise SweetError(f"cannot load a tokenizer from '{path}': {exc}") from exc
 
 
+def effective_max_length(requested: int, tokenizer, model) -> int:
+    """``requested`` tokens per example, capped at what the backbone accepts: its position embeddings
+    (less the padding offset of RoBERTa-style models) and the tokenizer's declared maximum."""
+    limits = []
+    declared = getattr(tokenizer, "model_max_length", None)
+    if isinstance(declared, int) and declared < 1_000_000:  # tokenizers without a limit declare ~1e30
+        limits.append(declared)
+    cfg = model.backbones[0].config
+    positions = getattr(cfg, "max_position_embeddings", None)
+    if positions and getattr(cfg, "position_biased_input", True) is not False:  # DeBERTa-v2: relative only
+        if cfg.model_type in ("roberta", "xlm-roberta", "camembert", "mpnet"):
+            positions -= (cfg.pad_token_id or 0) + 1
+        limits.append(int(positions))
+    return min([requested, *limits])
+
+
 def make_collator(tokenizer, model):
     from .batching import Collator
 
@@ -110,38 +218,32 @@ def make_collator(tokenizer, model):
     return Collator(pad, use_token_type_ids="token_type_ids" in model._inputs)
 
 
-def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwrite: bool = False) -> dict:
-    """Train one model and evaluate it; returns the metrics (also written to ``output_dir``)."""
+def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwrite: bool = False,
+        resume: bool = False) -> dict:
+    """Train one model and evaluate it; returns the metrics (also written to ``output_dir``).
+
+    Every input is checked before anything is written. With ``resume=True``, the unfinished run in
+    ``output_dir`` (started with the same options) continues from its checkpoint; the result is the same as
+    that of an uninterrupted run."""
     from .backbones import resolve_backbone
-    from .batching import encode
+    from .batching import encode, truncation_note
     from .calibration import fit_temperatures
+    from .checkpoint import CHECKPOINT_DIR, Checkpointer, checkpoint_step, training_fingerprint
     from .data import load_task, make_splits
     from .evaluation import collect_logits, evaluate_logits
-    from .modeling import MultiExitModel, check_method
-    from .policies import ConfidencePolicy
-    from .training import TrainConfig, seed_everything, train
+    from .modeling import MultiExitModel
+    from .policies import ConfidencePolicy, make_policy
+    from .training import seed_everything, train
 
     t0 = time.perf_counter()
-    check_method(config.method)
-    train_cfg = TrainConfig(
-        learning_rate=config.learning_rate,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        weight_decay=config.weight_decay,
-        warmup_ratio=config.warmup_ratio,
-        max_grad_norm=config.max_grad_norm,
-        seed=config.seed,
-    )
+    train_cfg = check_run_config(config)
+    out = Path(output_dir)
+    check_output_dir(out, overwrite, resume)
+    if resume:
+        check_resume_config(out, config)
     data = load_task(config.task, config.data_dir, source=config.data_source)
     task = data.task
     splits = make_splits(data, config.n_train, config.seed, config.calibration_size, config.heldout_eval_size)
-    out = Path(output_dir)
-    prepare_output_dir(out, overwrite)
-    atomic_write_json(out / RUN_CONFIG, {**config.to_dict(), "task": task.name, "environment": environment()})
-    atomic_write_json(
-        out / "splits.json",
-        {**splits.info, "train_ids": splits.train.ids, "calibration_ids": splits.calibration.ids},
-    )
 
     seed_everything(config.seed)
     backbone_path = resolve_backbone(config.backbone)
@@ -157,21 +259,60 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
         task=task.name,
     )
     collator = make_collator(tokenizer, model)
-    enc_train = encode(tokenizer, splits.train, config.max_length)
-    train_log = train(model, enc_train, collator, train_cfg, progress=progress)
+    max_length = effective_max_length(config.max_length, tokenizer, model)
+    encoded = {name: encode(tokenizer, part, max_length, warn=False) for name, part in
+               (("train sample", splits.train), ("calibration", splits.calibration), ("evaluation", splits.evaluation))}
+    enc_train, enc_cal, enc_eval = encoded.values()
+    checkpointer = Checkpointer(out / CHECKPOINT_DIR, every=config.checkpoint_every)
+    if resume and checkpointer.exists():
+        checkpointer.verify(training_fingerprint(model, enc_train, train_cfg))
+
+    # Nothing has been written so far: every input above was checked first.
+    prepare_output_dir(out, overwrite, resume)
+    if not resume:
+        atomic_write_json(out / RUN_CONFIG, {**config.to_dict(), "task": task.name, "environment": environment()})
+    if not resume or not (out / "splits.json").is_file():
+        atomic_write_json(
+            out / "splits.json",
+            {**splits.info, "train_ids": splits.train.ids, "calibration_ids": splits.calibration.ids},
+        )
+    note = truncation_note(max_length, encoded)
+    if note:
+        warnings.warn(note, stacklevel=2)
+    if resume:
+        at = checkpoint_step(out)
+        if at is None:
+            warnings.warn(f"{out} has no checkpoint yet; training starts from the beginning", stacklevel=2)
+        else:
+            print(f"resuming {out} from its checkpoint at step {at[0]} of {at[1]}", file=sys.stderr)
+    train_log = train(model, enc_train, collator, train_cfg, progress=progress, checkpointer=checkpointer,
+                      resume=resume)
     train_log["n_truncated"] = enc_train.n_truncated
+    train_log["max_length"] = max_length
     atomic_write_json(out / "train_log.json", train_log)
 
     # Calibrate on the held-out calibration split, never on the split we report.
-    enc_cal = encode(tokenizer, splits.calibration, config.max_length)
     cal_logits = collect_logits(model, enc_cal, collator, config.eval_batch_size, progress, desc="calibration")
     temperatures = fit_temperatures(cal_logits, splits.calibration.labels)
     model.config.temperatures = temperatures
+    learn_exit = bool(config.extra.get("learn_exit", False))
+    learn_exit_log = None
+    if learn_exit:  # learning-to-exit modules, fitted after fine-tuning with the model frozen (sweet.learn_exit)
+        from .learn_exit import fit_exit_predictors
+
+        t_lte = time.perf_counter()
+        learn_exit_log = fit_exit_predictors(model, enc_train, collator, seed=config.seed,
+                                             batch_size=config.eval_batch_size, progress=progress)
+        learn_exit_log["seconds"] = round(time.perf_counter() - t_lte, 2)
     model.save_pretrained(out / MODEL_DIR, tokenizer=tokenizer)
 
     t_eval = time.perf_counter()
-    enc_eval = encode(tokenizer, splits.evaluation, config.max_length)
-    eval_logits = collect_logits(model, enc_eval, collator, config.eval_batch_size, progress, desc="evaluate")
+    eval_hidden = None
+    if learn_exit:
+        eval_logits, eval_hidden = collect_logits(model, enc_eval, collator, config.eval_batch_size, progress,
+                                                  desc="evaluate", with_hidden=True)
+    else:
+        eval_logits = collect_logits(model, enc_eval, collator, config.eval_batch_size, progress, desc="evaluate")
     policy = ConfidencePolicy(temperatures)
     evaluation = evaluate_logits(
         eval_logits,
@@ -196,6 +337,14 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
     )
     selection["split"] = "calibration"
     evaluation["ece_before_after_calibration"] = _ece_pairs(eval_logits, splits.evaluation.labels, policy)
+    # The other exit policies on the same logits (cheap: no extra forward pass). "learned" only with --learn-exit.
+    policy_curves = {}
+    for name in ("entropy", "patience", "learned") if learn_exit else ("entropy", "patience"):
+        pe = evaluate_logits(eval_logits, splits.evaluation.labels, exit_layers=model.exit_layers, method=config.method,
+                             metric=task.metric, num_labels=task.num_labels, policy=make_policy(name, model),
+                             hidden_per_exit=eval_hidden)
+        policy_curves[name] = {k: pe[k] for k in ("policy", "curve", "interpolated", "auc", "auc_range")}
+        policy_curves[name]["split"] = splits.evaluation_name
     metrics = {
         "task": task.name,
         "method": config.method,
@@ -208,6 +357,8 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
                         "temperatures": temperatures},
         "evaluation": evaluation,
         "selection": selection,
+        "policies": policy_curves,
+        **({"learn_exit": learn_exit_log} if learn_exit_log is not None else {}),
         "timing": {
             "train_seconds": train_log["seconds"],
             "train_examples_per_second": train_log["examples_per_second"],
@@ -217,6 +368,7 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
         "data_files": data.files,
     }
     atomic_write_json(out / METRICS, metrics)
+    checkpointer.remove()  # the run is finished; the trained model is in model/
     return metrics
 
 
@@ -248,6 +400,9 @@ def model_dir_of(path: str | Path) -> Path:
         return p / MODEL_DIR
     if (p / CONFIG_NAME).is_file():
         return p
+    if (p / RUN_CONFIG).is_file():
+        raise SweetError(f"{p} is an unfinished run (it has no {MODEL_DIR}/ yet); finish it with "
+                         f"'sweet train ... --resume --output {p}'")
     raise SweetError(f"{p} is not a sweet run directory (no {MODEL_DIR}/{CONFIG_NAME}) nor a model directory")
 
 
@@ -255,9 +410,19 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
     path = Path(run_dir) / RUN_CONFIG
     if not path.is_file():
         raise SweetError(f"{run_dir} is not a sweet run directory ({RUN_CONFIG} is missing)")
-    raw = read_json(path)
+    try:
+        raw = read_json(path)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise SweetError(f"{path}: not valid JSON ({exc}); the file is damaged") from exc
+    if not isinstance(raw, dict):
+        raise SweetError(f"{path}: expected a JSON object")
     raw.pop("environment", None)
-    return RunConfig.from_dict(raw)
+    try:
+        return RunConfig.from_dict(raw)
+    except SweetError as exc:
+        raise SweetError(f"{path}: {exc}; it was edited by hand or written by another version of sweet") from exc
+    except TypeError as exc:  # a required key is missing
+        raise SweetError(f"{path}: {exc}") from exc
 
 
 def evaluate_run(
@@ -266,17 +431,21 @@ def evaluate_run(
     eval_file: str | None = None,
     write: bool = True,
     progress: bool = True,
+    policy: str = "confidence",
 ) -> dict:
-    """Re-evaluate a trained run (its own evaluation split, or a labelled TSV file of the same task)."""
+    """Re-evaluate a trained run (its own evaluation split, or a labelled TSV file of the same task) with an
+    exit policy (:data:`sweet.policies.POLICIES`). The confidence evaluation replaces ``evaluation`` in
+    metrics.json; another policy's curve is written under ``policies.NAME`` (the confidence one is kept)."""
     from .batching import encode
     from .data import get_task, load_task, make_splits, read_tsv
     from .evaluation import collect_logits, evaluate_logits
     from .modeling import MultiExitModel
-    from .policies import ConfidencePolicy
+    from .policies import make_policy
 
     cfg = load_run_config(run_dir)
     mdir = model_dir_of(run_dir)
     model = MultiExitModel.from_pretrained(mdir)
+    exit_policy = make_policy(policy, model)
     tokenizer = load_tokenizer(str(mdir))
     task = get_task(cfg.task)
     if model.config.num_labels != task.num_labels:
@@ -289,53 +458,72 @@ def evaluate_run(
         splits = make_splits(data, cfg.n_train, cfg.seed, cfg.calibration_size, cfg.heldout_eval_size)
         examples, split_name = splits.evaluation, splits.evaluation_name
     collator = make_collator(tokenizer, model)
-    enc = encode(tokenizer, examples, cfg.max_length)
-    logits = collect_logits(model, enc, collator, cfg.eval_batch_size, progress, desc="evaluate")
-    policy = ConfidencePolicy(model.config.temperatures)
+    enc = encode(tokenizer, examples, effective_max_length(cfg.max_length, tokenizer, model))
+    hidden = None
+    if exit_policy.needs_hidden:
+        logits, hidden = collect_logits(model, enc, collator, cfg.eval_batch_size, progress, desc="evaluate",
+                                        with_hidden=True)
+    else:
+        logits = collect_logits(model, enc, collator, cfg.eval_batch_size, progress, desc="evaluate")
     evaluation = evaluate_logits(
         logits, examples.labels, exit_layers=model.exit_layers, method=model.config.method,
-        metric=task.metric, num_labels=task.num_labels, policy=policy,
+        metric=task.metric, num_labels=task.num_labels, policy=exit_policy, hidden_per_exit=hidden,
     )
     evaluation["split"] = split_name
     result = {"task": task.name, "method": model.config.method, "backbone": cfg.backbone,
               "exit_layers": model.exit_layers, "seed": cfg.seed, "evaluation": evaluation}
     if write:
-        name = "metrics.json" if not eval_file else f"metrics-{Path(eval_file).stem}.json"
+        suffix = "" if policy == "confidence" else f"-{policy}"
+        name = "metrics.json" if not eval_file else f"metrics-{Path(eval_file).stem}{suffix}.json"
         if name == METRICS and (Path(run_dir) / METRICS).is_file():
             previous = read_json(Path(run_dir) / METRICS)
-            previous["evaluation"] = evaluation
-            result = previous
-        atomic_write_json(Path(run_dir) / name, result)
+            if policy == "confidence":
+                previous["evaluation"] = evaluation
+            else:
+                previous.setdefault("policies", {})[policy] = {
+                    k: evaluation[k] for k in ("policy", "curve", "interpolated", "auc", "auc_range", "split")}
+            atomic_write_json(Path(run_dir) / name, previous)
+        else:
+            atomic_write_json(Path(run_dir) / name, result)
     return result
 
 
 def predict_texts(model_or_run_dir: str | Path, lines: Sequence[str], threshold: float, task: str | None = None,
-                  batch_size: int = 64) -> list[dict]:
-    """Predict unlabelled texts with the confidence policy at ``threshold``."""
+                  batch_size: int = 64, policy: str = "confidence") -> list[dict]:
+    """Predict unlabelled texts with an exit policy (default: confidence) at ``threshold``. Each row gets the
+    label, the exit layer and the calibrated max probability at that exit (``confidence``); with another
+    policy also that policy's score there (``score``)."""
     from .batching import encode
     from .data import get_task, read_unlabelled
-    from .evaluation import collect_logits
+    from .inference import EarlyExitEngine
     from .modeling import MultiExitModel
-    from .policies import ConfidencePolicy, check_threshold, decide
+    from .policies import check_threshold, make_policy
 
     threshold = check_threshold(threshold)
     mdir = model_dir_of(model_or_run_dir)
     model = MultiExitModel.from_pretrained(mdir)
+    exit_policy = make_policy(policy, model)
     tokenizer = load_tokenizer(str(mdir))
     task_name = task or model.config.task
     if task_name is None:
         raise SweetError("the model does not record its task; pass --task")
     t = get_task(task_name)
+    if t.num_labels != model.config.num_labels:
+        raise SweetError(f"the model has {model.config.num_labels} labels but task {t.name} has {t.num_labels}; "
+                         f"pass the task it was trained on ({model.config.task})")
     examples = read_unlabelled(lines, t)
     run_cfg = Path(model_or_run_dir) / RUN_CONFIG
     max_length = load_run_config(model_or_run_dir).max_length if run_cfg.is_file() else 256
     collator = make_collator(tokenizer, model)
-    enc = encode(tokenizer, examples, max_length)
-    logits = collect_logits(model, enc, collator, batch_size, progress=False)
-    policy = ConfidencePolicy(model.config.temperatures)
-    chosen, preds, conf = decide(policy, logits, threshold)
+    enc = encode(tokenizer, examples, effective_max_length(max_length, tokenizer, model))
+    engine = EarlyExitEngine(model, exit_policy, threshold)
+    result = engine.predict(enc, collator, batch_size)
+    chosen, preds, score = result.exit_index, result.label, result.score
+    conf = result.probabilities.max(1)
     names = model.config.label_names or [str(i) for i in range(model.config.num_labels)]
-    return [
-        {"label": names[int(p)], "label_id": int(p), "exit_layer": model.exit_layers[int(c)], "confidence": float(s)}
-        for c, p, s in zip(chosen, preds, conf)
-    ]
+    rows = [{"label": names[int(p)], "label_id": int(p), "exit_layer": model.exit_layers[int(c)], "confidence": float(q)}
+            for c, p, q in zip(chosen, preds, conf)]
+    if policy != "confidence":
+        for row, s in zip(rows, score):
+            row["score"] = float(s)
+    return rows
