@@ -34,7 +34,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -625,11 +624,10 @@ def _last_data_dir(grid_dir: Path) -> str | None:
 
 
 def plan(spec: GridSpec, grid_dir: str | Path, data_dir: str | None = None) -> tuple[list[GridRun], dict[str, TaskInfo], str | None]:
-    """Every run of the grid. The data directory: ``data_dir``, else the spec's, else $SWEET_GLUE_DIR, else
-    the one the grid's last launch used."""
-    from .data import DATA_DIR_ENV
-
-    if not (data_dir or spec.data_dir or os.environ.get(DATA_DIR_ENV)):
+    """Every run of the grid. The data directory: ``data_dir``, else the spec's, else the one the grid's last
+    launch used (so a re-launch continues on the same data whatever the shell's environment), else
+    $SWEET_GLUE_DIR."""
+    if not (data_dir or spec.data_dir):
         data_dir = _last_data_dir(Path(grid_dir))
     ddir = resolve_grid_data_dir(spec, data_dir)
     tasks = inspect_tasks(spec, ddir)
