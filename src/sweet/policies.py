@@ -70,39 +70,14 @@ class ExitPolicy(ABC):
         """Per-sample readiness to exit at ``exit_index`` given that exit's logits [B, K]."""
 
     def should_exit(self, score: torch.Tensor, threshold: float) -> torch.Tensor:
-        return score >= threshold
-
-    def to_dict(self) -> dict:
-        return {"name": self.name}
-
-
-class ConfidencePolicy(ExitPolicy):
-    """Exit when the temperature-scaled max softmax probability reaches the threshold.
-
-    Threshold ``1/#labels`` sends everyone out at the first exit; threshold ``1`` runs everyone to the
-    last exit (a saturated float probability of exactly 1.0 does not count as reaching it)."""
-
-    name = "confidence"
-
-    def __init__(self, temperatures: Sequence[float] | None = None):
-        self.temperatures = None if temperatures is None else [float(t) for t in temperatures]
-        if self.temperatures is not None and any(not t > 0 for t in self.temperatures):
-            raise SweetError(f"temperatures must be positive, got {self.temperatures}")
-
-    def probabilities(self, exit_index: int, logits: torch.Tensor) -> torch.Tensor:
-        t = 1.0 if self.temperatures is None else self.temperatures[exit_index]
-        return torch.softmax(logits.float() / t, dim=-1)
-
-    def score(self, exit_index, logits, hidden, state):
-        return self.probabilities(exit_index, logits).max(dim=-1).values, state
-
-    def should_exit(self, score, threshold):
+        """Leave when the score reaches the threshold; a threshold of 1 never exits early (a saturated
+        score of exactly 1.0 does not count as reaching it)."""
         if threshold >= 1.0:
             return torch.zeros_like(score, dtype=torch.bool)
         return score >= threshold
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "temperatures": self.temperatures}
+        return {"name": self.name}
 
 
 def _probabilities(temperatures, exit_index: int, logits: torch.Tensor) -> torch.Tensor:
@@ -115,6 +90,27 @@ def _check_temperatures(temperatures):
     if temps is not None and any(not t > 0 for t in temps):
         raise SweetError(f"temperatures must be positive, got {temps}")
     return temps
+
+
+class ConfidencePolicy(ExitPolicy):
+    """Exit when the temperature-scaled max softmax probability reaches the threshold.
+
+    Threshold ``1/#labels`` sends everyone out at the first exit; threshold ``1`` runs everyone to the
+    last exit (a saturated float probability of exactly 1.0 does not count as reaching it)."""
+
+    name = "confidence"
+
+    def __init__(self, temperatures: Sequence[float] | None = None):
+        self.temperatures = _check_temperatures(temperatures)
+
+    def probabilities(self, exit_index: int, logits: torch.Tensor) -> torch.Tensor:
+        return _probabilities(self.temperatures, exit_index, logits)
+
+    def score(self, exit_index, logits, hidden, state):
+        return self.probabilities(exit_index, logits).max(dim=-1).values, state
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "temperatures": self.temperatures}
 
 
 class EntropyPolicy(ExitPolicy):
@@ -136,11 +132,6 @@ class EntropyPolicy(ExitPolicy):
         p = self.probabilities(exit_index, logits)
         h = -(p * torch.log(p.clamp_min(1e-30))).sum(-1)
         return (1.0 - h / float(np.log(p.shape[-1]))).clamp(0.0, 1.0), state
-
-    def should_exit(self, score, threshold):
-        if threshold >= 1.0:
-            return torch.zeros_like(score, dtype=torch.bool)
-        return score >= threshold
 
     def to_dict(self) -> dict:
         return {"name": self.name, "temperatures": self.temperatures}
@@ -226,11 +217,6 @@ class LearnedExitPolicy(ExitPolicy):
         h = torch.as_tensor(np.asarray(hidden) if not torch.is_tensor(hidden) else hidden).float()
         w, b = self.weights[exit_index], self.biases[exit_index]
         return torch.sigmoid(torch.nn.functional.linear(h, w, b)).squeeze(-1), state
-
-    def should_exit(self, score, threshold):
-        if threshold >= 1.0:
-            return torch.zeros_like(score, dtype=torch.bool)
-        return score >= threshold
 
     def to_dict(self) -> dict:
         return {"name": self.name}

@@ -313,36 +313,22 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
                                                   desc="evaluate", with_hidden=True)
     else:
         eval_logits = collect_logits(model, enc_eval, collator, config.eval_batch_size, progress, desc="evaluate")
+    def score_split(logits, labels, policy, hidden=None) -> dict:
+        return evaluate_logits(logits, labels, exit_layers=model.exit_layers, method=config.method,
+                               metric=task.metric, num_labels=task.num_labels, policy=policy, hidden_per_exit=hidden)
+
     policy = ConfidencePolicy(temperatures)
-    evaluation = evaluate_logits(
-        eval_logits,
-        splits.evaluation.labels,
-        exit_layers=model.exit_layers,
-        method=config.method,
-        metric=task.metric,
-        num_labels=task.num_labels,
-        policy=policy,
-    )
+    evaluation = score_split(eval_logits, splits.evaluation.labels, policy)
     evaluation["split"] = splits.evaluation_name
     # Model selection (e.g. the learning rate) must not look at the reported split: the same curve and
     # AUC on the held-out calibration split.
-    selection = evaluate_logits(
-        cal_logits,
-        splits.calibration.labels,
-        exit_layers=model.exit_layers,
-        method=config.method,
-        metric=task.metric,
-        num_labels=task.num_labels,
-        policy=policy,
-    )
+    selection = score_split(cal_logits, splits.calibration.labels, policy)
     selection["split"] = "calibration"
     evaluation["ece_before_after_calibration"] = _ece_pairs(eval_logits, splits.evaluation.labels, policy)
     # The other exit policies on the same logits (cheap: no extra forward pass). "learned" only with --learn-exit.
     policy_curves = {}
     for name in ("entropy", "patience", "learned") if learn_exit else ("entropy", "patience"):
-        pe = evaluate_logits(eval_logits, splits.evaluation.labels, exit_layers=model.exit_layers, method=config.method,
-                             metric=task.metric, num_labels=task.num_labels, policy=make_policy(name, model),
-                             hidden_per_exit=eval_hidden)
+        pe = score_split(eval_logits, splits.evaluation.labels, make_policy(name, model), eval_hidden)
         policy_curves[name] = {k: pe[k] for k in ("policy", "curve", "interpolated", "auc", "auc_range")}
         policy_curves[name]["split"] = splits.evaluation_name
     metrics = {
