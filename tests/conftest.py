@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 from pathlib import Path
 
@@ -48,6 +49,36 @@ def tiny_model(kind: str, method: str, exit_layers=(1, 2, 4, 6), num_labels: int
         backbone_config=tiny_config(kind, layers=max(exit_layers)).to_dict(), **kw,
     )
     return MultiExitModel(cfg)
+
+
+@contextlib.contextmanager
+def one_torch_thread():
+    """Tiny models run fastest on one thread; on a busy 2-core machine multi-threaded tiny ops are 10x+ slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Module-wide one torch thread (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    with one_torch_thread():
+        yield
+
+
+def padded_batch(n: int = 32, width: int = 12, seed: int = 1):
+    """Random token ids with random lengths (right-padded with 0) and the matching attention mask."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(5, 60, (n, width), generator=g)
+    mask = torch.ones_like(ids)
+    for r in range(n):
+        length = int(torch.randint(4, width + 1, (1,), generator=g))
+        mask[r, length:] = 0
+        ids[r, length:] = 0
+    return ids, mask
 
 
 def batch(n: int = 4, length: int = 10, vocab: int = 64, seed: int = 0):

@@ -34,6 +34,8 @@ from sweet.io import read_json
 from sweet.report import aggregate_curves, cost_label, t_interval, write_report
 from sweet.runs import RunConfig
 
+from .conftest import one_torch_thread
+
 # t(0.975, df) from statistical tables, so the test does not just repeat scipy's call.
 T975 = {1: 12.706204736174704, 2: 4.302652729911275, 4: 2.7764451051977987}
 
@@ -222,26 +224,11 @@ def _metrics_files(grid_dir: Path) -> dict[str, int]:
     return {str(p.parent.relative_to(grid_dir)): p.stat().st_mtime_ns for p in grid_dir.glob("runs/**/metrics.json")}
 
 
-class one_thread:
-    """Tiny models run fastest on one thread, and a busy machine slows multi-threaded tiny ops by 10x+."""
-
-    def __enter__(self):
-        import torch
-
-        self.before = torch.get_num_threads()
-        torch.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        import torch
-
-        torch.set_num_threads(self.before)
-
-
 @pytest.fixture(scope="module")
 def local_grid(tmp_path_factory, tiny_backbone_dir, tiny_glue_dir):
     grid_dir = tmp_path_factory.mktemp("grid") / "g"
     spec = tiny_spec(tiny_backbone_dir)
-    with one_thread():
+    with one_torch_thread():
         result = run_grid(spec, grid_dir, data_dir=str(tiny_glue_dir), progress=False, command="test")
     return spec, grid_dir, result
 
@@ -346,10 +333,10 @@ def test_a_failing_run_does_not_stop_the_others_and_is_retried(tmp_path, tiny_ba
             raise RuntimeError("out of memory (simulated)")
         return execute_run(config, out_dir, progress=progress)
 
-    with pytest.raises(SweetError, match="1 of 2 run.* failed .*out of memory"), one_thread():
+    with pytest.raises(SweetError, match="1 of 2 run.* failed .*out of memory"), one_torch_thread():
         run_grid(spec, tmp_path / "g", data_dir=str(tiny_glue_dir), progress=False, executor=flaky)
     assert calls == [0, 1] and read_json(tmp_path / "g" / LAUNCHES_FILE)[-1]["status"] == "failed"
-    with one_thread():
+    with one_torch_thread():
         res = run_grid(spec, tmp_path / "g", data_dir=str(tiny_glue_dir), progress=False, executor=flaky)
     assert calls == [0, 1, 0] and res.skipped == 1 and len(res.executed) == 1
 
@@ -379,7 +366,7 @@ def test_killed_grid_continues_without_rerunning_finished_runs(tmp_path, tiny_ba
     # it never got to say it stopped (the last run may have finished just before its launch record was updated)
     assert launches[-1]["status"] == "running" and launches[-1]["executed"] >= len(done_before) - 1
 
-    with one_thread():
+    with one_torch_thread():
         again = run_grid(load_spec_file(spec_file), grid_dir, data_dir=str(tiny_glue_dir), progress=False)
     assert again.skipped == len(done_before) and len(again.executed) == 8 - len(done_before)
     after = _metrics_files(grid_dir)

@@ -11,7 +11,7 @@ from sweet.inference import EarlyExitEngine
 from sweet.modeling import find_layer_list
 from sweet.policies import ConfidencePolicy, ExitPolicy, decide
 
-from .conftest import tiny_model
+from .conftest import padded_batch, tiny_model
 
 KINDS = ["bert", "mpnet", "deberta"]
 METHODS = ["early_exit", "sweet", "multi_model"]
@@ -24,22 +24,11 @@ def _model(kind, method, seed=0):
     return m
 
 
-def _batch(n=32, width=12, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, 60, (n, width), generator=g)
-    mask = torch.ones_like(ids)
-    for r in range(n):
-        length = int(torch.randint(4, width + 1, (1,), generator=g))
-        mask[r, length:] = 0
-        ids[r, length:] = 0
-    return ids, mask
-
-
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("method", METHODS)
 def test_engine_decisions_equal_the_evaluation_path(kind, method):
     model = _model(kind, method)
-    ids, mask = _batch()
+    ids, mask = padded_batch()
     policy = ConfidencePolicy([1.0, 1.3, 0.7, 1.0])
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=mask).logits
@@ -58,7 +47,7 @@ def test_engine_decisions_equal_the_evaluation_path(kind, method):
 @pytest.mark.parametrize("kind", KINDS)
 def test_later_layers_only_see_the_rows_that_remain(kind):
     model = _model(kind, "sweet")
-    ids, mask = _batch()
+    ids, mask = padded_batch()
     seen = {}
     layers = find_layer_list(model.backbones[0])
 
@@ -79,7 +68,7 @@ def test_later_layers_only_see_the_rows_that_remain(kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_forward_stops_when_every_row_has_left(kind):
     model = _model(kind, "early_exit")
-    ids, mask = _batch()
+    ids, mask = padded_batch()
     calls = []
     layers = find_layer_list(model.backbones[0])
     h = layers[1].register_forward_hook(lambda *a: calls.append(1))  # fires only if layer 2 computed
@@ -91,7 +80,7 @@ def test_forward_stops_when_every_row_has_left(kind):
 @pytest.mark.parametrize("kind", KINDS)
 def test_multi_model_cascade_runs_later_models_on_fewer_rows(kind):
     model = _model(kind, "multi_model")
-    ids, mask = _batch()
+    ids, mask = padded_batch()
     rows = []
     hooks = [bb.register_forward_pre_hook(lambda m, a, k: rows.append(k["input_ids"].shape[0]), with_kwargs=True)
              for bb in model.backbones]
@@ -126,7 +115,7 @@ class AgreementPolicy(ExitPolicy):
 @pytest.mark.parametrize("method", ["sweet", "multi_model"])
 def test_stateful_policies_keep_their_state_aligned_through_compaction(kind, method):
     model = _model(kind, method)
-    ids, mask = _batch()
+    ids, mask = padded_batch()
     policy = AgreementPolicy()
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=mask).logits

@@ -16,7 +16,7 @@ from sweet.inference import EarlyExitEngine
 from sweet.policies import (POLICIES, ConfidencePolicy, EntropyPolicy, LearnedExitPolicy, PatiencePolicy, decide,
                             make_policy)
 
-from .conftest import tiny_model
+from .conftest import padded_batch, tiny_model
 
 KINDS = ["bert", "mpnet", "deberta"]
 METHODS = ["early_exit", "sweet", "multi_model"]
@@ -125,17 +125,6 @@ def _model(kind, method, seed=0):
     return m
 
 
-def _batch(n=32, width=12, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, 60, (n, width), generator=g)
-    mask = torch.ones_like(ids)
-    for r in range(n):
-        length = int(torch.randint(4, width + 1, (1,), generator=g))
-        mask[r, length:] = 0
-        ids[r, length:] = 0
-    return ids, mask
-
-
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("name", ["entropy", "patience", "learned"])
@@ -143,7 +132,7 @@ def test_engine_decisions_equal_the_evaluation_path(kind, method, name):
     model = _model(kind, method)
     model.config.temperatures = [1.0, 1.3, 0.7, 1.0]
     policy = make_policy(name, model)
-    ids, mask = _batch()
+    ids, mask = padded_batch()
     with torch.no_grad():
         out = model(input_ids=ids, attention_mask=mask, return_hidden=True)
     spread = set()

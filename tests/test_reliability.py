@@ -31,13 +31,7 @@ N_TRAIN, EPOCHS, STEPS = 200, 2, 26
 KILL_AT_STEP, LAST_CHECKPOINT = 17, 15
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Two processes on two cores each fight for the CPU; one thread makes these tests ~10x faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # ~10x faster on a busy 2-core machine; see conftest
 
 
 @pytest.fixture(scope="module")
