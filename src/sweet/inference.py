@@ -40,11 +40,6 @@ class BatchResult:
         return len(self.label)
 
 
-def _probabilities(policy: ExitPolicy, exit_index: int, logits: torch.Tensor) -> torch.Tensor:
-    fn = getattr(policy, "probabilities", None)
-    return fn(exit_index, logits) if fn is not None else torch.softmax(logits.float(), -1)
-
-
 class _Collector:
     """Per-batch bookkeeping: which original rows are still running, and what the finished ones got."""
 
@@ -69,7 +64,7 @@ class _Collector:
             self.exit_index[rows] = i
             self.label[rows] = logits[leave].argmax(-1).numpy()
             self.score[rows] = score[leave].float().numpy()
-            self.probs[rows] = _probabilities(self.policy, i, logits[leave]).numpy()
+            self.probs[rows] = self.policy.probabilities(i, logits[leave]).numpy()
         keep = ~leave
         if not keep.all():
             self.alive = self.alive[keep]

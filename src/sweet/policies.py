@@ -51,6 +51,11 @@ def check_threshold(threshold: float) -> float:
 class ExitPolicy(ABC):
     name: str = "policy"
     needs_hidden: bool = False  # True: score() reads each exit's pooled representation
+    temperatures: list[float] | None = None  # per-exit temperatures for probabilities() (None: 1.0)
+
+    def probabilities(self, exit_index: int, logits: torch.Tensor) -> torch.Tensor:
+        """Class probabilities at an exit, temperature-scaled when the policy has temperatures."""
+        return _probabilities(self.temperatures, exit_index, logits)
 
     def threshold_grid(self, num_labels: int, n: int = 11) -> np.ndarray:
         from .cost import threshold_grid
@@ -103,9 +108,6 @@ class ConfidencePolicy(ExitPolicy):
     def __init__(self, temperatures: Sequence[float] | None = None):
         self.temperatures = _check_temperatures(temperatures)
 
-    def probabilities(self, exit_index: int, logits: torch.Tensor) -> torch.Tensor:
-        return _probabilities(self.temperatures, exit_index, logits)
-
     def score(self, exit_index, logits, hidden, state):
         return self.probabilities(exit_index, logits).max(dim=-1).values, state
 
@@ -124,9 +126,6 @@ class EntropyPolicy(ExitPolicy):
 
     def threshold_grid(self, num_labels: int, n: int = 11) -> np.ndarray:
         return np.linspace(0.0, 1.0, n)
-
-    def probabilities(self, exit_index: int, logits: torch.Tensor) -> torch.Tensor:
-        return _probabilities(self.temperatures, exit_index, logits)
 
     def score(self, exit_index, logits, hidden, state):
         p = self.probabilities(exit_index, logits)
@@ -159,9 +158,6 @@ class PatiencePolicy(ExitPolicy):
 
     def threshold_grid(self, num_labels: int, n: int = 11) -> np.ndarray:
         return np.arange(self.num_exits) / self._span if self.num_exits > 1 else np.zeros(1)
-
-    def probabilities(self, exit_index: int, logits: torch.Tensor) -> torch.Tensor:
-        return _probabilities(self.temperatures, exit_index, logits)
 
     def init_state(self, batch_size):
         return torch.full((batch_size,), -1, dtype=torch.long), torch.zeros(batch_size, dtype=torch.long)
@@ -207,9 +203,6 @@ class LearnedExitPolicy(ExitPolicy):
 
     def threshold_grid(self, num_labels: int, n: int = 11) -> np.ndarray:
         return np.linspace(0.0, 1.0, n)
-
-    def probabilities(self, exit_index: int, logits: torch.Tensor) -> torch.Tensor:
-        return _probabilities(self.temperatures, exit_index, logits)
 
     def score(self, exit_index, logits, hidden, state):
         if hidden is None:
