@@ -71,11 +71,9 @@ def benchmark(
 ) -> dict:
     from .batching import encode
     from .cost import cost_ratio
-    from .data import get_task, load_task, make_splits
     from .inference import EarlyExitEngine
-    from .modeling import MultiExitModel
     from .policies import make_policy
-    from .runs import environment, load_run_config, load_tokenizer, make_collator, model_dir_of
+    from .runs import effective_max_length, environment, evaluation_split, load_run, make_collator
 
     if repeats < 1 or any(b < 1 for b in batch_sizes):
         raise SweetError("repeats and batch sizes must be positive")
@@ -83,15 +81,12 @@ def benchmark(
         if threads < 1:
             raise SweetError(f"threads must be positive, got {threads}")
         torch.set_num_threads(threads)
-    cfg = load_run_config(run_dir)
-    model = MultiExitModel.from_pretrained(model_dir_of(run_dir)).eval()
-    tokenizer = load_tokenizer(str(model_dir_of(run_dir)))
-    task = get_task(cfg.task)
-    data = load_task(task, data_dir or cfg.data_dir, source=cfg.data_source)
-    examples = make_splits(data, cfg.n_train, cfg.seed, cfg.calibration_size, cfg.heldout_eval_size).evaluation
+    cfg, model, tokenizer, task = load_run(run_dir)
+    model.eval()
+    examples, _ = evaluation_split(cfg, task, data_dir)
     if max_examples is not None:
         examples = examples.subset(range(min(max_examples, len(examples))))
-    encoded = encode(tokenizer, examples, cfg.max_length, warn=False)
+    encoded = encode(tokenizer, examples, effective_max_length(cfg.max_length, tokenizer, model), warn=False)
     collator = make_collator(tokenizer, model)
     policy_name, policy = policy, make_policy(policy, model)
     method = model.config.method

@@ -411,6 +411,30 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
         raise SweetError(f"{path}: {exc}") from exc
 
 
+def load_run(run_dir: str | Path):
+    """A trained run's (config, model, tokenizer, task), checked to agree on the number of labels."""
+    from .data import get_task
+    from .modeling import MultiExitModel
+
+    cfg = load_run_config(run_dir)
+    mdir = model_dir_of(run_dir)
+    model = MultiExitModel.from_pretrained(mdir)
+    tokenizer = load_tokenizer(str(mdir))
+    task = get_task(cfg.task)
+    if model.config.num_labels != task.num_labels:
+        raise SweetError(f"the model has {model.config.num_labels} labels but task {task.name} has {task.num_labels}")
+    return cfg, model, tokenizer, task
+
+
+def evaluation_split(cfg: RunConfig, task, data_dir: str | None = None):
+    """The run's evaluation split (the same rows as at training time) and its name."""
+    from .data import load_task, make_splits
+
+    data = load_task(task, data_dir or cfg.data_dir, source=cfg.data_source)
+    splits = make_splits(data, cfg.n_train, cfg.seed, cfg.calibration_size, cfg.heldout_eval_size)
+    return splits.evaluation, splits.evaluation_name
+
+
 def evaluate_run(
     run_dir: str | Path,
     data_dir: str | None = None,
@@ -423,26 +447,17 @@ def evaluate_run(
     exit policy (:data:`sweet.policies.POLICIES`). The confidence evaluation replaces ``evaluation`` in
     metrics.json; another policy's curve is written under ``policies.NAME`` (the confidence one is kept)."""
     from .batching import encode
-    from .data import get_task, load_task, make_splits, read_tsv
+    from .data import read_tsv
     from .evaluation import collect_logits, evaluate_logits
-    from .modeling import MultiExitModel
     from .policies import make_policy
 
-    cfg = load_run_config(run_dir)
-    mdir = model_dir_of(run_dir)
-    model = MultiExitModel.from_pretrained(mdir)
+    cfg, model, tokenizer, task = load_run(run_dir)
     exit_policy = make_policy(policy, model)
-    tokenizer = load_tokenizer(str(mdir))
-    task = get_task(cfg.task)
-    if model.config.num_labels != task.num_labels:
-        raise SweetError(f"the model has {model.config.num_labels} labels but task {task.name} has {task.num_labels}")
     if eval_file:
         examples = read_tsv(Path(eval_file), task)
         split_name = f"file:{eval_file}"
     else:
-        data = load_task(task, data_dir or cfg.data_dir, source=cfg.data_source)
-        splits = make_splits(data, cfg.n_train, cfg.seed, cfg.calibration_size, cfg.heldout_eval_size)
-        examples, split_name = splits.evaluation, splits.evaluation_name
+        examples, split_name = evaluation_split(cfg, task, data_dir)
     collator = make_collator(tokenizer, model)
     enc = encode(tokenizer, examples, effective_max_length(cfg.max_length, tokenizer, model))
     hidden = None
