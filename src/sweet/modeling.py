@@ -1,6 +1,8 @@
 """Multi-exit classifiers over any Hugging Face encoder, trained as Early-Exit, SWEET or Multi-Model.
 
-Methods (an explicit choice; there is no default):
+Methods (an explicit choice; there is no default). The paper's three are below; the candidates beyond the
+paper (``grad_scale@ALPHA``, ``pcgrad``, ``sweet_then_ee@F``, ``ee_then_sweet@F``, ``distill@W``) and the
+method-name grammar are described in :mod:`sweet.methods`:
 
 ``early_exit``
     One encoder, one classifier head after each exit layer. Loss = unweighted sum of the heads'
@@ -49,8 +51,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import SweetError
+from .methods import PAPER_METHODS, Method, check_method, distillation_loss, parse_method, scale_grad
 
-METHODS = ("early_exit", "sweet", "multi_model")
+METHODS = PAPER_METHODS  # the paper's three ('all'); every accepted name: sweet.methods.METHOD_NAMES
 POOLINGS = ("cls", "mean")
 CONFIG_NAME = "sweet_config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -73,12 +76,6 @@ def refuse_pickle(path: str | os.PathLike) -> None:
             f"{path} is a pickle (torch.save) file, not safetensors; sweet never loads pickle because it can run "
             "arbitrary code: convert it with safetensors.torch.save_file in a trusted environment"
         )
-
-
-def check_method(method: str) -> str:
-    if method not in METHODS:
-        raise SweetError(f"unknown method '{method}'; choose one of: {', '.join(METHODS)}")
-    return method
 
 
 def validate_exit_layers(exit_layers: Sequence[int], depth: int, allow_partial_depth: bool = False) -> list[int]:
@@ -122,7 +119,7 @@ class MultiExitConfig:
     exit_predictors: bool = False  # learning-to-exit modules present (sweet.learn_exit); older models: absent
 
     def __post_init__(self) -> None:
-        check_method(self.method)
+        self.method = check_method(self.method)
         if self.pooling not in POOLINGS:
             raise SweetError(f"unknown pooling '{self.pooling}'; choose one of: {', '.join(POOLINGS)}")
         if int(self.num_labels) < 2:
@@ -281,6 +278,8 @@ class MultiExitModel(nn.Module):
             ExitHead(hidden, config.num_labels, dropout, config.pooling, init_std) for _ in config.exit_layers
         )
         self._inputs = backbone_input_names(self.backbones[0])
+        self.method_spec: Method = parse_method(config.method)
+        self.set_progress(1.0)
         if config.exit_predictors:
             self.add_exit_predictors()
 
@@ -317,7 +316,7 @@ class MultiExitModel(nn.Module):
 
         from .backbones import default_exit_layers, resolve_backbone, resolve_pooling
 
-        check_method(method)
+        method = check_method(method)
         path = resolve_backbone(name_or_path)
         pooling = resolve_pooling(pooling, path)
         try:
@@ -416,6 +415,31 @@ class MultiExitModel(nn.Module):
             return [list(bb.parameters()) + list(h.parameters()) for bb, h in zip(self.backbones, self.heads)]
         return [list(self.parameters())]
 
+    def set_progress(self, progress: float) -> None:
+        """Tell the model how far training is (fraction of steps done), for scheduled methods. Sets
+        :attr:`gradient_scale`: how much of a later exit's gradient crosses an exit boundary (0 = SWEET,
+        1 = Early-Exit; None for Multi-Model). Forward values never depend on it."""
+        self.gradient_scale = self.method_spec.gradient_scale(progress)
+
+    def gradient_blocks(self) -> list[list[nn.Parameter]]:
+        """The model's parameters cut into blocks for per-block gradient surgery (``pcgrad``): the embeddings,
+        each encoder layer, the rest of each backbone (e.g. shared relative-position tables), each head and each
+        exit predictor. Every parameter is in exactly one block."""
+        blocks: list[list[nn.Parameter]] = []
+        for bb in self.backbones:
+            layers = find_layer_list(bb)
+            seen = {id(p) for p in layers.parameters()}
+            emb = getattr(bb, "embeddings", None)
+            if emb is not None:
+                blocks.append(list(emb.parameters()))
+                seen |= {id(p) for p in emb.parameters()}
+            blocks.extend(list(layer.parameters()) for layer in layers)
+            blocks.append([p for p in bb.parameters() if id(p) not in seen])
+        blocks.extend(list(h.parameters()) for h in self.heads)
+        if getattr(self, "exit_predictors", None) is not None:
+            blocks.extend(list(m.parameters()) for m in self.exit_predictors)
+        return [b for b in blocks if b]
+
     def _backbone_kwargs(self, input_ids, attention_mask, token_type_ids) -> dict:
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None and "token_type_ids" in self._inputs:
@@ -425,9 +449,11 @@ class MultiExitModel(nn.Module):
     @contextmanager
     def _exit_hooks(self, captured: list):
         """Record the hidden state entering the layer after each non-final exit; for SWEET, detach what
-        is passed on (see module docstring)."""
+        is passed on (see module docstring); for a gradient scale strictly between 0 and 1, scale the gradient
+        of what is passed on (sweet.methods.scale_grad)."""
         layers = find_layer_list(self.backbones[0])
-        sweet = self.config.method == "sweet"
+        scale = 1.0 if self.gradient_scale is None else float(self.gradient_scale)
+        sweet = scale != 1.0  # any gradient gating at the boundaries (0: detach, as SWEET)
         boundaries = {layer: i for i, layer in enumerate(self.config.exit_layers[:-1])}  # 0-based next-layer index
         first_exit = self.config.exit_layers[0]
         handles = []
@@ -444,8 +470,10 @@ class MultiExitModel(nn.Module):
                 if not sweet:
                     return None
                 if index in boundaries:
-                    hidden = hidden.detach()
-                detach = lambda v: v.detach() if torch.is_tensor(v) and v.requires_grad else v  # noqa: E731
+                    hidden = scale_grad(hidden, scale)
+                # shared tensors (relative-position tables): gated at every layer after the first exit, so the
+                # gradient of layers past exit i reaches them scaled once, like the hidden state at exit 1
+                detach = lambda v: scale_grad(v, scale) if torch.is_tensor(v) and v.requires_grad else v  # noqa: E731
                 rest_args = [detach(v) for v in rest_args]
                 kwargs = {k: detach(v) for k, v in kwargs.items()}
                 if in_kwargs:
@@ -489,6 +517,8 @@ class MultiExitModel(nn.Module):
         if labels is not None:
             exit_losses = tuple(F.cross_entropy(lg, labels) for lg in logits)
             loss = torch.stack(exit_losses).sum()
+            if self.method_spec.distill_weight > 0 and len(logits) > 1:
+                loss = loss + distillation_loss(logits, self.method_spec.distill_weight)
         return MultiExitOutput(
             logits=tuple(logits), loss=loss, exit_losses=exit_losses, hidden=tuple(pooled) if return_hidden else None
         )

@@ -102,7 +102,7 @@ def check_run_config(config: RunConfig):
     from .training import TrainConfig
 
     get_task(config.task)
-    check_method(config.method)
+    config.method = check_method(config.method)  # canonical spelling: grad_scale -> grad_scale@0.5
     if config.pooling not in ("auto", *POOLINGS):
         raise SweetError(f"unknown pooling {config.pooling!r}; choose one of: auto, {', '.join(POOLINGS)}")
     if config.data_source not in ("local", "hub"):

@@ -1,10 +1,17 @@
 """Fine-tuning, top to bottom: AdamW (0.9, 0.999), linear decay, batch 16, 2 epochs (the paper's setup).
 
-The method (early_exit / sweet / multi_model) lives entirely in the model: the loss is always the sum of
-the exits' cross-entropies, and what each exit's gradient may reach is decided in the forward pass.
-The one thing the loop does per method is gradient clipping, applied per independently trained unit
-(:meth:`MultiExitModel.parameter_groups`): the whole model for early_exit / sweet, each (backbone, head)
-pair for multi_model, so Multi-Model's models are not coupled through a shared clipping factor.
+The method (:mod:`sweet.methods`) lives almost entirely in the model: the loss is the sum of the exits'
+cross-entropies (plus the distillation term for ``distill@W``), and what each exit's gradient may reach is
+decided in the forward pass. What the loop does per method:
+
+* it tells the model how far training is before each step (``model.set_progress``), which scheduled methods
+  (``sweet_then_ee@F``, ``ee_then_sweet@F``) use to switch between SWEET and Early-Exit;
+* ``pcgrad`` replaces the one backward pass by one per exit and a per-block projection
+  (:func:`sweet.methods.pcgrad_backward`), with a random order drawn from a generator seeded by (seed, step),
+  so it is deterministic and resumable;
+* gradient clipping is applied per independently trained unit (:meth:`MultiExitModel.parameter_groups`): the
+  whole model for the single-backbone methods, each (backbone, head) pair for multi_model, so Multi-Model's
+  models are not coupled through a shared clipping factor.
 
 Training can be checkpointed and resumed (:mod:`sweet.checkpoint`); a resumed run ends with the same
 weights, bit for bit, as an uninterrupted one on CPU.
@@ -25,6 +32,7 @@ from transformers import get_linear_schedule_with_warmup
 from .batching import Collator, Encoded, bucketed_batches
 from .checkpoint import Checkpointer, TrainState, training_fingerprint
 from .errors import SweetError
+from .methods import pcgrad_backward
 
 
 @dataclass
@@ -88,6 +96,9 @@ def train(model, encoded: Encoded, collator: Collator, config: TrainConfig, prog
     )
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     groups = model.parameter_groups()
+    spec = model.method_spec
+    blocks = model.gradient_blocks() if spec.projection else None
+    projections = {"projections": 0, "pairs": 0}
 
     state = TrainState(window=np.zeros(model.num_exits))
     fingerprint = training_fingerprint(model, encoded, config) if checkpointer is not None else {}
@@ -103,9 +114,15 @@ def train(model, encoded: Encoded, collator: Collator, config: TrainConfig, prog
         batches = bucketed_batches(lengths, config.batch_size, config.seed, epoch)
         for rows in batches[first_batch if epoch == first_epoch else 0 :]:
             batch = collator(encoded, rows)
+            model.set_progress(state.step / total_steps)
             out = model(**batch)
             optimizer.zero_grad(set_to_none=True)
-            out.loss.backward()
+            if blocks is not None:
+                generator = torch.Generator().manual_seed(config.seed * 1_000_003 + state.step)
+                counts = pcgrad_backward(out.exit_losses, blocks, generator)
+                projections = {k: projections[k] + counts[k] for k in projections}
+            else:
+                out.loss.backward()
             if config.max_grad_norm is not None:
                 for params in groups:
                     torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
@@ -125,6 +142,7 @@ def train(model, encoded: Encoded, collator: Collator, config: TrainConfig, prog
                                   total_steps=total_steps, seconds=time.perf_counter() - start)
             bar.update(1)
     bar.close()
+    model.set_progress(1.0)
     model.eval()
     seconds = time.perf_counter() - start
     return {
@@ -134,5 +152,6 @@ def train(model, encoded: Encoded, collator: Collator, config: TrainConfig, prog
         "examples_per_second": round(len(encoded) * config.epochs / max(seconds, 1e-9), 2),
         "threads": torch.get_num_threads(),
         "resumed_at_steps": state.resumed_at,
+        **({"pcgrad": projections} if blocks is not None else {}),
         "log": state.log,
     }
