@@ -271,6 +271,9 @@ BAD_INPUTS = [
     # options
     ("unknown-task", lambda ws: ws.train(task="stsb"), "unknown task 'stsb'; choose one of: sst2, mrpc, cola, mnli, qnli, qqp, rte"),
     ("unknown-method", lambda ws: ws.train(method="fast"), "unknown method 'fast'; choose one of: early_exit, sweet, multi_model"),
+    ("method-parameter-out-of-range", lambda ws: ws.train(method="grad_scale@2"),
+     "method 'grad_scale@2': ALPHA must lie in [0, 1] (0 = sweet, 1 = early_exit), got 2"),
+    ("method-takes-no-parameter", lambda ws: ws.train(method="sweet@0.5"), "method 'sweet' takes no parameter, got 'sweet@0.5'"),
     ("exit-layers-not-increasing", lambda ws: ws.train(exit_layers="1,3,2"), "exit layers must be strictly increasing, got [1, 3, 2]"),
     ("exit-layers-repeated", lambda ws: ws.train(exit_layers="1,2,2,4"), "strictly increasing"),
     ("exit-layers-above-depth", lambda ws: ws.train(exit_layers="1,2,9"), "exit layers must lie in 1..4 (the backbone's depth), got [1, 2, 9]"),
