@@ -15,6 +15,7 @@ from typing import Optional
 import typer
 
 from .errors import SweetError
+from .methods import METHODS_HELP
 
 app = typer.Typer(
     add_completion=False,
@@ -25,7 +26,7 @@ app = typer.Typer(
 _STATE = {"debug": False}
 
 DATA_DIR_HELP = "GLUE directory (one folder per task with train.tsv/train_pool.tsv and dev.tsv). Default: $SWEET_GLUE_DIR."
-METHOD_HELP = "Fine-tuning method: early_exit, sweet or multi_model."
+METHOD_HELP = "Fine-tuning method: " + METHODS_HELP + "."
 POLICY_HELP = ("Exit policy: confidence (calibrated max probability), entropy (DeeBERT; 1 - normalised entropy), "
                "patience (PABEE; threshold t means patience round(t*(exits-1))) or learned (learning-to-exit; needs a "
                "model trained with --learn-exit).")
@@ -154,7 +155,7 @@ def predict(
 
 @app.command()
 def demo(
-    method: str = typer.Option("sweet", "--method", "-m", help=METHOD_HELP + " Or 'all' to run the three in turn."),
+    method: str = typer.Option("sweet", "--method", "-m", help=METHOD_HELP + " Or 'all' to run the paper's three in turn."),
     data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
     output: Path = typer.Option(Path("runs/demo"), help="Parent directory; each method writes OUTPUT/sst2-METHOD."),
     n_train: int = typer.Option(6000, help="Training examples (the paper's 6K)."),
@@ -242,15 +243,15 @@ def _split_flag(flag: str, text: Optional[str], convert) -> Optional[list]:
 @app.command()
 def grid(
     output: Path = typer.Option(..., "--output", "-o", help="Grid directory (created; an existing grid is continued)."),
-    preset: Optional[str] = typer.Option(None, help="Start from a preset: 'paper' (7 tasks x 3 methods x 3 seeds x {1..5}e-5, 6K examples, 2 epochs) or 'quick' (a reduced grid for 2 CPU cores)."),
+    preset: Optional[str] = typer.Option(None, help="Start from a preset: 'paper' (7 tasks x 3 methods x 3 seeds x {1..5}e-5, 6K examples, 2 epochs), 'quick' (a reduced grid for 2 CPU cores) or 'sizes' (the training-set size sweep: MNLI at 1K, 3K, 6K examples)."),
     spec: Optional[Path] = typer.Option(None, "--spec", help="Spec file (.toml, .yaml or .json) with the fields of a grid; 'preset = NAME' inside starts from a preset."),
     tasks: Optional[str] = typer.Option(None, help="Comma-separated tasks, e.g. sst2,mrpc."),
-    methods: Optional[str] = typer.Option(None, help="Comma-separated methods (early_exit, sweet, multi_model) or 'all'."),
+    methods: Optional[str] = typer.Option(None, help="Comma-separated methods (" + METHODS_HELP + "), or 'all' for the paper's three."),
     backbone: Optional[str] = typer.Option(None, help="Backbone ('default', a local model directory or a hub id)."),
     exit_layers: Optional[str] = typer.Option(None, help="Comma-separated exit layers, or 'default'."),
     seeds: Optional[str] = typer.Option(None, help="Comma-separated seeds, e.g. 0,1,2."),
     lrs: Optional[str] = typer.Option(None, "--lrs", help="Comma-separated learning rates, e.g. 1e-5,3e-5,5e-5."),
-    n_train: Optional[int] = typer.Option(None, help="Training examples per seed."),
+    n_train: Optional[str] = typer.Option(None, help="Training examples per seed; a comma-separated list (e.g. 1000,3000,6000) is a training-set size sweep."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs."),
     data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
     backend: str = typer.Option("local", help="'local' (one run after another, in this process) or 'ray' (each run a Ray task)."),
@@ -269,7 +270,7 @@ def grid(
     flags = {
         "tasks": _split_flag("--tasks", tasks, str), "methods": _split_flag("--methods", methods, str),
         "backbone": backbone, "seeds": _split_flag("--seeds", seeds, int), "learning_rates": _split_flag("--lrs", lrs, float),
-        "n_train": n_train, "epochs": epochs, "cpus_per_run": cpus_per_run, "gpus_per_run": gpus_per_run,
+        "n_train": _split_flag("--n-train", n_train, int), "epochs": epochs, "cpus_per_run": cpus_per_run, "gpus_per_run": gpus_per_run,
     }
     if exit_layers is not None:
         flags["exit_layers"] = None if exit_layers.strip().lower() == "default" else _split_flag("--exit-layers", exit_layers, int)
@@ -289,8 +290,9 @@ def grid(
     ddir = str(data_dir) if data_dir else None
     if dry_run:
         st = grid_status(the_spec, output, ddir)
+        sizes = f" x {len(the_spec.train_sizes)} training sizes" if the_spec.is_size_sweep else ""
         typer.echo(f"grid '{the_spec.name}': {st['n_runs']} runs ({len(the_spec.tasks)} tasks x {len(the_spec.methods)} "
-                   f"methods x {len(the_spec.seeds)} seeds x {len(the_spec.learning_rates)} learning rates); "
+                   f"methods x {len(the_spec.seeds)} seeds x {len(the_spec.learning_rates)} learning rates{sizes}); "
                    f"{st['finished']} finished, {st['partial']} started, {st['pending']} not started")
         typer.echo(f"estimated time left, one run at a time: ~{st['estimate_seconds_left'] / 60:.0f} min "
                    "(default backbone on 2 idle cores; ~71 training examples/s on SST-2, pair tasks 3-4x slower)")

@@ -8,6 +8,7 @@ lives in one directory::
       spec.toml        the same spec as TOML (copy it, edit it, pass it back with --spec)
       launches.json    one record per launch: command, back-end, start/end, runs executed/skipped/failed
       runs/TASK/METHOD/lrLR/seedSEED-KEY/   one run directory each (see :mod:`sweet.runs`)
+      runs/TASK/METHOD/nN/lrLR/seedSEED-KEY/   the same in a training-set size sweep (``n_train`` a list)
 
 ``KEY`` is a short hash of the run's full :class:`~sweet.runs.RunConfig` (everything that affects its
 result) with the data *location* replaced by a SHA-256 of the task's data files: moving the data does
@@ -18,9 +19,14 @@ never re-run.
 Runs at different learning rates for the same (task, method, seed) share the training sample: the
 sample depends only on the seed, by design (the paper's protocol).
 
-The learning rate is chosen per (task, method, backbone) by the area under the speed-accuracy curve
-measured on the held-out *calibration* split (``metrics.json`` -> ``selection``), averaged over seeds;
-never on the split the scores are reported on (:func:`select_learning_rates`).
+``n_train`` is one size or a list of sizes (a training-set size sweep, the paper's Appendix): the grid is
+then also expanded over the sizes, and every size must fit in the task's pool after the fixed
+calibration/evaluation hold-outs (no silent clamping, which would run one size twice).
+
+The learning rate is chosen per (task, method, backbone) -- and per training size in a sweep -- by the area
+under the speed-accuracy curve measured on the held-out *calibration* split (``metrics.json`` ->
+``selection``), averaged over seeds; never on the split the scores are reported on
+(:func:`select_learning_rates`).
 
 Back-ends: ``local`` runs one run after another in this process; ``ray`` submits each run as a Ray task
 with its own CPU/GPU request (``ray.init(address=...)``: a local instance by default, or a cluster).
@@ -73,7 +79,7 @@ class GridSpec:
     name: str = "custom"
     backbone: str = "default"
     exit_layers: list[int] | None = None  # None: the backbone's default (paper-shaped) ladder
-    n_train: int = 6000
+    n_train: int | list[int] = 6000  # a list of 2+ sizes: a training-set size sweep
     epochs: int = 2
     batch_size: int = 16
     max_length: int = 256
@@ -93,8 +99,18 @@ class GridSpec:
         return {k: v for k, v in self.to_dict().items() if k not in _NON_RESULT_SPEC_FIELDS}
 
     @property
+    def train_sizes(self) -> list[int]:
+        """The training-set sizes: one, or several in a size sweep."""
+        return list(self.n_train) if isinstance(self.n_train, (list, tuple)) else [self.n_train]
+
+    @property
+    def is_size_sweep(self) -> bool:
+        return len(self.train_sizes) > 1
+
+    @property
     def n_runs(self) -> int:
-        return len(self.tasks) * len(self.methods) * len(self.seeds) * len(self.learning_rates)
+        return (len(self.tasks) * len(self.methods) * len(self.seeds) * len(self.learning_rates)
+                * len(self.train_sizes))
 
 
 _REQUIRED = ("tasks", "methods", "seeds", "learning_rates")
@@ -123,6 +139,21 @@ PRESETS: dict[str, dict] = {
         "learning_rates": [5e-5, 1e-4],
         "n_train": 1000,
         "epochs": 1,
+    },
+    # The paper's training-set size sweep (Appendix): EE / SWEET / MM on MNLI at 1K, 3K and 6K examples, 3 seeds,
+    # the paper's 2 epochs; the learning rate is chosen per size. MNLI's local pool has 9,999 rows; the fixed
+    # hold-outs (calibration: at most a tenth of the pool, 999 rows; evaluation: at most a fifth, 1,999) leave
+    # 7,001 for training, so 6K is the largest round size. Learning rates: the paper's range (2e-5, 5e-5) and
+    # 1e-4, which won every task of the 'quick' grid at 1K examples (few steps need a higher rate).
+    # 3 sizes x 3 methods x 3 seeds x 3 rates = 81 runs, ~8.5 h on 2 idle cores (the --dry-run estimate).
+    "sizes": {
+        "name": "sizes",
+        "tasks": ["mnli"],
+        "methods": ["early_exit", "sweet", "multi_model"],
+        "seeds": [0, 1, 2],
+        "learning_rates": [2e-5, 5e-5, 1e-4],
+        "n_train": [1000, 3000, 6000],
+        "epochs": 2,
     },
 }
 
@@ -158,7 +189,7 @@ def _positive_int(source: str, name: str, value: Any) -> int:
 def check_field(name: str, value: Any, source: str = "spec") -> Any:
     """Validate and normalise one spec field; raises SweetError naming the field."""
     from .data import get_task
-    from .modeling import METHODS
+    from .methods import PAPER_METHODS, parse_method
 
     if name == "tasks":
         out = []
@@ -175,11 +206,16 @@ def check_field(name: str, value: Any, source: str = "spec") -> Any:
     if name == "methods":
         items = _list(source, name, value)
         if items == ["all"]:
-            return list(METHODS)
+            return list(PAPER_METHODS)
+        out = []
         for m in items:
-            if m not in METHODS:
-                raise _err(source, name, f"unknown method {m!r}; choose from {', '.join(METHODS)} (or 'all')")
-        return items
+            try:
+                out.append(parse_method(m).canonical)
+            except SweetError as exc:
+                raise _err(source, name, f"{exc} (or 'all' for the paper's three)") from None
+        if len(set(out)) != len(out):
+            raise _err(source, name, f"names the same method twice: {list(value)!r}")
+        return out
     if name == "seeds":
         items = _list(source, name, value)
         for s in items:
@@ -199,6 +235,13 @@ def check_field(name: str, value: Any, source: str = "spec") -> Any:
         if not all(_is_int(x) and x > 0 for x in items) or items != sorted(items):
             raise _err(source, name, f"must be strictly increasing positive integers such as [1, 2, 4, 6], got {value!r}")
         return items
+    if name == "n_train" and isinstance(value, (list, tuple)):
+        # a training-set size sweep; one size in a list is the same grid as that size alone
+        items = _list(source, name, value)
+        for n in items:
+            if not _is_int(n) or n <= 0:
+                raise _err(source, name, f"training sizes must be positive integers, got {n!r}")
+        return int(items[0]) if len(items) == 1 else [int(n) for n in items]
     if name in ("n_train", "epochs", "batch_size", "max_length", "calibration_size", "heldout_eval_size"):
         return _positive_int(source, name, value)
     if name in ("name", "backbone"):
@@ -321,11 +364,13 @@ class GridRun:
     key: str
     rel_dir: str  # relative to GRID_DIR
     estimate_seconds: float  # prior estimate of its wall time (for the ETA before any run has finished)
+    sized: bool = False  # part of a training-set size sweep (the size is in its directory and label)
 
     @property
     def label(self) -> str:
         c = self.config
-        return f"{c.task}/{c.method}/lr={c.learning_rate:g}/seed={c.seed}"
+        size = f"/n={c.n_train}" if self.sized else ""
+        return f"{c.task}/{c.method}{size}/lr={c.learning_rate:g}/seed={c.seed}"
 
 
 def run_key(config: RunConfig) -> str:
@@ -335,8 +380,10 @@ def run_key(config: RunConfig) -> str:
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:10]
 
 
-def run_rel_dir(config: RunConfig, key: str) -> str:
-    return f"{RUNS_DIR}/{config.task}/{config.method}/lr{config.learning_rate:g}/seed{config.seed}-{key}"
+def run_rel_dir(config: RunConfig, key: str, sized: bool = False) -> str:
+    """``runs/TASK/METHOD/lrLR/seedS-KEY``; in a training-set size sweep ``runs/TASK/METHOD/nN/lrLR/seedS-KEY``."""
+    size = f"/n{config.n_train}" if sized else ""
+    return f"{RUNS_DIR}/{config.task}/{config.method}{size}/lr{config.learning_rate:g}/seed{config.seed}-{key}"
 
 
 def sha256_file(path: str | Path) -> str:
@@ -352,7 +399,7 @@ class TaskInfo:
     """What the grid needs to know about a task's data before running it."""
 
     data: dict  # {"source": ..., "files": {role: path}, "sha256": {role: hex}}
-    n_train: int | None = None
+    n_train_available: int | None = None  # pool rows left for training after the calibration/evaluation hold-outs
     n_eval_examples: int | None = None  # calibration + evaluation rows (both are scored in every run)
     mean_chars: float | None = None
 
@@ -362,18 +409,22 @@ class TaskInfo:
 #: evaluated one a fifth of that, multi_model ~2.2x both, plus ~4 s per run (loading, saving).
 _PRIOR_CHARS = 60.0
 _MM_FACTOR = 2.2
+_PCGRAD_FACTOR = 2.8  # one backward pass per exit + the projection (SST-2, 320 examples: 20.9 s vs 7.4 s)
 
 
-def _estimate_seconds(info: TaskInfo, spec: GridSpec, method: str) -> float:
-    n_train = info.n_train if info.n_train is not None else spec.n_train
+def _estimate_seconds(info: TaskInfo, spec: GridSpec, method: str, n_train: int) -> float:
+    if info.n_train_available is not None:
+        n_train = min(n_train, info.n_train_available)
     n_eval = info.n_eval_examples if info.n_eval_examples is not None else 2 * spec.calibration_size
     per_example = ((info.mean_chars or _PRIOR_CHARS) + 20.0) / 5200.0
-    factor = _MM_FACTOR if method == "multi_model" else 1.0
+    factor = {"multi_model": _MM_FACTOR, "pcgrad": _PCGRAD_FACTOR}.get(method, 1.0)
     return 4.0 + factor * per_example * (n_train * spec.epochs + n_eval / 5.0)
 
 
 def inspect_tasks(spec: GridSpec, data_dir: str | None) -> dict[str, TaskInfo]:
-    """Load each task once: checks that its files exist, fingerprints them, and sizes the runs."""
+    """Load each task once: checks that its files exist, fingerprints them, and sizes the runs. In a
+    training-set size sweep every size must fit in what the pool leaves for training (a larger one would be
+    clamped to the same sample as its neighbour): refused, naming the task, the size and the maximum."""
     from .data import fixed_holdout_sizes, load_task
 
     out: dict[str, TaskInfo] = {}
@@ -385,11 +436,20 @@ def inspect_tasks(spec: GridSpec, data_dir: str | None) -> dict[str, TaskInfo]:
         n_cal, n_held = fixed_holdout_sizes(len(data.pool), data.dev is not None, spec.calibration_size,
                                             spec.heldout_eval_size)
         n_eval = len(data.dev) if data.dev is not None else n_held
+        available = len(data.pool) - n_cal - n_held
+        too_big = [n for n in spec.train_sizes if n > available]
+        if spec.is_size_sweep and too_big:
+            held = f"{n_cal} for calibration" + (f" and {n_held} for the held-out evaluation" if n_held else "")
+            raise SweetError(
+                f"field 'n_train': task '{task}' has at most {available} training examples (its pool of "
+                f"{len(data.pool)} rows less {held}); training size{'s' if len(too_big) > 1 else ''} "
+                f"{', '.join(map(str, too_big))} {'are' if len(too_big) > 1 else 'is'} larger. Use "
+                f"sizes up to {available}: in a size sweep sizes are not clamped (two sizes would become the same)")
         texts = data.pool.texts[:2000]
         out[task] = TaskInfo(
             data={"source": "local", "files": dict(data.files),
                   "sha256": {role: sha256_file(p) for role, p in sorted(data.files.items())}},
-            n_train=min(spec.n_train, len(data.pool) - n_cal - n_held),
+            n_train_available=available,
             n_eval_examples=n_cal + n_eval,
             mean_chars=sum(sum(len(t) for t in ex) for ex in texts) / max(1, len(texts)),
         )
@@ -415,25 +475,28 @@ def _resolve_backbone_path(backbone: str) -> str:
 
 
 def expand(spec: GridSpec, data_dir: str | None, tasks: dict[str, TaskInfo]) -> list[GridRun]:
-    """Every run of the grid, in execution order: seed, then task, learning rate, method (so a grid that
-    stops early has complete seeds)."""
+    """Every run of the grid, in execution order: seed, then task, training size, learning rate, method (so a
+    grid that stops early has complete seeds)."""
     backbone = _resolve_backbone_path(spec.backbone)
+    sized = spec.is_size_sweep
     runs = []
     for seed in spec.seeds:
         for task in spec.tasks:
             info = tasks[task]
-            for lr in spec.learning_rates:
-                for method in spec.methods:
-                    cfg = RunConfig(
-                        task=task, method=method, backbone=backbone, exit_layers=spec.exit_layers,
-                        n_train=spec.n_train, seed=seed, learning_rate=lr, epochs=spec.epochs,
-                        batch_size=spec.batch_size, max_length=spec.max_length, pooling=spec.pooling,
-                        calibration_size=spec.calibration_size, heldout_eval_size=spec.heldout_eval_size,
-                        data_dir=data_dir, data_source=spec.data_source,
-                        extra={"data_sha256": info.data.get("sha256", {})},
-                    )
-                    key = run_key(cfg)
-                    runs.append(GridRun(cfg, key, run_rel_dir(cfg, key), _estimate_seconds(info, spec, method)))
+            for n_train in spec.train_sizes:
+                for lr in spec.learning_rates:
+                    for method in spec.methods:
+                        cfg = RunConfig(
+                            task=task, method=method, backbone=backbone, exit_layers=spec.exit_layers,
+                            n_train=n_train, seed=seed, learning_rate=lr, epochs=spec.epochs,
+                            batch_size=spec.batch_size, max_length=spec.max_length, pooling=spec.pooling,
+                            calibration_size=spec.calibration_size, heldout_eval_size=spec.heldout_eval_size,
+                            data_dir=data_dir, data_source=spec.data_source,
+                            extra={"data_sha256": info.data.get("sha256", {})},
+                        )
+                        key = run_key(cfg)
+                        runs.append(GridRun(cfg, key, run_rel_dir(cfg, key, sized),
+                                            _estimate_seconds(info, spec, method, n_train), sized))
     return runs
 
 
@@ -667,7 +730,8 @@ def run_grid(
         "updated": _now(),
         "data": {t: info.data for t, info in tasks.items()},
         "runs": [{"dir": r.rel_dir, "key": r.key, "task": r.config.task, "method": r.config.method,
-                  "seed": r.config.seed, "learning_rate": r.config.learning_rate, "backbone": r.config.backbone}
+                  "seed": r.config.seed, "learning_rate": r.config.learning_rate, "backbone": r.config.backbone,
+                  "n_train": r.config.n_train}
                  for r in runs],
     })
     atomic_write_text(grid_dir / SPEC_TOML, spec_to_toml(spec))
@@ -795,12 +859,15 @@ def grid_status(spec: GridSpec, grid_dir: str | Path, data_dir: str | None = Non
 # -------------------------------------------------------------------------------------- LR selection
 
 
-def select_learning_rates(records: Sequence[dict]) -> dict[tuple[str, str, str], dict]:
+def select_learning_rates(records: Sequence[dict], by_size: bool = False) -> dict[tuple, dict]:
     """Choose the learning rate per (task, method, backbone) by the area under the speed-accuracy curve on
     the held-out calibration split (``metrics['selection']['auc']``), averaged over seeds. The reported
     split is never looked at. Ties go to the smaller learning rate. A learning rate is only a candidate
-    with the same seeds as the others (a half-finished learning rate cannot win on fewer seeds)."""
-    groups: dict[tuple[str, str, str], dict[float, dict[int, float]]] = {}
+    with the same seeds as the others (a half-finished learning rate cannot win on fewer seeds).
+
+    ``by_size`` (a training-set size sweep): per (task, method, backbone, n_train), keyed by that 4-tuple,
+    with the record's ``n_train`` as the size."""
+    groups: dict[tuple, dict[float, dict[int, float]]] = {}
     for m in records:
         sel = m.get("selection")
         where = f"{m.get('task')}/{m.get('method')}/lr={m.get('learning_rate')}/seed={m.get('seed')}"
@@ -808,7 +875,7 @@ def select_learning_rates(records: Sequence[dict]) -> dict[tuple[str, str, str],
             raise SweetError(f"run {where} has no 'selection' metrics (made by an older sweet); re-run it")
         if sel.get("split") == m.get("evaluation", {}).get("split"):
             raise SweetError(f"run {where}: the selection split is the reported split; refusing to select on it")
-        key = (m["task"], m["method"], m["backbone"])
+        key = (m["task"], m["method"], m["backbone"]) + ((int(m["n_train"]),) if by_size else ())
         groups.setdefault(key, {}).setdefault(float(m["learning_rate"]), {})[int(m["seed"])] = sel["auc"]
     out = {}
     for key, by_lr in sorted(groups.items()):
@@ -827,10 +894,11 @@ def select_learning_rates(records: Sequence[dict]) -> dict[tuple[str, str, str],
             })
         eligible = [c for c in candidates if c["eligible"]]
         if not eligible:
-            raise SweetError(f"{key[0]}/{key[1]}: no learning rate has a selection AUC for every seed")
+            size = f"/n={key[3]}" if by_size else ""
+            raise SweetError(f"{key[0]}/{key[1]}{size}: no learning rate has a selection AUC for every seed")
         best = max(eligible, key=lambda c: (c["mean_selection_auc"], -c["learning_rate"]))
         out[key] = {
-            "task": key[0], "method": key[1], "backbone": key[2],
+            "task": key[0], "method": key[1], "backbone": key[2], **({"n_train": key[3]} if by_size else {}),
             "chosen": best["learning_rate"],
             "criterion": "mean over seeds of the area under the speed-accuracy curve on the calibration split",
             "candidates": candidates,

@@ -7,6 +7,12 @@ interval is over those per-seed averages, so it is still an interval over seeds.
 
 Only runs at the chosen learning rate enter the tables; the learning rate is chosen per (task, method,
 backbone) on the calibration split (:func:`sweet.grid.select_learning_rates`).
+
+A training-set size sweep (``n_train`` a list in the spec) chooses the learning rate per (task, method,
+backbone, size) and adds a section (``size_sweep`` in the JSON): per size the per-exit scores, and per exit
+the gap of every other method (SWEET, Multi-Model) to Early-Exit -- the per-seed paired difference in
+percentage points, mean and t-interval over seeds -- with a plot of the gap against the size. The other
+tables are at the largest size.
 """
 
 from __future__ import annotations
@@ -21,16 +27,23 @@ import numpy as np
 
 from .errors import SweetError
 from .io import atomic_write_json, atomic_write_text, read_json
+from .methods import method_label
 from .runs import METRICS, RUN_CONFIG
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 CONFIDENCE = 0.95
 CURVE_POINTS = 61
-METHOD_LABELS = {"early_exit": "EE", "sweet": "SWEET", "multi_model": "MM"}
-METHOD_COLORS = {"early_exit": "tab:blue", "sweet": "tab:red", "multi_model": "tab:green"}
+METHOD_COLORS = {"early_exit": "tab:blue", "sweet": "tab:red", "multi_model": "tab:green", "grad_scale": "tab:purple",
+                 "pcgrad": "tab:orange", "sweet_then_ee": "tab:brown", "ee_then_sweet": "tab:pink", "distill": "tab:olive"}
+
+
+def method_color(method: str) -> str | None:
+    """One colour per method family (None: matplotlib's cycle, e.g. for a second grad_scale alpha)."""
+    return METHOD_COLORS.get(method.partition("@")[0])
 TASK_LABELS = {"sst2": "SST-2", "mrpc": "MRPC", "cola": "CoLA", "mnli": "MNLI", "qnli": "QNLI", "qqp": "QQP",
                "rte": "RTE"}
+GAP_BASELINE = "early_exit"  # a size sweep's gaps: every other method minus this one, per exit
 
 
 # ------------------------------------------------------------------------------------------ statistics
@@ -94,6 +107,9 @@ def collect(grid_dir: str | Path, partial: bool = False) -> tuple[dict, list[dic
         m = read_json(path)
         m["_dir"] = entry["dir"]
         m["_backbone_spec"] = entry["backbone"]
+        # the requested training size (older manifests lack it: then the spec's single size)
+        m["_n_train"] = int(entry.get("n_train", grid["spec"]["n_train"] if isinstance(grid["spec"]["n_train"], int)
+                                      else m.get("n_train")))
         cfg_path = grid_dir / entry["dir"] / RUN_CONFIG
         m["_environment"] = read_json(cfg_path).get("environment", {}) if cfg_path.is_file() else {}
         records.append(m)
@@ -112,17 +128,19 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
     grid_dir = Path(grid_dir)
     grid, records, missing = collect(grid_dir, partial)
     spec = grid["spec"]
+    sized = is_size_sweep(spec)
     for m in records:  # the manifest's backbone string is the grouping key (metrics hold the resolved path)
         m["backbone"] = m["_backbone_spec"]
-    selection = select_learning_rates(records)
+        if sized:  # and in a size sweep the requested size (metrics hold the size drawn: the same, or less)
+            m["_n_train_drawn"] = m.get("n_train")
+            m["n_train"] = m["_n_train"]
+    selection = select_learning_rates(records, by_size=sized)
     methods = [m for m in spec["methods"] if any(r["method"] == m for r in records)]
     tasks = [t for t in spec["tasks"] if any(r["task"] == t for r in records)]
 
-    chosen: dict[tuple[str, str], list[dict]] = {}
-    for (task, method, _backbone), sel in selection.items():
-        runs = [r for r in records if r["task"] == task and r["method"] == method
-                and float(r["learning_rate"]) == sel["chosen"]]
-        chosen[(task, method)] = sorted(runs, key=lambda r: r["seed"])
+    sizes = sorted({r["n_train"] for r in records}) if sized else [None]
+    chosen_by_size = {size: _chosen_runs(records, selection, size) for size in sizes}
+    chosen = chosen_by_size[sizes[-1]]  # the main tables: the (largest) size
 
     per_task: dict[str, dict] = {}
     for task in tasks:
@@ -139,7 +157,7 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
             interp = [{"cost_ratio": c, **_stat_row(t_interval([r["evaluation"]["interpolated"][i]["score"] for r in runs]))}
                       for i, c in enumerate(points)]
             per_task[task][method] = {
-                "learning_rate": selection[(task, method, runs[0]["backbone"])]["chosen"],
+                "learning_rate": selection[_sel_key(task, method, runs[0]["backbone"], sizes[-1])]["chosen"],
                 "seeds": [r["seed"] for r in runs],
                 "metric": ev0["metric"],
                 "evaluation_split": ev0["split"],
@@ -166,7 +184,96 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
         "per_task": per_task,
         "provenance": _provenance(grid_dir, grid, records, command),
     }
+    if sized:
+        report["size_sweep"] = _size_sweep(chosen_by_size, selection, tasks, methods)
     return report
+
+
+def is_size_sweep(spec: dict) -> bool:
+    """Whether a stored spec (a dict) is a training-set size sweep (``n_train`` a list of 2+ sizes)."""
+    return isinstance(spec.get("n_train"), list) and len(spec["n_train"]) > 1
+
+
+def _sel_key(task: str, method: str, backbone: str, size: int | None) -> tuple:
+    return (task, method, backbone) + ((size,) if size is not None else ())
+
+
+def _chosen_runs(records: list[dict], selection: dict, size: int | None) -> dict[tuple[str, str], list[dict]]:
+    """(task, method) -> the runs at the chosen learning rate (at training size ``size`` in a sweep), by seed."""
+    chosen: dict[tuple[str, str], list[dict]] = {}
+    for key, sel in selection.items():
+        task, method = key[0], key[1]
+        if size is not None and key[3] != size:
+            continue
+        runs = [r for r in records if r["task"] == task and r["method"] == method
+                and float(r["learning_rate"]) == sel["chosen"] and (size is None or r["n_train"] == size)]
+        chosen[(task, method)] = sorted(runs, key=lambda r: r["seed"])
+    return chosen
+
+
+def _size_sweep(chosen_by_size: dict, selection: dict, tasks: list[str], methods: list[str]) -> dict:
+    """A training-set size sweep: per size, task and method the per-exit scores (mean and CI over seeds); per
+    task the gap of every other method to Early-Exit per exit and size, as the per-seed paired difference (same
+    seed, so the same training sample) in percentage points, mean and CI over the seeds both methods have."""
+    sizes = sorted(chosen_by_size)
+    per_size = []
+    for size in sizes:
+        by_task: dict[str, dict] = {}
+        for task in tasks:
+            for method in methods:
+                runs = chosen_by_size[size].get((task, method))
+                if not runs:
+                    continue
+                ev0 = runs[0]["evaluation"]
+                by_task.setdefault(task, {})[method] = {
+                    "learning_rate": selection[_sel_key(task, method, runs[0]["backbone"], size)]["chosen"],
+                    "seeds": [r["seed"] for r in runs],
+                    "n_train_drawn": [r.get("_n_train_drawn") for r in runs],
+                    "metric": ev0["metric"],
+                    "exit_layers": [p["exit_layer"] for p in ev0["per_exit"]],
+                    "per_exit": [{"exit_layer": p["exit_layer"],
+                                  **_stat_row(t_interval([r["evaluation"]["per_exit"][i]["score"] for r in runs]))}
+                                 for i, p in enumerate(ev0["per_exit"])],
+                    "auc": _stat_row(t_interval([r["evaluation"]["auc"] for r in runs])),
+                    "runs": [r["_dir"] for r in runs],
+                }
+        per_size.append({"n_train": size, "per_task": by_task})
+    gaps: dict[str, list[dict]] = {}
+    for task in tasks:
+        points = []
+        for method in methods:
+            if method == GAP_BASELINE:
+                continue
+            for size in sizes:
+                base = {r["seed"]: r for r in chosen_by_size[size].get((task, GAP_BASELINE), [])}
+                other = {r["seed"]: r for r in chosen_by_size[size].get((task, method), [])}
+                seeds = sorted(set(base) & set(other))
+                if not seeds:
+                    continue
+                for layer in _common_exits(base[seeds[0]], other[seeds[0]]):
+                    diffs = [_exit_score(other[s], layer) - _exit_score(base[s], layer) for s in seeds]
+                    points.append({"method": method, "baseline": GAP_BASELINE, "n_train": size, "exit_layer": layer,
+                                   "seeds": seeds, **_stat_row(t_interval(diffs))})
+        if points:
+            gaps[task] = points
+    return {
+        "sizes": sizes,
+        "main_size": sizes[-1],
+        "baseline": GAP_BASELINE,
+        "gap": "per seed, the method's score minus Early-Exit's at the same exit (percentage points); "
+               "mean and 95% t-interval over the seeds both have",
+        "per_size": per_size,
+        "gaps": gaps,
+    }
+
+
+def _common_exits(a: dict, b: dict) -> list[int]:
+    other = {p["exit_layer"] for p in b["evaluation"]["per_exit"]}
+    return [p["exit_layer"] for p in a["evaluation"]["per_exit"] if p["exit_layer"] in other]
+
+
+def _exit_score(record: dict, layer: int) -> float:
+    return next(p["score"] for p in record["evaluation"]["per_exit"] if p["exit_layer"] == layer)
 
 
 def _average_over_tasks(per_task: dict, chosen: dict, tasks: list[str], methods: list[str]) -> dict:
@@ -247,9 +354,20 @@ def _provenance(grid_dir: Path, grid: dict, records: list[dict], command: str | 
         "grid_wall_seconds": round(sum(float(x.get("wall_seconds") or 0) for x in launches), 1),
         "run_seconds_total": round(compute, 1),
         "mean_run_seconds": {t: {m: round(sum(v) / len(v), 1) for m, v in ms.items()} for t, ms in by_method.items()},
+        **({"mean_run_seconds_by_size": _mean_seconds_by_size(records)} if is_size_sweep(grid["spec"]) else {}),
         "report_command": command,
         "runs": sorted(r["_dir"] for r in records),
     }
+
+
+def _mean_seconds_by_size(records: list[dict]) -> dict[str, list[dict]]:
+    """A size sweep: task -> [{n_train, mean_seconds: {method: s}}], sizes ascending."""
+    acc: dict[str, dict[int, dict[str, list[float]]]] = {}
+    for r in records:
+        acc.setdefault(r["task"], {}).setdefault(r["n_train"], {}).setdefault(r["method"], []).append(
+            r["timing"]["total_seconds"])
+    return {t: [{"n_train": n, "mean_seconds": {m: round(sum(v) / len(v), 1) for m, v in by_size[n].items()}}
+                for n in sorted(by_size)] for t, by_size in acc.items()}
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -285,7 +403,7 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def _exit_table(by_method: dict, methods: list[str]) -> list[str]:
     layers = next(iter(by_method.values()))["per_exit"]
     header = ["method"] + [f"exit L{p['exit_layer']}" for p in layers]
-    rows = [[METHOD_LABELS.get(m, m)] + [_fmt(p) for p in by_method[m]["per_exit"]] for m in methods if m in by_method]
+    rows = [[method_label(m)] + [_fmt(p) for p in by_method[m]["per_exit"]] for m in methods if m in by_method]
     return _table(header, rows)
 
 
@@ -297,7 +415,7 @@ def _interp_table(by_method: dict, methods: list[str]) -> list[str]:
         if m not in by_method:
             continue
         at = {q["cost_ratio"]: q for q in by_method[m]["interpolated"]}
-        rows.append([METHOD_LABELS.get(m, m)] + [_fmt(at.get(c)) if c in at else "–" for c in costs]
+        rows.append([method_label(m)] + [_fmt(at.get(c)) if c in at else "–" for c in costs]
                     + [_fmt(by_method[m]["auc"])])
     return _table(header, rows)
 
@@ -311,15 +429,19 @@ def plot_curves(by_method: dict, methods: list[str], title: str, ylabel: str, pa
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=100)
+    used: set = set()
     for m in methods:
         if m not in by_method:
             continue
         c = by_method[m]["curve"]
         x = np.asarray(c["cost"])
         mean = np.asarray([np.nan if v is None else v for v in c["mean"]], dtype=float)
-        label = f"{METHOD_LABELS.get(m, m)} (n={c['n']})"
-        color = METHOD_COLORS.get(m)
-        ax.plot(x, mean, color=color, label=label, linewidth=1.8)
+        label = f"{method_label(m)} (n={c['n']})"
+        color = method_color(m)
+        color = None if color in used else color  # e.g. a second grad_scale alpha: the next colour of the cycle
+        (line,) = ax.plot(x, mean, color=color, label=label, linewidth=1.8)
+        color = line.get_color()
+        used.add(color)
         if all(v is not None for v in c["low"]):
             low = np.clip(np.asarray(c["low"], dtype=float), *bounds)
             high = np.clip(np.asarray(c["high"], dtype=float), *bounds)
@@ -339,6 +461,105 @@ def plot_curves(by_method: dict, methods: list[str], title: str, ylabel: str, pa
     return path
 
 
+def _fmt_gap(stats: dict | None, digits: int = 1) -> str:
+    if not stats or stats.get("mean") is None:
+        return "n/a"
+    if stats.get("ci") is None:
+        return f"{stats['mean']:+.{digits}f}"
+    return f"{stats['mean']:+.{digits}f} ± {stats['ci']:.{digits}f}"
+
+
+def _gap_label(method: str, baseline: str = GAP_BASELINE) -> str:
+    return f"{method_label(method)} − {method_label(baseline)}"
+
+
+def plot_gaps(points: list[dict], title: str, path: Path) -> Path:
+    """A size sweep: one panel per exit, the gap to Early-Exit (percentage points) against the training size
+    (log scale), one line per method with its 95% CI over seeds (error bars; none with one seed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullLocator
+
+    layers = list(dict.fromkeys(p["exit_layer"] for p in points))
+    methods = list(dict.fromkeys(p["method"] for p in points))
+    sizes = sorted({p["n_train"] for p in points})
+    colors = {m: method_color(m) or f"C{i}" for i, m in enumerate(methods)}
+    fig, axes = plt.subplots(1, len(layers), figsize=(max(4.5, 2.7 * len(layers)), 3.6), dpi=100, sharey=True,
+                             squeeze=False)
+    for ax, layer in zip(axes[0], layers):
+        for j, m in enumerate(methods):
+            pts = sorted((p for p in points if p["method"] == m and p["exit_layer"] == layer), key=lambda p: p["n_train"])
+            if not pts:
+                continue
+            shift = 10 ** ((j - (len(methods) - 1) / 2) * 0.012)  # side by side, so the error bars do not overlap
+            x = np.asarray([p["n_train"] for p in pts], dtype=float) * shift
+            y = np.asarray([p["mean"] for p in pts], dtype=float)
+            err = [0.0 if p["ci"] is None else p["ci"] for p in pts]
+            ax.errorbar(x, y, yerr=err if any(err) else None, color=colors[m], marker="o", markersize=4, capsize=3,
+                        linewidth=1.6, label=_gap_label(m, pts[0]["baseline"]))
+        ax.axhline(0.0, color="grey", linestyle=":", linewidth=1)
+        ax.set_xscale("log")
+        ax.set_xticks(sizes)
+        ax.set_xticklabels([f"{n:,}" for n in sizes], fontsize=8)
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_title(f"exit L{layer}", fontsize=9)
+        ax.set_xlabel("training examples")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("gap to EE (percentage points)")
+    axes[0][0].legend(fontsize=8, loc="best")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def _size_sweep_markdown(sweep: dict, figures: dict[str, str], methods: list[str]) -> list[str]:
+    sizes = sweep["sizes"]
+    lines = ["## Training-set size sweep (Appendix)", "",
+             f"The same comparison at {len(sizes)} training sizes: {', '.join(str(n) for n in sizes)} examples "
+             "per seed. The learning rate is chosen per task, method and size on the calibration split. The "
+             f"sections after this one are at the largest size, {sweep['main_size']}.", ""]
+    tasks = list(dict.fromkeys(t for ps in sweep["per_size"] for t in ps["per_task"]))
+    for task in tasks:
+        label = TASK_LABELS.get(task, task)
+        rows, layers = [], None
+        for ps in sweep["per_size"]:
+            by_method = ps["per_task"].get(task, {})
+            for m in methods:
+                if m in by_method:
+                    layers = layers or by_method[m]["exit_layers"]
+                    rows.append([str(ps["n_train"]), method_label(m)] + [_fmt(p) for p in by_method[m]["per_exit"]])
+        lines += [f"### {label}: individual exits per training size", "",
+                  *_table(["size", "method"] + [f"exit L{x}" for x in layers or []], rows), ""]
+        drawn = {n for ps in sweep["per_size"] for by_m in ps["per_task"].get(task, {}).values()
+                 for n in by_m["n_train_drawn"]} - set(sizes) - {None}
+        if drawn:
+            lines += [f"**Note**: some runs drew fewer examples than their size ({', '.join(map(str, sorted(drawn)))}): "
+                      "the pool is smaller than that size.", ""]
+        points = sweep["gaps"].get(task)
+        if not points:
+            continue
+        gap_layers = list(dict.fromkeys(p["exit_layer"] for p in points))
+        at = {(p["method"], p["n_train"], p["exit_layer"]): p for p in points}
+        gap_rows = [[str(n), _gap_label(m)] + [_fmt_gap(at.get((m, n, x))) for x in gap_layers]
+                    for m in dict.fromkeys(p["method"] for p in points) for n in sizes
+                    if any((m, n, x) in at for x in gap_layers)]
+        lines += [f"### {label}: gap to Early-Exit per exit (percentage points)", "",
+                  "Per seed, the method's score minus Early-Exit's at the same exit (the same seed draws the same "
+                  "training sample for every method); the mean over seeds ± the half-width of the 95% confidence "
+                  "interval of those paired differences. Positive: better than Early-Exit.", "",
+                  *_table(["size", "gap"] + [f"exit L{x}" for x in gap_layers], gap_rows), ""]
+        if f"gap-{task}" in figures:
+            lines += [f"![{task}: gap to Early-Exit vs training size]({figures[f'gap-{task}']})", ""]
+    return lines
+
+
 def _metric_label(metric: str) -> str:
     return {"accuracy": "accuracy (%)", "matthews": "Matthews corr. (x100)"}.get(metric, metric)
 
@@ -348,6 +569,7 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
     prov = report["provenance"]
     methods = [m for m in spec["methods"] if m in report["average"]]
     status = report["status"]
+    sweep = report.get("size_sweep")
     lines = [f"# Grid report: {report['grid']['name']}", ""]
     cmds = [x["command"] for x in prov["launches"] if x.get("command")]
     if cmds:
@@ -361,13 +583,18 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
         f"sum of run times: {prov['run_seconds_total'] / 60:.1f} min.",
         f"- Backbone `{spec['backbone']}`, exits after layers "
         f"{spec['exit_layers'] or next(iter(next(iter(report['per_task'].values())).values()))['exit_layers']}, "
-        f"{spec['n_train']} training examples per seed, {spec['epochs']} epoch(s), seeds {spec['seeds']}, "
+        + (f"training sizes {', '.join(str(n) for n in sweep['sizes'])} per seed (a size sweep; outside its section "
+           f"the tables are at the largest size, {sweep['main_size']})" if sweep else
+           f"{spec['n_train']} training examples per seed")
+        + f", {spec['epochs']} epoch(s), seeds {spec['seeds']}, "
         f"learning rates {', '.join(f'{x:g}' for x in spec['learning_rates'])}.",
         "- Scores in percent: accuracy, CoLA Matthews correlation x100. Each cell is the mean over seeds "
         "± the half-width of the 95% confidence interval (t-distribution over seeds).",
-        "- The learning rate is chosen per task and method by the area under the speed-accuracy curve on the "
+        f"- The learning rate is chosen per task{', method and training size' if sweep else ' and method'} by the "
+        "area under the speed-accuracy curve on the "
         "held-out calibration split (never the reported split); only runs at the chosen rate enter the tables.",
         "",
+        *(_size_sweep_markdown(sweep, figures, methods) if sweep else []),
         "## Individual exit scores, average over tasks (Table 1)",
         "",
         f"Tasks: {', '.join(TASK_LABELS.get(t, t) for t in next(iter(report['average'].values()))['tasks'])}. "
@@ -396,11 +623,19 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
                   *_interp_table(by_method, methods), ""]
         if task in figures:
             lines += [f"![{task}]({figures[task]})", ""]
+    if sweep:  # one row per task and training size
+        lr_table = _table(["task", "size"] + [method_label(m) for m in methods],
+                          [[TASK_LABELS.get(t, t), str(ps["n_train"])]
+                           + [f"{ps['per_task'][t][m]['learning_rate']:g}" if m in ps["per_task"][t] else "n/a"
+                              for m in methods]
+                           for t in report["per_task"] for ps in sweep["per_size"] if t in ps["per_task"]])
+    else:
+        lr_table = _table(["task"] + [method_label(m) for m in methods],
+                          [[TASK_LABELS.get(t, t)] + [f"{report['per_task'][t][m]['learning_rate']:g}"
+                                                      if m in report["per_task"][t] else "n/a" for m in methods]
+                           for t in report["per_task"]])
     lines += ["## Chosen learning rates (Table 2)", "",
-              *_table(["task"] + [METHOD_LABELS.get(m, m) for m in methods],
-                      [[TASK_LABELS.get(t, t)] + [f"{report['per_task'][t][m]['learning_rate']:g}"
-                                                  if m in report["per_task"][t] else "n/a" for m in methods]
-                       for t in report["per_task"]]),
+              *lr_table,
               "", "Selection AUC (calibration split, mean over seeds) for every candidate; the chosen one in bold:", ""]
     rows = []
     for sel in report["learning_rates"]:
@@ -410,9 +645,9 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
             if not c["eligible"]:
                 text += " (incomplete)"
             cells.append(f"**{text}**" if c["learning_rate"] == sel["chosen"] else text)
-        rows.append([TASK_LABELS.get(sel["task"], sel["task"]), METHOD_LABELS.get(sel["method"], sel["method"]),
-                     "; ".join(cells)])
-    lines += _table(["task", "method", "candidates"], rows)
+        rows.append([TASK_LABELS.get(sel["task"], sel["task"])] + ([str(sel["n_train"])] if sweep else [])
+                    + [method_label(sel["method"]), "; ".join(cells)])
+    lines += _table(["task"] + (["size"] if sweep else []) + ["method", "candidates"], rows)
     lines += ["", "## Provenance", "", "Spec (`spec.toml` in the grid directory):", "", "```toml"]
     from .grid import GridSpec, spec_to_toml
 
@@ -427,9 +662,15 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
     for env in prov["run_environments"]:
         lines.append("- " + ", ".join(f"{k} {v}" for k, v in env.items()))
     secs = prov.get("mean_run_seconds", {})
-    if secs:
+    if sweep and prov.get("mean_run_seconds_by_size"):
         lines += ["", "Mean wall time of one run (seconds; training, calibration, evaluation, saving):", ""]
-        lines += _table(["task"] + [METHOD_LABELS.get(m, m) for m in methods],
+        lines += _table(["task", "size"] + [method_label(m) for m in methods],
+                        [[TASK_LABELS.get(t, t), str(x["n_train"])]
+                         + [f"{x['mean_seconds'][m]:.0f}" if m in x["mean_seconds"] else "n/a" for m in methods]
+                         for t, rows_t in prov["mean_run_seconds_by_size"].items() for x in rows_t])
+    elif secs:
+        lines += ["", "Mean wall time of one run (seconds; training, calibration, evaluation, saving):", ""]
+        lines += _table(["task"] + [method_label(m) for m in methods],
                         [[TASK_LABELS.get(t, t)] + [f"{secs[t][m]:.0f}" if m in secs[t] else "n/a" for m in methods]
                          for t in secs])
     lines += ["", "Launches:", ""]
@@ -444,8 +685,8 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
 
 def write_report(grid_dir: str | Path, output: str | Path | None = None, partial: bool = False,
                  command: str | None = None) -> dict:
-    """Write report.md, report.json and one PNG per task (plus the average) into ``output``
-    (default: GRID_DIR/report). Returns the report dict."""
+    """Write report.md, report.json and one PNG per task (plus the average, and in a training-set size sweep
+    one gap-vs-size PNG per task) into ``output`` (default: GRID_DIR/report). Returns the report dict."""
     grid_dir = Path(grid_dir)
     out = Path(output) if output is not None else grid_dir / "report"
     report = build_report(grid_dir, partial=partial, command=command)
@@ -463,6 +704,13 @@ def write_report(grid_dir: str | Path, output: str | Path | None = None, partial
         plot_curves(report["average"], methods, "average over tasks (mean and 95% CI over seeds)", "score", out /
                     "curve-average.png")
         figures["average"] = "curve-average.png"
+    for task, points in report.get("size_sweep", {}).get("gaps", {}).items():
+        n_seeds = max(p["n"] for p in points)
+        name = f"gap-vs-size-{task}.png"
+        plot_gaps(points, f"{TASK_LABELS.get(task, task)}: gap to Early-Exit per exit vs training size\n"
+                  + (f"(mean and 95% CI over {n_seeds} seeds)" if n_seeds > 1 else "(one seed: no interval)"),
+                  out / name)
+        figures[f"gap-{task}"] = name
     report["figures"] = figures
     atomic_write_json(out / REPORT_JSON, report)
     atomic_write_text(out / REPORT_MD, render_markdown(report, figures))
