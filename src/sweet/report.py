@@ -172,6 +172,7 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
             }
 
     average = _average_over_tasks(per_task, chosen, tasks, methods)
+    versus = _versus_best(chosen, tasks, methods)
     report = {
         "grid": {"name": spec["name"], "grid_dir": str(grid_dir.resolve()), "spec": spec},
         "status": {"n_runs": len(grid["runs"]), "n_finished": len(records), "missing": missing},
@@ -184,9 +185,71 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
         "per_task": per_task,
         "provenance": _provenance(grid_dir, grid, records, command),
     }
+    if versus:
+        report["versus_best"] = versus
     if sized:
         report["size_sweep"] = _size_sweep(chosen_by_size, selection, tasks, methods)
     return report
+
+
+#: the two methods every other one is held against (issue #8: never worse than either, at any cost)
+VERSUS = ("early_exit", "sweet")
+
+
+def _versus_best(chosen: dict, tasks: list[str], methods: list[str]) -> dict | None:
+    """Every method other than EE and SWEET against both, at each fixed cost point and by AUC, averaged over
+    tasks: ``gap_to_best`` = its mean minus the better of the EE and SWEET means (the goal: >= 0 everywhere),
+    and the paired per-seed differences to each (same seed = same training sample), mean and CI over seeds.
+    None unless the grid has EE, SWEET and at least one other single-size method on the same tasks."""
+    others = [m for m in methods if m not in VERSUS]
+    if not others or not all(m in methods for m in VERSUS):
+        return None
+
+    def per_seed(method: str) -> dict[int, dict] | None:
+        have = [t for t in tasks if chosen.get((t, method))]
+        if have != [t for t in tasks if chosen.get((t, VERSUS[0]))]:
+            return None
+        seeds = set.intersection(*({r["seed"] for r in chosen[(t, method)]} for t in have))
+        out = {}
+        for s in sorted(seeds):
+            runs = [next(r for r in chosen[(t, method)] if r["seed"] == s) for t in have]
+            interp = [[q["score"] for q in r["evaluation"]["interpolated"]] for r in runs]
+            costs = [q["cost_ratio"] for q in runs[0]["evaluation"]["interpolated"]]
+            out[s] = {"costs": costs, "auc": float(np.mean([r["evaluation"]["auc"] for r in runs])),
+                      "interp": [None if any(row[i] is None for row in interp) else float(np.mean([row[i] for row in interp]))
+                                 for i in range(len(costs))]}
+        return out
+
+    base = {b: per_seed(b) for b in VERSUS}
+    if any(not v for v in base.values()):
+        return None
+    costs = next(iter(base[VERSUS[0]].values()))["costs"]
+    result = {"baselines": list(VERSUS), "cost_ratios": costs, "methods": {}}
+    for m in others:
+        mine = per_seed(m)
+        if not mine:
+            continue
+        points = []
+        for i, c in enumerate(costs):
+            def values(d, i=i, c=c):
+                return {s: v["interp"][v["costs"].index(c)] for s, v in d.items()
+                        if c in v["costs"] and v["interp"][v["costs"].index(c)] is not None}
+            points.append(_versus_point(values(mine), {b: values(base[b]) for b in VERSUS}) | {"cost_ratio": c})
+        auc = _versus_point({s: v["auc"] for s, v in mine.items()}, {b: {s: v["auc"] for s, v in base[b].items()}
+                                                                      for b in VERSUS})
+        result["methods"][m] = {"points": points, "auc": auc,
+                                "never_worse": all(p["gap_to_best"] is not None and p["gap_to_best"] >= 0 for p in points)}
+    return result if result["methods"] else None
+
+
+def _versus_point(mine: dict[int, float], bases: dict[str, dict[int, float]]) -> dict:
+    out: dict = {"mean": float(np.mean(list(mine.values()))) if mine else None}
+    means = {b: float(np.mean(list(v.values()))) for b, v in bases.items() if v}
+    out["gap_to_best"] = (out["mean"] - max(means.values())) if out["mean"] is not None and len(means) == len(bases) else None
+    for b, v in bases.items():
+        seeds = sorted(set(mine) & set(v))
+        out[f"vs_{b}"] = _stat_row(t_interval([mine[s] - v[s] for s in seeds]))
+    return out
 
 
 def is_size_sweep(spec: dict) -> bool:
@@ -613,6 +676,8 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
     ]
     if "average" in figures:
         lines += [f"![average over tasks]({figures['average']})", ""]
+    if report.get("versus_best"):
+        lines += _versus_markdown(report["versus_best"])
     lines += ["## Per task", ""]
     for task, by_method in report["per_task"].items():
         first = next(iter(by_method.values()))
@@ -681,6 +746,39 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
     lines += ["", f"Per-run files (config, splits, training log, model, metrics): `{report['grid']['grid_dir']}/runs/`. "
               f"All numbers above: `{REPORT_JSON}`.", ""]
     return "\n".join(lines)
+
+
+def _versus_markdown(vs: dict) -> list[str]:
+    costs = vs["cost_ratios"]
+    head = ["method"] + [cost_label(c) for c in costs] + ["AUC", "never worse?"]
+    gap_rows, ee_rows, sw_rows = [], [], []
+    for m, d in vs["methods"].items():
+        def gap(p):
+            g = p.get("gap_to_best")
+            return "–" if g is None else (f"**{g:+.1f}**" if g >= 0 else f"{g:+.1f}")
+        gap_rows.append([method_label(m)] + [gap(p) for p in d["points"]] + [gap(d["auc"]),
+                        "yes" if d["never_worse"] else "no"])
+        ee_rows.append([method_label(m)] + [_fmt_gap(p["vs_early_exit"]) for p in d["points"]] + [_fmt_gap(d["auc"]["vs_early_exit"])])
+        sw_rows.append([method_label(m)] + [_fmt_gap(p["vs_sweet"]) for p in d["points"]] + [_fmt_gap(d["auc"]["vs_sweet"])])
+    return [
+        "## Against the better of Early-Exit and SWEET",
+        "",
+        "Each method's mean score (over seeds, averaged over tasks) minus the better of the EE and SWEET means at the "
+        "same cost, in points; bold where it is at least as good as both. The goal of issue #8 is a row that is "
+        "bold everywhere.",
+        "",
+        *_table(head, gap_rows),
+        "",
+        "Paired differences per seed (same seed = same training sample), mean ± 95% CI half-width over seeds, "
+        "against Early-Exit:",
+        "",
+        *_table(head[:-1], ee_rows),
+        "",
+        "and against SWEET:",
+        "",
+        *_table(head[:-1], sw_rows),
+        "",
+    ]
 
 
 def write_report(grid_dir: str | Path, output: str | Path | None = None, partial: bool = False,

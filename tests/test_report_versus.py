@@ -1,0 +1,83 @@
+"""The report's comparison of every other method with the better of Early-Exit and SWEET (issue #8's goal)."""
+
+from __future__ import annotations
+
+import pytest
+
+from sweet.grid import GRID_FILE, spec_from_dict
+from sweet.io import atomic_write_json
+from sweet.report import write_report
+
+from .test_grid_sizes import T975_1
+
+COSTS = (0.25, 0.5, 1.0)
+# (task, method, seed) -> interpolated scores at COSTS; AUC is their mean
+SCORES = {
+    ("sst2", "early_exit", 0): (60.0, 70.0, 80.0), ("sst2", "early_exit", 1): (62.0, 72.0, 82.0),
+    ("sst2", "sweet", 0): (66.0, 69.0, 78.0), ("sst2", "sweet", 1): (66.0, 71.0, 80.0),
+    ("sst2", "grad_scale@0.5", 0): (65.0, 71.0, 81.0), ("sst2", "grad_scale@0.5", 1): (67.0, 73.0, 83.0),
+    ("qqp", "early_exit", 0): (50.0, 60.0, 70.0), ("qqp", "early_exit", 1): (50.0, 60.0, 70.0),
+    ("qqp", "sweet", 0): (54.0, 60.0, 68.0), ("qqp", "sweet", 1): (56.0, 60.0, 68.0),
+    ("qqp", "grad_scale@0.5", 0): (55.0, 61.0, 69.0), ("qqp", "grad_scale@0.5", 1): (55.0, 59.0, 71.0),
+}
+
+
+def _metrics(task, method, seed, scores):
+    interp = [{"cost_ratio": c, "score": s} for c, s in zip(COSTS, scores)]
+    evaluation = {"split": "validation", "metric": "accuracy", "n_examples": 100,
+                  "per_exit": [{"exit_layer": layer, "score": s} for layer, s in zip((1, 2, 4), scores)],
+                  "curve": interp, "interpolated": interp, "auc": sum(scores) / len(scores)}
+    return {"task": task, "method": method, "backbone": "default", "learning_rate": 1e-4, "seed": seed,
+            "n_train": 100, "exit_layers": [1, 2, 4], "evaluation": evaluation,
+            "selection": {"split": "calibration", "auc": 50.0}, "timing": {"total_seconds": 10.0}}
+
+
+def _grid(grid_dir, methods):
+    spec = spec_from_dict({"name": "fake", "tasks": ["sst2", "qqp"], "methods": methods, "seeds": [0, 1],
+                           "learning_rates": [1e-4], "n_train": 100, "exit_layers": [1, 2, 4]})
+    runs = []
+    for (task, method, seed), scores in SCORES.items():
+        if method not in methods:
+            continue
+        rel = f"runs/{task}/{method}/lr0.0001/seed{seed}-fake"
+        atomic_write_json(grid_dir / rel / "metrics.json", _metrics(task, method, seed, scores))
+        runs.append({"dir": rel, "key": "fake", "task": task, "method": method, "seed": seed, "learning_rate": 1e-4,
+                     "backbone": "default"})
+    atomic_write_json(grid_dir / GRID_FILE, {"spec": spec.to_dict(), "data": {}, "runs": runs})
+
+
+def test_gap_to_the_better_of_ee_and_sweet_and_paired_differences(tmp_path):
+    _grid(tmp_path / "g", ["early_exit", "sweet", "grad_scale@0.5"])
+    rep = write_report(tmp_path / "g", tmp_path / "rep")
+    vs = rep["versus_best"]
+    assert vs["baselines"] == ["early_exit", "sweet"] and vs["cost_ratios"] == list(COSTS)
+    gs = vs["methods"]["grad_scale@0.5"]
+    # averages over tasks per seed; then over seeds. At cost 1/4: EE (55, 56) -> 55.5, SWEET (60, 61) -> 60.5,
+    # GS (60, 61) -> 60.5: gap to the best 0.0 (at least as good); vs EE +5 (+5, +5); vs SWEET 0 (0, 0)
+    p = gs["points"][0]
+    assert p["mean"] == pytest.approx(60.5) and p["gap_to_best"] == pytest.approx(0.0)
+    assert p["vs_early_exit"]["values"] == pytest.approx([5.0, 5.0]) and p["vs_sweet"]["values"] == pytest.approx([0.0, 0.0])
+    # at 1/2: EE (65, 66) 65.5, SWEET (64.5, 65.5) 65, GS (66, 66) 66: +0.5; paired vs EE (+1, 0): CI t*0.5
+    p = gs["points"][1]
+    assert p["gap_to_best"] == pytest.approx(0.5)
+    assert p["vs_early_exit"]["mean"] == pytest.approx(0.5) and p["vs_early_exit"]["ci"] == pytest.approx(T975_1 * 0.5)
+    # at 1: EE (75, 76) 75.5, GS (75, 77) 76: +0.5 -> never worse anywhere
+    assert gs["points"][2]["gap_to_best"] == pytest.approx(0.5)
+    assert gs["never_worse"] is True
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Against the better of Early-Exit and SWEET" in md
+    assert "| GS α=0.5 | **+0.0** | **+0.5** | **+0.5** |" in md
+
+
+def test_a_method_worse_somewhere_is_flagged_and_no_section_without_both_baselines(tmp_path, monkeypatch):
+    monkeypatch.setitem(SCORES, ("qqp", "grad_scale@0.5", 1), (40.0, 59.0, 71.0))
+    _grid(tmp_path / "g", ["early_exit", "sweet", "grad_scale@0.5"])
+    gs = write_report(tmp_path / "g", tmp_path / "rep")["versus_best"]["methods"]["grad_scale@0.5"]
+    # at 1/4, GS per seed: (65 + 55) / 2 = 60 and (67 + 40) / 2 = 53.5 -> 56.75; the better baseline is SWEET at 60.5
+    assert gs["points"][0]["gap_to_best"] == pytest.approx(56.75 - 60.5)
+    assert gs["never_worse"] is False
+    assert "| GS α=0.5 | -3.8 |" in (tmp_path / "rep" / "report.md").read_text()
+    _grid(tmp_path / "h", ["early_exit", "grad_scale@0.5"])
+    rep = write_report(tmp_path / "h", tmp_path / "rep2")
+    assert "versus_best" not in rep
+    assert "Against the better" not in (tmp_path / "rep2" / "report.md").read_text()
