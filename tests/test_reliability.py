@@ -531,7 +531,7 @@ def test_crash_after_training_resumes_without_training_again(tmp_path, dropout_b
     assert_same_result(finished_run, out)
 
 
-@pytest.mark.parametrize("method", ["early_exit", "multi_model"])
+@pytest.mark.parametrize("method", ["early_exit", "multi_model", "pcgrad", "sweet_then_ee@0.5"])
 def test_every_method_resumes_to_the_uninterrupted_result(tmp_path, dropout_backbone, tiny_glue_dir, monkeypatch, method):
     reference, out = tmp_path / "reference", tmp_path / "crashed"
     run(config(dropout_backbone, tiny_glue_dir, method=method, checkpoint_every=0), reference, progress=False)

@@ -45,7 +45,8 @@ _STATE_KEYS = {"format_version", "step", "epoch", "batch", "steps_per_epoch", "t
 @dataclass
 class TrainState:
     """Where training stands: optimizer steps done, the loss log, the running loss sums since the last log
-    entry (one per exit), the wall time of earlier processes, and the steps at which the run was resumed."""
+    entry (one per exit), the wall time of earlier processes, the steps at which the run was resumed, and
+    (``pcgrad``) the projections made so far."""
 
     step: int = 0
     log: list = field(default_factory=list)
@@ -53,6 +54,7 @@ class TrainState:
     window_steps: int = 0
     seconds: float = 0.0
     resumed_at: list = field(default_factory=list)
+    projections: dict = field(default_factory=lambda: {"projections": 0, "pairs": 0})
 
 
 def training_fingerprint(model, encoded, config) -> dict:

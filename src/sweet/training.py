@@ -98,7 +98,6 @@ def train(model, encoded: Encoded, collator: Collator, config: TrainConfig, prog
     groups = model.parameter_groups()
     spec = model.method_spec
     blocks = model.gradient_blocks() if spec.projection else None
-    projections = {"projections": 0, "pairs": 0}
 
     state = TrainState(window=np.zeros(model.num_exits))
     fingerprint = training_fingerprint(model, encoded, config) if checkpointer is not None else {}
@@ -120,7 +119,7 @@ def train(model, encoded: Encoded, collator: Collator, config: TrainConfig, prog
             if blocks is not None:
                 generator = torch.Generator().manual_seed(config.seed * 1_000_003 + state.step)
                 counts = pcgrad_backward(out.exit_losses, blocks, generator)
-                projections = {k: projections[k] + counts[k] for k in projections}
+                state.projections = {k: state.projections[k] + counts[k] for k in counts}
             else:
                 out.loss.backward()
             if config.max_grad_norm is not None:
@@ -152,6 +151,6 @@ def train(model, encoded: Encoded, collator: Collator, config: TrainConfig, prog
         "examples_per_second": round(len(encoded) * config.epochs / max(seconds, 1e-9), 2),
         "threads": torch.get_num_threads(),
         "resumed_at_steps": state.resumed_at,
-        **({"pcgrad": projections} if blocks is not None else {}),
+        **({"pcgrad": state.projections} if blocks is not None else {}),
         "log": state.log,
     }
