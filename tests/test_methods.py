@@ -257,3 +257,25 @@ def test_pcgrad_training_is_deterministic_and_counts_projections():
         results.append((log["pcgrad"], [p.detach().clone() for p in model.parameters()]))
     assert results[0][0] == results[1][0] and results[0][0]["pairs"] > 0
     assert all(torch.equal(a, b) for a, b in zip(results[0][1], results[1][1]))
+
+
+# ------------------------------------------------------------------------------------------------- grids
+
+
+def test_grid_specs_take_method_names_with_parameters(tmp_path, tiny_glue_dir):
+    from sweet.grid import spec_from_dict
+
+    from .test_grid_sizes import _cli
+
+    spec = spec_from_dict({"tasks": ["sst2"], "methods": ["early_exit", "grad_scale", "distill@1.0"], "seeds": [0],
+                           "learning_rates": [1e-4]})
+    assert spec.methods == ["early_exit", "grad_scale@0.5", "distill@1"]
+    with pytest.raises(SweetError, match=r"field 'methods': names the same method twice"):
+        spec_from_dict({"tasks": ["sst2"], "methods": ["grad_scale", "grad_scale@0.5"], "seeds": [0], "learning_rates": [1e-4]})
+    common = ["grid", "--output", str(tmp_path / "g"), "--data-dir", str(tiny_glue_dir), "--tasks", "sst2", "--seeds", "0",
+              "--lrs", "1e-3", "--n-train", "50", "--dry-run"]
+    p = _cli(*common, "--name", "mine", "--methods", "sweet,grad_scale@0.25,pcgrad")
+    assert p.returncode == 0, p.stderr
+    assert "grid 'mine': 3 runs (1 tasks x 3 methods" in p.stdout
+    p = _cli(*common, "--methods", "sweet,grad_scale@2")
+    assert p.returncode == 2 and "field 'methods': method 'grad_scale@2': ALPHA must lie in [0, 1]" in p.stderr

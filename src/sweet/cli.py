@@ -245,6 +245,7 @@ def grid(
     output: Path = typer.Option(..., "--output", "-o", help="Grid directory (created; an existing grid is continued)."),
     preset: Optional[str] = typer.Option(None, help="Start from a preset: 'paper' (7 tasks x 3 methods x 3 seeds x {1..5}e-5, 6K examples, 2 epochs), 'quick' (a reduced grid for 2 CPU cores) or 'sizes' (the training-set size sweep: MNLI at 1K, 3K, 6K examples)."),
     spec: Optional[Path] = typer.Option(None, "--spec", help="Spec file (.toml, .yaml or .json) with the fields of a grid; 'preset = NAME' inside starts from a preset."),
+    name: Optional[str] = typer.Option(None, help="The grid's name (the report's title); default: the preset's, else 'custom'."),
     tasks: Optional[str] = typer.Option(None, help="Comma-separated tasks, e.g. sst2,mrpc."),
     methods: Optional[str] = typer.Option(None, help="Comma-separated methods (" + METHODS_HELP + "), or 'all' for the paper's three."),
     backbone: Optional[str] = typer.Option(None, help="Backbone ('default', a local model directory or a hub id)."),
@@ -269,7 +270,7 @@ def grid(
 
     flags = {
         "tasks": _split_flag("--tasks", tasks, str), "methods": _split_flag("--methods", methods, str),
-        "backbone": backbone, "seeds": _split_flag("--seeds", seeds, int), "learning_rates": _split_flag("--lrs", lrs, float),
+        "name": name, "backbone": backbone, "seeds": _split_flag("--seeds", seeds, int), "learning_rates": _split_flag("--lrs", lrs, float),
         "n_train": _split_flag("--n-train", n_train, int), "epochs": epochs, "cpus_per_run": cpus_per_run, "gpus_per_run": gpus_per_run,
     }
     if exit_layers is not None:
