@@ -279,3 +279,16 @@ def test_grid_specs_take_method_names_with_parameters(tmp_path, tiny_glue_dir):
     assert "grid 'mine': 3 runs (1 tasks x 3 methods" in p.stdout
     p = _cli(*common, "--methods", "sweet,grad_scale@2")
     assert p.returncode == 2 and "field 'methods': method 'grad_scale@2': ALPHA must lie in [0, 1]" in p.stderr
+
+
+@pytest.mark.parametrize("method", ["grad_scale@0.25", "pcgrad", "ee_then_sweet@0.3", "distill@2"])
+def test_new_methods_save_and_load_with_their_name(tmp_path, method):
+    from sweet import MultiExitModel
+
+    model = tiny_model("mpnet", method, exit_layers=(1, 3))
+    model.save_pretrained(tmp_path / "m")
+    loaded = MultiExitModel.from_pretrained(tmp_path / "m")
+    assert loaded.config.method == method and loaded.method_spec == parse_method(method)
+    ids, mask, _ = batch()
+    for a, b in zip(model.eval()(input_ids=ids, attention_mask=mask).logits, loaded(input_ids=ids, attention_mask=mask).logits):
+        assert torch.equal(a, b)
