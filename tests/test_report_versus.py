@@ -81,3 +81,14 @@ def test_a_method_worse_somewhere_is_flagged_and_no_section_without_both_baselin
     rep = write_report(tmp_path / "h", tmp_path / "rep2")
     assert "versus_best" not in rep
     assert "Against the better" not in (tmp_path / "rep2" / "report.md").read_text()
+
+
+def test_a_partial_grid_compares_on_the_shared_seeds_only(tmp_path):
+    _grid(tmp_path / "g", ["early_exit", "sweet", "grad_scale@0.5"])
+    grid = __import__("json").loads((tmp_path / "g" / GRID_FILE).read_text())
+    drop = [r["dir"] for r in grid["runs"] if r["method"] == "grad_scale@0.5" and r["seed"] == 1]
+    for d in drop:
+        (tmp_path / "g" / d / "metrics.json").unlink()
+    gs = write_report(tmp_path / "g", tmp_path / "rep", partial=True)["versus_best"]["methods"]["grad_scale@0.5"]
+    # seed 0 only: at 1/4 EE 55, SWEET 60, GS 60 -> gap 0 (with both seeds of the baselines it would read -0.5)
+    assert gs["points"][0]["seeds"] == [0] and gs["points"][0]["gap_to_best"] == pytest.approx(0.0)

@@ -243,11 +243,12 @@ def _versus_best(chosen: dict, tasks: list[str], methods: list[str]) -> dict | N
 
 
 def _versus_point(mine: dict[int, float], bases: dict[str, dict[int, float]]) -> dict:
-    out: dict = {"mean": float(np.mean(list(mine.values()))) if mine else None}
-    means = {b: float(np.mean(list(v.values()))) for b, v in bases.items() if v}
-    out["gap_to_best"] = (out["mean"] - max(means.values())) if out["mean"] is not None and len(means) == len(bases) else None
+    """Means over the seeds that the method and every baseline share (a partial grid compares like with like)."""
+    seeds = sorted(set(mine).intersection(*(set(v) for v in bases.values())))
+    out: dict = {"seeds": seeds, "mean": float(np.mean([mine[s] for s in seeds])) if seeds else None}
+    out["gap_to_best"] = (out["mean"] - max(float(np.mean([v[s] for s in seeds])) for v in bases.values())
+                          if seeds else None)
     for b, v in bases.items():
-        seeds = sorted(set(mine) & set(v))
         out[f"vs_{b}"] = _stat_row(t_interval([mine[s] - v[s] for s in seeds]))
     return out
 
