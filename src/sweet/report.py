@@ -658,7 +658,7 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
         "area under the speed-accuracy curve on the "
         "held-out calibration split (never the reported split); only runs at the chosen rate enter the tables.",
         "",
-        *(_size_sweep_markdown(sweep, figures, methods) if sweep else []),
+        *(_size_sweep_markdown(sweep, figures, spec["methods"]) if sweep else []),
         "## Individual exit scores, average over tasks (Table 1)",
         "",
         f"Tasks: {', '.join(TASK_LABELS.get(t, t) for t in next(iter(report['average'].values()))['tasks'])}. "
