@@ -296,7 +296,7 @@ def grid(
                    f"methods x {len(the_spec.seeds)} seeds x {len(the_spec.learning_rates)} learning rates{sizes}); "
                    f"{st['finished']} finished, {st['partial']} started, {st['pending']} not started")
         typer.echo(f"estimated time left, one run at a time: ~{st['estimate_seconds_left'] / 60:.0f} min "
-                   "(default backbone on 2 idle cores; ~71 training examples/s on SST-2, pair tasks 3-4x slower)")
+                   "(measured on 2 idle cores: the default backbone ~71 training examples/s on SST-2, pair tasks 3-4x slower, mpnet ~4x slower)")
         return
     res = run_grid(the_spec, output, data_dir=ddir, backend=backend, ray_address=ray_address, update_spec=update_spec,
                    progress=progress, command=_command_line(), threads=threads)

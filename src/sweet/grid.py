@@ -409,15 +409,20 @@ class TaskInfo:
 #: evaluated one a fifth of that, multi_model ~2.2x both, plus ~4 s per run (loading, saving).
 _PRIOR_CHARS = 60.0
 _MM_FACTOR = 2.2
+#: packaged backbones slower than the default (MPNet, 12 x 768: SST-2 at 9.6 vs ~38 training examples/s, one thread)
+_BACKBONE_FACTOR = {"mpnet": 4.0}
 _PCGRAD_FACTOR = 2.8  # one backward pass per exit + the projection (SST-2, 320 examples: 20.9 s vs 7.4 s)
 
 
 def _estimate_seconds(info: TaskInfo, spec: GridSpec, method: str, n_train: int) -> float:
+    from .backbones import canonical_alias
+
     if info.n_train_available is not None:
         n_train = min(n_train, info.n_train_available)
     n_eval = info.n_eval_examples if info.n_eval_examples is not None else 2 * spec.calibration_size
     per_example = ((info.mean_chars or _PRIOR_CHARS) + 20.0) / 5200.0
     factor = {"multi_model": _MM_FACTOR, "pcgrad": _PCGRAD_FACTOR}.get(method, 1.0)
+    factor *= _BACKBONE_FACTOR.get(canonical_alias(spec.backbone) or "", 1.0)
     return 4.0 + factor * per_example * (n_train * spec.epochs + n_eval / 5.0)
 
 
