@@ -48,6 +48,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .errors import SweetError
+from .io import atomic_save_figure
 from .modeling import find_layer_list
 
 GRADIENTS_JSON = "gradients.json"
@@ -323,10 +324,4 @@ def plot_gradients(result: dict, path: Path) -> Path:
     fig.suptitle(f"{result['task'].upper()}, {result['backbone']} early-exit, exits {result['exit_layers']}: "
                  f"mean row-wise cosine of per-classifier gradients over {result['steps']} steps", fontsize=9)
     fig.colorbar(im, ax=list(axes[0]), shrink=0.8)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return atomic_save_figure(fig, path)  # atomic, like every other result file

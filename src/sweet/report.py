@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import SweetError
-from .io import atomic_write_json, atomic_write_text, read_json
+from .io import atomic_save_figure, atomic_write_json, atomic_write_text, read_json
 from .methods import method_label
 from .runs import METRICS, RUN_CONFIG
 
@@ -437,12 +437,12 @@ def _mean_seconds_by_size(records: list[dict]) -> dict[str, list[dict]]:
 # ------------------------------------------------------------------------------------------ writing
 
 
-def _fmt(stats: dict | None, digits: int = 1) -> str:
+def _fmt(stats: dict | None, digits: int = 1, sign: str = "") -> str:
+    """Mean ± CI half-width (just the mean with one seed); ``sign="+"`` writes the sign of a difference."""
     if not stats or stats.get("mean") is None:
         return "n/a"
-    if stats.get("ci") is None:
-        return f"{stats['mean']:.{digits}f}"
-    return f"{stats['mean']:.{digits}f} ± {stats['ci']:.{digits}f}"
+    mean = f"{stats['mean']:{sign}.{digits}f}"
+    return mean if stats.get("ci") is None else f"{mean} ± {stats['ci']:.{digits}f}"
 
 
 def cost_label(c: float) -> str:
@@ -517,20 +517,12 @@ def plot_curves(by_method: dict, methods: list[str], title: str, ylabel: str, pa
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)  # atomic, like every other result file
-    return path
+    return atomic_save_figure(fig, path)  # atomic, like every other result file
 
 
 def _fmt_gap(stats: dict | None, digits: int = 1) -> str:
-    if not stats or stats.get("mean") is None:
-        return "n/a"
-    if stats.get("ci") is None:
-        return f"{stats['mean']:+.{digits}f}"
-    return f"{stats['mean']:+.{digits}f} ± {stats['ci']:.{digits}f}"
+    """A difference: signed mean ± CI half-width."""
+    return _fmt(stats, digits, sign="+")
 
 
 def _gap_label(method: str, baseline: str = GAP_BASELINE) -> str:
@@ -575,12 +567,7 @@ def plot_gaps(points: list[dict], title: str, path: Path) -> Path:
     axes[0][0].legend(fontsize=8, loc="best")
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return atomic_save_figure(fig, path)  # atomic, like every other result file
 
 
 def _size_sweep_markdown(sweep: dict, figures: dict[str, str], methods: list[str]) -> list[str]:
