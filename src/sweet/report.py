@@ -752,8 +752,8 @@ def _versus_markdown(vs: dict) -> list[str]:
         "## Against the better of Early-Exit and SWEET",
         "",
         "Each method's mean score (over seeds, averaged over tasks) minus the better of the EE and SWEET means at the "
-        "same cost, in points; bold where it is at least as good as both. The goal of issue #8 is a row that is "
-        "bold everywhere.",
+        "same cost, in points; bold where it is at least as good as both. A row bold everywhere is a method never "
+        "worse than either at any cost.",
         "",
         *_table(head, gap_rows),
         "",

@@ -1,8 +1,8 @@
 """Training cost of each method relative to early_exit, measured with sweet's own training loop.
 
-Every method trains the same SST-2 sample (the first seed's training sample, 160 examples = 10 steps of 16)
+Every method trains the same SST-2 sample (the first seed's training sample, 320 examples = 20 steps of 16)
 from the same pretrained weights with ``sweet.training.train``. The methods run one after another inside each
-round, and the rounds repeat. A method's ratio is the median over rounds of its seconds / early_exit's seconds
+round, and the rounds repeat after one unrecorded warm-up round. A method's ratio is the median over rounds of its seconds / early_exit's seconds
 *in the same round*, so load from other processes affects both sides of each ratio alike (the protocol of
 ``sweet bench``). Model loading is not timed.
 
@@ -33,7 +33,7 @@ METHODS = ["early_exit", "sweet", "multi_model", "grad_scale@0.25", "grad_scale@
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data-dir", required=True)
-    ap.add_argument("--examples", type=int, default=160)
+    ap.add_argument("--examples", type=int, default=320)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--output", required=True)
@@ -48,16 +48,17 @@ def main() -> None:
     tokenizer = AutoTokenizer.from_pretrained(resolve_backbone("default"))
     encoded = encode(tokenizer, sample, 256, warn=False)
     seconds: dict[str, list[float]] = {m: [] for m in METHODS}
-    for r in range(args.rounds):
+    for r in range(-1, args.rounds):  # round -1 warms up (first-call costs, allocator) and is not recorded
         for m in METHODS:
             model = MultiExitModel.from_backbone("default", num_labels=2, method=m)
             log = train(model, encoded, make_collator(tokenizer, model), TrainConfig(learning_rate=1e-4, epochs=1, seed=0),
                         progress=False)
-            seconds[m].append(log["seconds"])
+            if r >= 0:
+                seconds[m].append(log["seconds"])
             print(f"round {r}: {m:<18} {log['seconds']:.2f} s", flush=True)
     ratios = {m: statistics.median(a / b for a, b in zip(seconds[m], seconds["early_exit"])) for m in METHODS}
     result = {
-        "what": "training seconds for the same 10 steps (batch 16, SST-2, default backbone) per method; ratio = median "
+        "what": "training seconds for the same steps (batch 16, SST-2, default backbone) per method; ratio = median "
                 "over rounds of method / early_exit within a round",
         "examples": args.examples, "rounds": args.rounds, "threads": args.threads,
         "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}; torch {torch.__version__}",
