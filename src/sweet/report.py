@@ -213,28 +213,25 @@ def _versus_best(chosen: dict, tasks: list[str], methods: list[str]) -> dict | N
         out = {}
         for s in sorted(seeds):
             runs = [next(r for r in chosen[(t, method)] if r["seed"] == s) for t in have]
-            interp = [[q["score"] for q in r["evaluation"]["interpolated"]] for r in runs]
-            costs = [q["cost_ratio"] for q in runs[0]["evaluation"]["interpolated"]]
-            out[s] = {"costs": costs, "auc": float(np.mean([r["evaluation"]["auc"] for r in runs])),
-                      "interp": [None if any(row[i] is None for row in interp) else float(np.mean([row[i] for row in interp]))
-                                 for i in range(len(costs))]}
+            by_cost = [{q["cost_ratio"]: q["score"] for q in r["evaluation"]["interpolated"]} for r in runs]
+            out[s] = {"auc": float(np.mean([r["evaluation"]["auc"] for r in runs])),
+                      "interp": {c: None if any(t.get(c) is None for t in by_cost) else float(np.mean([t[c] for t in by_cost]))
+                                 for c in by_cost[0]}}
         return out
 
     base = {b: per_seed(b) for b in VERSUS}
     if any(not v for v in base.values()):
         return None
-    costs = next(iter(base[VERSUS[0]].values()))["costs"]
+    costs = list(next(iter(base[VERSUS[0]].values()))["interp"])
     result = {"baselines": list(VERSUS), "cost_ratios": costs, "methods": {}}
     for m in others:
         mine = per_seed(m)
         if not mine:
             continue
-        points = []
-        for i, c in enumerate(costs):
-            def values(d, i=i, c=c):
-                return {s: v["interp"][v["costs"].index(c)] for s, v in d.items()
-                        if c in v["costs"] and v["interp"][v["costs"].index(c)] is not None}
-            points.append(_versus_point(values(mine), {b: values(base[b]) for b in VERSUS}) | {"cost_ratio": c})
+        def at(d: dict[int, dict], c: float) -> dict[int, float]:  # seed -> score at cost c, where it has one
+            return {s: v["interp"][c] for s, v in d.items() if v["interp"].get(c) is not None}
+
+        points = [_versus_point(at(mine, c), {b: at(base[b], c) for b in VERSUS}) | {"cost_ratio": c} for c in costs]
         auc = _versus_point({s: v["auc"] for s, v in mine.items()}, {b: {s: v["auc"] for s, v in base[b].items()}
                                                                       for b in VERSUS})
         result["methods"][m] = {"points": points, "auc": auc,
