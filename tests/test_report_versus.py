@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from sweet.grid import GRID_FILE, spec_from_dict
+from sweet.errors import SweetError
+from sweet.grid import GRID_FILE, select_alpha, spec_from_dict
+from sweet.methods import SELECTED_ALPHA, parse_method
 from sweet.io import atomic_write_json
 from sweet.report import write_report
 
@@ -20,6 +22,8 @@ SCORES = {
     ("qqp", "sweet", 0): (54.0, 60.0, 68.0), ("qqp", "sweet", 1): (56.0, 60.0, 68.0),
     ("qqp", "grad_scale@0.5", 0): (55.0, 61.0, 69.0), ("qqp", "grad_scale@0.5", 1): (55.0, 59.0, 71.0),
 }
+# (task, method) -> calibration-split (selection) AUC of every seed's run; 50 where not given
+SELECTION: dict[tuple[str, str], float] = {}
 
 
 def _metrics(task, method, seed, scores):
@@ -29,7 +33,7 @@ def _metrics(task, method, seed, scores):
                   "curve": interp, "interpolated": interp, "auc": sum(scores) / len(scores)}
     return {"task": task, "method": method, "backbone": "default", "learning_rate": 1e-4, "seed": seed,
             "n_train": 100, "exit_layers": [1, 2, 4], "evaluation": evaluation,
-            "selection": {"split": "calibration", "auc": 50.0}, "timing": {"total_seconds": 10.0}}
+            "selection": {"split": "calibration", "auc": SELECTION.get((task, method), 50.0)}, "timing": {"total_seconds": 10.0}}
 
 
 def _grid(grid_dir, methods):
@@ -92,3 +96,80 @@ def test_a_partial_grid_compares_on_the_shared_seeds_only(tmp_path):
     gs = write_report(tmp_path / "g", tmp_path / "rep", partial=True)["versus_best"]["methods"]["grad_scale@0.5"]
     # seed 0 only: at 1/4 EE 55, SWEET 60, GS 60 -> gap 0 (with both seeds of the baselines it would read -0.5)
     assert gs["points"][0]["seeds"] == [0] and gs["points"][0]["gap_to_best"] == pytest.approx(0.0)
+
+
+# ------------------------------------------------------------------ alpha chosen on the calibration split
+
+
+def _runs(method, seeds, sel_auc, reported=50.0):
+    return [{"task": "t", "method": method, "seed": s, "learning_rate": 1e-4,
+             "selection": {"split": "calibration", "auc": sel_auc}, "evaluation": {"auc": reported}} for s in seeds]
+
+
+def test_alpha_is_on_the_gradient_scaling_line_only():
+    assert parse_method("sweet").alpha == 0.0 and parse_method("early_exit").alpha == 1.0
+    assert parse_method("grad_scale@0.25").alpha == 0.25 and parse_method("grad_scale").alpha == 0.5
+    for other in ("multi_model", "pcgrad", "distill@1", "sweet_then_ee@0.5", "ee_then_sweet@0.5"):
+        assert parse_method(other).alpha is None
+    with pytest.raises(SweetError):  # the report's entry is not a method one can train
+        parse_method(SELECTED_ALPHA)
+
+
+def test_alpha_is_chosen_by_the_calibration_auc_never_by_the_reported_split():
+    chosen = {("t", "early_exit"): _runs("early_exit", [0, 1], 70.0, reported=99.0),
+              ("t", "sweet"): _runs("sweet", [0, 1], 71.0, reported=10.0),
+              ("t", "grad_scale@0.5"): _runs("grad_scale@0.5", [0, 1], 72.0, reported=10.0),
+              ("t", "pcgrad"): _runs("pcgrad", [0, 1], 90.0),        # not on the line: never a candidate
+              ("t", "multi_model"): _runs("multi_model", [0, 1], 90.0)}
+    pick = select_alpha(chosen)["t"]
+    assert pick["chosen"] == "grad_scale@0.5" and pick["alpha"] == 0.5
+    assert [c["alpha"] for c in pick["candidates"]] == [0.0, 0.5, 1.0]
+    assert [c["mean_selection_auc"] for c in pick["candidates"]] == [71.0, 72.0, 70.0]
+
+
+def test_alpha_ties_go_to_the_smaller_alpha_and_incomplete_candidates_cannot_win():
+    chosen = {("t", "grad_scale@0.75"): _runs("grad_scale@0.75", [0, 1], 70.0),
+              ("t", "grad_scale@0.25"): _runs("grad_scale@0.25", [0, 1], 70.0),
+              ("t", "early_exit"): _runs("early_exit", [0], 99.0)}  # one seed of two: not eligible
+    pick = select_alpha(chosen)["t"]
+    assert pick["chosen"] == "grad_scale@0.25"
+    assert [c["eligible"] for c in pick["candidates"]] == [True, True, False]
+
+
+def test_no_alpha_choice_without_a_grad_scale_run_or_a_second_candidate():
+    assert select_alpha({("t", "early_exit"): _runs("early_exit", [0], 1.0),
+                         ("t", "sweet"): _runs("sweet", [0], 2.0)}) == {}
+    assert select_alpha({("t", "grad_scale@0.5"): _runs("grad_scale@0.5", [0], 1.0),
+                         ("t", "pcgrad"): _runs("pcgrad", [0], 2.0)}) == {}
+
+
+def test_report_scores_the_alpha_chosen_per_task_like_any_other_method(tmp_path, monkeypatch):
+    # SST-2: SWEET has the best calibration AUC; QQP: grad_scale@0.5 does (the reported scores do not matter)
+    monkeypatch.setitem(SELECTION, ("sst2", "sweet"), 80.0)
+    monkeypatch.setitem(SELECTION, ("qqp", "grad_scale@0.5"), 80.0)
+    _grid(tmp_path / "g", ["early_exit", "sweet", "grad_scale@0.5"])
+    rep = write_report(tmp_path / "g", tmp_path / "rep")
+    assert rep["methods"][-1] == SELECTED_ALPHA
+    picks = {p["task"]: p["chosen"] for p in rep["alpha_selection"]}
+    assert picks == {"sst2": "sweet", "qqp": "grad_scale@0.5"}
+    sel = rep["per_task"]["sst2"][SELECTED_ALPHA]
+    assert sel["selected_method"] == "sweet" and sel["runs"] == rep["per_task"]["sst2"]["sweet"]["runs"]
+    assert rep["per_task"]["qqp"][SELECTED_ALPHA]["selected_method"] == "grad_scale@0.5"
+    # average over tasks per seed: at cost 1/4, SST-2's SWEET (66, 66) with QQP's GS (55, 55) -> 60.5
+    avg = rep["average"][SELECTED_ALPHA]["interpolated"][0]
+    assert avg["values"] == pytest.approx([60.5, 60.5])
+    # held against EE and SWEET like any candidate: 60.5 vs SWEET's 60.5 at 1/4
+    vs = rep["versus_best"]["methods"][SELECTED_ALPHA]
+    assert vs["points"][0]["gap_to_best"] == pytest.approx(0.0)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "## Gradient scale α chosen on the calibration split (`grad_scale@selected`)" in md
+    assert "| SST-2 | 0 (SWEET) | **0: 80.00**; 0.5: 50.00; 1: 50.00 |" in md
+    assert "| GS α selected |" in md
+    assert (tmp_path / "rep" / "curve-average.png").is_file()
+
+
+def test_no_selected_alpha_row_without_the_scaling_line(tmp_path):
+    _grid(tmp_path / "g", ["early_exit", "sweet"])
+    rep = write_report(tmp_path / "g", tmp_path / "rep")
+    assert SELECTED_ALPHA not in rep["methods"] and "alpha_selection" not in rep
+    assert "grad_scale@selected" not in (tmp_path / "rep" / "report.md").read_text()

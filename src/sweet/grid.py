@@ -26,7 +26,9 @@ calibration/evaluation hold-outs (no silent clamping, which would run one size t
 The learning rate is chosen per (task, method, backbone) -- and per training size in a sweep -- by the area
 under the speed-accuracy curve measured on the held-out *calibration* split (``metrics.json`` ->
 ``selection``), averaged over seeds; never on the split the scores are reported on
-(:func:`select_learning_rates`).
+(:func:`select_learning_rates`). The gradient scale alpha is chosen per task the same way, among the
+methods on the gradient-scaling line that the grid ran (:func:`select_alpha`; the report's
+``grad_scale@selected``).
 
 Back-ends: ``local`` runs one run after another in this process; ``ray`` submits each run as a Ray task
 with its own CPU/GPU request (``ray.init(address=...)``: a local instance by default, or a cluster).
@@ -49,6 +51,7 @@ from typing import Any, Callable, Sequence
 
 from .errors import SweetError
 from .io import atomic_write_json, atomic_write_text, read_json
+from .methods import SELECTED_ALPHA, parse_method
 from . import runs as _runs
 from .runs import METRICS, RUN_CONFIG, RunConfig
 
@@ -189,7 +192,7 @@ def _positive_int(source: str, name: str, value: Any) -> int:
 def check_field(name: str, value: Any, source: str = "spec") -> Any:
     """Validate and normalise one spec field; raises SweetError naming the field."""
     from .data import get_task
-    from .methods import PAPER_METHODS, parse_method
+    from .methods import PAPER_METHODS
 
     if name == "tasks":
         out = []
@@ -905,6 +908,55 @@ def select_learning_rates(records: Sequence[dict], by_size: bool = False) -> dic
         out[key] = {
             "task": key[0], "method": key[1], "backbone": key[2], **({"n_train": key[3]} if by_size else {}),
             "chosen": best["learning_rate"],
+            "criterion": "mean over seeds of the area under the speed-accuracy curve on the calibration split",
+            "candidates": candidates,
+        }
+    return out
+
+
+def select_alpha(chosen: dict[tuple[str, str], list[dict]]) -> dict[str, dict]:
+    """Choose the gradient scale alpha per task the way the learning rate is chosen: by the mean over seeds of
+    the area under the speed-accuracy curve on the calibration split, never the reported split. The candidates
+    are the methods on the gradient-scaling line that the grid ran for that task (``sweet`` = 0,
+    ``grad_scale@ALPHA``, ``early_exit`` = 1), each at its own chosen learning rate.
+
+    ``chosen``: (task, method) -> that method's runs at its chosen learning rate. Returns task -> the choice
+    (``chosen``: the method, ``alpha``, and every candidate's selection AUCs). A candidate is eligible only with
+    every seed that any candidate has; ties go to the smaller alpha. A task gets a choice only where it has a
+    ``grad_scale@ALPHA`` run and at least two candidates: otherwise there is nothing to choose between."""
+    by_task: dict[str, list[tuple[float, str, list[dict]]]] = {}
+    for (task, method), runs in chosen.items():
+        if method == SELECTED_ALPHA or not runs:
+            continue
+        alpha = parse_method(method).alpha
+        if alpha is not None:
+            by_task.setdefault(task, []).append((alpha, method, runs))
+    out = {}
+    for task, cands in sorted(by_task.items()):
+        if len(cands) < 2 or not any(m.startswith("grad_scale@") for _, m, _ in cands):
+            continue
+        all_seeds = set().union(*({int(r["seed"]) for r in runs} for _, _, runs in cands))
+        candidates = []
+        for alpha, method, runs in sorted(cands):
+            aucs = {int(r["seed"]): r["selection"]["auc"] for r in runs}
+            values = [v for v in aucs.values() if v is not None]
+            candidates.append({
+                "alpha": alpha,
+                "method": method,
+                "learning_rate": float(runs[0]["learning_rate"]),
+                "seeds": sorted(aucs),
+                "selection_aucs": [aucs[s] for s in sorted(aucs)],
+                "mean_selection_auc": sum(values) / len(values) if values else None,
+                "eligible": set(aucs) == all_seeds and len(values) == len(aucs),
+            })
+        eligible = [c for c in candidates if c["eligible"]]
+        if not eligible:
+            continue
+        best = max(eligible, key=lambda c: (c["mean_selection_auc"], -c["alpha"]))
+        out[task] = {
+            "task": task,
+            "chosen": best["method"],
+            "alpha": best["alpha"],
             "criterion": "mean over seeds of the area under the speed-accuracy curve on the calibration split",
             "candidates": candidates,
         }

@@ -55,6 +55,9 @@ METHOD_TABLE: dict[str, tuple[float | None, str]] = {
     "distill": (1.0, "Early-Exit + self-distillation from the last exit, weight W (T = 2)"),
 }
 METHOD_NAMES = tuple(METHOD_TABLE)
+#: Not a training method but a report entry: per task, the method on the gradient-scaling line (sweet = alpha 0,
+#: grad_scale@ALPHA, early_exit = alpha 1) with the best calibration-split AUC (:func:`sweet.grid.select_alpha`).
+SELECTED_ALPHA = "grad_scale@selected"
 DISTILL_TEMPERATURE = 2.0
 METHODS_HELP = (
     "early_exit, sweet, multi_model (the paper), or grad_scale@ALPHA, pcgrad, sweet_then_ee@F, ee_then_sweet@F, "
@@ -81,6 +84,13 @@ class Method:
     @property
     def distill_weight(self) -> float:
         return float(self.param) if self.name == "distill" else 0.0
+
+    @property
+    def alpha(self) -> float | None:
+        """The method's place on the gradient-scaling line, where one exists: ``sweet`` 0, ``early_exit`` 1,
+        ``grad_scale@ALPHA`` ALPHA (the three are one computation at those values, tested); None for every
+        other method (they combine or schedule gradients in other ways)."""
+        return {"sweet": 0.0, "early_exit": 1.0}.get(self.name, self.param if self.name == "grad_scale" else None)
 
     def gradient_scale(self, progress: float = 1.0) -> float | None:
         """``progress``: the fraction of training done before this step (0 at the first step)."""
@@ -133,7 +143,10 @@ def check_method(method: str) -> str:
 
 def method_label(method: str) -> str:
     """Short label for tables and plots."""
-    short = {"early_exit": "EE", "sweet": "SWEET", "multi_model": "MM", "pcgrad": "PCGrad"}
+    short = {"early_exit": "EE", "sweet": "SWEET", "multi_model": "MM", "pcgrad": "PCGrad",
+             SELECTED_ALPHA: "GS α selected"}
+    if method in short:
+        return short[method]
     try:
         m = parse_method(method)
     except SweetError:

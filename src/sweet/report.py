@@ -8,6 +8,12 @@ interval is over those per-seed averages, so it is still an interval over seeds.
 Only runs at the chosen learning rate enter the tables; the learning rate is chosen per (task, method,
 backbone) on the calibration split (:func:`sweet.grid.select_learning_rates`).
 
+Where a grid ran the gradient-scaling line (``grad_scale@ALPHA`` with ``sweet`` = 0 and/or ``early_exit`` = 1
+beside it), the report adds one more row, ``grad_scale@selected``: per task, the alpha with the best
+calibration-split AUC (:func:`sweet.grid.select_alpha`), scored like any other method. It is what a user who
+picks alpha on held-out data gets, and the tables hold it to the same standard (``alpha_selection`` in the
+JSON lists every candidate).
+
 A training-set size sweep (``n_train`` a list in the spec) chooses the learning rate per (task, method,
 backbone, size) and adds a section (``size_sweep`` in the JSON): per size the per-exit scores, and per exit
 the gap of every other method (SWEET, Multi-Model) to Early-Exit -- the per-seed paired difference in
@@ -27,20 +33,20 @@ import numpy as np
 
 from .errors import SweetError
 from .io import atomic_save_figure, atomic_write_json, atomic_write_text, read_json
-from .methods import method_label
+from .methods import SELECTED_ALPHA, method_label
 from .runs import METRICS, RUN_CONFIG
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 CONFIDENCE = 0.95
 CURVE_POINTS = 61
-METHOD_COLORS = {"early_exit": "tab:blue", "sweet": "tab:red", "multi_model": "tab:green", "grad_scale": "tab:purple",
+METHOD_COLORS = {SELECTED_ALPHA: "black", "early_exit": "tab:blue", "sweet": "tab:red", "multi_model": "tab:green", "grad_scale": "tab:purple",
                  "pcgrad": "tab:orange", "sweet_then_ee": "tab:brown", "ee_then_sweet": "tab:pink", "distill": "tab:olive"}
 
 
 def method_color(method: str) -> str | None:
     """One colour per method family (None: matplotlib's cycle, e.g. for a second grad_scale alpha)."""
-    return METHOD_COLORS.get(method.partition("@")[0])
+    return METHOD_COLORS.get(method, METHOD_COLORS.get(method.partition("@")[0]))
 TASK_LABELS = {"sst2": "SST-2", "mrpc": "MRPC", "cola": "CoLA", "mnli": "MNLI", "qnli": "QNLI", "qqp": "QQP",
                "rte": "RTE"}
 GAP_BASELINE = "early_exit"  # a size sweep's gaps: every other method minus this one, per exit
@@ -123,7 +129,7 @@ def collect(grid_dir: str | Path, partial: bool = False) -> tuple[dict, list[dic
 
 def build_report(grid_dir: str | Path, partial: bool = False, command: str | None = None) -> dict:
     """Everything the report shows, as one JSON-able dict."""
-    from .grid import select_learning_rates
+    from .grid import select_alpha, select_learning_rates
 
     grid_dir = Path(grid_dir)
     grid, records, missing = collect(grid_dir, partial)
@@ -140,6 +146,13 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
 
     sizes = sorted({r["n_train"] for r in records}) if sized else [None]
     chosen_by_size = {size: _chosen_runs(records, selection, size) for size in sizes}
+    alpha_selection = []
+    for size, chosen in chosen_by_size.items():  # grad_scale@selected: the runs of the alpha chosen per task
+        for task, pick in select_alpha(chosen).items():
+            chosen[(task, SELECTED_ALPHA)] = chosen[(task, pick["chosen"])]
+            alpha_selection.append(pick | ({"n_train": size} if sized else {}))
+    if alpha_selection:
+        methods.append(SELECTED_ALPHA)
     chosen = chosen_by_size[sizes[-1]]  # the main tables: the (largest) size
 
     per_task: dict[str, dict] = {}
@@ -157,7 +170,8 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
             interp = [{"cost_ratio": c, **_stat_row(t_interval([r["evaluation"]["interpolated"][i]["score"] for r in runs]))}
                       for i, c in enumerate(points)]
             per_task[task][method] = {
-                "learning_rate": selection[_sel_key(task, method, runs[0]["backbone"], sizes[-1])]["chosen"],
+                "learning_rate": selection[_sel_key(task, runs[0]["method"], runs[0]["backbone"], sizes[-1])]["chosen"],
+                **({"selected_method": runs[0]["method"]} if method == SELECTED_ALPHA else {}),
                 "seeds": [r["seed"] for r in runs],
                 "metric": ev0["metric"],
                 "evaluation_split": ev0["split"],
@@ -175,12 +189,14 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
     versus = _versus_best(chosen, tasks, methods)
     report = {
         "grid": {"name": spec["name"], "grid_dir": str(grid_dir.resolve()), "spec": spec},
+        "methods": methods,
         "status": {"n_runs": len(grid["runs"]), "n_finished": len(records), "missing": missing},
         "confidence": CONFIDENCE,
         "interval": "two-sided t-distribution over seeds: mean +- t(0.975, n-1) * sd / sqrt(n)",
         "learning_rates": [
             {k: v for k, v in sel.items()} for sel in selection.values()
         ],
+        **({"alpha_selection": alpha_selection} if alpha_selection else {}),
         "average": average,
         "per_task": per_task,
         "provenance": _provenance(grid_dir, grid, records, command),
@@ -287,7 +303,7 @@ def _size_sweep(chosen_by_size: dict, selection: dict, tasks: list[str], methods
                     continue
                 ev0 = runs[0]["evaluation"]
                 by_task.setdefault(task, {})[method] = {
-                    "learning_rate": selection[_sel_key(task, method, runs[0]["backbone"], size)]["chosen"],
+                    "learning_rate": selection[_sel_key(task, runs[0]["method"], runs[0]["backbone"], size)]["chosen"],
                     "seeds": [r["seed"] for r in runs],
                     "n_train_drawn": [r.get("_n_train_drawn") for r in runs],
                     "metric": ev0["metric"],
@@ -612,10 +628,17 @@ def _metric_label(metric: str) -> str:
     return {"accuracy": "accuracy (%)", "matthews": "Matthews corr. (x100)"}.get(metric, metric)
 
 
+def _candidate_cell(value: str, candidate: dict, chosen: bool) -> str:
+    """One candidate of a selection on the calibration split: 'VALUE: mean AUC', bold if it was chosen."""
+    auc = candidate["mean_selection_auc"]
+    text = f"{value}: " + ("n/a" if auc is None else f"{auc:.2f}") + ("" if candidate["eligible"] else " (incomplete)")
+    return f"**{text}**" if chosen else text
+
+
 def render_markdown(report: dict, figures: dict[str, str]) -> str:
     spec = report["grid"]["spec"]
     prov = report["provenance"]
-    methods = [m for m in spec["methods"] if m in report["average"]]
+    methods = [m for m in report["methods"] if m in report["average"]]
     status = report["status"]
     sweep = report.get("size_sweep")
     lines = [f"# Grid report: {report['grid']['name']}", ""]
@@ -642,7 +665,7 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
         "area under the speed-accuracy curve on the "
         "held-out calibration split (never the reported split); only runs at the chosen rate enter the tables.",
         "",
-        *(_size_sweep_markdown(sweep, figures, spec["methods"]) if sweep else []),
+        *(_size_sweep_markdown(sweep, figures, report["methods"]) if sweep else []),
         "## Individual exit scores, average over tasks (Table 1)",
         "",
         f"Tasks: {', '.join(TASK_LABELS.get(t, t) for t in next(iter(report['average'].values()))['tasks'])}. "
@@ -689,15 +712,23 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
               "", "Selection AUC (calibration split, mean over seeds) for every candidate; the chosen one in bold:", ""]
     rows = []
     for sel in report["learning_rates"]:
-        cells = []
-        for c in sel["candidates"]:
-            text = f"{c['learning_rate']:g}: " + ("n/a" if c["mean_selection_auc"] is None else f"{c['mean_selection_auc']:.2f}")
-            if not c["eligible"]:
-                text += " (incomplete)"
-            cells.append(f"**{text}**" if c["learning_rate"] == sel["chosen"] else text)
+        cells = [_candidate_cell(f"{c['learning_rate']:g}", c, c["learning_rate"] == sel["chosen"])
+                 for c in sel["candidates"]]
         rows.append([TASK_LABELS.get(sel["task"], sel["task"])] + ([str(sel["n_train"])] if sweep else [])
                     + [method_label(sel["method"]), "; ".join(cells)])
     lines += _table(["task"] + (["size"] if sweep else []) + ["method", "candidates"], rows)
+    if report.get("alpha_selection"):
+        lines += ["", "## Gradient scale α chosen on the calibration split (`grad_scale@selected`)", "",
+                  "Per task" + (" and training size" if sweep else "") + ", the method on the gradient-scaling line "
+                  "(SWEET = α 0, `grad_scale@α`, Early-Exit = α 1; each at its chosen learning rate) with the highest "
+                  "selection AUC (calibration split, mean over seeds); ties go to the smaller α. Its runs are the "
+                  f"`{method_label(SELECTED_ALPHA)}` rows above. The chosen one in bold:", ""]
+        rows = []
+        for pick in report["alpha_selection"]:
+            cells = [_candidate_cell(f"{c['alpha']:g}", c, c["method"] == pick["chosen"]) for c in pick["candidates"]]
+            rows.append([TASK_LABELS.get(pick["task"], pick["task"])] + ([str(pick["n_train"])] if sweep else [])
+                        + [f"{pick['alpha']:g} ({method_label(pick['chosen'])})", "; ".join(cells)])
+        lines += _table(["task"] + (["size"] if sweep else []) + ["chosen α", "candidates (α: selection AUC)"], rows)
     lines += ["", "## Provenance", "", "Spec (`spec.toml` in the grid directory):", "", "```toml"]
     from .grid import GridSpec, spec_to_toml
 
@@ -712,6 +743,7 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
     for env in prov["run_environments"]:
         lines.append("- " + ", ".join(f"{k} {v}" for k, v in env.items()))
     secs = prov.get("mean_run_seconds", {})
+    methods = [m for m in methods if m != SELECTED_ALPHA]  # its runs are another method's: timed there
     if sweep and prov.get("mean_run_seconds_by_size"):
         lines += ["", "Mean wall time of one run (seconds; training, calibration, evaluation, saving):", ""]
         lines += _table(["task", "size"] + [method_label(m) for m in methods],
@@ -773,8 +805,7 @@ def write_report(grid_dir: str | Path, output: str | Path | None = None, partial
     grid_dir = Path(grid_dir)
     out = Path(output) if output is not None else grid_dir / "report"
     report = build_report(grid_dir, partial=partial, command=command)
-    spec = report["grid"]["spec"]
-    methods = spec["methods"]
+    methods = report["methods"]
     figures: dict[str, str] = {}
     for task, by_method in report["per_task"].items():
         first = next(iter(by_method.values()))
