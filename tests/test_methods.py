@@ -35,7 +35,7 @@ KINDS = ["bert", "mpnet", "deberta"]
     [("early_exit", "early_exit"), ("sweet", "sweet"), ("multi_model", "multi_model"), ("pcgrad", "pcgrad"),
      ("grad_scale", "grad_scale@0.5"), ("grad_scale@0.25", "grad_scale@0.25"), ("grad_scale@1", "grad_scale@1"),
      ("sweet_then_ee", "sweet_then_ee@0.5"), ("ee_then_sweet@0.3", "ee_then_sweet@0.3"), ("distill", "distill@1"),
-     ("distill@0.50", "distill@0.5")],
+     ("distill@0.50", "distill@0.5"), ("grad_scale_first", "grad_scale_first@0.1")],
 )
 def test_method_names_are_canonicalised(given_name, canonical):
     assert check_method(given_name) == canonical
@@ -46,7 +46,7 @@ def test_method_names_are_canonicalised(given_name, canonical):
     "bad, message",
     [("foo", "unknown method 'foo'"), ("sweet@1", "takes no parameter"), ("grad_scale@1.5", "ALPHA must lie in [0, 1]"),
      ("grad_scale@x", "must be a number"), ("sweet_then_ee@1", "in (0, 1)"), ("distill@-1", ">= 0"),
-     ("grad_scale@nan", "finite"), ("", "must be a name")],
+     ("grad_scale@nan", "finite"), ("", "must be a name"), ("grad_scale_first@-0.1", "ALPHA must lie in [0, 1]")],
 )
 def test_bad_method_names_are_clear_errors(bad, message):
     with pytest.raises(SweetError, match=__import__("re").escape(message)):
@@ -121,6 +121,36 @@ def test_grad_scale_in_between_scales_later_exits_contribution(kind):
         a = layer(ref, k)["output.dense.weight"].grad
         b = layer(gs, k)["output.dense.weight"].grad
         assert torch.allclose(b, factor * a, rtol=1e-4, atol=1e-8), (k, factor)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_grad_scale_first_scales_only_the_first_boundary(kind):
+    """grad_scale_first@ALPHA: the last exit's gradient reaches layers 2-6 in full (Early-Exit's) and layer 1,
+    below the first boundary, times ALPHA; at ALPHA = 1 it is Early-Exit bit for bit."""
+    ids, mask, labels = batch()
+    ref = tiny_model(kind, "early_exit")
+    _assert_grads_equal(_grads(_same_weights("grad_scale_first@1", ref, kind), ids, mask, labels),
+                        _grads(ref, ids, mask, labels))
+    gs = _same_weights("grad_scale_first@0.25", ref, kind)
+    assert gs.boundary_scales == (0.25, 1.0, 1.0)
+    out_ref = ref(input_ids=ids, attention_mask=mask, labels=labels)
+    out = gs(input_ids=ids, attention_mask=mask, labels=labels)
+    for a, b in zip(out_ref.logits, out.logits):
+        assert torch.equal(a, b)
+    layer = lambda m, k: dict(m.backbones[0].encoder.layer[k - 1].named_parameters())  # noqa: E731
+    for m, o in ((ref, out_ref), (gs, out)):
+        m.zero_grad(set_to_none=True)
+        o.exit_losses[-1].backward()
+    for k, factor in ((6, 1.0), (4, 1.0), (3, 1.0), (2, 1.0), (1, 0.25)):
+        a = layer(ref, k)["output.dense.weight"].grad
+        b = layer(gs, k)["output.dense.weight"].grad
+        assert torch.allclose(b, factor * a, rtol=1e-4, atol=1e-8), (k, factor)
+    # the first exit's own gradient is untouched
+    for m, o in ((ref, ref(input_ids=ids, attention_mask=mask, labels=labels)),
+                 (gs, gs(input_ids=ids, attention_mask=mask, labels=labels))):
+        m.zero_grad(set_to_none=True)
+        o.exit_losses[0].backward()
+    assert torch.equal(layer(ref, 1)["output.dense.weight"].grad, layer(gs, 1)["output.dense.weight"].grad)
 
 
 def test_schedules_switch_between_sweet_and_early_exit():
@@ -281,7 +311,7 @@ def test_grid_specs_take_method_names_with_parameters(tmp_path, tiny_glue_dir):
     assert p.returncode == 2 and "field 'methods': method 'grad_scale@2': ALPHA must lie in [0, 1]" in p.stderr
 
 
-@pytest.mark.parametrize("method", ["grad_scale@0.25", "pcgrad", "ee_then_sweet@0.3", "distill@2"])
+@pytest.mark.parametrize("method", ["grad_scale@0.25", "grad_scale_first@0.1", "pcgrad", "ee_then_sweet@0.3", "distill@2"])
 def test_new_methods_save_and_load_with_their_name(tmp_path, method):
     from sweet import MultiExitModel
 

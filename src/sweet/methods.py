@@ -17,6 +17,11 @@ Candidates beyond the paper (issue #8: a method never worse than either EE or SW
     forward values are unchanged. ALPHA = 0 is SWEET and ALPHA = 1 is Early-Exit, exactly (tested). Scaling
     happens once per boundary crossed, so exit *j*'s gradient reaches the segment *k* boundaries below its own
     scaled by ALPHA**k: nearer blocks hear a later exit more than distant ones.
+``grad_scale_first@ALPHA`` (ALPHA in [0, 1], default 0.1)
+    Gradient scaling at the first exit boundary only: the later exits' gradient into the embeddings and the
+    layers up to exit 1 is multiplied by ALPHA; every later boundary passes gradients in full, as Early-Exit.
+    The first exit keeps (most of) SWEET's isolation, while the deeper exits shape every layer above exit 1.
+    ALPHA = 1 is Early-Exit; ALPHA = 0 isolates exit 1's layers alone.
 ``pcgrad``
     Early-Exit's gradients, combined PCGrad-style (Yu et al., 2020) per block of shared parameters (the
     embeddings, each encoder layer, the encoder's other parameters): every exit's gradient on a block is
@@ -49,6 +54,7 @@ METHOD_TABLE: dict[str, tuple[float | None, str]] = {
     "sweet": (None, "SWEET: each exit trains only the layers after the previous exit"),
     "multi_model": (None, "Multi-Model: one truncated backbone per exit"),
     "grad_scale": (0.5, "gradient of later exits into earlier blocks scaled by ALPHA (0 = SWEET, 1 = EE)"),
+    "grad_scale_first": (0.1, "like grad_scale, but at the first exit boundary only (later boundaries: EE)"),
     "pcgrad": (None, "Early-Exit with PCGrad-style projection of conflicting per-exit gradients"),
     "sweet_then_ee": (0.5, "SWEET for the first F of the steps, then Early-Exit"),
     "ee_then_sweet": (0.5, "Early-Exit for the first F of the steps, then SWEET"),
@@ -60,15 +66,16 @@ METHOD_NAMES = tuple(METHOD_TABLE)
 SELECTED_ALPHA = "grad_scale@selected"
 DISTILL_TEMPERATURE = 2.0
 METHODS_HELP = (
-    "early_exit, sweet, multi_model (the paper), or grad_scale@ALPHA, pcgrad, sweet_then_ee@F, ee_then_sweet@F, "
-    "distill@W (see docs/methods.md)"
+    "early_exit, sweet, multi_model (the paper), or grad_scale@ALPHA, grad_scale_first@ALPHA, pcgrad, "
+    "sweet_then_ee@F, ee_then_sweet@F, distill@W (see docs/methods.md)"
 )
 
 
 @dataclass(frozen=True)
 class Method:
-    """A parsed method name. ``gradient_scale(progress)`` says how much of a later exit's gradient crosses an
-    exit boundary at that point of training (0: none, SWEET; 1: all, Early-Exit); None for Multi-Model."""
+    """A parsed method name. ``boundary_scales(progress, n)`` says how much of a later exit's gradient crosses
+    each of the ``n`` exit boundaries at that point of training (0: none, SWEET; 1: all, Early-Exit); None for
+    Multi-Model. ``gradient_scale(progress)`` is the first boundary's."""
 
     name: str
     param: float | None = None
@@ -98,13 +105,21 @@ class Method:
             return None
         if self.name == "sweet":
             return 0.0
-        if self.name == "grad_scale":
+        if self.name in ("grad_scale", "grad_scale_first"):
             return float(self.param)
         if self.name == "sweet_then_ee":
             return 0.0 if progress < self.param else 1.0
         if self.name == "ee_then_sweet":
             return 1.0 if progress < self.param else 0.0
         return 1.0  # early_exit, pcgrad, distill
+
+    def boundary_scales(self, progress: float, n_boundaries: int) -> tuple[float, ...] | None:
+        """The gradient scale at each of the ``n_boundaries`` exit boundaries (first = the one after exit 1)."""
+        first = self.gradient_scale(progress)
+        if first is None or n_boundaries == 0:
+            return None if first is None else ()
+        rest = 1.0 if self.name == "grad_scale_first" else first
+        return (first,) + (rest,) * (n_boundaries - 1)
 
 
 def parse_method(method: str) -> Method:
@@ -129,6 +144,8 @@ def parse_method(method: str) -> Method:
         raise SweetError(f"method '{method}': the parameter must be finite")
     if name == "grad_scale" and not 0.0 <= value <= 1.0:
         raise SweetError(f"method '{method}': ALPHA must lie in [0, 1] (0 = sweet, 1 = early_exit), got {value:g}")
+    if name == "grad_scale_first" and not 0.0 <= value <= 1.0:
+        raise SweetError(f"method '{method}': ALPHA must lie in [0, 1] (1 = early_exit), got {value:g}")
     if name in ("sweet_then_ee", "ee_then_sweet") and not 0.0 < value < 1.0:
         raise SweetError(f"method '{method}': the switch point F is a fraction of training in (0, 1), got {value:g}")
     if name == "distill" and value < 0:
@@ -154,7 +171,7 @@ def method_label(method: str) -> str:
     if m.name in short:
         return short[m.name]
     p = f"{m.param:g}"
-    return {"grad_scale": f"GS α={p}", "sweet_then_ee": f"SWEET→EE@{p}", "ee_then_sweet": f"EE→SWEET@{p}",
+    return {"grad_scale": f"GS α={p}", "grad_scale_first": f"GS-first α={p}", "sweet_then_ee": f"SWEET→EE@{p}", "ee_then_sweet": f"EE→SWEET@{p}",
             "distill": f"EE+KD w={p}"}[m.name]
 
 

@@ -417,9 +417,14 @@ class MultiExitModel(nn.Module):
 
     def set_progress(self, progress: float) -> None:
         """Tell the model how far training is (fraction of steps done), for scheduled methods. Sets
-        :attr:`gradient_scale`: how much of a later exit's gradient crosses an exit boundary (0 = SWEET,
+        :attr:`boundary_scales`: how much of a later exit's gradient crosses each exit boundary (0 = SWEET,
         1 = Early-Exit; None for Multi-Model). Forward values never depend on it."""
-        self.gradient_scale = self.method_spec.gradient_scale(progress)
+        self.boundary_scales = self.method_spec.boundary_scales(progress, self.num_exits - 1)
+
+    @property
+    def gradient_scale(self) -> float | None:
+        """The first exit boundary's gradient scale (None for Multi-Model); see :meth:`set_progress`."""
+        return None if self.boundary_scales is None else (self.boundary_scales or (1.0,))[0]
 
     def gradient_blocks(self) -> list[list[nn.Parameter]]:
         """The model's parameters cut into blocks for per-block gradient surgery (``pcgrad``): the embeddings,
@@ -450,10 +455,11 @@ class MultiExitModel(nn.Module):
     def _exit_hooks(self, captured: list):
         """Record the hidden state entering the layer after each non-final exit; for SWEET, detach what
         is passed on (see module docstring); for a gradient scale strictly between 0 and 1, scale the gradient
-        of what is passed on (sweet.methods.scale_grad)."""
+        of what is passed on (sweet.methods.scale_grad), at each boundary by that boundary's scale."""
         layers = find_layer_list(self.backbones[0])
-        scale = 1.0 if self.gradient_scale is None else float(self.gradient_scale)
-        gated = scale != 1.0  # any gradient gating at the boundaries (0: detach, as SWEET)
+        scales = tuple(float(x) for x in self.boundary_scales or ())
+        gated = any(x != 1.0 for x in scales)  # any gradient gating at the boundaries (0: detach, as SWEET)
+        scale = scales[0] if scales else 1.0  # shared tensors: the first boundary's scale (see below)
         boundaries = {layer: i for i, layer in enumerate(self.config.exit_layers[:-1])}  # 0-based next-layer index
         first_exit = self.config.exit_layers[0]
         handles = []
@@ -470,9 +476,9 @@ class MultiExitModel(nn.Module):
                 if not gated:
                     return None
                 if index in boundaries:
-                    hidden = scale_grad(hidden, scale)
+                    hidden = scale_grad(hidden, scales[boundaries[index]])
                 # shared tensors (relative-position tables): gated at every layer after the first exit, so the
-                # gradient of layers past exit i reaches them scaled once, like the hidden state at exit 1
+                # gradient of layers past exit 1 reaches them scaled once, like the hidden state at exit 1
                 detach = lambda v: scale_grad(v, scale) if torch.is_tensor(v) and v.requires_grad else v  # noqa: E731
                 rest_args = [detach(v) for v in rest_args]
                 kwargs = {k: detach(v) for k, v in kwargs.items()}

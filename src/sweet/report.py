@@ -40,7 +40,7 @@ REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 CONFIDENCE = 0.95
 CURVE_POINTS = 61
-METHOD_COLORS = {SELECTED_ALPHA: "black", "early_exit": "tab:blue", "sweet": "tab:red", "multi_model": "tab:green", "grad_scale": "tab:purple",
+METHOD_COLORS = {SELECTED_ALPHA: "black", "early_exit": "tab:blue", "sweet": "tab:red", "multi_model": "tab:green", "grad_scale": "tab:purple", "grad_scale_first": "tab:cyan",
                  "pcgrad": "tab:orange", "sweet_then_ee": "tab:brown", "ee_then_sweet": "tab:pink", "distill": "tab:olive"}
 
 
