@@ -171,8 +171,8 @@ def method_label(method: str) -> str:
     if m.name in short:
         return short[m.name]
     p = f"{m.param:g}"
-    return {"grad_scale": f"GS α={p}", "grad_scale_first": f"GS-first α={p}", "sweet_then_ee": f"SWEET→EE@{p}", "ee_then_sweet": f"EE→SWEET@{p}",
-            "distill": f"EE+KD w={p}"}[m.name]
+    return {"grad_scale": f"GS α={p}", "grad_scale_first": f"GS-first α={p}", "sweet_then_ee": f"SWEET→EE@{p}",
+            "ee_then_sweet": f"EE→SWEET@{p}", "distill": f"EE+KD w={p}"}[m.name]
 
 
 # ------------------------------------------------------------------------------------------- gradient scaling

@@ -40,12 +40,14 @@ REPORT_MD = "report.md"
 REPORT_JSON = "report.json"
 CONFIDENCE = 0.95
 CURVE_POINTS = 61
-METHOD_COLORS = {SELECTED_ALPHA: "black", "early_exit": "tab:blue", "sweet": "tab:red", "multi_model": "tab:green", "grad_scale": "tab:purple", "grad_scale_first": "tab:cyan",
-                 "pcgrad": "tab:orange", "sweet_then_ee": "tab:brown", "ee_then_sweet": "tab:pink", "distill": "tab:olive"}
+METHOD_COLORS = {SELECTED_ALPHA: "black", "early_exit": "tab:blue", "sweet": "tab:red", "multi_model": "tab:green",
+                 "grad_scale": "tab:purple", "grad_scale_first": "tab:cyan", "pcgrad": "tab:orange",
+                 "sweet_then_ee": "tab:brown", "ee_then_sweet": "tab:pink", "distill": "tab:olive"}
 
 
 def method_color(method: str) -> str | None:
-    """One colour per method family (None: matplotlib's cycle, e.g. for a second grad_scale alpha)."""
+    """One colour per method family, or for the full name (``grad_scale@selected``); None: matplotlib's cycle,
+    e.g. for a second grad_scale alpha."""
     return METHOD_COLORS.get(method, METHOD_COLORS.get(method.partition("@")[0]))
 TASK_LABELS = {"sst2": "SST-2", "mrpc": "MRPC", "cola": "CoLA", "mnli": "MNLI", "qnli": "QNLI", "qqp": "QQP",
                "rte": "RTE"}
