@@ -867,6 +867,21 @@ def grid_status(spec: GridSpec, grid_dir: str | Path, data_dir: str | None = Non
 # -------------------------------------------------------------------------------------- LR selection
 
 
+SELECTION_CRITERION = "mean over seeds of the area under the speed-accuracy curve on the calibration split"
+
+
+def _selection_candidate(aucs: dict[int, float | None], all_seeds: set[int]) -> dict:
+    """One candidate of a selection on the calibration split: its seeds' selection AUCs and their mean. It is
+    eligible only with an AUC for every seed that any candidate has (a half-finished one cannot win on fewer)."""
+    values = [aucs[s] for s in sorted(aucs) if aucs[s] is not None]
+    return {
+        "seeds": sorted(aucs),
+        "selection_aucs": [aucs[s] for s in sorted(aucs)],
+        "mean_selection_auc": sum(values) / len(values) if values else None,
+        "eligible": set(aucs) == all_seeds and len(values) == len(all_seeds),
+    }
+
+
 def select_learning_rates(records: Sequence[dict], by_size: bool = False) -> dict[tuple, dict]:
     """Choose the learning rate per (task, method, backbone) by the area under the speed-accuracy curve on
     the held-out calibration split (``metrics['selection']['auc']``), averaged over seeds. The reported
@@ -888,18 +903,7 @@ def select_learning_rates(records: Sequence[dict], by_size: bool = False) -> dic
     out = {}
     for key, by_lr in sorted(groups.items()):
         all_seeds = set().union(*(set(s) for s in by_lr.values()))
-        candidates = []
-        for lr in sorted(by_lr):
-            aucs = by_lr[lr]
-            values = [aucs[s] for s in sorted(aucs) if aucs[s] is not None]
-            complete = set(aucs) == all_seeds and len(values) == len(all_seeds)
-            candidates.append({
-                "learning_rate": lr,
-                "seeds": sorted(aucs),
-                "selection_aucs": [aucs[s] for s in sorted(aucs)],
-                "mean_selection_auc": sum(values) / len(values) if values else None,
-                "eligible": complete,
-            })
+        candidates = [{"learning_rate": lr, **_selection_candidate(by_lr[lr], all_seeds)} for lr in sorted(by_lr)]
         eligible = [c for c in candidates if c["eligible"]]
         if not eligible:
             size = f"/n={key[3]}" if by_size else ""
@@ -908,7 +912,7 @@ def select_learning_rates(records: Sequence[dict], by_size: bool = False) -> dic
         out[key] = {
             "task": key[0], "method": key[1], "backbone": key[2], **({"n_train": key[3]} if by_size else {}),
             "chosen": best["learning_rate"],
-            "criterion": "mean over seeds of the area under the speed-accuracy curve on the calibration split",
+            "criterion": SELECTION_CRITERION,
             "candidates": candidates,
         }
     return out
@@ -936,19 +940,9 @@ def select_alpha(chosen: dict[tuple[str, str], list[dict]]) -> dict[str, dict]:
         if len(cands) < 2 or not any(m.startswith("grad_scale@") for _, m, _ in cands):
             continue
         all_seeds = set().union(*({int(r["seed"]) for r in runs} for _, _, runs in cands))
-        candidates = []
-        for alpha, method, runs in sorted(cands):
-            aucs = {int(r["seed"]): r["selection"]["auc"] for r in runs}
-            values = [v for v in aucs.values() if v is not None]
-            candidates.append({
-                "alpha": alpha,
-                "method": method,
-                "learning_rate": float(runs[0]["learning_rate"]),
-                "seeds": sorted(aucs),
-                "selection_aucs": [aucs[s] for s in sorted(aucs)],
-                "mean_selection_auc": sum(values) / len(values) if values else None,
-                "eligible": set(aucs) == all_seeds and len(values) == len(aucs),
-            })
+        candidates = [{"alpha": alpha, "method": method, "learning_rate": float(runs[0]["learning_rate"]),
+                       **_selection_candidate({int(r["seed"]): r["selection"]["auc"] for r in runs}, all_seeds)}
+                      for alpha, method, runs in sorted(cands)]
         eligible = [c for c in candidates if c["eligible"]]
         if not eligible:
             continue
@@ -957,7 +951,7 @@ def select_alpha(chosen: dict[tuple[str, str], list[dict]]) -> dict[str, dict]:
             "task": task,
             "chosen": best["method"],
             "alpha": best["alpha"],
-            "criterion": "mean over seeds of the area under the speed-accuracy curve on the calibration split",
+            "criterion": SELECTION_CRITERION,
             "candidates": candidates,
         }
     return out

@@ -116,10 +116,10 @@ class Method:
     def boundary_scales(self, progress: float, n_boundaries: int) -> tuple[float, ...] | None:
         """The gradient scale at each of the ``n_boundaries`` exit boundaries (first = the one after exit 1)."""
         first = self.gradient_scale(progress)
-        if first is None or n_boundaries == 0:
-            return None if first is None else ()
+        if first is None:
+            return None
         rest = 1.0 if self.name == "grad_scale_first" else first
-        return (first,) + (rest,) * (n_boundaries - 1)
+        return tuple(first if i == 0 else rest for i in range(n_boundaries))
 
 
 def parse_method(method: str) -> Method:
