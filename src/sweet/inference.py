@@ -1,17 +1,31 @@
-"""Batched early-exit inference that actually skips work.
+"""Batched early-exit inference that actually skips work, with full batches at every depth.
 
-:class:`EarlyExitEngine` runs a batch through the model once, layer by layer. At each exit it applies the
-exit policy, emits the rows that leave, and continues with the remaining rows only: hidden states,
-attention masks and every other per-row tensor a layer receives (MPNet's position bias, the 4-D masks
-of BERT/DeBERTa) are compacted. Multi-Model runs as a cascade: model *i* sees only the rows that no
-earlier model was confident about (padding is trimmed to the longest remaining row).
+:class:`EarlyExitEngine` runs rows through the model *segment by segment*: a segment is the run of layers from one
+exit to the next (Multi-Model: one member model). Every row that reached a segment waits in that segment's queue;
+the queue is cut into batches of ``batch_size`` rows (re-padded to the longest row of each batch), the segment
+runs, the exit policy decides at the segment's exit, and the rows that stay move on to the next queue with their
+hidden states. So batches stay full at every depth, not only at the first one: shrinking batches lose most of the
+advantage of bf16/int8 matrix units (and of GPUs), because small matrices use them poorly.
 
-How: forward pre-hooks on the encoder layers, as in :mod:`sweet.modeling`, so the model's own forward
-(and its own attention-mask construction) is used unchanged for BERT-, MPNet- and DeBERTa-v2-style
-encoders. When every row has left, the forward is stopped early.
+* :meth:`EarlyExitEngine.predict` takes a whole set of rows (``Encoded``) and processes it in windows of
+  ``batch_size * window_batches`` rows, so memory stays bounded for any input size.
+* :meth:`EarlyExitEngine.predict_batch` takes one padded batch (e.g. what a server merged from concurrent
+  requests); later segments then run on the rows that remain (compaction).
 
-The decisions are those of :func:`sweet.policies.decide` on the logits of every exit (the evaluation
-path): the policy sees the same exits in the same order with the same per-row state (tested).
+How a segment runs: the model's own forward is called with the encoder's layer list temporarily replaced by the
+segment's layers. A pre-hook on the first of them substitutes the stored hidden states; a pre-hook on the layer
+after the segment records its input (the exit's representation, exactly what :mod:`sweet.modeling` reads) and
+stops the forward. So each encoder builds its own attention masks and relative-position tables (BERT-, MPNet- and
+DeBERTa-v2-style), at the cost of recomputing the embeddings per segment (a lookup and a LayerNorm). DeBERTa-v2's
+convolution, which its encoder applies after layer 1 only, is switched off for segments that start later.
+
+Padding: a row's hidden state is kept up to its last unmasked position; rows of a batch are padded with zeros
+after it. Padded positions are masked out of attention, so real positions compute the same values whatever the
+padding (tested: decisions equal those of the evaluation path, :func:`sweet.policies.decide`, at the same
+precision).
+
+Precision and device come from the model (:func:`sweet.precision.prepare_for_inference`): the engine moves each
+batch to the model's device and compares float32 logits, so decisions use full-precision probabilities.
 """
 
 from __future__ import annotations
@@ -20,13 +34,15 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import nn
 
 from .modeling import MultiExitModel, find_layer_list
 from .policies import ExitPolicy
+from .precision import model_placement, to_device
 
 
-class _AllExited(Exception):
-    """Raised inside the forward when no row is left, to skip the remaining layers."""
+class _SegmentDone(Exception):
+    """Raised inside the forward at the layer after a segment, to stop the forward there."""
 
 
 @dataclass
@@ -39,48 +55,41 @@ class BatchResult:
     def __len__(self) -> int:
         return len(self.label)
 
+    @classmethod
+    def empty(cls, n: int, num_labels: int) -> "BatchResult":
+        return cls(np.full(n, -1, np.int64), np.zeros(n, np.int64), np.zeros(n, np.float32),
+                   np.zeros((n, num_labels), np.float32))
 
-class _Collector:
-    """Per-batch bookkeeping: which original rows are still running, and what the finished ones got."""
 
-    def __init__(self, model: MultiExitModel, policy: ExitPolicy, threshold: float, batch_size: int):
-        k = model.config.num_labels
-        self.model, self.policy, self.threshold = model, policy, threshold
-        self.last = model.num_exits - 1
-        self.alive = torch.arange(batch_size)
-        self.state = policy.init_state(batch_size)
-        self.exit_index = np.full(batch_size, -1, dtype=np.int64)
-        self.label = np.zeros(batch_size, dtype=np.int64)
-        self.score = np.zeros(batch_size, dtype=np.float32)
-        self.probs = np.zeros((batch_size, k), dtype=np.float32)
+def _layer_list_owner(backbone: nn.Module) -> tuple[nn.Module, str]:
+    """(parent module, attribute name) of the encoder's layer list, so that it can be swapped temporarily."""
+    layers = find_layer_list(backbone)
+    for name, mod in backbone.named_modules():
+        for attr, child in mod.named_children():
+            if child is layers:
+                return mod, attr
+    raise RuntimeError("layer list not found")  # find_layer_list found it, so this does not happen
 
-    def apply_exit(self, i: int, hidden: torch.Tensor, mask2d: torch.Tensor) -> torch.Tensor:
-        """Run exit ``i`` on the alive rows, record those that leave; return the keep-mask (over alive rows)."""
-        logits, pooled = self.model.heads[i](hidden, mask2d)
-        score, self.state = self.policy.score(i, logits, pooled, self.state)
-        leave = torch.ones_like(score, dtype=torch.bool) if i == self.last else self.policy.should_exit(score, self.threshold)
-        if leave.any():
-            rows = self.alive[leave].numpy()
-            self.exit_index[rows] = i
-            self.label[rows] = logits[leave].argmax(-1).numpy()
-            self.score[rows] = score[leave].float().numpy()
-            self.probs[rows] = self.policy.probabilities(i, logits[leave]).numpy()
-        keep = ~leave
-        if not keep.all():
-            self.alive = self.alive[keep]
-            self.state = self.policy.select_state(self.state, keep.nonzero().squeeze(1))
-        return keep
 
-    def result(self) -> BatchResult:
-        assert (self.exit_index >= 0).all()
-        return BatchResult(self.exit_index, self.label, self.score, self.probs)
+def _assign_state(state, rows: torch.Tensor, sub):
+    """Write the per-row policy state ``sub`` of ``rows`` back into the window's ``state`` (None, a tensor or a
+    tuple/list of tensors indexed by row)."""
+    if state is None:
+        return None
+    if torch.is_tensor(state):
+        state[rows] = sub
+        return state
+    for full, part in zip(state, sub):
+        full[rows] = part
+    return state
 
 
 class EarlyExitEngine:
     """Predict with early exits, in batches, doing only the work each row needs.
 
     >>> engine = EarlyExitEngine(model, ConfidencePolicy(model.config.temperatures), threshold=0.9)
-    >>> result = engine.predict_batch(input_ids, attention_mask)
+    >>> result = engine.predict(encoded, collator, batch_size=64)        # a whole set, full batches at every depth
+    >>> result = engine.predict_batch(input_ids, attention_mask)          # one batch, compacted as rows leave
     """
 
     def __init__(self, model: MultiExitModel, policy: ExitPolicy, threshold: float):
@@ -88,87 +97,147 @@ class EarlyExitEngine:
         self.policy = policy
         self.threshold = float(threshold)
         self.multi_model = model.config.method == "multi_model"
+        self.device = model_placement(model).device
+        self.num_exits = model.num_exits
         if not self.multi_model:
-            self.layers = find_layer_list(model.backbones[0])
-            self.boundaries = {layer: i for i, layer in enumerate(model.exit_layers[:-1])}
+            backbone = model.backbones[0]
+            self.layers = list(find_layer_list(backbone))
+            self._owner, self._attr = _layer_list_owner(backbone)
+            # segment s runs layers [start_s, end_s) (0-based); exit s reads the input of layer end_s
+            ends = list(model.exit_layers)
+            self.segments = list(zip([0, *ends[:-1]], ends))
+
+    # ------------------------------------------------------------------------------------------ public API
 
     @torch.inference_mode()
     def predict_batch(self, input_ids, attention_mask=None, token_type_ids=None) -> BatchResult:
+        """One padded batch; later segments run on the rows that remain."""
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        col = _Collector(self.model, self.policy, self.threshold, input_ids.shape[0])
-        if self.multi_model:
-            self._cascade(col, input_ids, attention_mask, token_type_ids)
-        else:
-            self._early_exit(col, input_ids, attention_mask, token_type_ids)
-        return col.result()
+        n = input_ids.shape[0]
+        return self._run_window(input_ids, attention_mask, token_type_ids, batch_size=max(n, 1), sort=False)
 
-    def _cascade(self, col: _Collector, input_ids, attention_mask, token_type_ids) -> None:
-        for i, backbone in enumerate(self.model.backbones):
-            rows = col.alive
-            width = int(attention_mask[rows].sum(1).max())  # trim padding to the longest remaining row
-            mask = attention_mask[rows, :width]
-            kwargs = self.model._backbone_kwargs(input_ids[rows, :width], mask,
-                                                 None if token_type_ids is None else token_type_ids[rows, :width])
-            hidden = backbone(**kwargs).last_hidden_state
-            keep = col.apply_exit(i, hidden, mask)
-            if not keep.any():
-                return
+    @torch.inference_mode()
+    def predict(self, encoded, collator, batch_size: int = 64, sort_by_length: bool = True,
+                window_batches: int = 16) -> BatchResult:
+        """Predict every row of an :class:`~sweet.batching.Encoded` set; results in input order.
 
-    def _early_exit(self, col: _Collector, input_ids, attention_mask, token_type_ids) -> None:
-        n0 = input_ids.shape[0]
-
-        def compact(v):
-            # per-row tensors of the original batch (masks, position bias) follow the alive rows
-            if torch.is_tensor(v) and v.dim() >= 3 and v.shape[0] == n0 and len(col.alive) < n0:
-                return v[col.alive]
-            return v
-
-        def hook(index):
-            def pre_hook(module, args, kwargs):
-                hidden = args[0] if args else kwargs["hidden_states"]
-                if index in self.boundaries:
-                    keep = col.apply_exit(self.boundaries[index], hidden, attention_mask[col.alive])
-                    if not keep.any():
-                        raise _AllExited
-                    if not keep.all():
-                        hidden = hidden[keep]
-                rest = [compact(v) for v in (args[1:] if args else ())]
-                kwargs = {k: compact(v) for k, v in kwargs.items() if k != "hidden_states"}
-                if args:
-                    return (hidden, *rest), kwargs
-                return tuple(rest), {**kwargs, "hidden_states": hidden}
-
-            return pre_hook
-
-        first = self.model.exit_layers[0]
-        handles = [self.layers[j].register_forward_pre_hook(hook(j), with_kwargs=True) for j in range(first, len(self.layers))]
-        try:
-            kwargs = self.model._backbone_kwargs(input_ids, attention_mask, token_type_ids)
-            hidden = self.model.backbones[0](**kwargs).last_hidden_state
-        except _AllExited:
-            return
-        finally:
-            for h in handles:
-                h.remove()
-        col.apply_exit(self.model.num_exits - 1, hidden, attention_mask[col.alive])
-
-    def predict(self, encoded, collator, batch_size: int = 64, sort_by_length: bool = True) -> BatchResult:
-        """Predict every row of an :class:`~sweet.batching.Encoded` set; results in input order."""
-        from .batching import sorted_batches
-
+        Rows are processed in windows of ``batch_size * window_batches`` rows; within a window every segment's
+        queue is cut into full batches. ``sort_by_length`` orders rows by length first (less padding); without it
+        rows keep their arrival order (what a benchmark of arriving requests should use)."""
         n = len(encoded)
-        lengths = encoded.lengths
-        order = sorted_batches(lengths, batch_size) if sort_by_length else [
-            np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
-        out = None
-        for rows in order:
+        order = np.argsort(-encoded.lengths, kind="stable") if sort_by_length else np.arange(n)
+        window = max(1, batch_size * max(1, window_batches))
+        out = BatchResult.empty(n, self.model.config.num_labels)
+        for start in range(0, n, window):
+            rows = order[start : start + window]
             batch = collator(encoded, rows)
             batch.pop("labels", None)
-            res = self.predict_batch(**batch)
-            if out is None:
-                out = BatchResult(np.zeros(n, np.int64), np.zeros(n, np.int64), np.zeros(n, np.float32),
-                                  np.zeros((n, res.probabilities.shape[1]), np.float32))
+            res = self._run_window(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"),
+                                   batch_size=batch_size, sort=sort_by_length)
             out.exit_index[rows], out.label[rows], out.score[rows], out.probabilities[rows] = (
                 res.exit_index, res.label, res.score, res.probabilities)
+        return out
+
+    # ------------------------------------------------------------------------------------------ internals
+
+    def _run_window(self, input_ids, attention_mask, token_type_ids, batch_size: int, sort: bool) -> BatchResult:
+        n = input_ids.shape[0]
+        out = BatchResult.empty(n, self.model.config.num_labels)
+        if n == 0:
+            return out
+        # rows are selected on the CPU; each batch moves to the model's device when its segment runs
+        input_ids, attention_mask = input_ids.cpu(), attention_mask.cpu()
+        token_type_ids = None if token_type_ids is None else token_type_ids.cpu()
+        # the last used column of each row (right padding: its length); a row's hidden state is kept up to it
+        cols = torch.arange(attention_mask.shape[1])
+        widths = ((attention_mask != 0) * (cols + 1)).amax(1).clamp_min(1)
+        state = self.policy.init_state(n)
+        alive = torch.arange(n)
+        stored: dict[int, torch.Tensor] | None = None  # row -> hidden state entering the next segment
+        for s in range(self.num_exits):
+            if len(alive) == 0:
+                break
+            queue = alive[torch.argsort(-widths[alive], stable=True)] if sort else alive
+            survivors, next_stored = [], {}
+            for b in range(0, len(queue), batch_size):
+                rows = queue[b : b + batch_size]
+                width = int(widths[rows].max())
+                ids, mask = input_ids[rows, :width], attention_mask[rows, :width]
+                tt = None if token_type_ids is None else token_type_ids[rows, :width]
+                hidden_in = None
+                if s > 0 and not self.multi_model:
+                    hidden_in = torch.nn.utils.rnn.pad_sequence([stored[int(r)] for r in rows], batch_first=True)
+                hidden = self._segment(s, ids, mask, tt, hidden_in)
+                keep, state = self._apply_exit(s, hidden, mask, rows, state, out)
+                kept = rows[keep]
+                if len(kept) and s < self.num_exits - 1:
+                    survivors.append(kept)
+                    if not self.multi_model:
+                        h = hidden[keep.to(hidden.device)]
+                        for j, r in enumerate(kept.tolist()):
+                            next_stored[r] = h[j, : int(widths[r])]
+            alive = torch.cat(survivors) if survivors else torch.zeros(0, dtype=torch.long)
+            stored = next_stored
+        assert (out.exit_index >= 0).all()
+        return out
+
+    def _apply_exit(self, i: int, hidden: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, state, out: BatchResult):
+        """Exit ``i`` on a batch of ``rows``: record the rows that leave; return (keep-mask, window state)."""
+        logits, pooled = self.model.heads[i](hidden, to_device(mask, self.device))
+        logits = logits.float()
+        sub = self.policy.select_state(state, rows) if state is not None else None
+        score, sub = self.policy.score(i, logits, pooled, sub)
+        state = _assign_state(state, rows, sub)
+        last = i == self.num_exits - 1
+        leave = torch.ones_like(score, dtype=torch.bool) if last else self.policy.should_exit(score, self.threshold)
+        if leave.any():
+            idx = rows[leave.cpu()].numpy()
+            out.exit_index[idx] = i
+            out.label[idx] = logits[leave].argmax(-1).cpu().numpy()
+            out.score[idx] = score[leave].float().cpu().numpy()
+            out.probabilities[idx] = self.policy.probabilities(i, logits[leave]).cpu().numpy()
+        return (~leave).cpu(), state
+
+    def _segment(self, s: int, ids, mask, tt, hidden_in) -> torch.Tensor:
+        """Run segment ``s`` on one batch; returns the exit's representation [B, W, d]."""
+        dev = self.device
+        kwargs = self.model._backbone_kwargs(ids.to(dev), mask.to(dev), None if tt is None else tt.to(dev))
+        if self.multi_model:
+            return self.model.backbones[s](**kwargs).last_hidden_state
+        start, end = self.segments[s]
+        last = end >= len(self.layers)
+        seg = self.layers[start : end if last else end + 1]
+        captured: list[torch.Tensor] = []
+
+        def substitute(module, args, kw):
+            h = hidden_in.to(dev)
+            if args:
+                return (h, *args[1:]), kw
+            return args, {**kw, "hidden_states": h}
+
+        def capture(module, args, kw):
+            captured.append(args[0] if args else kw["hidden_states"])
+            raise _SegmentDone
+
+        handles = []
+        if hidden_in is not None:
+            handles.append(seg[0].register_forward_pre_hook(substitute, with_kwargs=True))
+        if not last:
+            handles.append(seg[-1].register_forward_pre_hook(capture, with_kwargs=True))
+        original = getattr(self._owner, self._attr)
+        conv = getattr(self._owner, "conv", None)
+        try:
+            setattr(self._owner, self._attr, nn.ModuleList(seg))
+            if start > 0 and conv is not None:  # DeBERTa-v2: its convolution follows layer 1 only
+                self._owner.conv = None
+            out = self.model.backbones[0](**kwargs).last_hidden_state
+        except _SegmentDone:
+            out = captured[0]
+        finally:
+            setattr(self._owner, self._attr, original)
+            if conv is not None:
+                self._owner.conv = conv
+            for h in handles:
+                h.remove()
         return out

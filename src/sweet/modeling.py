@@ -181,6 +181,8 @@ class ExitHead(nn.Module):
         return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
 
     def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        # an encoder cast to bf16/fp16 for inference (sweet.precision) feeds this float32 head: pool in float32
+        hidden = hidden.to(self.dense.weight.dtype)
         pooled = torch.tanh(self.dense(self.pool(hidden, attention_mask)))
         return self.classifier(self.dropout(pooled)), pooled
 

@@ -490,41 +490,20 @@ def evaluate_run(
 
 
 def predict_texts(model_or_run_dir: str | Path, lines: Sequence[str], threshold: float, task: str | None = None,
-                  batch_size: int = 64, policy: str = "confidence") -> list[dict]:
-    """Predict unlabelled texts with an exit policy (default: confidence) at ``threshold``. Each row gets the
-    label, the exit layer and the calibrated max probability at that exit (``confidence``); with another
-    policy also that policy's score there (``score``)."""
+                  batch_size: int = 64, policy: str = "confidence", device: str = "auto",
+                  precision: str = "auto") -> list[dict]:
+    """Predict unlabelled lines (pair tasks: two tab-separated texts) with an exit policy (default: confidence) at
+    ``threshold``, through :class:`sweet.predictor.Predictor`. Each row gets the label, the exit layer and the
+    calibrated max probability at that exit (``confidence``); with another policy also that policy's score
+    there (``score``)."""
     from .batching import encode
-    from .data import get_task, read_unlabelled
-    from .inference import EarlyExitEngine
-    from .modeling import MultiExitModel
-    from .policies import check_threshold, make_policy
+    from .data import read_unlabelled
+    from .policies import check_threshold
+    from .predictor import Predictor
 
     threshold = check_threshold(threshold)
-    mdir = model_dir_of(model_or_run_dir)
-    model = MultiExitModel.from_pretrained(mdir)
-    exit_policy = make_policy(policy, model)
-    tokenizer = load_tokenizer(str(mdir))
-    task_name = task or model.config.task
-    if task_name is None:
-        raise SweetError("the model does not record its task; pass --task")
-    t = get_task(task_name)
-    if t.num_labels != model.config.num_labels:
-        raise SweetError(f"the model has {model.config.num_labels} labels but task {t.name} has {t.num_labels}; "
-                         f"pass the task it was trained on ({model.config.task})")
-    examples = read_unlabelled(lines, t)
-    run_cfg = Path(model_or_run_dir) / RUN_CONFIG
-    max_length = load_run_config(model_or_run_dir).max_length if run_cfg.is_file() else 256
-    collator = make_collator(tokenizer, model)
-    enc = encode(tokenizer, examples, effective_max_length(max_length, tokenizer, model))
-    engine = EarlyExitEngine(model, exit_policy, threshold)
-    result = engine.predict(enc, collator, batch_size)
-    chosen, preds, score = result.exit_index, result.label, result.score
-    conf = result.probabilities.max(1)
-    names = model.config.label_names or [str(i) for i in range(model.config.num_labels)]
-    rows = [{"label": names[int(p)], "label_id": int(p), "exit_layer": model.exit_layers[int(c)], "confidence": float(q)}
-            for c, p, q in zip(chosen, preds, conf)]
-    if policy != "confidence":
-        for row, s in zip(rows, score):
-            row["score"] = float(s)
-    return rows
+    predictor = Predictor.load(model_or_run_dir, device=device, precision=precision, task=task, threshold=threshold,
+                               policy=policy, batch_size=batch_size)
+    examples = read_unlabelled(lines, predictor.task)
+    enc = encode(predictor.tokenizer, examples, predictor.max_length)
+    return predictor.predict_encoded(enc)

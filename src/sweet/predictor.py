@@ -1,0 +1,152 @@
+"""One predictor object behind ``sweet predict``, ``sweet serve`` and ``sweet bench``.
+
+>>> import sweet
+>>> clf = sweet.load("runs/demo/sst2-sweet", device="auto", precision="auto")
+>>> clf.predict(["a gripping, funny film", "tedious"], threshold=0.9)
+[{'label': 'positive', 'label_id': 1, 'exit_layer': 1, 'confidence': 0.97}, ...]
+
+Pair tasks take pairs: ``clf.predict([("premise", "hypothesis"), ...])``. Each answer holds the label, the layer
+the example left at and the calibrated max probability there (``confidence``); with a policy other than
+``confidence`` also that policy's ``score``.
+
+A predictor runs one engine call at a time (the engine swaps the encoder's layer list while it runs a segment):
+share it between threads behind a lock, as :mod:`sweet.serving` does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import SweetError
+
+DEFAULT_THRESHOLD = 0.9
+
+
+class Predictor:
+    """A trained multi-exit model ready to answer: tokenizer, exit policies, device and precision."""
+
+    def __init__(self, model, tokenizer, task, *, max_length: int = 256, threshold: float = DEFAULT_THRESHOLD,
+                 policy: str = "confidence", batch_size: int = 64, source: str | None = None):
+        from .policies import check_threshold, make_policy
+        from .precision import model_placement
+        from .runs import effective_max_length, make_collator
+
+        if batch_size < 1:
+            raise SweetError(f"batch size must be positive, got {batch_size}")
+        self.model, self.tokenizer, self.task = model, tokenizer, task
+        self.placement = model_placement(model)
+        self.max_length = effective_max_length(max_length, tokenizer, model)
+        self.collator = make_collator(tokenizer, model)
+        self.threshold = check_threshold(threshold)
+        self.batch_size = int(batch_size)
+        self.source = source
+        self._policies: dict[str, Any] = {}
+        self._make_policy = make_policy
+        self.policy = policy
+        self.get_policy(policy)  # fail now on a policy this model cannot use
+        self.label_names = list(model.config.label_names or [str(i) for i in range(model.config.num_labels)])
+
+    # ------------------------------------------------------------------------------------------ loading
+
+    @classmethod
+    def load(cls, run_dir: str | Path, *, device: str = "auto", precision: str = "auto", task: str | None = None,
+             threshold: float = DEFAULT_THRESHOLD, policy: str = "confidence", batch_size: int = 64) -> "Predictor":
+        """Load a run directory (or its ``model/`` directory) onto ``device`` in ``precision``
+        (:mod:`sweet.precision`)."""
+        from .data import get_task
+        from .modeling import MultiExitModel
+        from .precision import placement, prepare_for_inference
+        from .runs import RUN_CONFIG, load_run_config, load_tokenizer, model_dir_of
+
+        where = placement(device, precision)  # a bad device/precision fails before the model is read
+        mdir = model_dir_of(run_dir)
+        model = MultiExitModel.from_pretrained(mdir)
+        tokenizer = load_tokenizer(str(mdir))
+        task_name = task or model.config.task
+        if task_name is None:
+            raise SweetError("the model does not record its task; pass the task (--task)")
+        t = get_task(task_name)
+        if t.num_labels != model.config.num_labels:
+            raise SweetError(f"the model has {model.config.num_labels} labels but task {t.name} has {t.num_labels}; "
+                             f"pass the task it was trained on ({model.config.task})")
+        max_length = load_run_config(run_dir).max_length if (Path(run_dir) / RUN_CONFIG).is_file() else 256
+        model = prepare_for_inference(model, where)
+        return cls(model, tokenizer, t, max_length=max_length, threshold=threshold, policy=policy,
+                   batch_size=batch_size, source=str(run_dir))
+
+    # ------------------------------------------------------------------------------------------ answering
+
+    def get_policy(self, name: str):
+        if name not in self._policies:
+            self._policies[name] = self._make_policy(name, self.model)
+        return self._policies[name]
+
+    def examples(self, inputs: Sequence) -> Any:
+        """Check and convert inputs: strings for single-text tasks, (text, text) pairs for pair tasks."""
+        from .data import Examples
+
+        if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
+            raise SweetError("inputs must be a list of texts (pair tasks: a list of [text, text] pairs)")
+        if len(inputs) == 0:
+            raise SweetError("inputs are empty: give at least one text")
+        arity = len(self.task.text_fields)
+        texts = []
+        for i, item in enumerate(inputs):
+            parts = (item,) if isinstance(item, str) else item
+            if isinstance(parts, (str, bytes)) or not isinstance(parts, Sequence) or len(parts) != arity:
+                want = "a text" if arity == 1 else f"a pair of {arity} texts ({', '.join(self.task.text_fields)})"
+                raise SweetError(f"item {i}: {self.task.name} expects {want} per item, got {_describe(item)}")
+            if not all(isinstance(p, str) for p in parts):
+                raise SweetError(f"item {i}: texts must be strings, got {_describe(item)}")
+            if not all(p.strip() for p in parts):
+                raise SweetError(f"item {i}: empty text")
+            texts.append(tuple(parts))
+        return Examples(texts, None, name="input")
+
+    def predict(self, inputs: Sequence, threshold: float | None = None, policy: str | None = None,
+                batch_size: int | None = None) -> list[dict]:
+        """Answer every input, in input order."""
+        from .batching import encode
+
+        return self.predict_encoded(encode(self.tokenizer, self.examples(inputs), self.max_length, warn=False),
+                                    threshold, policy, batch_size)
+
+    def predict_encoded(self, encoded, threshold: float | None = None, policy: str | None = None,
+                        batch_size: int | None = None, sort_by_length: bool = True) -> list[dict]:
+        from .inference import EarlyExitEngine
+        from .policies import check_threshold
+
+        threshold = self.threshold if threshold is None else check_threshold(threshold)
+        name = policy or self.policy
+        engine = EarlyExitEngine(self.model, self.get_policy(name), threshold)
+        result = engine.predict(encoded, self.collator, batch_size or self.batch_size, sort_by_length=sort_by_length)
+        return self.rows(result, name)
+
+    def rows(self, result, policy: str) -> list[dict]:
+        """Answers from an engine result (:class:`~sweet.inference.BatchResult`)."""
+        layers = self.model.exit_layers
+        conf = result.probabilities.max(1)
+        out = [{"label": self.label_names[int(p)], "label_id": int(p), "exit_layer": layers[int(c)],
+                "confidence": float(q)} for c, p, q in zip(result.exit_index, result.label, conf)]
+        if policy != "confidence":
+            for row, s in zip(out, result.score):
+                row["score"] = float(s)
+        return out
+
+    def info(self) -> dict:
+        cfg = self.model.config
+        return {"task": self.task.name, "labels": self.label_names, "method": cfg.method, "backbone": cfg.backbone,
+                "exit_layers": list(cfg.exit_layers), "policy": self.policy, "threshold": self.threshold,
+                "max_length": self.max_length, "batch_size": self.batch_size,
+                "text_fields": list(self.task.text_fields), **self.placement.to_dict()}
+
+
+def _describe(item) -> str:
+    text = repr(item)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def load(run_dir: str | Path, **kwargs) -> Predictor:
+    """``sweet.load(run_dir, device="auto", precision="auto", ...)``: see :meth:`Predictor.load`."""
+    return Predictor.load(run_dir, **kwargs)
