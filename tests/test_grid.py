@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from sweet.errors import SweetError
-from sweet.grid import (
+from sweet.experiments import (
     GRID_FILE,
     LAUNCHES_FILE,
     PRESETS,
@@ -31,7 +31,7 @@ from sweet.grid import (
     spec_to_toml,
 )
 from sweet.io import read_json
-from sweet.report import aggregate_curves, cost_label, t_interval, write_report
+from sweet.experiments import aggregate_curves, cost_label, t_interval, write_report
 from sweet.runs import RunConfig
 
 from .conftest import one_torch_thread

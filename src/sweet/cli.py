@@ -266,7 +266,7 @@ def grid(
 ) -> None:
     """Run an experiment grid (tasks x methods x seeds x learning rates). Resumable: finished runs are skipped,
     so a killed grid continues where it stopped. Then 'sweet report GRID_DIR'."""
-    from .grid import check_field, load_spec_file, preset as get_preset, run_grid, grid_status, spec_from_dict, stored_spec
+    from .experiments import check_field, load_spec_file, preset as get_preset, run_grid, grid_status, spec_from_dict, stored_spec
 
     flags = {
         "tasks": _split_flag("--tasks", tasks, str), "methods": _split_flag("--methods", methods, str),
@@ -312,7 +312,7 @@ def report(
 ) -> None:
     """Aggregate a grid: choose learning rates on the calibration split, then mean and 95% CI over seeds of every
     per-exit score and interpolated point; Markdown + JSON + speed-accuracy PNGs."""
-    from .report import REPORT_MD, write_report
+    from .experiments import REPORT_MD, write_report
 
     out = output if output is not None else grid_dir / "report"
     rep = write_report(grid_dir, out, partial=partial, command=_command_line())
