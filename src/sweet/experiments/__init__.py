@@ -6,7 +6,10 @@ One module per concept:
 - :mod:`~sweet.experiments.spec`: what a grid runs (:class:`GridSpec`), presets, validation, TOML/YAML/JSON;
 - :mod:`~sweet.experiments.plan`: the runs of a grid, their keys and directories, data fingerprints, time
   estimates, which runs are finished;
-- :mod:`~sweet.experiments.store`: the grid directory on disk (manifest, stored spec, launch records);
+- :mod:`~sweet.experiments.store`: the grid directory on disk (manifest, stored spec, launch records), what of it
+  is committed (its .gitignore) and the runs' split digests;
+- :mod:`~sweet.experiments.continuation`: continuing a grid from its committed results on any machine: finished
+  runs are reused, a change of data, options or sampling since they ran is refused, naming what changed;
 - :mod:`~sweet.experiments.backends`: executing a grid (:func:`run_grid`) on the local or the Ray back-end;
 - :mod:`~sweet.experiments.selection`: learning rate and gradient scale chosen on the calibration split;
 - :mod:`~sweet.experiments.aggregate`: t-intervals over seeds, averaged curves, comparisons, size sweeps;
@@ -17,21 +20,23 @@ One module per concept:
 
 from .aggregate import VERSUS, aggregate_curves, curve_on_grid, is_size_sweep, t_interval, versus_point
 from .backends import BACKENDS, GridResult, execute_run, grid_status, run_grid
-from .plan import GridRun, TaskInfo, expand, inspect_tasks, plan, resolve_grid_data_dir, run_key, run_rel_dir, run_state, sha256_file
+from .continuation import check_continuation, describe_changes
+from .plan import GridRun, TaskInfo, expand, inspect_tasks, resolve_grid_data_dir, run_key, run_rel_dir, run_state, sha256_file
 from .plots import METHOD_COLORS, method_color, plot_curves, plot_gaps
 from .report import build_report, collect, write_report
 from .selection import SELECTION_CRITERION, select_alpha, select_learning_rates
 from .spec import PRESETS, SPEC_FIELDS, GridSpec, check_field, load_spec_file, preset, spec_from_dict, spec_to_toml
-from .store import GRID_FILE, LAUNCHES_FILE, RUNS_DIR, SPEC_TOML, load_grid, stored_spec
+from .store import (GITIGNORE, GRID_FILE, LAUNCHES_FILE, RUNS_DIR, SPEC_TOML, SPLITS_DIGEST, load_grid, splits_digest,
+                    stored_spec)
 from .tables import REPORT_JSON, REPORT_MD, TASK_LABELS, cost_label, render_markdown
 
 __all__ = [
-    "BACKENDS", "GRID_FILE", "LAUNCHES_FILE", "METHOD_COLORS", "PRESETS", "REPORT_JSON", "REPORT_MD", "RUNS_DIR",
-    "SELECTION_CRITERION", "SPEC_FIELDS", "SPEC_TOML", "TASK_LABELS", "VERSUS",
+    "BACKENDS", "GITIGNORE", "GRID_FILE", "LAUNCHES_FILE", "METHOD_COLORS", "PRESETS", "REPORT_JSON", "REPORT_MD", "RUNS_DIR",
+    "SELECTION_CRITERION", "SPEC_FIELDS", "SPEC_TOML", "SPLITS_DIGEST", "TASK_LABELS", "VERSUS",
     "GridResult", "GridRun", "GridSpec", "TaskInfo",
-    "aggregate_curves", "build_report", "check_field", "collect", "cost_label", "curve_on_grid", "execute_run",
-    "expand", "grid_status", "inspect_tasks", "is_size_sweep", "load_grid", "load_spec_file", "method_color", "plan",
+    "aggregate_curves", "build_report", "check_continuation", "check_field", "collect", "cost_label", "curve_on_grid", "describe_changes", "execute_run",
+    "expand", "grid_status", "inspect_tasks", "is_size_sweep", "load_grid", "load_spec_file", "method_color",
     "plot_curves", "plot_gaps", "preset", "render_markdown", "resolve_grid_data_dir", "run_grid", "run_key",
-    "run_rel_dir", "run_state", "select_alpha", "select_learning_rates", "sha256_file", "spec_from_dict",
+    "run_rel_dir", "run_state", "select_alpha", "select_learning_rates", "sha256_file", "spec_from_dict", "splits_digest",
     "spec_to_toml", "stored_spec", "t_interval", "versus_point", "write_report",
 ]

@@ -18,8 +18,9 @@ from ..errors import SweetError
 from ..io import atomic_write_json, atomic_write_text
 from ..runs import METRICS, RUN_CONFIG, RunConfig
 from .plan import GridRun, plan, run_state
+from .continuation import DATA_SHA256, check_continuation
 from .spec import GridSpec, spec_to_toml
-from .store import GRID_FILE, SPEC_TOML, Launch, check_grid_dir, now
+from .store import GRID_FILE, SPEC_TOML, Launch, check_grid_dir, now, write_gitignore, write_splits_digest
 
 BACKENDS = ("local", "ray")
 
@@ -150,8 +151,10 @@ def run_grid(
     check_grid_dir(grid_dir, spec, update_spec)
     runs, tasks, ddir = plan(spec, grid_dir, data_dir)
     states = {r.rel_dir: run_state(grid_dir, r) for r in runs}
+    check_continuation(grid_dir, runs, tasks, ddir, update_spec)
     pending = [r for r in runs if states[r.rel_dir] != "finished"]
     grid_dir.mkdir(parents=True, exist_ok=True)
+    write_gitignore(grid_dir)
     atomic_write_json(grid_dir / GRID_FILE, {
         "spec": spec.to_dict(),
         "updated": now(),
@@ -173,6 +176,7 @@ def run_grid(
 
     def on_done(r: GridRun, summary: dict | None, error: str | None) -> None:
         if error is None:
+            write_splits_digest(grid_dir / r.rel_dir, r.config.extra.get(DATA_SHA256, {}))
             result.executed.append(r.rel_dir)
             fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
             msg = (f"done {r.label} in {summary['seconds']:.0f}s: AUC {fmt(summary['auc'])} "
