@@ -166,7 +166,9 @@ def demo(
 ) -> None:
     """The main job: fine-tune the packaged all-MiniLM-L6-v2 (exits after layers 1,2,4,6) on a 6K random sample
     of SST-2, calibrate, evaluate on the SST-2 validation split, and print per-exit scores and the curve.
-    Offline; about 5-10 minutes per method on 2 CPU cores (multi_model about twice that)."""
+    Offline; about 5-10 minutes per method on 2 CPU cores (multi_model about twice that). Each run directory also
+    gets curve.png, the run's speed-accuracy curve."""
+    from .experiments import write_run_curve
     from .modeling import METHODS
 
     methods = list(METHODS) if method == "all" else [method]
@@ -175,6 +177,7 @@ def demo(
         typer.echo(f"=== demo: SST-2, {m}, default backbone, exits 1,2,4,6 ===")
         metrics = _run_one("sst2", m, "default", None, n_train, seed, learning_rate, epochs, 16, 256, "auto", data_dir,
                            "local", output / f"sst2-{m}", True, progress)
+        typer.echo(f"speed-accuracy curve: {write_run_curve(output / f'sst2-{m}', metrics)}")
         summary.append(metrics)
         typer.echo("")
     if len(summary) > 1:

@@ -1,25 +1,63 @@
-"""Figures: the speed-accuracy curves of a grid's methods (mean and 95% CI band over seeds) and the size sweep's
-gap-to-Early-Exit plot; every method keeps one colour across figures."""
+"""Figures: the speed-accuracy curves of a grid's methods (mean and 95% CI band over seeds), the size sweep's
+gap-to-Early-Exit plot, and one run's curve (``curve.png`` in a run directory, written by ``sweet demo``).
+
+Every method of a figure has its own colour (:func:`method_colors`); a method family keeps its colour across
+figures and reports where it can.
+"""
 
 from __future__ import annotations
 
+import colorsys
+import itertools
 from pathlib import Path
+from typing import Iterator, Sequence
 
 import numpy as np
 
-from ..io import atomic_save_figure
+from ..errors import SweetError
+from ..io import atomic_save_figure, read_json
 from ..methods import SELECTED_ALPHA, method_label
-from .tables import gap_label
+from ..runs import METRICS
+from .tables import TASK_LABELS, gap_label, metric_label
+
+RUN_CURVE = "curve.png"  # one run's speed-accuracy curve, in its run directory
 
 METHOD_COLORS = {SELECTED_ALPHA: "black", "early_exit": "tab:blue", "sweet": "tab:red", "multi_model": "tab:green",
                  "grad_scale": "tab:purple", "grad_scale_first": "tab:cyan", "pcgrad": "tab:orange",
                  "sweet_then_ee": "tab:brown", "ee_then_sweet": "tab:pink", "distill": "tab:olive"}
 
 
+#: colours for the methods whose own colour is taken (a second grad_scale alpha, ...): none of the families' (nor
+#: grey, the colour of the cost-1 line)
+SPARE_COLORS = ("gold", "navy", "lime", "teal", "magenta", "sienna", "slateblue", "darkred", "darkkhaki",
+                "deepskyblue")
+
+
 def method_color(method: str) -> str | None:
-    """One colour per method family, or for the full name (``grad_scale@selected``); None: matplotlib's cycle,
-    e.g. for a second grad_scale alpha."""
+    """The colour of a method's family, or of the full name (``grad_scale@selected``); None for a method without
+    one. Two methods of one family share it: a figure's colours come from :func:`method_colors`."""
     return METHOD_COLORS.get(method, METHOD_COLORS.get(method.partition("@")[0]))
+
+
+def _spare_colors() -> Iterator[str]:
+    """:data:`SPARE_COLORS`, then as many more as needed (hues spread by the golden ratio)."""
+    yield from SPARE_COLORS
+    for i in itertools.count():
+        r, g, b = colorsys.hsv_to_rgb((i * 0.618033988749895) % 1.0, 0.75, 0.7 if i % 2 else 0.9)
+        yield f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
+
+
+def method_colors(methods: Sequence[str]) -> dict[str, str]:
+    """A distinct colour for every method, in order: its own (:func:`method_color`) while no earlier method has
+    it, else the next spare colour (so ``grad_scale@0.25`` and ``grad_scale@0.5`` do not share purple, and no
+    method borrows Early-Exit's blue)."""
+    out: dict[str, str] = {}
+    for m in dict.fromkeys(methods):
+        color = method_color(m)
+        if color is None or color in out.values():
+            color = next(c for c in _spare_colors() if c not in out.values())
+        out[m] = color
+    return out
 
 
 def plot_curves(by_method: dict, methods: list[str], title: str, ylabel: str, path: Path,
@@ -31,7 +69,7 @@ def plot_curves(by_method: dict, methods: list[str], title: str, ylabel: str, pa
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=100)
-    used: set = set()
+    colors = method_colors(methods)
     for m in methods:
         if m not in by_method:
             continue
@@ -39,11 +77,8 @@ def plot_curves(by_method: dict, methods: list[str], title: str, ylabel: str, pa
         x = np.asarray(c["cost"])
         mean = np.asarray([np.nan if v is None else v for v in c["mean"]], dtype=float)
         label = f"{method_label(m)} (n={c['n']})"
-        color = method_color(m)
-        color = None if color in used else color  # e.g. a second grad_scale alpha: the next colour of the cycle
-        (line,) = ax.plot(x, mean, color=color, label=label, linewidth=1.8)
-        color = line.get_color()
-        used.add(color)
+        color = colors[m]
+        ax.plot(x, mean, color=color, label=label, linewidth=1.8)
         if all(v is not None for v in c["low"]):
             low = np.clip(np.asarray(c["low"], dtype=float), *bounds)
             high = np.clip(np.asarray(c["high"], dtype=float), *bounds)
@@ -70,7 +105,7 @@ def plot_gaps(points: list[dict], title: str, path: Path) -> Path:
     layers = list(dict.fromkeys(p["exit_layer"] for p in points))
     methods = list(dict.fromkeys(p["method"] for p in points))
     sizes = sorted({p["n_train"] for p in points})
-    colors = {m: method_color(m) or f"C{i}" for i, m in enumerate(methods)}
+    colors = method_colors(methods)
     fig, axes = plt.subplots(1, len(layers), figsize=(max(4.5, 2.7 * len(layers)), 3.6), dpi=100, sharey=True,
                              squeeze=False)
     for ax, layer in zip(axes[0], layers):
@@ -98,3 +133,21 @@ def plot_gaps(points: list[dict], title: str, path: Path) -> Path:
     fig.tight_layout()
     return atomic_save_figure(fig, path)  # atomic, like every other result file
 
+
+
+def write_run_curve(run_dir: str | Path, metrics: dict | None = None) -> Path:
+    """One run's speed-accuracy curve (``metrics.json`` -> ``evaluation``: score against cost ratio over the
+    threshold grid) as ``RUN_DIR/curve.png``. ``metrics``: the run's metrics, if at hand (else read)."""
+    run_dir = Path(run_dir)
+    if metrics is None:
+        if not (run_dir / METRICS).is_file():
+            raise SweetError(f"{run_dir} has no {METRICS}: it is not a finished run, so it has no curve to draw")
+        metrics = read_json(run_dir / METRICS)
+    ev, method = metrics["evaluation"], metrics["method"]
+    points = sorted(ev["curve"], key=lambda p: (p["cost_ratio"], p["threshold"]))
+    curve = {"cost": [p["cost_ratio"] for p in points], "mean": [p["score"] for p in points],
+             "low": [None] * len(points), "high": [None] * len(points), "n": 1}
+    title = (f"{TASK_LABELS.get(metrics['task'], metrics['task'])}, {method_label(method)}, seed {metrics['seed']} "
+             f"({ev['split']} split, {ev['n_examples']} examples)")
+    return plot_curves({method: {"curve": curve}}, [method], title, metric_label(ev["metric"]), run_dir / RUN_CURVE,
+                       bounds=(0.0, 100.0) if ev["metric"] == "accuracy" else (-100.0, 100.0))
