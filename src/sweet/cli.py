@@ -90,7 +90,7 @@ def train(
     overwrite: bool = typer.Option(False, help="Replace a finished run in --output."),
     checkpoint_every: int = typer.Option(200, help="Save a training checkpoint (model, optimizer, scheduler, RNG states, data position) every N optimizer steps into OUTPUT/checkpoint; 0 turns checkpoints off."),
     resume: bool = typer.Option(False, help="Continue the unfinished run in --output from its checkpoint (pass the same options); the result equals that of an uninterrupted run."),
-    learn_exit: bool = typer.Option(False, "--learn-exit", help="Also fit learning-to-exit modules (one Linear+sigmoid per exit, MSE against 'this exit is correct') after fine-tuning, on the training sample with the model frozen; enables --policy learned."),
+    learn_exit: bool = typer.Option(False, "--learn-exit", help="Also fit learning-to-exit modules (one Linear+sigmoid per exit, MSE against 'this exit is correct') after fine-tuning, on the held-out calibration split with the model frozen; enables --policy learned."),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Fine-tune a multi-exit model on a GLUE task, calibrate it on held-out data, and evaluate it (the confidence
