@@ -281,3 +281,23 @@ def test_bench_with_another_policy_serves_the_evaluated_curve(learned_run):
     assert report["policy"] == "learned"
     served = [p["cost_ratio"] for p in report["points"] if not p["baseline"]]
     assert served == pytest.approx([p["cost_ratio"] for p in metrics["policies"]["learned"]["curve"]])
+
+
+def test_policy_errors_are_listed_in_the_error_table_verbatim():
+    """The library-level exit-policy errors (docs/errors.md, 'Exit policies from Python')."""
+    from pathlib import Path
+
+    from sweet.policies import check_threshold
+
+    table = (Path(__file__).parents[1] / "docs" / "errors.md").read_text(encoding="utf-8")
+    cases = [
+        lambda: check_threshold(1.5),
+        lambda: ConfidencePolicy([1.0, 0.0]),
+        lambda: PatiencePolicy(0),
+        lambda: LearnedExitPolicy([torch.zeros(1, 2), torch.zeros(1, 2)], [torch.zeros(1)]),
+        lambda: LearnedExitPolicy([torch.zeros(1, 2)], [torch.zeros(1)]).score(0, torch.zeros(1, 2), None, None),
+    ]
+    for case in cases:
+        with pytest.raises(SweetError) as info:
+            case()
+        assert f"`{info.value}`" in table, str(info.value)
