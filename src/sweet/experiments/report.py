@@ -202,6 +202,18 @@ def write_report(grid_dir: str | Path, output: str | Path | None = None, partial
     grid_dir = Path(grid_dir)
     out = Path(output) if output is not None else grid_dir / "report"
     report = build_report(grid_dir, partial=partial, command=command)
+    figures = write_figures(report, out)
+    report["figures"] = figures
+    atomic_write_json(out / REPORT_JSON, report)
+    atomic_write_text(out / REPORT_MD, render_markdown(report, figures))
+    return report
+
+
+def write_figures(report: dict, out: str | Path) -> dict[str, str]:
+    """The report's PNGs into ``out``: one speed-accuracy figure per task, the average over tasks, and in a size
+    sweep one gap-vs-size figure per task. Returns {task, 'average' or 'gap-TASK': file name}. Needs only the
+    report dict (a stored report.json redraws its figures)."""
+    out = Path(out)
     methods = report["methods"]
     figures: dict[str, str] = {}
     for task, by_method in report["per_task"].items():
@@ -222,7 +234,4 @@ def write_report(grid_dir: str | Path, output: str | Path | None = None, partial
                   + (f"(mean and 95% CI over {n_seeds} seeds)" if n_seeds > 1 else "(one seed: no interval)"),
                   out / name)
         figures[f"gap-{task}"] = name
-    report["figures"] = figures
-    atomic_write_json(out / REPORT_JSON, report)
-    atomic_write_text(out / REPORT_MD, render_markdown(report, figures))
-    return report
+    return figures
