@@ -25,7 +25,7 @@ from .plan import (GridRun, TaskInfo, expand, inspect_tasks, resolve_grid_data_d
                    sha256_file)
 from .plots import (METHOD_COLORS, RUN_CURVE, method_color, method_colors, plot_curves, plot_gaps,
                     write_run_curve)
-from .report import build_report, collect, write_report
+from .report import build_report, collect, write_figures, write_report
 from .selection import SELECTION_CRITERION, select_alpha, select_learning_rates
 from .spec import PRESETS, SPEC_FIELDS, GridSpec, check_field, load_spec_file, preset, spec_from_dict, spec_to_toml
 from .store import (GITIGNORE, GRID_FILE, LAUNCHES_FILE, RUNS_DIR, SPEC_TOML, SPLITS_DIGEST, load_grid, splits_digest,
@@ -41,5 +41,5 @@ __all__ = [
     "method_color", "method_colors", "plot_curves", "plot_gaps", "preset", "render_markdown",
     "resolve_grid_data_dir", "run_grid", "run_key", "run_rel_dir", "run_state", "select_alpha",
     "select_learning_rates", "sha256_file", "spec_from_dict", "spec_to_toml", "splits_digest", "stored_spec",
-    "t_interval", "versus_point", "write_report", "write_run_curve",
+    "t_interval", "versus_point", "write_figures", "write_report", "write_run_curve",
 ]
