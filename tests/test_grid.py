@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 
 from sweet.errors import SweetError
-from sweet.grid import (
+from sweet.experiments import (
     GRID_FILE,
     LAUNCHES_FILE,
     PRESETS,
+    SPLITS_DIGEST,
     GridSpec,
     execute_run,
     expand,
@@ -30,8 +31,8 @@ from sweet.grid import (
     spec_from_dict,
     spec_to_toml,
 )
-from sweet.io import read_json
-from sweet.report import aggregate_curves, cost_label, t_interval, write_report
+from sweet.experiments import aggregate_curves, cost_label, t_interval, write_report
+from sweet.io import atomic_write_json, read_json
 from sweet.runs import RunConfig
 
 from .conftest import one_torch_thread
@@ -457,3 +458,137 @@ def test_unknown_backend_and_a_run_directory_with_another_config_are_refused(loc
     victim.write_text(json.dumps(cfg), encoding="utf-8")
     with pytest.raises(SweetError, match=r"holds a run with a different config \(fields: epochs\)"):
         run_grid(spec, copy, data_dir=str(tiny_glue_dir), progress=False)
+
+
+# ---------------------------------------------------------------------------------------- results that survive the machine
+
+
+LIGHT_FILES = {"run_config.json", "metrics.json", "train_log.json", SPLITS_DIGEST}
+
+
+def _git(cwd: Path, *args: str) -> str:
+    env = {**os.environ, "GIT_CONFIG_GLOBAL": os.devnull, "GIT_CONFIG_NOSYSTEM": "1"}
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.org", "-c", "init.defaultBranch=main",
+                           *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout
+
+
+def _light_copy(grid_dir: Path, dest: Path) -> Path:
+    """The grid as a commit holds it: no weights, no checkpoints, no per-run sample ids."""
+    import shutil
+
+    shutil.copytree(grid_dir, dest, ignore=shutil.ignore_patterns("model", "checkpoint", "splits.json"))
+    return dest
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("a finished run was run again")
+
+
+def test_committed_results_continue_on_a_fresh_clone_elsewhere(local_grid, tmp_path, tiny_glue_dir, monkeypatch):
+    import shutil
+
+    spec, grid_dir, _ = local_grid
+    runs = [r["dir"] for r in read_json(grid_dir / GRID_FILE)["runs"]]
+    assert all((grid_dir / d / SPLITS_DIGEST).is_file() and (grid_dir / d / "model").is_dir() for d in runs)
+    # commit the grid the documented way, in a repository that (like this project's) ignores runs/ at its root
+    repo = tmp_path / "machine-a" / "repo"
+    repo.mkdir(parents=True)
+    _git(repo, "init", "-q")
+    (repo / ".gitignore").write_text("runs/\n", encoding="utf-8")
+    shutil.copytree(grid_dir, repo / "docs" / "results" / "paper")
+    _git(repo, "add", ".gitignore", "docs/results/paper")
+    _git(repo, "commit", "-q", "-m", "grid results")
+    committed = _git(repo, "ls-files").split()
+    assert not [f for f in committed if "/model/" in f or "/checkpoint/" in f or f.endswith("/splits.json")]
+    assert {f.rsplit("/", 1)[1] for f in committed if "/runs/" in f} == LIGHT_FILES
+    assert len([f for f in committed if f.endswith("/metrics.json")]) == 16
+
+    # a fresh clone on another path, with the data elsewhere too, and the first machine's paths recorded
+    clone = tmp_path / "machine-b" / "clone"
+    _git(tmp_path, "clone", "-q", str(repo), str(clone))
+    copy = clone / "docs" / "results" / "paper"
+    data = shutil.copytree(tiny_glue_dir, tmp_path / "machine-b" / "glue")
+    assert not list(copy.rglob("model")) and not list(copy.rglob("splits.json"))
+    launches = read_json(copy / LAUNCHES_FILE)
+    assert all(x["data_dir"] == str(tiny_glue_dir) for x in launches)
+    for x in launches:
+        x["data_dir"] = str(tmp_path / "machine-a" / "glue")  # not on this machine
+    atomic_write_json(copy / LAUNCHES_FILE, launches)
+
+    again = run_grid(spec, copy, data_dir=str(data), progress=False, executor=_never)
+    assert again.skipped == 16 and again.executed == [] and not again.failed
+    # the command line: the spec stored in the grid, the data from $SWEET_GLUE_DIR (the recorded path is gone)
+    monkeypatch.setenv("SWEET_GLUE_DIR", str(data))
+    p = _cli("grid", "--output", str(copy), "--no-progress", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out, err = p.communicate(timeout=240)
+    assert p.returncode == 0, err
+    assert "16 runs, 16 already finished, 0 run now" in out
+
+    rep = write_report(copy, tmp_path / "rep")
+    original = write_report(grid_dir, tmp_path / "rep-original")
+    assert rep["status"] == {"n_runs": 16, "n_finished": 16, "missing": []}
+    assert rep["per_task"] == original["per_task"] and rep["average"] == original["average"]
+    assert rep["learning_rates"] == original["learning_rates"]
+
+
+def test_a_continued_grid_refuses_changed_data_options_or_samples(local_grid, tmp_path, tiny_glue_dir, monkeypatch):
+    import functools
+    import shutil
+
+    import sweet.data
+    import sweet.experiments.plan as plan_module
+
+    spec, grid_dir, _ = local_grid
+    copy = _light_copy(grid_dir, tmp_path / "copy")
+    manifest = (copy / GRID_FILE).read_bytes()
+
+    def refused(data_dir, **kw) -> str:
+        with pytest.raises(SweetError) as info:
+            run_grid(spec, copy, data_dir=str(data_dir), progress=False, executor=_never, **kw)
+        assert "\n" not in str(info.value)
+        assert (copy / GRID_FILE).read_bytes() == manifest  # a refused launch changes nothing
+        return str(info.value)
+
+    # a data file changed since the runs were made
+    data = shutil.copytree(tiny_glue_dir, tmp_path / "glue")
+    train = data / "RTE" / "train.tsv"
+    train.write_text(train.read_text(encoding="utf-8").replace("\t0\n", "\t1\n", 1), encoding="utf-8")
+    msg = refused(data)
+    assert f"data file 'pool' of task rte ({train}: sha256" in msg and "the finished run runs/rte/" in msg
+    assert "was made with other settings" in msg and "--update-spec" in msg
+
+    # an option of the runs changed (here: the default of this version of sweet)
+    with monkeypatch.context() as mp:
+        mp.setattr(plan_module, "RunConfig", functools.partial(RunConfig, warmup_ratio=0.1))
+        msg = refused(tiny_glue_dir)
+    assert "warmup_ratio (0.0 then, 0.1 now)" in msg and "data file" not in msg
+
+    # the code that draws the training samples changed
+    real = sweet.data.make_splits
+    with monkeypatch.context() as mp:
+        mp.setattr(sweet.data, "make_splits", lambda data, n, seed, *a: real(data, n, seed + 7, *a))
+        msg = refused(tiny_glue_dir)
+    assert "its training sample or calibration split (splits_digest.json) is not the one" in msg
+    assert "seed 0" in msg or "seed 1" in msg
+
+    # a tampered digest is caught the same way; a missing one is rebuilt from splits.json where that is at hand
+    full = tmp_path / "full"
+    shutil.copytree(grid_dir, full, ignore=shutil.ignore_patterns("model"))
+    victim = full / read_json(full / GRID_FILE)["runs"][0]["dir"] / SPLITS_DIGEST
+    digest = read_json(victim)
+    victim.unlink()
+    assert run_grid(spec, full, data_dir=str(tiny_glue_dir), progress=False, executor=_never).skipped == 16
+    assert read_json(victim) == digest
+    atomic_write_json(victim, {**digest, "sha256": "0" * 64})
+    with pytest.raises(SweetError, match="is not the one this version of sweet draws"):
+        run_grid(spec, full, data_dir=str(tiny_glue_dir), progress=False, executor=_never)
+
+    # --update-spec accepts the changed data: the changed task's runs are run again, the others are kept
+    calls = []
+
+    def fake(config, out_dir, progress=False):
+        calls.append(config["task"])
+        return {"dir": out_dir, "seconds": 0.0, "auc": None, "selection_auc": None}
+
+    res = run_grid(spec, copy, data_dir=str(data), progress=False, executor=fake, update_spec=True)
+    assert res.skipped == 8 and sorted(set(calls)) == ["rte"] and len(calls) == 8

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from sweet.errors import SweetError
-from sweet.grid import (
+from sweet.experiments import (
     GRID_FILE,
     PRESETS,
     expand,
@@ -28,7 +28,7 @@ from sweet.grid import (
     spec_to_toml,
 )
 from sweet.io import atomic_write_json, read_json
-from sweet.report import write_report
+from sweet.experiments import write_report
 from sweet.runs import RunConfig
 
 from .conftest import one_torch_thread

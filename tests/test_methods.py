@@ -293,7 +293,7 @@ def test_pcgrad_training_is_deterministic_and_counts_projections():
 
 
 def test_grid_specs_take_method_names_with_parameters(tmp_path, tiny_glue_dir):
-    from sweet.grid import spec_from_dict
+    from sweet.experiments import spec_from_dict
 
     from .test_grid_sizes import _cli
 

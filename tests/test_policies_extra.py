@@ -229,6 +229,20 @@ def test_train_with_learn_exit_writes_every_policy_curve(learned_run):
     assert json.loads((out / "model" / "sweet_config.json").read_text())["exit_predictors"] is True
 
 
+def test_learning_to_exit_is_fitted_on_the_calibration_split(learned_run):
+    """Not on the training sample (where the classifiers are over-confident), nor on the reported split: the
+    targets are each exit's correctness on the calibration split, the same rows as the selection curve's."""
+    _, metrics = learned_run
+    lte = metrics["learn_exit"]
+    assert lte["trained_on"].startswith("calibration split")
+    n_cal = metrics["calibration"]["n_examples"]
+    assert n_cal not in (metrics["n_train"], metrics["evaluation"]["n_examples"])  # the three splits tell apart
+    assert [e["n"] for e in lte["per_exit"]] == [n_cal] * 3
+    assert metrics["selection"]["split"] == "calibration"
+    assert [100 * e["correct_rate"] for e in lte["per_exit"]] == pytest.approx(
+        [p["score"] for p in metrics["selection"]["per_exit"]])
+
+
 def test_evaluate_with_each_policy_matches_train_and_keeps_the_confidence_evaluation(learned_run):
     from sweet.io import read_json
     from sweet.runs import evaluate_run
@@ -267,3 +281,23 @@ def test_bench_with_another_policy_serves_the_evaluated_curve(learned_run):
     assert report["policy"] == "learned"
     served = [p["cost_ratio"] for p in report["points"] if not p["baseline"]]
     assert served == pytest.approx([p["cost_ratio"] for p in metrics["policies"]["learned"]["curve"]])
+
+
+def test_policy_errors_are_listed_in_the_error_table_verbatim():
+    """The library-level exit-policy errors (docs/errors.md, 'Exit policies from Python')."""
+    from pathlib import Path
+
+    from sweet.policies import check_threshold
+
+    table = (Path(__file__).parents[1] / "docs" / "errors.md").read_text(encoding="utf-8")
+    cases = [
+        lambda: check_threshold(1.5),
+        lambda: ConfidencePolicy([1.0, 0.0]),
+        lambda: PatiencePolicy(0),
+        lambda: LearnedExitPolicy([torch.zeros(1, 2), torch.zeros(1, 2)], [torch.zeros(1)]),
+        lambda: LearnedExitPolicy([torch.zeros(1, 2)], [torch.zeros(1)]).score(0, torch.zeros(1, 2), None, None),
+    ]
+    for case in cases:
+        with pytest.raises(SweetError) as info:
+            case()
+        assert f"`{info.value}`" in table, str(info.value)

@@ -367,6 +367,10 @@ BAD_INPUTS = [
     ("threshold-negative", lambda ws: (["predict", str(ws.run), "--threshold", "-0.1"], b"good\n"),
      "threshold must be a number in [0, 1], got -0.1"),
     ("threshold-nan", lambda ws: (["predict", str(ws.run), "--threshold", "nan"], b"good\n"), "threshold must be a number in [0, 1], got nan"),
+    ("unknown-policy", lambda ws: (["predict", str(ws.run), "--policy", "fastest"], b"good\n"),
+     "unknown exit policy 'fastest'; choose one of: confidence, entropy, patience, learned"),
+    ("learned-policy-without-predictors", lambda ws: ["evaluate", str(ws.run), "--policy", "learned"],
+     "this model has no learning-to-exit predictors: train it with 'sweet train ... --learn-exit'"),
     ("predict-unknown-format", lambda ws: (["predict", str(ws.run), "--format", "xml"], b"good\n"), "--format must be tsv or jsonl"),
 ]
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from sweet.errors import SweetError
-from sweet.grid import GRID_FILE, select_alpha, spec_from_dict
+from sweet.experiments import GRID_FILE, select_alpha, spec_from_dict
 from sweet.methods import SELECTED_ALPHA, parse_method
 from sweet.io import atomic_write_json
-from sweet.report import write_report
+from sweet.experiments import write_report
 
 from .test_grid_sizes import T975_1
 

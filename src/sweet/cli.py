@@ -93,7 +93,7 @@ def train(
     overwrite: bool = typer.Option(False, help="Replace a finished run in --output."),
     checkpoint_every: int = typer.Option(200, help="Save a training checkpoint (model, optimizer, scheduler, RNG states, data position) every N optimizer steps into OUTPUT/checkpoint; 0 turns checkpoints off."),
     resume: bool = typer.Option(False, help="Continue the unfinished run in --output from its checkpoint (pass the same options); the result equals that of an uninterrupted run."),
-    learn_exit: bool = typer.Option(False, "--learn-exit", help="Also fit learning-to-exit modules (one Linear+sigmoid per exit, MSE against 'this exit is correct') after fine-tuning, on the training sample with the model frozen; enables --policy learned."),
+    learn_exit: bool = typer.Option(False, "--learn-exit", help="Also fit learning-to-exit modules (one Linear+sigmoid per exit, MSE against 'this exit is correct') after fine-tuning, on the held-out calibration split with the model frozen; enables --policy learned."),
     device: str = typer.Option("auto", help="Device: " + DEVICE_HELP),
     precision: str = typer.Option("auto", help="Training precision: " + TRAIN_PRECISION_HELP),
     progress: bool = typer.Option(True, help="Show progress bars."),
@@ -179,7 +179,9 @@ def demo(
 ) -> None:
     """The main job: fine-tune the packaged all-MiniLM-L6-v2 (exits after layers 1,2,4,6) on a 6K random sample
     of SST-2, calibrate, evaluate on the SST-2 validation split, and print per-exit scores and the curve.
-    Offline; about 5-10 minutes per method on 2 CPU cores (multi_model about twice that)."""
+    Offline; about 5-10 minutes per method on 2 CPU cores (multi_model about twice that). Each run directory also
+    gets curve.png, the run's speed-accuracy curve."""
+    from .experiments import write_run_curve
     from .modeling import METHODS
 
     methods = list(METHODS) if method == "all" else [method]
@@ -188,6 +190,7 @@ def demo(
         typer.echo(f"=== demo: SST-2, {m}, default backbone, exits 1,2,4,6 ===")
         metrics = _run_one("sst2", m, "default", None, n_train, seed, learning_rate, epochs, 16, 256, "auto", data_dir,
                            "local", output / f"sst2-{m}", True, progress, device=device, precision=precision)
+        typer.echo(f"speed-accuracy curve: {write_run_curve(output / f'sst2-{m}', metrics)}")
         summary.append(metrics)
         typer.echo("")
     if len(summary) > 1:
@@ -272,6 +275,7 @@ def grid(
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join ('auto', 'ray://host:10001'); default: start a local Ray instance."),
     cpus_per_run: Optional[float] = typer.Option(None, help="Ray: CPUs requested per run (also its torch threads). Default 1."),
     gpus_per_run: Optional[float] = typer.Option(None, help="Ray: GPUs requested per run. Default 0."),
+    precision: Optional[str] = typer.Option(None, help="Training precision of every run: " + TRAIN_PRECISION_HELP + " Resolved when the grid is planned (and part of each run's key unless fp32)."),
     threads: Optional[int] = typer.Option(None, help="Local back-end: torch threads (default: torch's default). On a machine shared with other jobs, 1 can be several times faster than 2."),
     update_spec: bool = typer.Option(False, help="Replace the spec stored in an existing grid directory."),
     dry_run: bool = typer.Option(False, help="Print the plan (runs finished/left, time estimate) and exit."),
@@ -279,12 +283,13 @@ def grid(
 ) -> None:
     """Run an experiment grid (tasks x methods x seeds x learning rates). Resumable: finished runs are skipped,
     so a killed grid continues where it stopped. Then 'sweet report GRID_DIR'."""
-    from .grid import check_field, load_spec_file, preset as get_preset, run_grid, grid_status, spec_from_dict, stored_spec
+    from .experiments import check_field, load_spec_file, preset as get_preset, run_grid, grid_status, spec_from_dict, stored_spec
 
     flags = {
         "tasks": _split_flag("--tasks", tasks, str), "methods": _split_flag("--methods", methods, str),
         "name": name, "backbone": backbone, "seeds": _split_flag("--seeds", seeds, int), "learning_rates": _split_flag("--lrs", lrs, float),
         "n_train": _split_flag("--n-train", n_train, int), "epochs": epochs, "cpus_per_run": cpus_per_run, "gpus_per_run": gpus_per_run,
+        "precision": precision,
     }
     if exit_layers is not None:
         flags["exit_layers"] = None if exit_layers.strip().lower() == "default" else _split_flag("--exit-layers", exit_layers, int)
@@ -325,7 +330,7 @@ def report(
 ) -> None:
     """Aggregate a grid: choose learning rates on the calibration split, then mean and 95% CI over seeds of every
     per-exit score and interpolated point; Markdown + JSON + speed-accuracy PNGs."""
-    from .report import REPORT_MD, write_report
+    from .experiments import REPORT_MD, write_report
 
     out = output if output is not None else grid_dir / "report"
     rep = write_report(grid_dir, out, partial=partial, command=_command_line())

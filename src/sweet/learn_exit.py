@@ -5,19 +5,24 @@ output of the exit's pooler, the input of its classifier), trained with the mean
 ``1[exit i's prediction is correct]``. At inference a sample leaves at the first exit with ``u_i >= t``
 (:class:`~sweet.policies.LearnedExitPolicy`).
 
-When it is trained (our choice): **after fine-tuning, on the same training sample, with the encoder and
-the classifier heads frozen** (the model in eval mode: no dropout). This is BERxiT's own two-stage recipe
-(its ``*-lte`` training strategy optimises only the exit-predictor loss after the classifiers are trained),
-with one module per exit instead of BERxiT's single shared one, as the issue asks. Why this rather than
-joint training with a detached representation:
+When it is trained (our choice): **after fine-tuning and calibration, on the held-out calibration split,
+with the encoder and the classifier heads frozen** (the model in eval mode: no dropout). This is BERxiT's own
+two-stage recipe (its ``*-lte`` training strategy optimises only the exit-predictor loss after the classifiers
+are trained), with one module per exit instead of BERxiT's single shared one, as the issue asks. Why this rather
+than joint training with a detached representation:
 
 - the encoder and heads are exactly those of the confidence-policy model (same weights, bit for bit: no
   extra parameters in the gradient-clipping norm, no extra random numbers drawn), so every policy is compared
   on one model;
 - the targets are the correctness of the *final* classifiers, not of classifiers still changing during
   training;
-- it costs one forward pass over the training sample (no gradients through the encoder) and can be added to
+- it costs one forward pass over the calibration split (no gradients through the encoder) and can be added to
   an already trained model.
+
+Why the calibration split and not the training sample: on the examples they were trained on, the classifiers
+are right more often than on new data (they are over-confident there), so predictors fitted on the training
+sample learn a too-high rate of correct exits. The calibration split is held out from training, like the
+temperatures it also fits; the split the scores are reported on is never used.
 
 The optimiser (Adam, lr 1e-2, batch 32, 10 epochs or 2,000 steps over the cached representations, whichever
 is more, zero initialisation, seeded shuffling) is ours; BERxiT trains its module with the fine-tuning optimiser. Fitting is deterministic
@@ -71,13 +76,14 @@ def fit_predictor(predictor: torch.nn.Module, hidden: np.ndarray, correct: np.nd
 
 
 def fit_exit_predictors(model, encoded: Encoded, collator: Collator, seed: int = 0, batch_size: int = 64,
-                        progress: bool = True, **kwargs) -> dict:
-    """Add learning-to-exit modules to ``model`` (if it has none) and fit them on ``encoded`` (labelled), with
-    everything else frozen. Returns a log: per exit, the training MSE before/after and the correct rate."""
+                        progress: bool = True, split: str = "calibration split", **kwargs) -> dict:
+    """Add learning-to-exit modules to ``model`` (if it has none) and fit them on ``encoded`` (labelled; the
+    held-out calibration split in a run, see the module docstring), with everything else frozen. Returns a log:
+    per exit, the fitting MSE before/after and the correct rate; ``split`` names what ``encoded`` is."""
     from .evaluation import collect_logits
 
     if encoded.labels is None:
-        raise SweetError("learning to exit needs labelled training data")
+        raise SweetError("learning to exit needs labelled data to fit on")
     logits, hidden = collect_logits(model, encoded, collator, batch_size, progress, desc="learn-to-exit",
                                     with_hidden=True)
     labels = np.asarray(encoded.labels)
@@ -87,7 +93,7 @@ def fit_exit_predictors(model, encoded: Encoded, collator: Collator, seed: int =
         correct = (lg.argmax(1) == labels).astype(np.float32)
         info = fit_predictor(predictors[i], h, correct, seed=seed + i, **kwargs)
         per_exit.append({"exit": i, "exit_layer": int(model.exit_layers[i]), **info})
-    return {"trained_on": "training sample (encoder and heads frozen, eval mode)", "lr": kwargs.get("lr", LR),
+    return {"trained_on": f"{split} (encoder and heads frozen, eval mode)", "lr": kwargs.get("lr", LR),
             "epochs": kwargs.get("epochs", EPOCHS), "min_steps": kwargs.get("min_steps", MIN_STEPS),
             "batch_size": kwargs.get("batch_size", BATCH_SIZE),
             "per_exit": per_exit}

@@ -62,7 +62,7 @@ METHOD_TABLE: dict[str, tuple[float | None, str]] = {
 }
 METHOD_NAMES = tuple(METHOD_TABLE)
 #: Not a training method but a report entry: per task, the method on the gradient-scaling line (sweet = alpha 0,
-#: grad_scale@ALPHA, early_exit = alpha 1) with the best calibration-split AUC (:func:`sweet.grid.select_alpha`).
+#: grad_scale@ALPHA, early_exit = alpha 1) with the best calibration-split AUC (:func:`sweet.experiments.select_alpha`).
 SELECTED_ALPHA = "grad_scale@selected"
 DISTILL_TEMPERATURE = 2.0
 METHODS_HELP = (

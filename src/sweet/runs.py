@@ -312,7 +312,7 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
         from .learn_exit import fit_exit_predictors
 
         t_lte = time.perf_counter()
-        learn_exit_log = fit_exit_predictors(model, enc_train, collator, seed=config.seed,
+        learn_exit_log = fit_exit_predictors(model, enc_cal, collator, seed=config.seed,
                                              batch_size=config.eval_batch_size, progress=progress)
         learn_exit_log["seconds"] = round(time.perf_counter() - t_lte, 2)
     model.save_pretrained(out / MODEL_DIR, tokenizer=tokenizer)

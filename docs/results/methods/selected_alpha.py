@@ -4,7 +4,7 @@ The quick-protocol grids of issue #8 (``report.json`` here and in ``confirm/``) 
 learned to add the ``grad_scale@selected`` row, and their run directories are gone. Their report.json files keep
 what the row needs: every run's calibration-split AUC (``learning_rates`` -> ``selection_aucs``) and every run's
 reported scores (``per_task`` -> ``values``, per seed). This script applies the report's own rule
-(:func:`sweet.grid.select_alpha`) and the report's own comparison (:func:`sweet.report._versus_point`) to them and
+(:func:`sweet.experiments.select_alpha`) and the report's own comparison (:func:`sweet.experiments.versus_point`) to them and
 writes the same gap-to-the-better-of-EE-and-SWEET table as ``sweet report`` does for a new grid.
 
     python docs/results/methods/selected_alpha.py docs/results/methods/report.json \
@@ -17,10 +17,9 @@ import argparse
 
 import numpy as np
 
-from sweet.grid import select_alpha
+from sweet.experiments import VERSUS, cost_label, select_alpha, versus_point
 from sweet.io import atomic_write_json, read_json
 from sweet.methods import SELECTED_ALPHA, parse_method
-from sweet.report import VERSUS, _versus_point, cost_label
 
 
 def per_seed_scores(entry: dict) -> dict[int, dict]:
@@ -62,11 +61,11 @@ def analyse(report: dict) -> dict:
     rows = {}
     for m in [SELECTED_ALPHA] + sorted({m for (_, m) in chosen if m.startswith("grad_scale@")}):
         mine = averaged(m)
-        points = [_versus_point({s: v["interp"][c] for s, v in mine.items()},
-                                {b: {s: v["interp"][c] for s, v in base[b].items()} for b in VERSUS}) | {"cost_ratio": c}
+        points = [versus_point({s: v["interp"][c] for s, v in mine.items()},
+                               {b: {s: v["interp"][c] for s, v in base[b].items()} for b in VERSUS}) | {"cost_ratio": c}
                   for c in costs]
-        auc = _versus_point({s: v["auc"] for s, v in mine.items()}, {b: {s: v["auc"] for s, v in base[b].items()}
-                                                                    for b in VERSUS})
+        auc = versus_point({s: v["auc"] for s, v in mine.items()}, {b: {s: v["auc"] for s, v in base[b].items()}
+                                                                   for b in VERSUS})
         rows[m] = {"points": points, "auc": auc}
     return {"grid": report["grid"]["name"], "tasks": tasks, "alpha_selection": list(picks.values()),
             "cost_ratios": costs, "methods": rows}

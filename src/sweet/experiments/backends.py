@@ -1,0 +1,288 @@
+"""Executing a grid: every unfinished run, on the local or the Ray back-end, with progress and launch records.
+
+``local`` runs one run after another in this process; ``ray`` submits each run as a Ray task with its own
+CPU/GPU request (``ray.init(address=...)``: a local instance by default, or a cluster). Both call
+:func:`execute_run`, which calls :func:`sweet.runs.run`, so the files are the same. On a cluster, the grid
+directory, the data directory and the backbone must be at the same paths on every node (a shared file system).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from ..errors import SweetError
+from ..io import atomic_write_json, atomic_write_text
+from ..runs import METRICS, RUN_CONFIG, RunConfig
+from .plan import GridRun, plan, run_state
+from .continuation import DATA_SHA256, check_continuation
+from .spec import GridSpec, spec_to_toml
+from .store import GRID_FILE, SPEC_TOML, Launch, check_grid_dir, now, write_gitignore, write_splits_digest
+
+BACKENDS = ("local", "ray")
+
+
+def execute_run(config: dict, out_dir: str, progress: bool = False, num_threads: int | None = None) -> dict:
+    """One grid run: the same :func:`sweet.runs.run` for every back-end. Returns a short summary.
+
+    A run that was started before (a killed launch) continues from its training checkpoint when runs.py
+    supports that; if it cannot be resumed, it starts over."""
+    import inspect
+
+    from ..runs import run
+
+    if num_threads:
+        import torch
+
+        torch.set_num_threads(max(1, int(num_threads)))
+    if not progress:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # "Loading weights", "Writing model shards"
+    cfg = RunConfig.from_dict(config)
+    out = Path(out_dir)
+    started = (out / RUN_CONFIG).is_file() and not (out / METRICS).is_file()
+    metrics = None
+    if started and "resume" in inspect.signature(run).parameters:
+        try:
+            metrics = run(cfg, out, progress=progress, resume=True)
+        except SweetError as exc:
+            print(f"cannot resume {out} ({exc}); starting it over", file=sys.stderr)
+    if metrics is None:
+        metrics = run(cfg, out, progress=progress, overwrite=True)
+    return {
+        "dir": out_dir,
+        "seconds": metrics["timing"]["total_seconds"],
+        "auc": metrics["evaluation"]["auc"],
+        "selection_auc": metrics["selection"]["auc"],
+    }
+
+
+@dataclass
+class GridResult:
+    grid_dir: Path
+    n_runs: int
+    skipped: int  # finished before this launch
+    executed: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+
+
+class _Progress:
+    """One bar for the grid (runs done / total, ETA from the runs of this launch); the current run's own
+    bars (training steps, calibration, evaluation) appear below it in the local back-end."""
+
+    def __init__(self, total: int, done: int, pending: Sequence[GridRun], enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.prior_left = sum(r.estimate_seconds for r in pending)
+        self.prior_done = 0.0
+        self.t0 = time.perf_counter()
+        self.enabled = enabled
+        self.bar = tqdm(total=total, initial=done, desc="grid", unit="run", position=0, leave=True,
+                        disable=not enabled, dynamic_ncols=True,
+                        bar_format="{desc}: {percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} runs [{elapsed}{postfix}]")
+        self._refresh("")
+
+    def eta_seconds(self) -> float:
+        if self.prior_done <= 0:
+            return self.prior_left
+        return self.prior_left * (time.perf_counter() - self.t0) / self.prior_done
+
+    def _refresh(self, current: str) -> None:
+        eta = self.eta_seconds()
+        approx = "~" if self.prior_done <= 0 else ""
+        text = f"ETA {approx}{_fmt_duration(eta)}"
+        if current:
+            text += f", now: {current}"
+        self.bar.set_postfix_str(text, refresh=True)
+
+    def start(self, label: str) -> None:
+        self._refresh(label)
+
+    def done(self, r: GridRun, message: str) -> None:
+        self.prior_left -= r.estimate_seconds
+        self.prior_done += r.estimate_seconds
+        self.bar.update(1)
+        self._refresh("")
+        if self.enabled:
+            self.bar.write(message)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _fmt_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rem = divmod(seconds, 3600)
+    m, s = divmod(rem, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m:02d}:{s:02d}"
+
+
+def run_grid(
+    spec: GridSpec,
+    grid_dir: str | Path,
+    *,
+    data_dir: str | None = None,
+    backend: str = "local",
+    ray_address: str | None = None,
+    update_spec: bool = False,
+    progress: bool = True,
+    command: str | None = None,
+    threads: int | None = None,
+    executor: Callable[..., dict] | None = None,
+) -> GridResult:
+    """Run every unfinished run of the grid; finished runs are skipped. Returns what this launch did.
+
+    ``threads``: torch threads for the local back-end (default: torch's default; on a machine shared with
+    other jobs, 1 thread can be several times faster than 2). ``executor`` replaces :func:`execute_run` for
+    the local back-end (tests)."""
+    if threads is not None and threads < 1:
+        raise SweetError(f"--threads must be at least 1, got {threads}")
+    if backend not in BACKENDS:
+        raise SweetError(f"unknown back-end '{backend}'; choose one of: {', '.join(BACKENDS)}")
+    grid_dir = Path(grid_dir).resolve()
+    check_grid_dir(grid_dir, spec, update_spec)
+    runs, tasks, ddir = plan(spec, grid_dir, data_dir)
+    states = {r.rel_dir: run_state(grid_dir, r) for r in runs}
+    check_continuation(grid_dir, runs, tasks, ddir, update_spec)
+    pending = [r for r in runs if states[r.rel_dir] != "finished"]
+    grid_dir.mkdir(parents=True, exist_ok=True)
+    write_gitignore(grid_dir)
+    atomic_write_json(grid_dir / GRID_FILE, {
+        "spec": spec.to_dict(),
+        "updated": now(),
+        "data": {t: info.data for t, info in tasks.items()},
+        "runs": [{"dir": r.rel_dir, "key": r.key, "task": r.config.task, "method": r.config.method,
+                  "seed": r.config.seed, "learning_rate": r.config.learning_rate, "backbone": r.config.backbone,
+                  "n_train": r.config.n_train}
+                 for r in runs],
+    })
+    atomic_write_text(grid_dir / SPEC_TOML, spec_to_toml(spec))
+    result = GridResult(grid_dir, len(runs), len(runs) - len(pending))
+    launch = Launch(grid_dir, {
+        "started": now(), "command": command, "backend": backend, "ray_address": ray_address, "threads": threads,
+        "data_dir": ddir, "n_runs": len(runs), "skipped": result.skipped, "to_run": len(pending),
+        "executed": 0, "failed": [], "status": "running",
+    })
+    bar = _Progress(len(runs), result.skipped, pending, progress)
+    status = "interrupted"
+
+    def on_done(r: GridRun, summary: dict | None, error: str | None) -> None:
+        if error is None:
+            write_splits_digest(grid_dir / r.rel_dir, r.config.extra.get(DATA_SHA256, {}))
+            result.executed.append(r.rel_dir)
+            fmt = lambda v: "n/a" if v is None else f"{v:.2f}"  # noqa: E731
+            msg = (f"done {r.label} in {summary['seconds']:.0f}s: AUC {fmt(summary['auc'])} "
+                   f"(calibration split: {fmt(summary['selection_auc'])})")
+        else:
+            result.failed.append((r.rel_dir, error))
+            msg = f"FAILED {r.label}: {error}"
+        bar.done(r, msg)
+        launch.save(executed=len(result.executed), failed=[{"dir": d, "error": e} for d, e in result.failed])
+
+    try:
+        if pending and backend == "local":
+            _run_local(pending, grid_dir, executor or execute_run, bar, on_done, progress, threads)
+        elif pending:
+            _run_ray(pending, grid_dir, spec, ray_address, on_done)
+        status = "failed" if result.failed else "completed"
+    finally:
+        bar.close()
+        result.wall_seconds = round(time.perf_counter() - launch.t0, 1)
+        launch.save(status=status, finished=now())
+    if result.failed:
+        first_dir, first_err = result.failed[0]
+        raise SweetError(f"{len(result.failed)} of {len(pending)} run(s) failed (first: {first_dir}: {first_err}); "
+                         f"the others are done. Fix the cause and launch again: finished runs are skipped")
+    return result
+
+
+def _run_local(pending, grid_dir: Path, executor, bar: _Progress, on_done, progress: bool, threads: int | None) -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        for r in pending:
+            bar.start(r.label)
+            try:
+                summary = executor(r.config.to_dict(), str(grid_dir / r.rel_dir), progress=progress)
+            except (KeyboardInterrupt, SystemExit):
+                raise
+            except Exception as exc:  # one broken run must not stop the others; reported at the end
+                on_done(r, None, f"{type(exc).__name__}: {exc}")
+                continue
+            on_done(r, summary, None)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _ray_execute_run(config: dict, out_dir: str, num_threads: int) -> dict:
+    """The Ray task: the same function as the local back-end, no progress bars."""
+    return execute_run(config, out_dir, progress=False, num_threads=num_threads)
+
+
+def _run_ray(pending, grid_dir: Path, spec: GridSpec, address: str | None, on_done) -> None:
+    try:
+        import ray
+    except ImportError:
+        raise SweetError("the Ray back-end needs the 'ray' package: pip install 'sweet[ray]' (or pip install ray)") from None
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        kwargs: dict = {"include_dashboard": False, "logging_level": "WARNING"}
+        if address:
+            kwargs["address"] = address
+        try:
+            ray.init(**kwargs)
+        except Exception as exc:  # ConnectionError and friends: say what was tried
+            raise SweetError(f"cannot start or reach Ray (address={address or 'a new local instance'}): {exc}") from exc
+    try:
+        task = ray.remote(_ray_execute_run).options(num_cpus=spec.cpus_per_run, num_gpus=spec.gpus_per_run)
+        threads = max(1, int(spec.cpus_per_run))
+        refs = {task.remote(r.config.to_dict(), str(grid_dir / r.rel_dir), threads): r for r in pending}
+        try:
+            while refs:
+                done, _ = ray.wait(list(refs), num_returns=1)
+                for ref in done:
+                    r = refs.pop(ref)
+                    try:
+                        summary = ray.get(ref)
+                    except Exception as exc:  # RayTaskError wraps the worker's exception
+                        cause = getattr(exc, "cause", None) or exc
+                        lines = str(cause).strip().splitlines()
+                        on_done(r, None, f"{type(cause).__name__}: {lines[-1] if lines else ''}")
+                        continue
+                    on_done(r, summary, None)
+        except BaseException:
+            for ref in refs:
+                ray.cancel(ref, force=True)
+            raise
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def grid_status(spec: GridSpec, grid_dir: str | Path, data_dir: str | None = None) -> dict:
+    """How many runs are finished / started / pending, and the prior time estimate of what is left."""
+    grid_dir = Path(grid_dir).resolve()
+    runs, _, _ = plan(spec, grid_dir, data_dir)
+    states = [run_state(grid_dir, r) for r in runs]
+    left = [r for r, s in zip(runs, states) if s != "finished"]
+    return {
+        "n_runs": len(runs),
+        "finished": states.count("finished"),
+        "partial": states.count("partial"),
+        "pending": states.count("pending"),
+        "estimate_seconds_left": round(sum(r.estimate_seconds for r in left)),
+        "runs": [{"dir": r.rel_dir, "state": s, "estimate_seconds": round(r.estimate_seconds)} for r, s in zip(runs, states)],
+    }
+

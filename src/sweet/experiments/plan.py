@@ -1,0 +1,238 @@
+"""Planning a grid: its runs, their keys and directories, the tasks' data, and time estimates.
+
+:func:`plan` expands a :class:`~sweet.experiments.spec.GridSpec` into :class:`GridRun` s, in execution order.
+Each run's ``KEY`` (:func:`run_key`) is a short hash of its full :class:`~sweet.runs.RunConfig` (everything that
+affects its result) with the data *location* replaced by a SHA-256 of the task's data files: moving the data
+does not re-run anything, changing it does. A run is finished iff its ``metrics.json`` exists (runs.py writes
+it last, atomically), so a killed grid continues where it stopped and finished runs are never re-run
+(:func:`run_state`).
+
+Runs at different learning rates for the same (task, method, seed) share the training sample: the sample
+depends only on the seed, by design (the paper's protocol). In a training-set size sweep every size must fit
+in the task's pool after the fixed calibration/evaluation hold-outs (no silent clamping, which would run one
+size twice).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import SweetError
+from ..io import read_json
+from .. import runs as _runs
+from ..runs import METRICS, RUN_CONFIG, RunConfig
+from .spec import GridSpec
+from .store import RUNS_DIR, last_data_dir
+
+#: RunConfig fields that say where things are or how often to checkpoint, not what is computed: left out of
+#: the run key (the same fields that runs.py lets differ when a run is resumed).
+_LOCATION_FIELDS = tuple(sorted({"data_dir", *getattr(_runs, "RESUME_MAY_CHANGE", ())}))
+
+
+@dataclass
+class GridRun:
+    config: RunConfig
+    key: str
+    rel_dir: str  # relative to GRID_DIR
+    estimate_seconds: float  # prior estimate of its wall time (for the ETA before any run has finished)
+    sized: bool = False  # part of a training-set size sweep (the size is in its directory and label)
+
+    @property
+    def label(self) -> str:
+        c = self.config
+        size = f"/n={c.n_train}" if self.sized else ""
+        return f"{c.task}/{c.method}{size}/lr={c.learning_rate:g}/seed={c.seed}"
+
+
+def _without_default_precision(d: dict) -> dict:
+    """fp32 (and a config from before precisions existed) is left out of keys and comparisons, so that runs
+    made before sweet had a precision option keep their keys."""
+    if d.get("precision", "fp32") == "fp32":
+        d = {k: v for k, v in d.items() if k != "precision"}
+    return d
+
+
+def training_precision(spec: GridSpec) -> str:
+    """The concrete training precision of a grid's runs: ``spec.precision``, or for ``auto`` what
+    :mod:`sweet.precision` picks for the device the runs will get (a GPU when ``gpus_per_run`` > 0 or this
+    machine has one: bf16, or fp16 where the GPU lacks bf16; else the CPU's choice)."""
+    import torch
+
+    from ..precision import native_bf16, resolve_precision
+
+    if spec.precision != "auto":
+        return spec.precision
+    if spec.gpus_per_run > 0 or torch.cuda.is_available():
+        if not torch.cuda.is_available():  # Ray head without a GPU: the workers' GPUs are assumed bf16-capable
+            return "bf16"
+        return "bf16" if native_bf16(torch.device("cuda")) else "fp16"
+    return resolve_precision("auto", torch.device("cpu"), training=True)
+
+
+def run_key(config: RunConfig) -> str:
+    """Short hash of everything in the config that decides the result (not where the data lies)."""
+    d = _without_default_precision({k: v for k, v in config.to_dict().items() if k not in _LOCATION_FIELDS})
+    blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:10]
+
+
+def run_rel_dir(config: RunConfig, key: str, sized: bool = False) -> str:
+    """``runs/TASK/METHOD/lrLR/seedS-KEY``; in a training-set size sweep ``runs/TASK/METHOD/nN/lrLR/seedS-KEY``."""
+    size = f"/n{config.n_train}" if sized else ""
+    return f"{RUNS_DIR}/{config.task}/{config.method}{size}/lr{config.learning_rate:g}/seed{config.seed}-{key}"
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class TaskInfo:
+    """What the grid needs to know about a task's data before running it."""
+
+    data: dict  # {"source": ..., "files": {role: path}, "sha256": {role: hex}}
+    n_train_available: int | None = None  # pool rows left for training after the calibration/evaluation hold-outs
+    n_eval_examples: int | None = None  # calibration + evaluation rows (both are scored in every run)
+    mean_chars: float | None = None
+
+
+#: prior cost model for the ETA before any run of this launch has finished (default backbone, 2 idle cores,
+#: measured): a training example costs (characters + 20) / 5200 s (SST-2 ~71 examples/s, MRPC ~21), an
+#: evaluated one a fifth of that, multi_model ~2.2x both, plus ~4 s per run (loading, saving).
+_PRIOR_CHARS = 60.0
+_MM_FACTOR = 2.2
+#: packaged backbones slower than the default (MPNet, 12 x 768: SST-2 at 9.6 vs ~38 training examples/s, one thread)
+_BACKBONE_FACTOR = {"mpnet": 4.0}
+_PCGRAD_FACTOR = 2.8  # one backward pass per exit + the projection (SST-2, 320 examples: 20.9 s vs 7.4 s)
+
+
+def _estimate_seconds(info: TaskInfo, spec: GridSpec, method: str, n_train: int) -> float:
+    from ..backbones import canonical_alias
+
+    if info.n_train_available is not None:
+        n_train = min(n_train, info.n_train_available)
+    n_eval = info.n_eval_examples if info.n_eval_examples is not None else 2 * spec.calibration_size
+    per_example = ((info.mean_chars or _PRIOR_CHARS) + 20.0) / 5200.0
+    factor = {"multi_model": _MM_FACTOR, "pcgrad": _PCGRAD_FACTOR}.get(method, 1.0)
+    factor *= _BACKBONE_FACTOR.get(canonical_alias(spec.backbone) or "", 1.0)
+    return 4.0 + factor * per_example * (n_train * spec.epochs + n_eval / 5.0)
+
+
+def inspect_tasks(spec: GridSpec, data_dir: str | None) -> dict[str, TaskInfo]:
+    """Load each task once: checks that its files exist, fingerprints them, and sizes the runs. In a
+    training-set size sweep every size must fit in what the pool leaves for training (a larger one would be
+    clamped to the same sample as its neighbour): refused, naming the task, the size and the maximum."""
+    from ..data import fixed_holdout_sizes, load_task
+
+    out: dict[str, TaskInfo] = {}
+    for task in spec.tasks:
+        if spec.data_source != "local":
+            out[task] = TaskInfo(data={"source": spec.data_source})
+            continue
+        data = load_task(task, data_dir, source="local")
+        n_cal, n_held = fixed_holdout_sizes(len(data.pool), data.dev is not None, spec.calibration_size,
+                                            spec.heldout_eval_size)
+        n_eval = len(data.dev) if data.dev is not None else n_held
+        available = len(data.pool) - n_cal - n_held
+        too_big = [n for n in spec.train_sizes if n > available]
+        if spec.is_size_sweep and too_big:
+            held = f"{n_cal} for calibration" + (f" and {n_held} for the held-out evaluation" if n_held else "")
+            raise SweetError(
+                f"field 'n_train': task '{task}' has at most {available} training examples (its pool of "
+                f"{len(data.pool)} rows less {held}); training size{'s' if len(too_big) > 1 else ''} "
+                f"{', '.join(map(str, too_big))} {'are' if len(too_big) > 1 else 'is'} larger. Use "
+                f"sizes up to {available}: in a size sweep sizes are not clamped (two sizes would become the same)")
+        texts = data.pool.texts[:2000]
+        out[task] = TaskInfo(
+            data={"source": "local", "files": dict(data.files),
+                  "sha256": {role: sha256_file(p) for role, p in sorted(data.files.items())}},
+            n_train_available=available,
+            n_eval_examples=n_cal + n_eval,
+            mean_chars=sum(sum(len(t) for t in ex) for ex in texts) / max(1, len(texts)),
+        )
+    return out
+
+
+def resolve_grid_data_dir(spec: GridSpec, data_dir: str | None) -> str | None:
+    """The data directory for this launch, as an absolute path (Ray workers do not share our cwd)."""
+    if spec.data_source != "local":
+        return None
+    from ..data import resolve_data_dir
+
+    return str(resolve_data_dir(data_dir or spec.data_dir).resolve())
+
+
+def _resolve_backbone_path(backbone: str) -> str:
+    """A local backbone directory given relatively becomes absolute (workers run elsewhere)."""
+    from ..backbones import canonical_alias
+
+    if canonical_alias(backbone) is None and Path(backbone).expanduser().is_dir():
+        return str(Path(backbone).expanduser().resolve())
+    return backbone
+
+
+def expand(spec: GridSpec, data_dir: str | None, tasks: dict[str, TaskInfo]) -> list[GridRun]:
+    """Every run of the grid, in execution order: seed, then task, training size, learning rate, method (so a
+    grid that stops early has complete seeds)."""
+    precision = training_precision(spec)
+    backbone = _resolve_backbone_path(spec.backbone)
+    sized = spec.is_size_sweep
+    runs = []
+    for seed in spec.seeds:
+        for task in spec.tasks:
+            info = tasks[task]
+            for n_train in spec.train_sizes:
+                for lr in spec.learning_rates:
+                    for method in spec.methods:
+                        cfg = RunConfig(
+                            task=task, method=method, backbone=backbone, exit_layers=spec.exit_layers,
+                            n_train=n_train, seed=seed, learning_rate=lr, epochs=spec.epochs,
+                            batch_size=spec.batch_size, max_length=spec.max_length, pooling=spec.pooling,
+                            calibration_size=spec.calibration_size, heldout_eval_size=spec.heldout_eval_size,
+                            data_dir=data_dir, data_source=spec.data_source,
+                            extra={"data_sha256": info.data.get("sha256", {})}, precision=precision,
+                        )
+                        key = run_key(cfg)
+                        runs.append(GridRun(cfg, key, run_rel_dir(cfg, key, sized),
+                                            _estimate_seconds(info, spec, method, n_train), sized))
+    return runs
+
+
+def comparable_config(d: dict) -> dict:
+    d = {k: v for k, v in d.items() if k not in (*_LOCATION_FIELDS, "environment", "placement")}
+    return json.loads(json.dumps(_without_default_precision(d)))
+
+
+def run_state(grid_dir: Path, r: GridRun) -> str:
+    """'finished' (metrics.json present), 'partial' (started, not finished) or 'pending'."""
+    d = grid_dir / r.rel_dir
+    if (d / METRICS).is_file():
+        cfg_path = d / RUN_CONFIG
+        if cfg_path.is_file():
+            stored = comparable_config(read_json(cfg_path))
+            expected = comparable_config(r.config.to_dict())
+            diff = sorted(k for k in expected if stored.get(k) != expected[k])
+            if diff:
+                raise SweetError(f"{d} holds a run with a different config (fields: {', '.join(diff)}); "
+                                 "remove that directory and launch again")
+        return "finished"
+    return "partial" if d.exists() else "pending"
+
+
+def plan(spec: GridSpec, grid_dir: str | Path, data_dir: str | None = None) -> tuple[list[GridRun], dict[str, TaskInfo], str | None]:
+    """Every run of the grid. The data directory: ``data_dir``, else the spec's, else the one the grid's last
+    launch used (so a re-launch continues on the same data whatever the shell's environment), else
+    $SWEET_GLUE_DIR."""
+    if not (data_dir or spec.data_dir):
+        data_dir = last_data_dir(Path(grid_dir))
+    ddir = resolve_grid_data_dir(spec, data_dir)
+    tasks = inspect_tasks(spec, ddir)
+    return expand(spec, ddir, tasks), tasks, ddir
+

@@ -1,0 +1,237 @@
+"""The grid report: collect a grid's finished runs, select, aggregate, write Markdown + JSON + PNG.
+
+Every number is a mean over seeds with a 95% confidence interval from the t-distribution
+(:func:`~sweet.experiments.aggregate.t_interval`): ``mean +- t_{0.975, n-1} * s / sqrt(n)``, ``s`` the sample
+standard deviation.
+Averages over tasks are taken per seed first (the mean over tasks of seed *s*'s scores), then the
+interval is over those per-seed averages, so it is still an interval over seeds.
+
+Only runs at the chosen learning rate enter the tables; the learning rate is chosen per (task, method,
+backbone) on the calibration split (:func:`~sweet.experiments.selection.select_learning_rates`).
+
+Where a grid ran the gradient-scaling line (``grad_scale@ALPHA`` with ``sweet`` = 0 and/or ``early_exit`` = 1
+beside it), the report adds one more row, ``grad_scale@selected``: per task, the alpha with the best
+calibration-split AUC (:func:`~sweet.experiments.selection.select_alpha`), scored like any other method. It is
+what a user who picks alpha on held-out data gets, and the tables hold it to the same standard (``alpha_selection`` in the
+JSON lists every candidate).
+
+A training-set size sweep (``n_train`` a list in the spec) chooses the learning rate per (task, method,
+backbone, size) and adds a section (``size_sweep`` in the JSON): per size the per-exit scores, and per exit
+the gap of every other method (SWEET, Multi-Model) to Early-Exit -- the per-seed paired difference in
+percentage points, mean and t-interval over seeds -- with a plot of the gap against the size. The other
+tables are at the largest size.
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+from ..errors import SweetError
+from ..io import atomic_write_json, atomic_write_text, read_json
+from ..methods import SELECTED_ALPHA
+from ..runs import METRICS, RUN_CONFIG
+from .aggregate import (CONFIDENCE, aggregate_curves, average_over_tasks, chosen_runs, is_size_sweep, selection_key,
+                        size_sweep, stat_row, t_interval, versus_best)
+from .plots import plot_curves, plot_gaps
+from .selection import select_alpha, select_learning_rates
+from .store import LAUNCHES_FILE, load_grid
+from .tables import REPORT_JSON, REPORT_MD, TASK_LABELS, metric_label, render_markdown
+
+
+def collect(grid_dir: str | Path, partial: bool = False) -> tuple[dict, list[dict], list[str]]:
+    """The grid manifest, the metrics of every finished run (with its directory), and the missing runs."""
+    grid_dir = Path(grid_dir)
+    grid = load_grid(grid_dir)
+    records, missing = [], []
+    for entry in grid["runs"]:
+        path = grid_dir / entry["dir"] / METRICS
+        if not path.is_file():
+            missing.append(entry["dir"])
+            continue
+        m = read_json(path)
+        m["_dir"] = entry["dir"]
+        m["_backbone_spec"] = entry["backbone"]
+        # the requested training size (older manifests lack it: then the spec's single size)
+        m["_n_train"] = int(entry.get("n_train", grid["spec"]["n_train"] if isinstance(grid["spec"]["n_train"], int)
+                                      else m.get("n_train")))
+        cfg_path = grid_dir / entry["dir"] / RUN_CONFIG
+        m["_environment"] = read_json(cfg_path).get("environment", {}) if cfg_path.is_file() else {}
+        records.append(m)
+    if missing and not partial:
+        raise SweetError(f"{len(missing)} of {len(grid['runs'])} runs in {grid_dir} are not finished (first: {missing[0]}); "
+                         "finish the grid with 'sweet grid --output GRID_DIR' or pass --partial to report what is there")
+    if not records:
+        raise SweetError(f"no finished runs in {grid_dir}")
+    return grid, records, missing
+
+
+def build_report(grid_dir: str | Path, partial: bool = False, command: str | None = None) -> dict:
+    """Everything the report shows, as one JSON-able dict."""
+    grid_dir = Path(grid_dir)
+    grid, records, missing = collect(grid_dir, partial)
+    spec = grid["spec"]
+    sized = is_size_sweep(spec)
+    for m in records:  # the manifest's backbone string is the grouping key (metrics hold the resolved path)
+        m["backbone"] = m["_backbone_spec"]
+        if sized:  # and in a size sweep the requested size (metrics hold the size drawn: the same, or less)
+            m["_n_train_drawn"] = m.get("n_train")
+            m["n_train"] = m["_n_train"]
+    selection = select_learning_rates(records, by_size=sized)
+    methods = [m for m in spec["methods"] if any(r["method"] == m for r in records)]
+    tasks = [t for t in spec["tasks"] if any(r["task"] == t for r in records)]
+
+    sizes = sorted({r["n_train"] for r in records}) if sized else [None]
+    chosen_by_size = {size: chosen_runs(records, selection, size) for size in sizes}
+    alpha_selection = []
+    for size, chosen in chosen_by_size.items():  # grad_scale@selected: the runs of the alpha chosen per task
+        for task, pick in select_alpha(chosen).items():
+            chosen[(task, SELECTED_ALPHA)] = chosen[(task, pick["chosen"])]
+            alpha_selection.append(pick | ({"n_train": size} if sized else {}))
+    if alpha_selection:
+        methods.append(SELECTED_ALPHA)
+    chosen = chosen_by_size[sizes[-1]]  # the main tables: the (largest) size
+
+    per_task: dict[str, dict] = {}
+    for task in tasks:
+        per_task[task] = {}
+        for method in methods:
+            runs = chosen.get((task, method))
+            if not runs:
+                continue
+            ev0 = runs[0]["evaluation"]
+            exits = [p["exit_layer"] for p in ev0["per_exit"]]
+            per_exit = [{"exit_layer": layer, **stat_row(t_interval([r["evaluation"]["per_exit"][i]["score"] for r in runs]))}
+                        for i, layer in enumerate(exits)]
+            points = [q["cost_ratio"] for q in ev0["interpolated"]]
+            interp = [{"cost_ratio": c, **stat_row(t_interval([r["evaluation"]["interpolated"][i]["score"] for r in runs]))}
+                      for i, c in enumerate(points)]
+            per_task[task][method] = {
+                "learning_rate": selection[selection_key(task, runs[0]["method"], runs[0]["backbone"], sizes[-1])]["chosen"],
+                **({"selected_method": runs[0]["method"]} if method == SELECTED_ALPHA else {}),
+                "seeds": [r["seed"] for r in runs],
+                "metric": ev0["metric"],
+                "evaluation_split": ev0["split"],
+                "n_examples": ev0["n_examples"],
+                "exit_layers": exits,
+                "per_exit": per_exit,
+                "interpolated": interp,
+                "auc": stat_row(t_interval([r["evaluation"]["auc"] for r in runs])),
+                "selection_auc": stat_row(t_interval([r["selection"]["auc"] for r in runs])),
+                "curve": aggregate_curves([r["evaluation"]["curve"] for r in runs]),
+                "runs": [r["_dir"] for r in runs],
+            }
+
+    average = average_over_tasks(per_task, chosen, tasks, methods)
+    versus = versus_best(chosen, tasks, methods)
+    report = {
+        "grid": {"name": spec["name"], "grid_dir": str(grid_dir.resolve()), "spec": spec},
+        "methods": methods,
+        "status": {"n_runs": len(grid["runs"]), "n_finished": len(records), "missing": missing},
+        "confidence": CONFIDENCE,
+        "interval": "two-sided t-distribution over seeds: mean +- t(0.975, n-1) * sd / sqrt(n)",
+        "learning_rates": [
+            {k: v for k, v in sel.items()} for sel in selection.values()
+        ],
+        **({"alpha_selection": alpha_selection} if alpha_selection else {}),
+        "average": average,
+        "per_task": per_task,
+        "provenance": _provenance(grid_dir, grid, records, command),
+    }
+    if versus:
+        report["versus_best"] = versus
+    if sized:
+        report["size_sweep"] = size_sweep(chosen_by_size, selection, tasks, methods)
+    return report
+
+
+def _provenance(grid_dir: Path, grid: dict, records: list[dict], command: str | None) -> dict:
+    import importlib.metadata as md
+
+    launches = read_json(grid_dir / LAUNCHES_FILE) if (grid_dir / LAUNCHES_FILE).is_file() else []
+    envs = []
+    for r in records:
+        env = {k: v for k, v in r["_environment"].items() if k != "threads"}
+        if env and env not in envs:
+            envs.append(env)
+    versions = {}
+    for pkg in ("sweet", "torch", "transformers", "numpy", "scipy", "matplotlib", "ray"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    data = {}
+    for task, info in grid.get("data", {}).items():
+        files = info.get("files", {})
+        data[task] = {role: {"path": path, "sha256": info.get("sha256", {}).get(role)} for role, path in files.items()} \
+            or {"source": info.get("source")}
+    compute = sum(r["timing"]["total_seconds"] for r in records)
+    by_method: dict[str, dict[str, list[float]]] = {}
+    for r in records:
+        by_method.setdefault(r["task"], {}).setdefault(r["method"], []).append(r["timing"]["total_seconds"])
+    return {
+        "spec": grid["spec"],
+        "seeds": grid["spec"]["seeds"],
+        "data_files": data,
+        "run_environments": envs,
+        "report_environment": {"python": platform.python_version(), **versions},
+        "launches": launches,
+        "grid_wall_seconds": round(sum(float(x.get("wall_seconds") or 0) for x in launches), 1),
+        "run_seconds_total": round(compute, 1),
+        "mean_run_seconds": {t: {m: round(sum(v) / len(v), 1) for m, v in ms.items()} for t, ms in by_method.items()},
+        **({"mean_run_seconds_by_size": _mean_seconds_by_size(records)} if is_size_sweep(grid["spec"]) else {}),
+        "report_command": command,
+        "runs": sorted(r["_dir"] for r in records),
+    }
+
+
+def _mean_seconds_by_size(records: list[dict]) -> dict[str, list[dict]]:
+    """A size sweep: task -> [{n_train, mean_seconds: {method: s}}], sizes ascending."""
+    acc: dict[str, dict[int, dict[str, list[float]]]] = {}
+    for r in records:
+        acc.setdefault(r["task"], {}).setdefault(r["n_train"], {}).setdefault(r["method"], []).append(
+            r["timing"]["total_seconds"])
+    return {t: [{"n_train": n, "mean_seconds": {m: round(sum(v) / len(v), 1) for m, v in by_size[n].items()}}
+                for n in sorted(by_size)] for t, by_size in acc.items()}
+
+
+def write_report(grid_dir: str | Path, output: str | Path | None = None, partial: bool = False,
+                 command: str | None = None) -> dict:
+    """Write report.md, report.json and one PNG per task (plus the average, and in a training-set size sweep
+    one gap-vs-size PNG per task) into ``output`` (default: GRID_DIR/report). Returns the report dict."""
+    grid_dir = Path(grid_dir)
+    out = Path(output) if output is not None else grid_dir / "report"
+    report = build_report(grid_dir, partial=partial, command=command)
+    figures = write_figures(report, out)
+    report["figures"] = figures
+    atomic_write_json(out / REPORT_JSON, report)
+    atomic_write_text(out / REPORT_MD, render_markdown(report, figures))
+    return report
+
+
+def write_figures(report: dict, out: str | Path) -> dict[str, str]:
+    """The report's PNGs into ``out``: one speed-accuracy figure per task, the average over tasks, and in a size
+    sweep one gap-vs-size figure per task. Returns {task, 'average' or 'gap-TASK': file name}. Needs only the
+    report dict (a stored report.json redraws its figures)."""
+    out = Path(out)
+    methods = report["methods"]
+    figures: dict[str, str] = {}
+    for task, by_method in report["per_task"].items():
+        first = next(iter(by_method.values()))
+        name = f"curve-{task}.png"
+        plot_curves(by_method, methods, f"{TASK_LABELS.get(task, task)} ({first['evaluation_split']}, "
+                    f"mean and 95% CI over {len(first['seeds'])} seeds)", metric_label(first["metric"]), out / name,
+                    bounds=(0.0, 100.0) if first["metric"] == "accuracy" else (-100.0, 100.0))
+        figures[task] = name
+    if report["average"]:
+        plot_curves(report["average"], methods, "average over tasks (mean and 95% CI over seeds)", "score", out /
+                    "curve-average.png")
+        figures["average"] = "curve-average.png"
+    for task, points in report.get("size_sweep", {}).get("gaps", {}).items():
+        n_seeds = max(p["n"] for p in points)
+        name = f"gap-vs-size-{task}.png"
+        plot_gaps(points, f"{TASK_LABELS.get(task, task)}: gap to Early-Exit per exit vs training size\n"
+                  + (f"(mean and 95% CI over {n_seeds} seeds)" if n_seeds > 1 else "(one seed: no interval)"),
+                  out / name)
+        figures[f"gap-{task}"] = name
+    return figures

@@ -1,0 +1,104 @@
+"""Model selection on the held-out calibration split: the learning rate, and the gradient scale alpha.
+
+The learning rate is chosen per (task, method, backbone) -- and per training size in a sweep -- by the area
+under the speed-accuracy curve measured on the calibration split (``metrics.json`` -> ``selection``), averaged
+over seeds; never on the split the scores are reported on (:func:`select_learning_rates`). The gradient scale
+alpha is chosen per task the same way, among the methods on the gradient-scaling line that the grid ran
+(:func:`select_alpha`; the report's ``grad_scale@selected``).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from ..errors import SweetError
+from ..methods import SELECTED_ALPHA, parse_method
+
+SELECTION_CRITERION = "mean over seeds of the area under the speed-accuracy curve on the calibration split"
+
+
+def _selection_candidate(aucs: dict[int, float | None], all_seeds: set[int]) -> dict:
+    """One candidate of a selection on the calibration split: its seeds' selection AUCs and their mean. It is
+    eligible only with an AUC for every seed that any candidate has (a half-finished one cannot win on fewer)."""
+    values = [aucs[s] for s in sorted(aucs) if aucs[s] is not None]
+    return {
+        "seeds": sorted(aucs),
+        "selection_aucs": [aucs[s] for s in sorted(aucs)],
+        "mean_selection_auc": sum(values) / len(values) if values else None,
+        "eligible": set(aucs) == all_seeds and len(values) == len(all_seeds),
+    }
+
+
+def select_learning_rates(records: Sequence[dict], by_size: bool = False) -> dict[tuple, dict]:
+    """Choose the learning rate per (task, method, backbone) by the area under the speed-accuracy curve on
+    the held-out calibration split (``metrics['selection']['auc']``), averaged over seeds. The reported
+    split is never looked at. Ties go to the smaller learning rate. A learning rate is only a candidate
+    with the same seeds as the others (a half-finished learning rate cannot win on fewer seeds).
+
+    ``by_size`` (a training-set size sweep): per (task, method, backbone, n_train), keyed by that 4-tuple,
+    with the record's ``n_train`` as the size."""
+    groups: dict[tuple, dict[float, dict[int, float]]] = {}
+    for m in records:
+        sel = m.get("selection")
+        where = f"{m.get('task')}/{m.get('method')}/lr={m.get('learning_rate')}/seed={m.get('seed')}"
+        if not sel:
+            raise SweetError(f"run {where} has no 'selection' metrics (made by an older sweet); re-run it")
+        if sel.get("split") == m.get("evaluation", {}).get("split"):
+            raise SweetError(f"run {where}: the selection split is the reported split; refusing to select on it")
+        key = (m["task"], m["method"], m["backbone"]) + ((int(m["n_train"]),) if by_size else ())
+        groups.setdefault(key, {}).setdefault(float(m["learning_rate"]), {})[int(m["seed"])] = sel["auc"]
+    out = {}
+    for key, by_lr in sorted(groups.items()):
+        all_seeds = set().union(*(set(s) for s in by_lr.values()))
+        candidates = [{"learning_rate": lr, **_selection_candidate(by_lr[lr], all_seeds)} for lr in sorted(by_lr)]
+        eligible = [c for c in candidates if c["eligible"]]
+        if not eligible:
+            size = f"/n={key[3]}" if by_size else ""
+            raise SweetError(f"{key[0]}/{key[1]}{size}: no learning rate has a selection AUC for every seed")
+        best = max(eligible, key=lambda c: (c["mean_selection_auc"], -c["learning_rate"]))
+        out[key] = {
+            "task": key[0], "method": key[1], "backbone": key[2], **({"n_train": key[3]} if by_size else {}),
+            "chosen": best["learning_rate"],
+            "criterion": SELECTION_CRITERION,
+            "candidates": candidates,
+        }
+    return out
+
+
+def select_alpha(chosen: dict[tuple[str, str], list[dict]]) -> dict[str, dict]:
+    """Choose the gradient scale alpha per task the way the learning rate is chosen: by the mean over seeds of
+    the area under the speed-accuracy curve on the calibration split, never the reported split. The candidates
+    are the methods on the gradient-scaling line that the grid ran for that task (``sweet`` = 0,
+    ``grad_scale@ALPHA``, ``early_exit`` = 1), each at its own chosen learning rate.
+
+    ``chosen``: (task, method) -> that method's runs at its chosen learning rate. Returns task -> the choice
+    (``chosen``: the method, ``alpha``, and every candidate's selection AUCs). A candidate is eligible only with
+    every seed that any candidate has; ties go to the smaller alpha. A task gets a choice only where it has a
+    ``grad_scale@ALPHA`` run and at least two candidates: otherwise there is nothing to choose between."""
+    by_task: dict[str, list[tuple[float, str, list[dict]]]] = {}
+    for (task, method), runs in chosen.items():
+        if method == SELECTED_ALPHA or not runs:
+            continue
+        alpha = parse_method(method).alpha
+        if alpha is not None:
+            by_task.setdefault(task, []).append((alpha, method, runs))
+    out = {}
+    for task, cands in sorted(by_task.items()):
+        if len(cands) < 2 or not any(m.startswith("grad_scale@") for _, m, _ in cands):
+            continue
+        all_seeds = set().union(*({int(r["seed"]) for r in runs} for _, _, runs in cands))
+        candidates = [{"alpha": alpha, "method": method, "learning_rate": float(runs[0]["learning_rate"]),
+                       **_selection_candidate({int(r["seed"]): r["selection"]["auc"] for r in runs}, all_seeds)}
+                      for alpha, method, runs in sorted(cands)]
+        eligible = [c for c in candidates if c["eligible"]]
+        if not eligible:
+            continue
+        best = max(eligible, key=lambda c: (c["mean_selection_auc"], -c["alpha"]))
+        out[task] = {
+            "task": task,
+            "chosen": best["method"],
+            "alpha": best["alpha"],
+            "criterion": SELECTION_CRITERION,
+            "candidates": candidates,
+        }
+    return out

@@ -1,0 +1,320 @@
+"""Grid specs: what a grid runs (tasks x methods x seeds x learning rates, and shared settings).
+
+A spec comes from a TOML/YAML/JSON file (:func:`load_spec_file`), a preset (:data:`PRESETS`), command-line
+flags, or a mix (:func:`spec_from_dict` with a ``base``). Every field is validated by :func:`check_field`;
+a bad one raises a SweetError that names it. :func:`spec_to_toml` writes a spec back as TOML.
+
+``n_train`` is one size or a list of sizes (a training-set size sweep, the paper's Appendix): the grid is
+then also expanded over the sizes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from ..errors import SweetError
+from ..methods import parse_method
+
+POOLINGS = ("auto", "cls", "mean")
+DATA_SOURCES = ("local", "hub")
+#: spec fields that do not change any result (where the data is, how much hardware a run gets).
+_NON_RESULT_SPEC_FIELDS = ("data_dir", "cpus_per_run", "gpus_per_run")
+
+
+@dataclass
+class GridSpec:
+    """What to run: every combination of tasks x methods x seeds x learning rates, with shared settings."""
+
+    tasks: list[str]
+    methods: list[str]
+    seeds: list[int]
+    learning_rates: list[float]
+    name: str = "custom"
+    backbone: str = "default"
+    exit_layers: list[int] | None = None  # None: the backbone's default (paper-shaped) ladder
+    n_train: int | list[int] = 6000  # a list of 2+ sizes: a training-set size sweep
+    epochs: int = 2
+    batch_size: int = 16
+    max_length: int = 256
+    pooling: str = "auto"
+    calibration_size: int = 1000
+    heldout_eval_size: int = 2000
+    data_source: str = "local"
+    data_dir: str | None = None  # default: --data-dir, else $SWEET_GLUE_DIR
+    cpus_per_run: float = 1.0  # Ray back-end: CPUs requested per run (also its torch thread count)
+    gpus_per_run: float = 0.0  # Ray back-end: GPUs requested per run
+    precision: str = "auto"  # training precision (sweet.precision): auto, fp32, bf16, fp16; resolved when planned
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def result_fields(self) -> dict:
+        """The fields that decide the results (what a re-launch must agree on)."""
+        return {k: v for k, v in self.to_dict().items() if k not in _NON_RESULT_SPEC_FIELDS}
+
+    @property
+    def train_sizes(self) -> list[int]:
+        """The training-set sizes: one, or several in a size sweep."""
+        return list(self.n_train) if isinstance(self.n_train, (list, tuple)) else [self.n_train]
+
+    @property
+    def is_size_sweep(self) -> bool:
+        return len(self.train_sizes) > 1
+
+    @property
+    def n_runs(self) -> int:
+        return (len(self.tasks) * len(self.methods) * len(self.seeds) * len(self.learning_rates)
+                * len(self.train_sizes))
+
+
+_REQUIRED = ("tasks", "methods", "seeds", "learning_rates")
+SPEC_FIELDS = tuple(f.name for f in fields(GridSpec))
+
+PRESETS: dict[str, dict] = {
+    # The paper's protocol (Section 3): 7 tasks x 3 methods x 3 seeds x {1..5}e-5, 6K examples, 2 epochs.
+    "paper": {
+        "name": "paper",
+        "tasks": ["sst2", "mrpc", "cola", "mnli", "qnli", "qqp", "rte"],
+        "methods": ["early_exit", "sweet", "multi_model"],
+        "seeds": [0, 1, 2],
+        "learning_rates": [1e-5, 2e-5, 3e-5, 4e-5, 5e-5],
+        "n_train": 6000,
+        "epochs": 2,
+    },
+    # A reduced grid for 2 shared CPU cores, measured (docs/results/quick/): a single-sentence and a pair task,
+    # all three methods, 3 seeds, 2 learning rates, 1,000 training examples, 1 epoch. Pair tasks cost ~3-4x
+    # more per example than SST-2; with ~60 steps per run the paper's 1e-5..5e-5 barely moves MiniLM, hence
+    # the higher rates.
+    "quick": {
+        "name": "quick",
+        "tasks": ["sst2", "qqp"],
+        "methods": ["early_exit", "sweet", "multi_model"],
+        "seeds": [0, 1, 2],
+        "learning_rates": [5e-5, 1e-4],
+        "n_train": 1000,
+        "epochs": 1,
+    },
+    # The paper's training-set size sweep (Appendix): EE / SWEET / MM on MNLI at 1K, 3K and 6K examples, 3 seeds,
+    # the paper's 2 epochs; the learning rate is chosen per size. MNLI's local pool has 9,999 rows; the fixed
+    # hold-outs (calibration: at most a tenth of the pool, 999 rows; evaluation: at most a fifth, 1,999) leave
+    # 7,001 for training, so 6K is the largest round size. Learning rates: the paper's range (2e-5, 5e-5) and
+    # 1e-4, which won every task of the 'quick' grid at 1K examples (few steps need a higher rate).
+    # 3 sizes x 3 methods x 3 seeds x 3 rates = 81 runs, ~8.5 h on 2 idle cores (the --dry-run estimate).
+    "sizes": {
+        "name": "sizes",
+        "tasks": ["mnli"],
+        "methods": ["early_exit", "sweet", "multi_model"],
+        "seeds": [0, 1, 2],
+        "learning_rates": [2e-5, 5e-5, 1e-4],
+        "n_train": [1000, 3000, 6000],
+        "epochs": 2,
+    },
+}
+
+
+def _err(source: str, name: str, message: str) -> SweetError:
+    return SweetError(f"{source}: field '{name}': {message}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def _list(source: str, name: str, value: Any) -> list:
+    if not isinstance(value, (list, tuple)):
+        raise _err(source, name, f"must be a list, got {type(value).__name__} {value!r}")
+    if not value:
+        raise _err(source, name, "must not be empty")
+    if len(set(map(repr, value))) != len(value):
+        raise _err(source, name, f"has duplicates: {list(value)!r}")
+    return list(value)
+
+
+def _positive_int(source: str, name: str, value: Any) -> int:
+    if not _is_int(value) or value <= 0:
+        raise _err(source, name, f"must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_field(name: str, value: Any, source: str = "spec") -> Any:
+    """Validate and normalise one spec field; raises SweetError naming the field."""
+    from ..data import get_task
+    from ..methods import PAPER_METHODS
+
+    if name == "tasks":
+        out = []
+        for t in _list(source, name, value):
+            if not isinstance(t, str):
+                raise _err(source, name, f"task names must be strings, got {t!r}")
+            try:
+                out.append(get_task(t).name)
+            except SweetError as exc:
+                raise _err(source, name, str(exc)) from None
+        if len(set(out)) != len(out):
+            raise _err(source, name, f"names the same task twice: {value!r}")
+        return out
+    if name == "methods":
+        items = _list(source, name, value)
+        if items == ["all"]:
+            return list(PAPER_METHODS)
+        out = []
+        for m in items:
+            try:
+                out.append(parse_method(m).canonical)
+            except SweetError as exc:
+                raise _err(source, name, f"{exc} (or 'all' for the paper's three)") from None
+        if len(set(out)) != len(out):
+            raise _err(source, name, f"names the same method twice: {list(value)!r}")
+        return out
+    if name == "seeds":
+        items = _list(source, name, value)
+        for s in items:
+            if not _is_int(s) or s < 0:
+                raise _err(source, name, f"seeds must be non-negative integers, got {s!r}")
+        return items
+    if name == "learning_rates":
+        items = _list(source, name, value)
+        for lr in items:
+            if not _is_number(lr) or lr <= 0:
+                raise _err(source, name, f"learning rates must be positive numbers, got {lr!r}")
+        return [float(x) for x in items]
+    if name == "exit_layers":
+        if value is None or (isinstance(value, str) and value.strip().lower() == "default"):
+            return None
+        items = _list(source, name, value)
+        if not all(_is_int(x) and x > 0 for x in items) or items != sorted(items):
+            raise _err(source, name, f"must be strictly increasing positive integers such as [1, 2, 4, 6], got {value!r}")
+        return items
+    if name == "n_train" and isinstance(value, (list, tuple)):
+        # a training-set size sweep; one size in a list is the same grid as that size alone
+        items = _list(source, name, value)
+        for n in items:
+            if not _is_int(n) or n <= 0:
+                raise _err(source, name, f"training sizes must be positive integers, got {n!r}")
+        return int(items[0]) if len(items) == 1 else [int(n) for n in items]
+    if name in ("n_train", "epochs", "batch_size", "max_length", "calibration_size", "heldout_eval_size"):
+        return _positive_int(source, name, value)
+    if name in ("name", "backbone"):
+        if not isinstance(value, str) or not value.strip():
+            raise _err(source, name, f"must be a non-empty string, got {value!r}")
+        return value.strip()
+    if name == "pooling":
+        if value not in POOLINGS:
+            raise _err(source, name, f"must be one of {', '.join(POOLINGS)}, got {value!r}")
+        return value
+    if name == "data_source":
+        if value not in DATA_SOURCES:
+            raise _err(source, name, f"must be one of {', '.join(DATA_SOURCES)}, got {value!r}")
+        return value
+    if name == "data_dir":
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise _err(source, name, f"must be a path (string), got {value!r}")
+        return value
+    if name == "cpus_per_run":
+        if not _is_number(value) or value <= 0:
+            raise _err(source, name, f"must be a positive number, got {value!r}")
+        return float(value)
+    if name == "gpus_per_run":
+        if not _is_number(value) or value < 0:
+            raise _err(source, name, f"must be a non-negative number, got {value!r}")
+        return float(value)
+    if name == "precision":
+        from ..precision import TRAINING_PRECISIONS
+
+        if value not in TRAINING_PRECISIONS:
+            raise _err(source, name, f"must be one of {', '.join(TRAINING_PRECISIONS)}, got {value!r}")
+        return value
+    raise SweetError(f"{source}: unknown field '{name}'; known fields: {', '.join(SPEC_FIELDS)} (and 'preset')")
+
+
+def preset(name: str) -> dict:
+    if name not in PRESETS:
+        raise SweetError(f"unknown preset '{name}'; choose one of: {', '.join(PRESETS)}")
+    return json.loads(json.dumps(PRESETS[name]))
+
+
+def spec_from_dict(raw: dict, source: str = "spec", base: dict | None = None) -> GridSpec:
+    """Build a spec from a mapping (a parsed file, or flags). ``preset = NAME`` starts from a preset;
+    ``base`` (a spec dict) is overridden by ``raw``. Unknown, missing or malformed fields raise a
+    SweetError that names the field."""
+    if not isinstance(raw, dict):
+        raise SweetError(f"{source}: the spec must be a table/mapping of fields, got {type(raw).__name__}")
+    raw = dict(raw)
+    merged = dict(base or {})
+    if "preset" in raw:
+        p = raw.pop("preset")
+        if not isinstance(p, str):
+            raise _err(source, "preset", f"must be a preset name, got {p!r}")
+        try:
+            merged.update(preset(p))
+        except SweetError as exc:
+            raise _err(source, "preset", str(exc)) from None
+    for name in raw:
+        if name not in SPEC_FIELDS:
+            raise SweetError(f"{source}: unknown field '{name}'; known fields: {', '.join(SPEC_FIELDS)} (and 'preset')")
+    merged.update(raw)
+    missing = [k for k in _REQUIRED if k not in merged]
+    if missing:
+        raise SweetError(f"{source}: missing required field(s): {', '.join(missing)} (or start from a preset: "
+                         f"{', '.join(PRESETS)})")
+    return GridSpec(**{k: check_field(k, v, source) for k, v in merged.items()})
+
+
+def load_spec_file(path: str | Path) -> GridSpec:
+    """Read a spec from TOML (``.toml``), YAML (``.yaml``/``.yml``) or JSON (``.json``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise SweetError(f"spec file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".toml":
+            import tomllib
+
+            raw = tomllib.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            try:
+                import yaml
+            except ImportError:  # pragma: no cover - PyYAML comes with transformers
+                raise SweetError(f"{path}: reading YAML needs PyYAML (pip install pyyaml); or use TOML") from None
+            raw = yaml.safe_load(text)
+        elif suffix == ".json":
+            raw = json.loads(text)
+        else:
+            raise SweetError(f"{path}: unknown spec format '{suffix}'; use .toml, .yaml/.yml or .json")
+    except SweetError:
+        raise
+    except Exception as exc:  # tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError
+        raise SweetError(f"{path}: cannot parse the spec: {exc}") from None
+    return spec_from_dict(raw if raw is not None else {}, source=str(path))
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return json.dumps(v)  # a JSON string is a valid TOML basic string
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} as TOML")
+
+
+def spec_to_toml(spec: GridSpec) -> str:
+    lines = ["# sweet grid spec (sweet grid --spec THIS_FILE)"]
+    for k, v in spec.to_dict().items():
+        if v is None:
+            lines.append(f"# {k}: not set (default)")
+        else:
+            lines.append(f"{k} = {_toml_value(v)}")
+    return "\n".join(lines) + "\n"
+
