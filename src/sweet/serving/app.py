@@ -116,8 +116,15 @@ def create_app(predictor_or_run_dir, *, max_batch_size: int = 64, max_wait_ms: f
         scheme, _, token = given.partition(" ")
         return scheme.lower() == "bearer" and secrets.compare_digest(token.strip().encode(), key.encode())
 
+    routes = "POST /predict, GET /healthz, GET /info, GET /metrics"
+
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request, exc):  # 404 / 405 as one-line JSON
+    async def http_error(request, exc):  # 404 / 405 as one-line JSON
+        where = f"{request.method} {request.url.path}"
+        if exc.status_code == 404:
+            return error(404, f"no endpoint {where}; the endpoints are {routes}")
+        if exc.status_code == 405:
+            return error(405, f"method not allowed: {where}; the endpoints are {routes}")
         return error(exc.status_code, str(exc.detail))
 
     async def read_body(request: Request) -> bytes:
