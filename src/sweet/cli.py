@@ -365,6 +365,14 @@ def analyze_gradients_cmd(
 
 # ---------------------------------------------------------------------------------------------- serving (issue #13)
 
+def _need_serving_packages(*names: str) -> None:
+    import importlib.util
+
+    missing = [n for n in names if importlib.util.find_spec(n) is None]
+    if missing:
+        raise SweetError(f"this command needs {', '.join(missing)}: pip install 'sweet[serve]'")
+
+
 def _serving_help(name: str) -> str:
     from . import precision
 
@@ -397,6 +405,7 @@ def serve(
     need 'Authorization: Bearer KEY'. SIGTERM: finish the requests in flight, then exit 0."""
     import os
 
+    _need_serving_packages("fastapi", "uvicorn")
     from .serving.server import LOOPBACK_HOSTS, announce, check_port, serve_local, serve_ray
 
     check_port(port)
@@ -464,6 +473,7 @@ def loadtest(
     load generator used. Bounded by --requests and --duration-s. Sends $SWEET_API_KEY as a bearer token if set."""
     import os
 
+    _need_serving_packages("httpx")
     from .io import atomic_write_json
     from .serving.loadtest import format_load_test, load_test, read_texts
 
