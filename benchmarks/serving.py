@@ -267,5 +267,44 @@ def _cpu_name() -> str:
     return "unknown"
 
 
+def render(path: str) -> str:
+    """The Markdown tables of a result JSON (``python benchmarks/serving.py render RESULT.json``)."""
+    r = json.loads(Path(path).read_text())
+    out = []
+
+    def table(loads, title):
+        out.append(f"#### {title}\n")
+        out.append("| mode | clients | texts/request | requests ok / sent | errors | texts/s | x offline | p50 ms | p95 ms | "
+                   "p99 ms | load generator CPU s (share of wall) | server CPU s | load avg |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for x in loads:
+            ratio = x["texts_per_s"] / x["offline_bench_protocol_texts_per_s"]
+            out.append(f"| {x['mode'].replace('_', ' ')} | {x['concurrency']} | {x['texts_per_request']} | "
+                       f"{x['requests_ok']} / {x['requests_sent']} | {x['errors']} | {x['texts_per_s']:.1f} | {ratio:.2f} | "
+                       f"{x['p50_ms']:.0f} | {x['p95_ms']:.0f} | {x['p99_ms']:.0f} | {x['loadgen_cpu_s']:.1f} "
+                       f"({100 * x['loadgen_cpu_share']:.0f}%) | {x['server_cpu_s']:.1f} | {x['load_average_after'][0]:.1f} |")
+        out.append("")
+
+    for key, title in (("offline_local", "Offline, measured before each load level (local servers)"),
+                       ("offline_ray", "Offline, measured before each load level (Ray Serve)")):
+        if r.get(key):
+            out.append(f"#### {title}\n")
+            out.append("| before | sweet bench protocol, batch 64 (texts/s) | Predictor.predict incl. tokenisation (texts/s) | "
+                       "cost ratio | load avg |")
+            out.append("|---|---|---|---|---|")
+            for o in r[key]:
+                out.append(f"| {o['before']} | {o['bench_protocol_texts_per_s']:.1f} | {o['predict_texts_per_s']:.1f} | "
+                           f"{o['cost_ratio']:.3f} | {o['load_average'][0]:.1f} |")
+            out.append("")
+    if r.get("loads"):
+        table(r["loads"], "Local server (uvicorn), batching on and off")
+    if r.get("ray_loads"):
+        table(r["ray_loads"], "Ray Serve")
+    return "\n".join(out)
+
+
 if __name__ == "__main__":
-    main()
+    if len(sys.argv) == 3 and sys.argv[1] == "render":
+        print(render(sys.argv[2]))
+    else:
+        main()
