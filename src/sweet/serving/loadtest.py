@@ -1,6 +1,6 @@
 """``sweet loadtest URL``: a bounded load generator for a sweet server on this machine.
 
-``concurrency`` clients (asyncio tasks sharing one httpx connection pool, one keep-alive connection each) send
+``concurrency`` clients (asyncio tasks, each with its own httpx client and keep-alive connection) send
 ``POST /predict`` requests back to back (closed loop: a client sends its next request when its answer arrives)
 until ``requests`` requests have been sent or ``duration_s`` seconds have passed, whichever comes first; every
 request has a timeout. Each request carries ``texts_per_request`` texts taken in turn from the given texts.
@@ -111,10 +111,12 @@ async def _run(url: str, texts: list, concurrency: int, requests: int, per_reque
     def error(kind: str) -> None:
         errors[kind] = errors.get(kind, 0) + 1
 
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=timeout_s, headers=headers) as client:
-        async def client_loop() -> None:
-            nonlocal sent, done_texts
+    async def client_loop() -> None:
+        nonlocal sent, done_texts
+        # one client (one keep-alive connection) per simulated user: a shared pool of N connections costs
+        # httpx O(N) work per request, which at 128 users made the load generator the main CPU consumer
+        limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+        async with httpx.AsyncClient(limits=limits, timeout=timeout_s, headers=headers) as client:
             while sent < requests and time.perf_counter() < stop_at:
                 i = sent
                 sent += 1
@@ -142,9 +144,9 @@ async def _run(url: str, texts: list, concurrency: int, requests: int, per_reque
                 latencies.append(t1 - t0)
                 done_texts += n
 
-        cpu0, wall0 = os.times(), time.perf_counter()
-        await asyncio.gather(*(client_loop() for _ in range(concurrency)))
-        wall, cpu1 = time.perf_counter() - wall0, os.times()
+    cpu0, wall0 = os.times(), time.perf_counter()
+    await asyncio.gather(*(client_loop() for _ in range(concurrency)))
+    wall, cpu1 = time.perf_counter() - wall0, os.times()
     cpu = (cpu1.user - cpu0.user) + (cpu1.system - cpu0.system)
     ok = len(latencies)
     return {
