@@ -1,5 +1,5 @@
-"""Command line interface: ``sweet train | evaluate | predict | bench | demo | grid | report | tasks``
-(and ``sweet analyze ...`` where present).
+"""Command line interface: ``sweet train | evaluate | predict | bench | demo | grid | report | tasks | serve |
+loadtest`` and ``sweet analyze gradients``.
 
 Errors the user can fix are printed as one line (``error: ...``) with exit code 2; pass ``--debug``
 (before the command) to see the traceback.
@@ -379,6 +379,123 @@ def analyze_gradients_cmd(
         typer.echo(f"layer {lay['layer']}: pairs {pairs}")
         typer.echo(f"{'':>{len(str(lay['layer'])) + 7}}own vs others' sum {others}")
     typer.echo(f"{res['steps']} steps in {res['seconds']:.0f}s. Written: {output / GRADIENTS_JSON}, {output / GRADIENTS_PNG}")
+
+
+# ---------------------------------------------------------------------------------------------- serving (issue #13)
+
+def _need_serving_packages(*names: str) -> None:
+    import importlib.util
+
+    missing = [n for n in names if importlib.util.find_spec(n) is None]
+    if missing:
+        raise SweetError(f"this command needs {', '.join(missing)}: pip install 'sweet[serve]'")
+
+
+@app.command()
+def serve(
+    run_dir: Path = typer.Argument(..., help="A run directory written by 'sweet train' (or its model/ directory)."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind (127.0.0.1: this machine only; 0.0.0.0 exposes the server to the network, set SWEET_API_KEY then)."),
+    port: int = typer.Option(8000, help="TCP port."),
+    threshold: float = typer.Option(0.9, help="Default threshold in [0, 1] (a request may send its own 'threshold')."),
+    policy: str = typer.Option("confidence", help="Default exit policy (a request may send its own 'policy'). " + POLICY_HELP),
+    task: Optional[str] = typer.Option(None, help="Task (default: the one the model was trained on)."),
+    device: str = typer.Option("auto", help="Device: " + DEVICE_HELP),
+    precision: str = typer.Option("auto", help="Inference precision: " + PRECISION_HELP),
+    max_batch_size: int = typer.Option(64, help="Most rows per model call; concurrent requests are merged up to it."),
+    max_wait_ms: float = typer.Option(5.0, help="How long the oldest queued request may wait for others to join its batch."),
+    batching: bool = typer.Option(True, "--batching/--no-batching", help="Merge concurrent requests (--no-batching: one model call per request)."),
+    max_items: int = typer.Option(256, help="Most texts (or pairs) per request; more is refused with 413."),
+    max_body_bytes: int = typer.Option(1 << 20, help="Largest request body in bytes; larger is refused with 413."),
+    threads: Optional[int] = typer.Option(None, help="torch threads (default: torch's default, usually the core count)."),
+    backend: str = typer.Option("local", help="'local' (one uvicorn process) or 'ray' (a Ray Serve deployment of --replicas replicas)."),
+    replicas: int = typer.Option(1, help="Ray: number of replicas (each loads the model and batches on its own)."),
+    cpus_per_replica: float = typer.Option(1.0, help="Ray: CPUs reserved per replica."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join ('auto', 'ray://host:10001'); default: $RAY_ADDRESS, else a local Ray instance."),
+) -> None:
+    """Serve a trained run over HTTP: POST /predict with a JSON body {"texts": ["...", ...]} (pair tasks: "pairs", a
+    list of two-text lists), GET /healthz, /info, /metrics. Concurrent requests are batched dynamically. With $SWEET_API_KEY set, requests
+    need 'Authorization: Bearer KEY'. SIGTERM: finish the requests in flight, then exit 0."""
+    import os
+
+    _need_serving_packages("fastapi", "uvicorn")
+    from .serving.server import LOOPBACK_HOSTS, announce, check_port, serve_local, serve_ray
+
+    check_port(port)
+    if backend not in ("local", "ray"):
+        raise SweetError(f"--backend must be local or ray, got {backend!r}")
+    if backend == "local" and replicas != 1:
+        raise SweetError("--replicas needs --backend ray (the local backend is one process)")
+    for flag, value in (("--max-batch-size", max_batch_size), ("--max-items", max_items), ("--max-body-bytes", max_body_bytes)):
+        if value < 1:
+            raise SweetError(f"{flag} must be positive, got {value}")
+    if not max_wait_ms >= 0:
+        raise SweetError(f"--max-wait-ms must be a non-negative number, got {max_wait_ms}")
+    if threads is not None:
+        if threads < 1:
+            raise SweetError(f"--threads must be positive, got {threads}")
+        import torch
+
+        torch.set_num_threads(threads)
+    from .policies import check_threshold
+
+    check_threshold(threshold)
+    from .policies import POLICIES
+
+    if policy not in POLICIES:
+        raise SweetError(f"unknown exit policy {policy!r}; choose one of: {', '.join(POLICIES)}")
+    api_key = os.environ.get("SWEET_API_KEY") or None
+    if host not in LOOPBACK_HOSTS and api_key is None:
+        typer.echo(f"warning: serving on {host} without an API key: anyone who can reach it can use it (set SWEET_API_KEY)", err=True)
+    app_options = dict(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, batching=batching, max_items=max_items,
+                       max_body_bytes=max_body_bytes, api_key=api_key or "")
+    load_options = dict(device=device, precision=precision, threshold=threshold, policy=policy, task=task)
+    where = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+    if backend == "ray":
+        serve_ray(run_dir, host=host, port=port, replicas=replicas, cpus_per_replica=cpus_per_replica, threads=threads,
+                  ray_address=ray_address, app_options=app_options, load_options=load_options,
+                  on_ready=lambda: announce(f"sweet serve: {run_dir} on {where} (Ray Serve, {replicas} replica(s)); "
+                                            "Ctrl-C or SIGTERM stops it"))
+        return
+    from .serving.app import create_app
+
+    app_ = create_app(run_dir, **app_options, **load_options)
+    info = app_.state.predictor.info()
+    serve_local(app_, host=host, port=port,
+                on_ready=lambda: announce(f"sweet serve: {run_dir} ({info['task']}, {info['method']}, {info['precision']} on "
+                                          f"{info['device']}) on {where}; batching "
+                                          f"{'up to ' + str(max_batch_size) + ' rows / ' + format(max_wait_ms, 'g') + ' ms' if batching else 'off'}; "
+                                          "Ctrl-C or SIGTERM stops it"))
+
+
+@app.command()
+def loadtest(
+    url: str = typer.Argument("http://127.0.0.1:8000", help="The server (this machine only: 127.0.0.1, ::1 or localhost)."),
+    concurrency: int = typer.Option(8, help="Concurrent clients (each sends its next request when its answer arrives)."),
+    requests: int = typer.Option(200, help="Requests to send in total (the test stops after them)."),
+    texts_per_request: int = typer.Option(1, help="Texts (or pairs) per request."),
+    duration_s: float = typer.Option(60.0, help="Stop sending after this many seconds even if requests are left."),
+    timeout_s: float = typer.Option(30.0, help="Timeout of each request (counted as an error)."),
+    texts: Optional[Path] = typer.Option(None, help="Text file, one text per line (pairs: two tab-separated texts); default: a few built-in sentences."),
+    pairs: bool = typer.Option(False, help="Send {'pairs': ...} (for a pair-task server)."),
+    threshold: Optional[float] = typer.Option(None, help="Send this threshold with every request (default: the server's)."),
+    output_json: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    output: Optional[Path] = typer.Option(None, help="Also write the JSON result to this file."),
+) -> None:
+    """Load-test a sweet server on this machine: throughput, p50/p95/p99 latency, errors, and the CPU time the
+    load generator used. Bounded by --requests and --duration-s. Sends $SWEET_API_KEY as a bearer token if set."""
+    import os
+
+    _need_serving_packages("httpx")
+    from .io import atomic_write_json
+    from .serving.loadtest import format_load_test, load_test, read_texts
+
+    items = read_texts(str(texts), pairs) if texts is not None else None
+    result = load_test(url, concurrency=concurrency, requests=requests, texts_per_request=texts_per_request,
+                       duration_s=duration_s, timeout_s=timeout_s, texts=items, threshold=threshold,
+                       api_key=os.environ.get("SWEET_API_KEY") or None, pairs=pairs)
+    if output is not None:
+        atomic_write_json(output, result)
+    typer.echo(json.dumps(result, indent=2) if output_json else format_load_test(result))
 
 
 def _one_line(text) -> str:
