@@ -315,13 +315,17 @@ def hf_trainer_finetune(backbone: str, task, enc_train, enc_eval, *, bf16: bool 
         raise SweetError(reason)
     from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
                               TrainingArguments, set_seed)
+    from transformers.trainer_callback import PrinterCallback
+    from transformers.utils import logging as hf_logging
 
     from .batching import Collator
 
     path = _backbone_path(backbone)
     tokenizer = AutoTokenizer.from_pretrained(path)
+    verbosity = hf_logging.get_verbosity()
     with _threads(threads), tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        hf_logging.set_verbosity_error()  # its load report (the new head is untrained, as it should be)
         set_seed(seed)
         model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=task.num_labels)
         use_tt = "token_type_ids" in __import__("inspect").signature(model.forward).parameters
@@ -332,8 +336,12 @@ def hf_trainer_finetune(backbone: str, task, enc_train, enc_eval, *, bf16: bool 
         )
         trainer = Trainer(model=model, args=args, train_dataset=_EncodedDataset(enc_train, use_tt),
                           data_collator=DataCollatorWithPadding(tokenizer))
+        trainer.remove_callback(PrinterCallback)  # it prints the final metrics dict to stdout
         t0 = time.perf_counter()
-        result = trainer.train()
+        try:
+            result = trainer.train()
+        finally:
+            hf_logging.set_verbosity(verbosity)
         seconds = time.perf_counter() - t0
         model.eval()
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -341,5 +349,100 @@ def hf_trainer_finetune(backbone: str, task, enc_train, enc_eval, *, bf16: bool 
         acc = _score_logits(lambda b: model(**b).logits.float(), enc_eval, collator, 64, task.metric)
     return {"trainer": "hf", "bf16": bool(bf16), "seconds": seconds,
             "train_runtime": float(result.metrics.get("train_runtime", seconds)), "steps": int(result.global_step),
-            "optim": str(args.optim), "max_grad_norm": args.max_grad_norm, "lr_scheduler": str(args.lr_scheduler_type),
+            "optim": str(getattr(args.optim, "value", args.optim)), "max_grad_norm": args.max_grad_norm,
+            "lr_scheduler": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
             "score": acc, "threads": torch.get_num_threads() if threads is None else int(threads)}
+
+
+def train_benchmark(task: str = "sst2", n_train: int = 3000, *, epochs: int = 1, learning_rate: float = 5e-5,
+                    batch_size: int = 16, seed: int = 0, method: str = "sweet", backbone: str = "default",
+                    ours_precisions: Sequence[str] = ("fp32", "auto"), trainer_bf16: Sequence[bool] = (False, True),
+                    repeats: int = 1, data_dir: str | None = None, threads: int | None = None,
+                    progress: bool = False, trainer_max_steps: int = -1) -> dict:
+    """Our trainer (at each of ``ours_precisions``) against the Hugging Face Trainer (fp32, and bf16 where
+    ``trainer_bf16`` has True) on the same training sample and evaluation split. A precision that resolves to one
+    already measured (``auto`` is fp32 for training on a CPU) is recorded as that one, not run twice. With
+    ``repeats`` > 1 the configurations run interleaved (A B C A B C ...) and times are medians; ratios are medians
+    of the per-repeat ratios against the Trainer in fp32."""
+    from .precision import placement
+    from .runs import environment, load_tokenizer
+
+    if repeats < 1:
+        raise SweetError(f"repeats must be positive, got {repeats}")
+    if trainer_bf16 and trainer_missing():
+        raise SweetError(trainer_missing())
+    tokenizer = load_tokenizer(_backbone_path(backbone))
+    t, enc_train, enc_eval, split = training_sample(task, n_train, seed, data_dir, tokenizer)
+    resolved = {p: placement("cpu", p, training=True).precision for p in ours_precisions}
+    configs: list[tuple[str, dict]] = []
+    for p in dict.fromkeys(resolved.values()):
+        configs.append((f"sweet {method} {p}", {"kind": "ours", "precision": p}))
+    for bf16 in dict.fromkeys(trainer_bf16):
+        configs.append((f"HF Trainer {'bf16' if bf16 else 'fp32'}", {"kind": "hf", "bf16": bool(bf16)}))
+    common = dict(learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, seed=seed, threads=threads)
+    results: dict[str, list[dict]] = {name: [] for name, _ in configs}
+    for _ in range(repeats):
+        for name, c in configs:
+            if c["kind"] == "ours":
+                r = ours_finetune(backbone, t, enc_train, enc_eval, method=method, precision=c["precision"],
+                                  progress=progress, **common)
+            else:
+                r = hf_trainer_finetune(backbone, t, enc_train, enc_eval, bf16=c["bf16"], max_steps=trainer_max_steps,
+                                        **common)
+            results[name].append(r)
+    reference = "HF Trainer fp32" if "HF Trainer fp32" in results else None
+    rows = []
+    for name, c in configs:
+        runs = results[name]
+        secs = [r["seconds"] for r in runs]
+        score_ = runs[0]["last_exit_score"] if c["kind"] == "ours" else runs[0]["score"]
+        row = {"name": name, **c, "seconds": float(np.median(secs)), "seconds_per_repeat": secs, "score": score_,
+               "steps": runs[0]["steps"], "examples_per_second": len(enc_train) * epochs / float(np.median(secs))}
+        if c["kind"] == "ours":
+            row["exit_layers"], row["exit_scores"] = runs[0]["exit_layers"], runs[0]["exit_scores"]
+        else:
+            row["optim"], row["lr_scheduler"], row["max_grad_norm"] = runs[0]["optim"], runs[0]["lr_scheduler"], \
+                runs[0]["max_grad_norm"]
+        if reference:
+            ref = [r["seconds"] for r in results[reference]]
+            row["time_ratio_vs_trainer_fp32"] = float(np.median([a / b for a, b in zip(secs, ref)]))
+            row["score_delta_vs_trainer_fp32"] = score_ - results[reference][0]["score"]
+        rows.append(row)
+    return {
+        "task": t.name, "metric": t.metric, "n_train": len(enc_train), "epochs": epochs, "learning_rate": learning_rate,
+        "batch_size": batch_size, "seed": seed, "method": method, "backbone": backbone,
+        "evaluation_split": split, "n_evaluation": len(enc_eval), "repeats": repeats,
+        "ours_precisions_asked": {p: resolved[p] for p in ours_precisions},
+        "threads": threads or torch.get_num_threads(), "environment": environment(),
+        "protocol": "same tokenised training sample (sweet.data.make_splits) and evaluation split; wall time of the "
+                    "training call only (model building and evaluation excluded); sweet: its trainer (length-bucketed "
+                    "batches); HF Trainer: AutoModelForSequenceClassification (one head), Trainer defaults (random "
+                    "batches padded by DataCollatorWithPadding); score = sweet's last exit vs the Trainer's head",
+        "rows": rows,
+    }
+
+
+def format_train_benchmark(report: dict) -> str:
+    """A Markdown table of :func:`train_benchmark`."""
+    lines = [f"{report['task']} | {report['n_train']} examples x {report['epochs']} epoch(s) | lr "
+             f"{report['learning_rate']:g} | batch {report['batch_size']} | seed {report['seed']} | threads "
+             f"{report['threads']} | {report['evaluation_split']} ({report['n_evaluation']} examples, "
+             f"{report['metric']})", ""]
+    lines.append("| configuration | train seconds | ex/s | time / Trainer fp32 | score | Δ vs Trainer fp32 |")
+    lines.append("|---|---:|---:|---:|---:|---:|")
+    for r in report["rows"]:
+        ratio = r.get("time_ratio_vs_trainer_fp32")
+        delta = r.get("score_delta_vs_trainer_fp32")
+        lines.append(f"| {r['name']} | {r['seconds']:.1f} | {r['examples_per_second']:.1f} | "
+                     f"{'-' if ratio is None else f'{ratio:.2f}'} | {r['score']:.2f} | "
+                     f"{'-' if delta is None else f'{delta:+.2f}'} |")
+    asked = ", ".join(f"{k} -> {v}" for k, v in report["ours_precisions_asked"].items())
+    lines += ["", f"sweet precisions asked -> used: {asked} (one that resolves to an already measured one is not rerun)"]
+    for r in report["rows"]:
+        if r["kind"] == "ours":
+            per_exit = ", ".join(f"L{l}: {s:.2f}" for l, s in zip(r["exit_layers"], r["exit_scores"]))
+            lines.append(f"{r['name']}: per-exit scores {per_exit}")
+        else:
+            lines.append(f"{r['name']}: optimizer {r['optim']}, schedule {r['lr_scheduler']}, max grad norm "
+                         f"{r['max_grad_norm']}")
+    return "\n".join(lines)
