@@ -204,7 +204,7 @@ def benchmark(
                 pol = predictors[p].get_policy(policy)
                 for t in thresholds:
                     engine = EarlyExitEngine(predictors[p].model, pol, t)
-                    fns[f"engine {p} t={t}"] = _engine_run(engine, encoded, collator, bs)
+                    fns[f"engine {p} t={t:.4g}"] = _engine_run(engine, encoded, collator, bs)
             # warm-up: every configuration on the first batches
             warm_rows = min(n, max(1, warmup) * bs)
             warm_encoded = _head(encoded, warm_rows)
@@ -242,7 +242,7 @@ def benchmark(
             for p in precs:
                 same = seconds[f"torch {p} full"]
                 for t in thresholds:
-                    name = f"engine {p} t={t}"
+                    name = f"engine {p} t={t:.4g}"
                     res = outputs[name]
                     counts = np.bincount(res.exit_index, minlength=len(layers))
                     cost = cost_ratio(counts, layers, method)
