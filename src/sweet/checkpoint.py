@@ -55,6 +55,7 @@ class TrainState:
     seconds: float = 0.0
     resumed_at: list = field(default_factory=list)
     projections: dict = field(default_factory=lambda: {"projections": 0, "pairs": 0})
+    scaler: dict = field(default_factory=dict)  # fp16: the gradient scaler's state (sweet.training)
 
 
 def training_fingerprint(model, encoded, config) -> dict:

@@ -16,6 +16,7 @@ import typer
 
 from .errors import SweetError
 from .methods import METHODS_HELP
+from .precision import DEVICE_HELP, PRECISION_HELP, TRAIN_PRECISION_HELP
 
 app = typer.Typer(
     add_completion=False,
@@ -48,7 +49,7 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 
 def _run_one(task, method, backbone, exit_layers, n_train, seed, learning_rate, epochs, batch_size, max_length,
              pooling, data_dir, data_source, output, overwrite, progress, allow_partial_depth=False,
-             checkpoint_every=200, resume=False, learn_exit=False) -> dict:
+             checkpoint_every=200, resume=False, learn_exit=False, device="auto", precision="auto") -> dict:
     from .evaluation import format_report
     from .runs import RunConfig, run
 
@@ -56,7 +57,8 @@ def _run_one(task, method, backbone, exit_layers, n_train, seed, learning_rate, 
         task=task, method=method, backbone=backbone, exit_layers=parse_layers(exit_layers), n_train=n_train, seed=seed,
         learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, max_length=max_length, pooling=pooling,
         data_dir=str(data_dir) if data_dir else None, data_source=data_source, allow_partial_depth=allow_partial_depth,
-        checkpoint_every=checkpoint_every, extra={"learn_exit": True} if learn_exit else {},
+        checkpoint_every=checkpoint_every, extra={"learn_exit": True} if learn_exit else {}, device=device,
+        precision=precision,
     )
     if not progress:
         from transformers.utils import logging as hf_logging
@@ -64,8 +66,9 @@ def _run_one(task, method, backbone, exit_layers, n_train, seed, learning_rate, 
         hf_logging.disable_progress_bar()  # e.g. "Loading weights"
     metrics = run(cfg, output, progress=progress, overwrite=overwrite, resume=resume)
     typer.echo(format_report(metrics))
-    t = metrics["timing"]
-    typer.echo(f"\ntrain {t['train_seconds']:.0f}s ({t['train_examples_per_second']:.1f} examples/s), "
+    t, where = metrics["timing"], metrics["placement"]["train"]
+    typer.echo(f"\ntrain {t['train_seconds']:.0f}s ({t['train_examples_per_second']:.1f} examples/s, "
+               f"{where['precision']} on {where['device']}), "
                f"total {t['total_seconds']:.0f}s. Results: {output}/metrics.json")
     return metrics
 
@@ -91,13 +94,15 @@ def train(
     checkpoint_every: int = typer.Option(200, help="Save a training checkpoint (model, optimizer, scheduler, RNG states, data position) every N optimizer steps into OUTPUT/checkpoint; 0 turns checkpoints off."),
     resume: bool = typer.Option(False, help="Continue the unfinished run in --output from its checkpoint (pass the same options); the result equals that of an uninterrupted run."),
     learn_exit: bool = typer.Option(False, "--learn-exit", help="Also fit learning-to-exit modules (one Linear+sigmoid per exit, MSE against 'this exit is correct') after fine-tuning, on the training sample with the model frozen; enables --policy learned."),
+    device: str = typer.Option("auto", help="Device: " + DEVICE_HELP),
+    precision: str = typer.Option("auto", help="Training precision: " + TRAIN_PRECISION_HELP),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Fine-tune a multi-exit model on a GLUE task, calibrate it on held-out data, and evaluate it (the confidence
     curve in metrics.json 'evaluation'; the entropy, patience and, with --learn-exit, learned curves under 'policies')."""
     _run_one(task, method, backbone, exit_layers, n_train, seed, learning_rate, epochs, batch_size, max_length,
              pooling, data_dir, data_source, output, overwrite, progress, allow_partial_depth, checkpoint_every, resume,
-             learn_exit)
+             learn_exit, device, precision)
 
 
 @app.command()
@@ -107,6 +112,8 @@ def evaluate(
     file: Optional[Path] = typer.Option(None, help="Evaluate on this labelled TSV (same columns as the task) instead."),
     output_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON instead of a table."),
     policy: str = typer.Option("confidence", help=POLICY_HELP),
+    device: str = typer.Option("auto", help="Device: " + DEVICE_HELP),
+    precision: str = typer.Option("auto", help="Inference precision: " + PRECISION_HELP),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """Re-evaluate a trained run: per-exit scores, speed-accuracy curve, interpolated scores, AUC."""
@@ -114,7 +121,7 @@ def evaluate(
     from .runs import evaluate_run
 
     result = evaluate_run(run_dir, str(data_dir) if data_dir else None, str(file) if file else None, progress=progress,
-                          policy=policy)
+                          policy=policy, device=device, precision=precision)
     typer.echo(json.dumps(result, indent=2) if output_json else format_report(result))
 
 
@@ -126,6 +133,9 @@ def predict(
     policy: str = typer.Option("confidence", help=POLICY_HELP),
     task: Optional[str] = typer.Option(None, help="Task (default: the one the model was trained on)."),
     fmt: str = typer.Option("tsv", "--format", help="tsv (label, exit layer, confidence; with a --policy other than confidence also its score) or jsonl."),
+    batch_size: int = typer.Option(64, help="Rows per batch at every depth (the engine refills batches as rows leave)."),
+    device: str = typer.Option("auto", help="Device: " + DEVICE_HELP),
+    precision: str = typer.Option("auto", help="Inference precision: " + PRECISION_HELP),
 ) -> None:
     """Predict labels for unlabelled text; one line out per example: label, exit layer, confidence."""
     from .runs import predict_texts
@@ -144,7 +154,8 @@ def predict(
     except UnicodeDecodeError as exc:
         line = raw[: exc.start].count(b"\n") + 1
         raise SweetError(f"{where}, line {line}: not valid UTF-8 (byte offset {exc.start}); re-encode it as UTF-8") from exc
-    rows = predict_texts(run_dir, lines, threshold, task, policy=policy)
+    rows = predict_texts(run_dir, lines, threshold, task, batch_size=batch_size, policy=policy, device=device,
+                         precision=precision)
     for r in rows:
         if fmt == "jsonl":
             typer.echo(json.dumps(r))
@@ -162,6 +173,8 @@ def demo(
     epochs: int = typer.Option(2, help="Training epochs."),
     seed: int = typer.Option(0, help="Seed."),
     learning_rate: float = typer.Option(5e-5, "--lr", help="Initial learning rate."),
+    device: str = typer.Option("auto", help="Device: " + DEVICE_HELP),
+    precision: str = typer.Option("auto", help="Training precision: " + TRAIN_PRECISION_HELP),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
     """The main job: fine-tune the packaged all-MiniLM-L6-v2 (exits after layers 1,2,4,6) on a 6K random sample
@@ -174,7 +187,7 @@ def demo(
     for m in methods:
         typer.echo(f"=== demo: SST-2, {m}, default backbone, exits 1,2,4,6 ===")
         metrics = _run_one("sst2", m, "default", None, n_train, seed, learning_rate, epochs, 16, 256, "auto", data_dir,
-                           "local", output / f"sst2-{m}", True, progress)
+                           "local", output / f"sst2-{m}", True, progress, device=device, precision=precision)
         summary.append(metrics)
         typer.echo("")
     if len(summary) > 1:

@@ -29,8 +29,11 @@ def collect_logits(
 
     With ``with_hidden=True``, returns ``(logits, hidden)``: also each exit's pooled representation, a list of
     [N, hidden] float32 arrays (what the learned exit policy reads)."""
+    from .precision import model_placement, to_device
+
     was_training = model.training
     model.eval()
+    where = model_placement(model)  # fp32 unless prepared for inference (sweet.precision.prepare_for_inference)
     n = len(encoded)
     out = [np.zeros((n, model.config.num_labels), dtype=np.float32) for _ in range(model.num_exits)]
     hid = None
@@ -38,14 +41,15 @@ def collect_logits(
     for rows in tqdm(batches, desc=desc, disable=not progress, leave=False, unit="batch"):
         batch = collator(encoded, rows)
         batch.pop("labels", None)
-        result = model(**batch, return_hidden=with_hidden)
+        with where.no_autocast():  # fp32, or weights already cast: whatever autocast context the caller opened
+            result = model(**to_device(batch, where.device), return_hidden=with_hidden)
         for i, lg in enumerate(result.logits):
-            out[i][rows] = lg.float().numpy()
+            out[i][rows] = lg.float().cpu().numpy()
         if with_hidden:
             if hid is None:
                 hid = [np.zeros((n, h.shape[-1]), dtype=np.float32) for h in result.hidden]
             for i, h in enumerate(result.hidden):
-                hid[i][rows] = h.float().numpy()
+                hid[i][rows] = h.float().cpu().numpy()
     model.train(was_training)
     if with_hidden:
         return out, hid

@@ -97,7 +97,8 @@ class EarlyExitEngine:
         self.policy = policy
         self.threshold = float(threshold)
         self.multi_model = model.config.method == "multi_model"
-        self.device = model_placement(model).device
+        self.placement = model_placement(model)
+        self.device = self.placement.device
         self.num_exits = model.num_exits
         if not self.multi_model:
             backbone = model.backbones[0]
@@ -149,6 +150,12 @@ class EarlyExitEngine:
         # rows are selected on the CPU; each batch moves to the model's device when its segment runs
         input_ids, attention_mask = input_ids.cpu(), attention_mask.cpu()
         token_type_ids = None if token_type_ids is None else token_type_ids.cpu()
+        with self.placement.no_autocast():
+            return self._run_segments(input_ids, attention_mask, token_type_ids, batch_size, sort, out)
+
+    def _run_segments(self, input_ids, attention_mask, token_type_ids, batch_size: int, sort: bool,
+                      out: BatchResult) -> BatchResult:
+        n = input_ids.shape[0]
         # the last used column of each row (right padding: its length); a row's hidden state is kept up to it
         cols = torch.arange(attention_mask.shape[1])
         widths = ((attention_mask != 0) * (cols + 1)).amax(1).clamp_min(1)

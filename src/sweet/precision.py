@@ -151,6 +151,13 @@ class Placement:
         return torch.autocast(self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None,
                               cache_enabled=False)
 
+    def no_autocast(self):
+        """Autocast explicitly off (inference: a prepared model's weights already are in its precision, and its
+        heads must stay float32 whatever context the caller opened)."""
+        if self.device.type not in ("cpu", "cuda", "mps"):
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, enabled=False)
+
     def to_dict(self) -> dict:
         info = {"device": str(self.device), "precision": self.precision, "native_bf16": native_bf16(self.device)}
         if self.device.type == "cuda":

@@ -59,6 +59,8 @@ class RunConfig:
     data_dir: str | None = None
     data_source: str = "local"
     extra: dict = field(default_factory=dict)
+    device: str = "auto"  # auto, cpu, cuda[:N], mps (sweet.precision)
+    precision: str = "auto"  # training precision: auto, fp32, bf16, fp16 (auto: fp32 on CPU, bf16/fp16 on CUDA)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -89,13 +91,14 @@ def environment() -> dict:
     }
 
 
-#: Options that may differ when a run is resumed (they do not change its result).
-RESUME_MAY_CHANGE = ("data_dir", "checkpoint_every")
+#: Options that may differ when a run is resumed (they do not change its result). The device may change too,
+#: as long as the precision it resolves to is the same (checked against the training fingerprint).
+RESUME_MAY_CHANGE = ("data_dir", "checkpoint_every", "device")
 
 
 def check_run_config(config: RunConfig):
     """Every check that needs no data: a bad option fails here, before anything is read or written.
-    Returns the :class:`~sweet.training.TrainConfig` of the run."""
+    Returns the :class:`~sweet.training.TrainConfig` of the run (with the resolved training precision)."""
     from .backbones import resolve_backbone
     from .data import get_task
     from .modeling import POOLINGS, check_method, validate_exit_layers
@@ -121,7 +124,11 @@ def check_run_config(config: RunConfig):
         raise SweetError(f"extra must be a mapping and extra['learn_exit'] true or false, got {config.extra!r}")
     if isinstance(config.checkpoint_every, bool) or not isinstance(config.checkpoint_every, int) or config.checkpoint_every < 0:
         raise SweetError(f"--checkpoint-every must be 0 (no checkpoints) or a positive number of steps, got {config.checkpoint_every}")
+    from .precision import placement
+
+    where = placement(config.device, config.precision, training=True)  # a device/precision it cannot run fails here
     train_cfg = TrainConfig(
+        precision=where.precision,
         learning_rate=config.learning_rate,
         epochs=config.epochs,
         batch_size=config.batch_size,
@@ -233,10 +240,12 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
     from .evaluation import collect_logits, evaluate_logits
     from .modeling import MultiExitModel
     from .policies import ConfidencePolicy, make_policy
+    from .precision import Placement, resolve_device
     from .training import seed_everything, train
 
     t0 = time.perf_counter()
     train_cfg = check_run_config(config)
+    where = Placement(resolve_device(config.device), train_cfg.precision)
     out = Path(output_dir)
     check_output_dir(out, overwrite, resume)
     if resume:
@@ -258,6 +267,7 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
         label_names=task.label_names,
         task=task.name,
     )
+    model.to(where.device)
     collator = make_collator(tokenizer, model)
     max_length = effective_max_length(config.max_length, tokenizer, model)
     encoded = {name: encode(tokenizer, part, max_length, warn=False) for name, part in
@@ -270,7 +280,8 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
     # Nothing has been written so far: every input above was checked first.
     prepare_output_dir(out, overwrite, resume)
     if not resume:
-        atomic_write_json(out / RUN_CONFIG, {**config.to_dict(), "task": task.name, "environment": environment()})
+        atomic_write_json(out / RUN_CONFIG, {**config.to_dict(), "task": task.name, "environment": environment(),
+                                             "placement": where.to_dict()})
     if not resume or not (out / "splits.json").is_file():
         atomic_write_json(
             out / "splits.json",
@@ -352,6 +363,8 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
             "total_seconds": round(time.perf_counter() - t0, 2),
         },
         "data_files": data.files,
+        # training ran in train_log's precision; calibration and evaluation in fp32 on the same device
+        "placement": {"train": where.to_dict(), "evaluation": Placement(where.device, "fp32").to_dict()},
     }
     atomic_write_json(out / METRICS, metrics)
     checkpointer.remove()  # the run is finished; the trained model is in model/
@@ -403,6 +416,7 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
     if not isinstance(raw, dict):
         raise SweetError(f"{path}: expected a JSON object")
     raw.pop("environment", None)
+    raw.pop("placement", None)  # what the options resolved to on the machine that ran it (provenance)
     try:
         return RunConfig.from_dict(raw)
     except SweetError as exc:
@@ -442,17 +456,24 @@ def evaluate_run(
     write: bool = True,
     progress: bool = True,
     policy: str = "confidence",
+    device: str = "auto",
+    precision: str = "auto",
 ) -> dict:
     """Re-evaluate a trained run (its own evaluation split, or a labelled TSV file of the same task) with an
-    exit policy (:data:`sweet.policies.POLICIES`). The confidence evaluation replaces ``evaluation`` in
-    metrics.json; another policy's curve is written under ``policies.NAME`` (the confidence one is kept)."""
+    exit policy (:data:`sweet.policies.POLICIES`) on ``device`` in ``precision`` (:mod:`sweet.precision`). The
+    confidence evaluation replaces ``evaluation`` in metrics.json; another policy's curve is written under
+    ``policies.NAME`` (the confidence one is kept)."""
     from .batching import encode
     from .data import read_tsv
     from .evaluation import collect_logits, evaluate_logits
     from .policies import make_policy
 
+    from .precision import placement, prepare_for_inference
+
+    where = placement(device, precision)
     cfg, model, tokenizer, task = load_run(run_dir)
     exit_policy = make_policy(policy, model)
+    model = prepare_for_inference(model, where)
     if eval_file:
         examples = read_tsv(Path(eval_file), task)
         split_name = f"file:{eval_file}"
@@ -471,6 +492,7 @@ def evaluate_run(
         metric=task.metric, num_labels=task.num_labels, policy=exit_policy, hidden_per_exit=hidden,
     )
     evaluation["split"] = split_name
+    evaluation["placement"] = where.to_dict()
     result = {"task": task.name, "method": model.config.method, "backbone": cfg.backbone,
               "exit_layers": model.exit_layers, "seed": cfg.seed, "evaluation": evaluation}
     if write:

@@ -33,6 +33,7 @@ from .batching import Collator, Encoded, bucketed_batches
 from .checkpoint import Checkpointer, TrainState, training_fingerprint
 from .errors import SweetError
 from .methods import pcgrad_backward
+from .precision import Placement, to_device
 
 
 @dataclass
@@ -48,8 +49,11 @@ class TrainConfig:
     adam_eps: float = 1e-8
     seed: int = 0
     log_every: int = 25
+    precision: str = "fp32"  # fp32, bf16 or fp16 (autocast, float32 master weights); see sweet.precision
 
     def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise SweetError(f"training precision must be fp32, bf16 or fp16, got {self.precision!r}")
         if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
             raise SweetError(f"learning rate must be a positive number, got {self.learning_rate}")
         if self.epochs <= 0:
@@ -74,9 +78,23 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def make_optimizer(model, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """AdamW with torch's fused implementation where it has one (CPU and CUDA): one kernel for all parameters
+    instead of a Python loop over them (about 4x less optimizer time per step on the default backbone)."""
+    kwargs = dict(lr=config.learning_rate, betas=(config.adam_beta1, config.adam_beta2), eps=config.adam_eps,
+                  weight_decay=config.weight_decay)
+    if device.type in ("cpu", "cuda"):
+        return torch.optim.AdamW(model.parameters(), fused=True, **kwargs)
+    return torch.optim.AdamW(model.parameters(), foreach=True, **kwargs)
+
+
 def train(model, encoded: Encoded, collator: Collator, config: TrainConfig, progress: bool = True,
           checkpointer: Checkpointer | None = None, resume: bool = False) -> dict:
     """Fine-tune ``model`` in place on ``encoded`` (which must carry labels). Returns a training log.
+
+    The model trains on the device its parameters are on, in ``config.precision``: the forward and backward of
+    each step run under autocast (entered per step, weight-cast cache off: see :mod:`sweet.precision` for the
+    trap this avoids); weights and optimizer state stay float32; fp16 adds a gradient scaler.
 
     With a ``checkpointer``, the model, optimizer, scheduler, RNG states and data position are saved every
     ``checkpointer.every`` steps and after the last step. With ``resume=True`` too, training continues from
@@ -87,13 +105,10 @@ def train(model, encoded: Encoded, collator: Collator, config: TrainConfig, prog
     lengths = encoded.lengths
     steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
-    optimizer = torch.optim.AdamW(
-        model.parameters(),
-        lr=config.learning_rate,
-        betas=(config.adam_beta1, config.adam_beta2),
-        eps=config.adam_eps,
-        weight_decay=config.weight_decay,
-    )
+    device = next(model.parameters()).device
+    where = Placement(device, config.precision)
+    optimizer = make_optimizer(model, config, device)
+    scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
     groups = model.parameter_groups()
     spec = model.method_spec
@@ -103,43 +118,58 @@ def train(model, encoded: Encoded, collator: Collator, config: TrainConfig, prog
     fingerprint = training_fingerprint(model, encoded, config) if checkpointer is not None else {}
     if resume and checkpointer is not None and checkpointer.exists():
         state = checkpointer.load(model, optimizer, scheduler, fingerprint)  # also restores the RNG states
+        if scaler is not None and state.scaler:
+            scaler.load_state_dict(state.scaler)
 
     start = time.perf_counter() - state.seconds
     model.train()
     bar = tqdm(total=total_steps, initial=state.step, desc=f"train {model.config.method}", disable=not progress,
                unit="step")
     first_epoch, first_batch = divmod(state.step, steps_per_epoch)  # the data position
-    for epoch in range(first_epoch, config.epochs):
-        batches = bucketed_batches(lengths, config.batch_size, config.seed, epoch)
-        for rows in batches[first_batch if epoch == first_epoch else 0 :]:
-            batch = collator(encoded, rows)
-            model.set_progress(state.step / total_steps)
-            out = model(**batch)
-            optimizer.zero_grad(set_to_none=True)
-            if blocks is not None:
-                generator = torch.Generator().manual_seed(config.seed * 1_000_003 + state.step)
-                counts = pcgrad_backward(out.exit_losses, blocks, generator)
-                state.projections = {k: state.projections[k] + counts[k] for k in counts}
-            else:
-                out.loss.backward()
-            if config.max_grad_norm is not None:
-                for params in groups:
-                    torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            state.step += 1
-            state.window += np.array([x.detach().item() for x in out.exit_losses])
-            state.window_steps += 1
-            if state.step % config.log_every == 0 or state.step == total_steps:
-                mean = (state.window / state.window_steps).round(4).tolist()
-                state.log.append({"step": state.step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], "exit_losses": mean})
-                bar.set_postfix(loss=f"{sum(mean):.3f}")
-                state.window[:] = 0
-                state.window_steps = 0
-            if checkpointer is not None and checkpointer.due(state.step, total_steps):
-                checkpointer.save(model, optimizer, scheduler, state, fingerprint, steps_per_epoch=steps_per_epoch,
-                                  total_steps=total_steps, seconds=time.perf_counter() - start)
-            bar.update(1)
+    # autocast is off for the whole step (backward, clipping, optimizer) whatever the caller opened, and on
+    # (bf16/fp16) for the forward only; a caller's outer context would otherwise also reach the backward pass
+    with where.no_autocast():
+        for epoch in range(first_epoch, config.epochs):
+            batches = bucketed_batches(lengths, config.batch_size, config.seed, epoch)
+            for rows in batches[first_batch if epoch == first_epoch else 0 :]:
+                batch = to_device(collator(encoded, rows), device)
+                model.set_progress(state.step / total_steps)
+                with where.autocast():
+                    out = model(**batch)
+                optimizer.zero_grad(set_to_none=True)
+                if blocks is not None:
+                    generator = torch.Generator().manual_seed(config.seed * 1_000_003 + state.step)
+                    losses = out.exit_losses if scaler is None else [scaler.scale(x) for x in out.exit_losses]
+                    counts = pcgrad_backward(losses, blocks, generator)
+                    state.projections = {k: state.projections[k] + counts[k] for k in counts}
+                else:
+                    (out.loss if scaler is None else scaler.scale(out.loss)).backward()
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
+                if config.max_grad_norm is not None:
+                    for params in groups:
+                        torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm, foreach=True)
+                if scaler is not None:
+                    scaler.step(optimizer)
+                    scaler.update()
+                else:
+                    optimizer.step()
+                scheduler.step()
+                state.step += 1
+                state.window += torch.stack([x.detach().float() for x in out.exit_losses]).cpu().numpy()
+                state.window_steps += 1
+                if state.step % config.log_every == 0 or state.step == total_steps:
+                    mean = (state.window / state.window_steps).round(4).tolist()
+                    state.log.append({"step": state.step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], "exit_losses": mean})
+                    bar.set_postfix(loss=f"{sum(mean):.3f}")
+                    state.window[:] = 0
+                    state.window_steps = 0
+                if checkpointer is not None and checkpointer.due(state.step, total_steps):
+                    if scaler is not None:
+                        state.scaler = scaler.state_dict()
+                    checkpointer.save(model, optimizer, scheduler, state, fingerprint, steps_per_epoch=steps_per_epoch,
+                                      total_steps=total_steps, seconds=time.perf_counter() - start)
+                bar.update(1)
     bar.close()
     model.set_progress(1.0)
     model.eval()
@@ -150,6 +180,7 @@ def train(model, encoded: Encoded, collator: Collator, config: TrainConfig, prog
         "seconds": round(seconds, 2),
         "examples_per_second": round(len(encoded) * config.epochs / max(seconds, 1e-9), 2),
         "threads": torch.get_num_threads(),
+        **where.to_dict(),
         "resumed_at_steps": state.resumed_at,
         **({"pcgrad": state.projections} if blocks is not None else {}),
         "log": state.log,
