@@ -98,3 +98,31 @@ def test_script_writes_json_and_markdown(tiny_backbone_dir, tiny_glue_dir, tmp_p
     assert "| sweet sweet fp32 |" in out.with_suffix(".md").read_text()
     assert script.main(["--trainer", "fp16", "--output", str(out)]) == 2
     assert "--trainer takes fp32 and/or bf16" in capsys.readouterr().err
+
+
+def test_ours_in_bf16_is_its_own_row(tiny_backbone_dir, tiny_glue_dir):
+    from sweet.peers import train_benchmark
+
+    with pytest.warns(UserWarning, match="no native bf16") if not _native_bf16() else _nothing():
+        report = train_benchmark("sst2", 32, epochs=1, learning_rate=1e-3, backbone=str(tiny_backbone_dir),
+                                 ours_precisions=("fp32", "bf16"), trainer_bf16=(), data_dir=str(tiny_glue_dir),
+                                 threads=1)
+    rows = report["rows"]
+    assert [r["name"] for r in rows] == ["sweet sweet fp32", "sweet sweet bf16"]
+    assert [r["precision"] for r in rows] == ["fp32", "bf16"] and all(r["steps"] == 2 for r in rows)
+    assert "time_ratio_vs_trainer_fp32" not in rows[0]  # no Trainer in fp32 to compare with
+    assert "| sweet sweet bf16 |" in __import__("sweet.peers").peers.format_train_benchmark(report)
+
+
+def _native_bf16() -> bool:
+    import torch
+
+    from sweet.precision import native_bf16
+
+    return native_bf16(torch.device("cpu"))
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()

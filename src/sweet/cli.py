@@ -205,7 +205,7 @@ def bench(
     max_examples: Optional[int] = typer.Option(None, help="Use only the first N examples of the evaluation split."),
     threads: Optional[int] = typer.Option(None, help="torch threads, and ONNX Runtime's intra-op threads (default: "
                                                      "torch's default, usually the core count)."),
-    device: str = typer.Option("auto", help="auto (CUDA if present, else CPU), cpu, cuda, cuda:N or mps."),
+    device: str = typer.Option("auto", help="Device: " + DEVICE_HELP),
     precisions: str = typer.Option("default", help="Comma list of inference precisions for the engine and the "
                                    "torch full model (fp32 is always included: it is the reference): fp32, bf16, "
                                    "fp16, int8; 'default' = fp32 plus what this device runs fast (CPU: int8, and "

@@ -244,26 +244,19 @@ def ours_finetune(backbone: str, task, enc_train, enc_eval, *, method: str = "sw
     ``precision`` (``auto``, ``fp32``, ``bf16``; resolved for training on the CPU as ``sweet train`` does).
     Returns the training wall time (model building and evaluation not included) and each exit's score on the
     evaluation split (the last one is what the Trainer's single head is compared with)."""
-    import dataclasses
-
     from .modeling import MultiExitModel
     from .precision import placement
     from .runs import load_tokenizer, make_collator
     from .training import TrainConfig, seed_everything, train
 
     where = placement("cpu", precision, training=True)
-    fields = {f.name for f in dataclasses.fields(TrainConfig)}
-    extra = {}
-    if "precision" in fields:
-        extra["precision"] = where.precision
-    elif where.precision != "fp32":
-        raise SweetError(f"this version of sweet's trainer has no training precision; it cannot train in {where.precision}")
     with _threads(threads):
         seed_everything(seed)
         model = MultiExitModel.from_backbone(backbone, num_labels=task.num_labels, method=method,
                                              label_names=task.label_names, task=task.name)
         collator = make_collator(load_tokenizer(_backbone_path(backbone)), model)
-        cfg = TrainConfig(learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, seed=seed, **extra)
+        cfg = TrainConfig(learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, seed=seed,
+                          precision=where.precision)
         t0 = time.perf_counter()
         log = train(model, enc_train, collator, cfg, progress=progress)
         seconds = time.perf_counter() - t0
