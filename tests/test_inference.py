@@ -152,7 +152,8 @@ def test_bench_accounting_matches_the_evaluation_curve(tmp_path, tiny_backbone_d
     metrics = run(RunConfig(task="sst2", method="sweet", backbone=str(tiny_backbone_dir), exit_layers=[1, 2, 4],
                             n_train=64, epochs=1, learning_rate=1e-3, data_dir=str(tiny_glue_dir)),
                   tmp_path / "run", progress=False)
-    report = benchmark(tmp_path / "run", batch_sizes=[1, 16], repeats=1, warmup=1, progress=False)
+    report = benchmark(tmp_path / "run", batch_sizes=[1, 16], repeats=1, warmup=1, progress=False,
+                       precisions="fp32", peers=False)
     assert report["n_examples"] == 120 and report["threads"] >= 1
     for bs in (1, 16):
         pts = [p for p in report["points"] if p["batch_size"] == bs]
@@ -162,6 +163,5 @@ def test_bench_accounting_matches_the_evaluation_curve(tmp_path, tiny_backbone_d
         for p in pts[1:]:
             assert p["ideal_speedup"] == pytest.approx(1 / p["cost_ratio"])
             assert p["ratio"] == pytest.approx(p["measured_speedup"] / p["ideal_speedup"])
-            assert sum(p["exit_counts"]) == 120 and p["latency_ms_p95"] >= p["latency_ms_p50"] > 0
-    assert set(report["head_overhead"]) == {"1", "16"}
-    assert "measured" in format_bench(report)
+            assert sum(p["exit_counts"]) == 120 and p["examples_per_second"] > 0
+    assert "speedup" in format_bench(report)

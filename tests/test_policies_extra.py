@@ -277,7 +277,8 @@ def test_bench_with_another_policy_serves_the_evaluated_curve(learned_run):
     from sweet.bench import benchmark
 
     out, metrics = learned_run
-    report = benchmark(out, batch_sizes=[16], repeats=1, warmup=1, progress=False, policy="learned")
+    report = benchmark(out, batch_sizes=[16], repeats=1, warmup=1, progress=False, policy="learned",
+                       precisions="fp32", peers=False)
     assert report["policy"] == "learned"
     served = [p["cost_ratio"] for p in report["points"] if not p["baseline"]]
     assert served == pytest.approx([p["cost_ratio"] for p in metrics["policies"]["learned"]["curve"]])

@@ -1,23 +1,38 @@
-"""Wall-clock benchmark of early-exit inference (``sweet bench RUN_DIR``).
+"""Wall-clock benchmark of early-exit inference against its peers (``sweet bench RUN_DIR``).
 
-For each batch size and each threshold of the policy's grid, the evaluation split is predicted with
-:class:`~sweet.inference.EarlyExitEngine` and timed against the same model run to its last layer with no
-exit checks (early_exit/sweet: the encoder plus the last head; multi_model: the last, full-depth model
-alone). Reported per point: the cost ratio (from the exits actually taken), the ideal speedup 1/cost, the
-measured speedup, their ratio, throughput and per-batch latency (p50/p95).
+On the run's evaluation split, in one run, on the same examples and at the same batch size, it times:
 
-Protocol: requests are batched in dataset order (no length sorting, as they would arrive), tokenised and
-padded before timing (tokenisation is not timed). Every configuration is warmed up; then each repeat
-times every configuration once over the whole split, one after another (interleaved), and a speedup is
-the median over repeats of baseline time / configuration time *within the same repeat*, so that load
-from other processes on a shared machine affects both sides of each ratio alike. The thread count is
-recorded. Also measured: the overhead of computing every exit head versus the bare backbone forward.
+* **the full model in torch fp32**, the baseline: the encoder to its last layer plus the last head, no exit
+  checks (Multi-Model: the last, full-depth member alone);
+* the full model in torch at every other precision asked for (``bf16``, ``int8``: :mod:`sweet.precision`);
+* **ONNX Runtime fp32 and int8** (dynamic quantization) running the same full model, exported once to a
+  temporary directory (:mod:`sweet.peers`), when the optional extra ``sweet[onnx]`` is installed (otherwise these
+  rows are skipped with a note);
+* **our engine** (:class:`~sweet.inference.EarlyExitEngine`, full batches at every depth) at every precision and
+  every threshold of the policy's grid.
+
+Each row has its throughput and its accuracy (the task metric, on the evaluation labels, from that row's own
+predictions); engine rows also the cost ratio (from the exits taken), the ideal speedup 1/cost, the realised
+speedup against the torch fp32 full model and the ratio of the two (speedup x cost), the same against the full
+model at the row's own precision, and, at precisions other than fp32, the accuracy difference from the fp32
+engine at the same threshold. Every row has its throughput relative to ONNX Runtime int8.
+
+Protocol: rows are taken in dataset order (no length sorting, as requests would arrive), tokenised before timing.
+The full-model rows get the batches pre-padded (a batch is padded to its longest row); the engine gets the
+tokenised rows and pads its own batches, so its timings include that collation. Every configuration is warmed
+up; then each repeat times every configuration once over the whole split, one after another (interleaved), and a
+speedup is the median over repeats of (baseline time / time) *within the same repeat*, so that load from other
+processes on a shared machine affects both sides of each ratio alike. Throughput is the number of examples over
+the median time. Torch and ONNX Runtime use the same number of threads (ONNX Runtime's ``intra_op_num_threads``),
+recorded with the device and precisions.
 """
 
 from __future__ import annotations
 
 import statistics
+import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -27,26 +42,84 @@ from tqdm.auto import tqdm
 
 from .errors import SweetError
 
+BASELINE = "torch fp32 full"
 
-def _time_interleaved(fns: dict[str, Callable[[dict], object]], batches: list[dict], repeats: int,
-                      warmup: int) -> dict[str, tuple[list[float], list[float]]]:
-    """Time every configuration once per repeat, one after another, so that a slow spell on a shared
-    machine hits all configurations of that repeat alike. Returns, per name, (total seconds of each
-    repeat, seconds of each batch)."""
-    for fn in fns.values():
-        for b in batches[: max(1, warmup)]:
-            fn(b)
-    out: dict[str, tuple[list[float], list[float]]] = {name: ([], []) for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            totals, per_batch = out[name]
-            start = time.perf_counter()
-            for b in batches:
-                t0 = time.perf_counter()
-                fn(b)
-                per_batch.append(time.perf_counter() - t0)
-            totals.append(time.perf_counter() - start)
+
+def runnable_precisions(device: torch.device) -> list[str]:
+    """Every inference precision this device can run (bf16 on a CPU without native bf16 runs, emulated)."""
+    from .precision import resolve_precision
+
+    out = []
+    for p in ("fp32", "bf16", "fp16", "int8"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                resolve_precision(p, device)
+        except SweetError:
+            continue
+        out.append(p)
     return out
+
+
+def default_precisions(device: torch.device) -> list[str]:
+    """The precisions worth comparing on ``device``: fp32 plus what it runs fast (CPU: int8, and bf16 where the
+    processor has native bf16; GPU: bf16 where supported, else fp16)."""
+    from .precision import native_bf16
+
+    if device.type == "cpu":
+        return ["fp32", *(["bf16"] if native_bf16(device) else []), "int8"]
+    if device.type == "cuda":
+        return ["fp32", "bf16" if native_bf16(device) else "fp16"]
+    return ["fp32"]
+
+
+def parse_precisions(text: str | Sequence[str] | None, device: torch.device) -> list[str]:
+    """``None``/``default`` -> :func:`default_precisions`; ``all`` -> :func:`runnable_precisions`; else a comma list,
+    each checked against the device. fp32 is always included (it is the reference)."""
+    from .precision import resolve_precision
+
+    if text is None:
+        items = ["default"]
+    elif isinstance(text, str):
+        items = [t.strip().lower() for t in text.split(",") if t.strip()]
+    else:
+        items = [str(t).strip().lower() for t in text]
+    if not items:
+        raise SweetError("--precisions is empty; give a comma list such as fp32,int8, or 'default' or 'all'")
+    out: list[str] = []
+    for item in items:
+        if item == "default":
+            chosen = default_precisions(device)
+        elif item == "all":
+            chosen = runnable_precisions(device)
+        elif item == "auto":
+            chosen = [resolve_precision("auto", device)]
+        else:
+            with warnings.catch_warnings():  # bf16 on a CPU without native bf16: asked for explicitly, so it runs
+                warnings.simplefilter("ignore")
+                chosen = [resolve_precision(item, device)]  # unknown or unrunnable -> one-line SweetError
+        out.extend(p for p in chosen if p not in out)
+    return ["fp32", *[p for p in out if p != "fp32"]]
+
+
+def _time_interleaved(fns: dict[str, Callable[[], object]], repeats: int,
+                      progress: bool = False) -> tuple[dict[str, list[float]], dict[str, object]]:
+    """Run every configuration once per repeat, one after another, so that a slow spell on a shared machine hits
+    all configurations of that repeat alike. Returns, per name, the seconds of each repeat, and the output of
+    each configuration's first repeat."""
+    seconds: dict[str, list[float]] = {name: [] for name in fns}
+    outputs: dict[str, object] = {}
+    bar = tqdm(total=repeats * len(fns), desc="bench", disable=not progress, unit="config")
+    for r in range(repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            out = fn()
+            seconds[name].append(time.perf_counter() - start)
+            if r == 0:
+                outputs[name] = out
+            bar.update(1)
+    bar.close()
+    return seconds, outputs
 
 
 def _median_ratio(num: Sequence[float], den: Sequence[float]) -> float:
@@ -54,122 +127,260 @@ def _median_ratio(num: Sequence[float], den: Sequence[float]) -> float:
     return statistics.median(a / b for a, b in zip(num, den))
 
 
-def _percentile_ms(values: Sequence[float], q: float) -> float:
-    return float(np.percentile(np.asarray(values) * 1000.0, q))
-
-
 def benchmark(
     run_dir: str | Path,
-    batch_sizes: Sequence[int] = (1, 16, 64),
+    batch_sizes: Sequence[int] = (64,),
     repeats: int = 3,
-    warmup: int = 3,
+    warmup: int = 2,
     max_examples: int | None = None,
     threads: int | None = None,
     data_dir: str | None = None,
     progress: bool = True,
     policy: str = "confidence",
+    device: str = "auto",
+    precisions: str | Sequence[str] | None = None,
+    peers: bool = True,
 ) -> dict:
+    """Time the engine against the full model (torch at each precision, ONNX Runtime fp32/int8); see the module
+    docstring. ``precisions``: a comma list or sequence, ``default`` or ``all`` (:func:`parse_precisions`)."""
     from .batching import encode
     from .cost import cost_ratio
     from .inference import EarlyExitEngine
-    from .policies import make_policy
-    from .runs import effective_max_length, environment, evaluation_split, load_run, make_collator
+    from .metrics import score
+    from .peers import onnx_missing, onnxruntime_version
+    from .precision import placement, resolve_device
+    from .predictor import Predictor
+    from .runs import environment, evaluation_split, load_run_config
 
-    if repeats < 1 or any(b < 1 for b in batch_sizes):
-        raise SweetError("repeats and batch sizes must be positive")
+    if repeats < 1 or warmup < 0 or not batch_sizes or any(int(b) < 1 for b in batch_sizes):
+        raise SweetError("repeats and batch sizes must be positive (and warm-up batches non-negative)")
     if threads is not None:
         if threads < 1:
             raise SweetError(f"threads must be positive, got {threads}")
         torch.set_num_threads(threads)
-    cfg, model, tokenizer, task = load_run(run_dir)
-    model.eval()
-    examples, _ = evaluation_split(cfg, task, data_dir)
+    dev = resolve_device(device)
+    precs = parse_precisions(precisions, dev)
+    cfg = load_run_config(run_dir)
+    predictors = {p: Predictor.load(run_dir, device=str(dev), precision=p, policy=policy) for p in precs}
+    ref = predictors["fp32"]
+    model, task, collator = ref.model, ref.task, ref.collator
+    examples, split_name = evaluation_split(cfg, task, data_dir)
     if max_examples is not None:
+        if max_examples < 1:
+            raise SweetError(f"max examples must be positive, got {max_examples}")
         examples = examples.subset(range(min(max_examples, len(examples))))
-    encoded = encode(tokenizer, examples, effective_max_length(cfg.max_length, tokenizer, model), warn=False)
-    collator = make_collator(tokenizer, model)
-    policy_name, policy = policy, make_policy(policy, model)
-    method = model.config.method
-    layers = model.exit_layers
-    last_bb, last_head = model.backbones[-1], model.heads[-1]
-
-    @torch.inference_mode()
-    def full(batch):  # the same model to its last layer, no exit checks
-        kw = model._backbone_kwargs(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-        return last_head(last_bb(**kw).last_hidden_state, batch["attention_mask"])
-
-    @torch.inference_mode()
-    def all_exits(batch):
-        return model(**batch)
-
-    @torch.inference_mode()
-    def bare(batch):
-        kw = model._backbone_kwargs(batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"))
-        return [bb(**kw).last_hidden_state for bb in model.backbones]
-
-    thresholds = [float(t) for t in policy.threshold_grid(model.config.num_labels)]
+    encoded = encode(ref.tokenizer, examples, ref.max_length, warn=False)
+    labels = np.asarray(examples.labels)
     n = len(encoded)
-    results = []
-    overhead = {}
-    for bs in tqdm(batch_sizes, desc="bench", disable=not progress, unit="batch size"):
-        batches = []
-        for i in range(0, n, bs):
-            b = collator(encoded, np.arange(i, min(i + bs, n)))
-            b.pop("labels", None)
-            batches.append(b)
-        exits: dict[float, list[np.ndarray]] = {t: [] for t in thresholds}
+    method, layers = model.config.method, model.exit_layers
+    thresholds = [float(t) for t in ref.get_policy(policy).threshold_grid(model.config.num_labels)]
+    torch_threads = torch.get_num_threads()
 
-        def served(t: float):
-            engine = EarlyExitEngine(model, policy, t)
-            return lambda batch: exits[t].append(engine.predict_batch(**batch).exit_index)
+    notes: list[str] = []
+    onnx_info: dict = {"installed": onnx_missing() is None, "version": onnxruntime_version()}
+    sessions: dict[str, object] = {}
+    tmp = tempfile.TemporaryDirectory(prefix="sweet-bench-onnx-")
+    try:
+        if peers:
+            sessions = _onnx_sessions(model, collator, dev, torch_threads, Path(tmp.name), notes, onnx_info)
+        else:
+            notes.append("peers off (--no-peers): no ONNX Runtime rows")
 
-        fns = {"full": full, "all_exits": all_exits, "bare": bare, **{f"t={t}": served(t) for t in thresholds}}
-        timed = _time_interleaved(fns, batches, repeats, warmup)
-        full_totals, full_lat = timed["full"]
-        t_full = statistics.median(full_totals)
-        overhead[str(bs)] = {
-            "all_exits_seconds": statistics.median(timed["all_exits"][0]),
-            "bare_backbone_seconds": statistics.median(timed["bare"][0]),
-            "overhead_percent": 100.0 * (_median_ratio(timed["all_exits"][0], timed["bare"][0]) - 1.0),
-        }
-        results.append({"batch_size": bs, "threshold": None, "cost_ratio": 1.0, "ideal_speedup": 1.0,
-                        "measured_speedup": 1.0, "ratio": 1.0, "seconds": t_full, "examples_per_second": n / t_full,
-                        "latency_ms_p50": _percentile_ms(full_lat, 50), "latency_ms_p95": _percentile_ms(full_lat, 95),
-                        "baseline": True})
-        for t in thresholds:
-            totals, lat = timed[f"t={t}"]
-            counts = np.bincount(np.concatenate(exits[t][-len(batches):]), minlength=len(layers))
-            cost = cost_ratio(counts, layers, method)
-            measured = _median_ratio(full_totals, totals)
-            secs = statistics.median(totals)
-            results.append({
-                "batch_size": bs, "threshold": t, "cost_ratio": cost, "ideal_speedup": 1.0 / cost,
-                "measured_speedup": measured, "ratio": measured * cost, "seconds": secs,
-                "examples_per_second": n / secs, "latency_ms_p50": _percentile_ms(lat, 50),
-                "latency_ms_p95": _percentile_ms(lat, 95), "exit_counts": counts.tolist(), "baseline": False,
-            })
+        points = []
+        for bs in batch_sizes:
+            bs = int(bs)
+            batches = []
+            for i in range(0, n, bs):
+                b = collator(encoded, np.arange(i, min(i + bs, n)))
+                b.pop("labels", None)
+                batches.append(b)
+            np_batches = [{k: v.numpy() for k, v in b.items()} for b in batches] if sessions else []
+            fns: dict[str, Callable[[], object]] = {}
+            for p in precs:
+                fns[f"torch {p} full"] = _torch_full(predictors[p].model, batches)
+            for p, sess in sessions.items():
+                fns[f"onnxruntime {p} full"] = _onnx_full(sess, np_batches)
+            for p in precs:
+                pol = predictors[p].get_policy(policy)
+                for t in thresholds:
+                    engine = EarlyExitEngine(predictors[p].model, pol, t)
+                    fns[f"engine {p} t={t:.4g}"] = _engine_run(engine, encoded, collator, bs)
+            # warm-up: every configuration on the first batches
+            warm_rows = min(n, max(1, warmup) * bs)
+            warm_encoded = _head(encoded, warm_rows)
+            if warmup > 0:
+                for p in precs:
+                    _torch_full(predictors[p].model, batches[:warmup])()
+                for sess in sessions.values():
+                    _onnx_full(sess, np_batches[:warmup])()
+                for p in precs:
+                    pol = predictors[p].get_policy(policy)
+                    for t in thresholds:
+                        _engine_run(EarlyExitEngine(predictors[p].model, pol, t), warm_encoded, collator, bs)()
+            seconds, outputs = _time_interleaved(fns, repeats, progress)
+
+            base = seconds[BASELINE]
+            ort_int8 = seconds.get("onnxruntime int8 full")
+            fp32_acc_by_t: dict[float, float] = {}
+
+            def common(name: str, preds: np.ndarray) -> dict:
+                secs = statistics.median(seconds[name])
+                row = {"batch_size": bs, "seconds": secs, "seconds_per_repeat": seconds[name],
+                       "examples_per_second": n / secs, "accuracy": score(task.metric, labels, preds),
+                       "measured_speedup": _median_ratio(base, seconds[name])}
+                row["throughput_vs_onnxruntime_int8"] = (_median_ratio(ort_int8, seconds[name])
+                                                         if ort_int8 is not None else None)
+                return row
+
+            for runtime, plist in (("torch", precs), ("onnxruntime", list(sessions))):
+                for p in plist:
+                    name = f"{runtime} {p} full"
+                    row = common(name, outputs[name])
+                    points.append({"name": name, "kind": "full", "runtime": runtime, "precision": p, "threshold": None,
+                                   "baseline": name == BASELINE, "cost_ratio": 1.0, "ideal_speedup": 1.0,
+                                   **row, "ratio": row["measured_speedup"]})
+            for p in precs:
+                same = seconds[f"torch {p} full"]
+                for t in thresholds:
+                    name = f"engine {p} t={t:.4g}"
+                    res = outputs[name]
+                    counts = np.bincount(res.exit_index, minlength=len(layers))
+                    cost = cost_ratio(counts, layers, method)
+                    row = common(name, res.label)
+                    if p == "fp32":
+                        fp32_acc_by_t[t] = row["accuracy"]
+                    speed_same = _median_ratio(same, seconds[name])
+                    points.append({
+                        "name": name, "kind": "engine", "runtime": "torch", "precision": p, "threshold": t,
+                        "baseline": False, "cost_ratio": cost, "ideal_speedup": 1.0 / cost, **row,
+                        "ratio": row["measured_speedup"] * cost,
+                        "speedup_vs_same_precision_full": speed_same, "ratio_same_precision": speed_same * cost,
+                        "exit_counts": counts.tolist(),
+                    })
+            base_acc = next(pt["accuracy"] for pt in points if pt["batch_size"] == bs and pt["baseline"])
+            for pt in points:
+                if pt["batch_size"] != bs or pt["baseline"]:
+                    continue
+                if pt["kind"] == "engine":
+                    pt["accuracy_delta_vs_fp32"] = pt["accuracy"] - fp32_acc_by_t[pt["threshold"]]
+                else:  # other full models against the torch fp32 full model
+                    pt["accuracy_delta_vs_fp32"] = pt["accuracy"] - base_acc
+    finally:
+        tmp.cleanup()
+
     return {
-        "run_dir": str(run_dir), "task": task.name, "method": method, "exit_layers": layers, "policy": policy_name,
-        "n_examples": n, "split": "evaluation", "repeats": repeats, "warmup_batches": warmup,
-        "threads": torch.get_num_threads(), "environment": environment(),
-        "protocol": "dataset order, pre-tokenised; every configuration timed once per repeat, interleaved; "
-                    "speedup = median over repeats of (baseline time / time) within the same repeat; "
-                    "baseline = same model to its last layer, no exit checks",
-        "head_overhead": overhead, "points": results,
+        "run_dir": str(run_dir), "task": task.name, "metric": task.metric, "method": method, "exit_layers": layers,
+        "policy": policy, "n_examples": n, "split": split_name, "batch_sizes": [int(b) for b in batch_sizes],
+        "repeats": repeats, "warmup_batches": warmup, "threads": torch_threads, "device": str(dev),
+        "precisions": precs, "placements": {p: predictors[p].placement.to_dict() for p in precs},
+        "thresholds": thresholds, "onnxruntime": onnx_info, "notes": notes, "environment": environment(),
+        "protocol": "same examples (evaluation split, dataset order, pre-tokenised) and batch size for every row; "
+                    "every configuration timed once per repeat, interleaved; speedup = median over repeats of "
+                    "(torch fp32 full time / time) within the same repeat; full model = encoder + last head, no exit "
+                    "checks; engine = EarlyExitEngine.predict, full batches at every depth, arrival order",
+        "points": points,
     }
 
 
+def _head(encoded, k: int):
+    from .batching import Encoded
+
+    return Encoded(encoded.input_ids[:k], None if encoded.token_type_ids is None else encoded.token_type_ids[:k],
+                   None, 0)
+
+
+def _torch_full(model, batches: list[dict]) -> Callable[[], np.ndarray]:
+    from .peers import FullModel
+    from .precision import model_placement, to_device
+
+    full = FullModel(model, use_token_type_ids=True)
+    device = model_placement(model).device
+
+    @torch.inference_mode()
+    def run() -> np.ndarray:
+        preds = []
+        for b in batches:
+            b = to_device(b, device)
+            preds.append(full(b["input_ids"], b["attention_mask"], b.get("token_type_ids")).argmax(-1))
+        return torch.cat(preds).cpu().numpy()
+
+    return run
+
+
+def _onnx_full(session, batches: list[dict]) -> Callable[[], np.ndarray]:
+    def run() -> np.ndarray:
+        return np.concatenate([session.logits(b).argmax(-1) for b in batches])
+
+    return run
+
+
+def _engine_run(engine, encoded, collator, batch_size: int) -> Callable[[], object]:
+    def run():
+        return engine.predict(encoded, collator, batch_size, sort_by_length=False)
+
+    return run
+
+
+def _onnx_sessions(model, collator, device: torch.device, threads: int, folder: Path, notes: list[str],
+                   info: dict) -> dict:
+    """ONNX Runtime sessions (fp32, int8) over the exported full model; {} with a note where they cannot run."""
+    from .peers import OnnxClassifier, export_onnx, onnx_missing, onnx_providers, quantize_onnx_int8
+
+    reason = onnx_missing()
+    if reason:
+        notes.append(f"ONNX Runtime rows skipped: {reason}")
+        return {}
+    providers = onnx_providers(device)
+    if providers is None:
+        notes.append(f"ONNX Runtime rows skipped: this onnxruntime has no execution provider for {device}")
+        return {}
+    import copy
+
+    cpu_model = copy.deepcopy(model).cpu().float().eval()
+    t0 = time.perf_counter()
+    fp32_path = export_onnx(cpu_model, folder / "full-fp32.onnx", collator.use_token_type_ids)
+    info.update({"opset": 17, "exporter": "torch.onnx (TorchScript)", "export_seconds": time.perf_counter() - t0,
+                 "intra_op_num_threads": threads, "providers": [p if isinstance(p, str) else p[0] for p in providers]})
+    sessions = {"fp32": OnnxClassifier(fp32_path, threads, providers)}
+    if device.type == "cpu":
+        t0 = time.perf_counter()
+        int8_path = quantize_onnx_int8(fp32_path, folder / "full-int8.onnx")
+        info["quantize_seconds"] = time.perf_counter() - t0
+        info["int8"] = "onnxruntime.quantization.quantize_dynamic(weight_type=QInt8)"
+        sessions["int8"] = OnnxClassifier(int8_path, threads, providers)
+    else:
+        notes.append(f"ONNX Runtime int8 skipped: dynamic quantization runs on the CPU, not on {device}")
+    return sessions
+
+
+def _fmt(value, spec: str, width: int) -> str:
+    sign = "+" if spec.startswith("+") else ""
+    return f"{'-':>{width}}" if value is None else f"{value:{sign}{width}{spec.lstrip('+')}}"
+
+
 def format_bench(report: dict) -> str:
+    """A Markdown table: one row per configuration and batch size."""
+    ort = report.get("onnxruntime") or {}
     lines = [f"{report['task']} | {report['method']} | {report.get('policy', 'confidence')} policy | "
-             f"{report['n_examples']} examples | threads {report['threads']} | "
-             f"median of {report['repeats']}"]
-    lines.append(f"{'batch':>5} {'thresh':>6} {'cost':>6} {'ideal':>6} {'measured':>8} {'ratio':>6} {'ex/s':>8} "
-                 f"{'p50 ms':>8} {'p95 ms':>8}")
+             f"{report['n_examples']} examples ({report.get('split', 'evaluation')}) | device {report.get('device')} | "
+             f"threads {report['threads']} | median of {report['repeats']} | "
+             f"onnxruntime {ort.get('version') or 'not installed'}", ""]
+    header = ["batch", "configuration", "cost", "ideal", "speedup", "ratio", "same-prec", "ex/s", "acc",
+              "Δacc fp32", "vs ORT int8"]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "|".join("---:" if h not in ("configuration",) else "---" for h in header) + "|")
     for p in report["points"]:
-        th = "full" if p["baseline"] else f"{p['threshold']:.3f}"
-        lines.append(f"{p['batch_size']:>5} {th:>6} {p['cost_ratio']:6.3f} {p['ideal_speedup']:6.2f} "
-                     f"{p['measured_speedup']:8.2f} {p['ratio']:6.2f} {p['examples_per_second']:8.1f} "
-                     f"{p['latency_ms_p50']:8.2f} {p['latency_ms_p95']:8.2f}")
-    for bs, o in report["head_overhead"].items():
-        lines.append(f"exit heads overhead at batch {bs}: {o['overhead_percent']:+.2f}% of the bare backbone forward")
+        cells = [str(p["batch_size"]), p["name"] + (" (baseline)" if p["baseline"] else ""),
+                 _fmt(p["cost_ratio"], ".3f", 5), _fmt(p["ideal_speedup"], ".2f", 5),
+                 _fmt(p["measured_speedup"], ".2f", 5), _fmt(p["ratio"], ".2f", 5),
+                 _fmt(p.get("ratio_same_precision"), ".2f", 5), _fmt(p["examples_per_second"], ".1f", 7),
+                 _fmt(p["accuracy"], ".2f", 6), _fmt(p.get("accuracy_delta_vs_fp32"), "+.2f", 6),
+                 _fmt(p.get("throughput_vs_onnxruntime_int8"), ".2f", 5)]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines.append("")
+    lines.append("speedup: vs the torch fp32 full model, median of per-repeat ratios; ideal = 1/cost; ratio = "
+                 "speedup x cost; same-prec = the same ratio against the full model at the row's own precision; "
+                 "vs ORT int8: throughput relative to ONNX Runtime int8 on the full model.")
+    for note in report.get("notes", []):
+        lines.append(f"note: {note}")
     return "\n".join(lines)

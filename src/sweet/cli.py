@@ -203,23 +203,33 @@ def demo(
 @app.command()
 def bench(
     run_dir: Path = typer.Argument(..., help="A run directory written by 'sweet train'."),
-    batch_sizes: str = typer.Option("1,16,64", help="Comma-separated batch sizes."),
+    batch_sizes: str = typer.Option("64", help="Comma-separated batch sizes, e.g. 1,16,64."),
     repeats: int = typer.Option(3, help="Timed passes over the split per configuration (the median is reported)."),
     max_examples: Optional[int] = typer.Option(None, help="Use only the first N examples of the evaluation split."),
-    threads: Optional[int] = typer.Option(None, help="torch threads (default: torch's default, usually the core count)."),
+    threads: Optional[int] = typer.Option(None, help="torch threads, and ONNX Runtime's intra-op threads (default: "
+                                                     "torch's default, usually the core count)."),
+    device: str = typer.Option("auto", help="Device: " + DEVICE_HELP),
+    precisions: str = typer.Option("default", help="Comma list of inference precisions for the engine and the "
+                                   "torch full model (fp32 is always included: it is the reference): fp32, bf16, "
+                                   "fp16, int8; 'default' = fp32 plus what this device runs fast (CPU: int8, and "
+                                   "bf16 where the processor has native bf16); 'all' = every one it can run."),
+    peers: bool = typer.Option(True, help="Also time ONNX Runtime fp32 and int8 on the full model (needs the "
+                                          "extra sweet[onnx]; skipped with a note without it)."),
     data_dir: Optional[Path] = typer.Option(None, help=DATA_DIR_HELP),
     output: Optional[Path] = typer.Option(None, help="Where to write the JSON (default: RUN_DIR/bench.json)."),
     policy: str = typer.Option("confidence", help=POLICY_HELP),
     progress: bool = typer.Option(True, help="Show progress bars."),
 ) -> None:
-    """Measure wall-clock throughput and latency of batched early-exit inference against the full model,
-    across the threshold grid: cost ratio, ideal speedup (1/cost), measured speedup and their ratio."""
+    """Measure throughput and accuracy of early-exit inference over the threshold grid, at each precision, against
+    the full model in torch (fp32 = the baseline, and each precision) and in ONNX Runtime (fp32, int8), on the same
+    examples: cost ratio, ideal speedup (1/cost), realised speedup and their ratio."""
     from .bench import benchmark, format_bench
     from .io import atomic_write_json
 
-    sizes = parse_layers(batch_sizes) or [1, 16, 64]
+    sizes = _split_flag("--batch-sizes", batch_sizes, int) or [64]
     report = benchmark(run_dir, sizes, repeats=repeats, max_examples=max_examples, threads=threads,
-                       data_dir=str(data_dir) if data_dir else None, progress=progress, policy=policy)
+                       data_dir=str(data_dir) if data_dir else None, progress=progress, policy=policy, device=device,
+                       precisions=precisions, peers=peers)
     path = output or (run_dir / ("bench.json" if policy == "confidence" else f"bench-{policy}.json"))
     atomic_write_json(path, report)
     typer.echo(format_bench(report))
