@@ -67,7 +67,8 @@ def tree_cpu_seconds(pid: int) -> float:
 
 
 def start_server(run_dir: str, threads: int, *extra: str, ready_timeout: float = 300.0):
-    import httpx
+    from sweet.errors import SweetError
+    from sweet.serving.loadtest import wait_until_ready
 
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "HF_HUB_OFFLINE": "1"}
@@ -76,19 +77,11 @@ def start_server(run_dir: str, threads: int, *extra: str, ready_timeout: float =
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env,
                             start_new_session=True)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + ready_timeout
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited: {proc.stderr.read()[-2000:]}")
-        try:
-            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            stop_server(proc)
-            raise RuntimeError("server not ready in time")
-        time.sleep(0.5)
+    try:
+        wait_until_ready(url, proc, timeout=ready_timeout, interval=0.5)
+    except SweetError:
+        stop_server(proc)
+        raise
     return proc, url, " ".join(["sweet", *cmd[3:]])
 
 

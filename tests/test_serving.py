@@ -30,7 +30,9 @@ pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
 import sweet  # noqa: E402
+from sweet.errors import SweetError  # noqa: E402
 from sweet.serving import create_app  # noqa: E402
+from sweet.serving.loadtest import wait_until_ready  # noqa: E402
 
 from .conftest import VOCAB, WORDS_NEG, WORDS_NEUTRAL, WORDS_POS, tiny_model  # noqa: E402
 
@@ -442,19 +444,10 @@ def sweet_serve(run_dir: Path, *args: str, ready_timeout: float = 120.0, env_ext
                             env=env, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if proc.poll() is not None:
-                out, err = proc.communicate()
-                pytest.fail(f"sweet serve exited with {proc.returncode}: {err[-3000:]}")
-            try:
-                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"sweet serve did not answer /healthz within {ready_timeout:.0f}s")
-            time.sleep(0.25)
+        try:
+            wait_until_ready(url, proc, timeout=ready_timeout)
+        except SweetError as exc:
+            pytest.fail(f"sweet serve: {exc}")
         yield proc, url
     finally:
         if proc.poll() is None:

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .backbones import resolve_backbone
 from .errors import SweetError
 
 ONNX_OPSET = 17
@@ -254,7 +255,7 @@ def ours_finetune(backbone: str, task, enc_train, enc_eval, *, method: str = "sw
         seed_everything(seed)
         model = MultiExitModel.from_backbone(backbone, num_labels=task.num_labels, method=method,
                                              label_names=task.label_names, task=task.name)
-        collator = make_collator(load_tokenizer(_backbone_path(backbone)), model)
+        collator = make_collator(load_tokenizer(resolve_backbone(backbone)), model)
         cfg = TrainConfig(learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, seed=seed,
                           precision=where.precision)
         t0 = time.perf_counter()
@@ -268,12 +269,6 @@ def ours_finetune(backbone: str, task, enc_train, enc_eval, *, method: str = "sw
     return {"trainer": "sweet", "method": method, "precision": where.precision, "seconds": seconds,
             "train_log_seconds": log["seconds"], "steps": log["steps"], "exit_layers": list(model.exit_layers),
             "exit_scores": per_exit, "last_exit_score": per_exit[-1], "threads": log["threads"]}
-
-
-def _backbone_path(backbone: str) -> str:
-    from .backbones import resolve_backbone
-
-    return resolve_backbone(backbone)
 
 
 class _EncodedDataset(torch.utils.data.Dataset):
@@ -313,7 +308,7 @@ def hf_trainer_finetune(backbone: str, task, enc_train, enc_eval, *, bf16: bool 
 
     from .batching import Collator
 
-    path = _backbone_path(backbone)
+    path = resolve_backbone(backbone)
     tokenizer = AutoTokenizer.from_pretrained(path)
     verbosity = hf_logging.get_verbosity()
     with _threads(threads), tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
@@ -364,7 +359,7 @@ def train_benchmark(task: str = "sst2", n_train: int = 3000, *, epochs: int = 1,
         raise SweetError(f"repeats must be positive, got {repeats}")
     if trainer_bf16 and trainer_missing():
         raise SweetError(trainer_missing())
-    tokenizer = load_tokenizer(_backbone_path(backbone))
+    tokenizer = load_tokenizer(resolve_backbone(backbone))
     t, enc_train, enc_eval, split = training_sample(task, n_train, seed, data_dir, tokenizer)
     resolved = {p: placement("cpu", p, training=True).precision for p in ours_precisions}
     configs: list[tuple[str, dict]] = []

@@ -28,7 +28,7 @@ class Predictor:
 
     def __init__(self, model, tokenizer, task, *, max_length: int = 256, threshold: float = DEFAULT_THRESHOLD,
                  policy: str = "confidence", batch_size: int = 64, source: str | None = None):
-        from .policies import check_threshold, make_policy
+        from .policies import check_threshold
         from .precision import model_placement
         from .runs import effective_max_length, make_collator
 
@@ -42,7 +42,6 @@ class Predictor:
         self.batch_size = int(batch_size)
         self.source = source
         self._policies: dict[str, Any] = {}
-        self._make_policy = make_policy
         self.policy = policy
         self.get_policy(policy)  # fail now on a policy this model cannot use
         self.label_names = list(model.config.label_names or [str(i) for i in range(model.config.num_labels)])
@@ -78,8 +77,10 @@ class Predictor:
     # ------------------------------------------------------------------------------------------ answering
 
     def get_policy(self, name: str):
+        from .policies import make_policy
+
         if name not in self._policies:
-            self._policies[name] = self._make_policy(name, self.model)
+            self._policies[name] = make_policy(name, self.model)
         return self._policies[name]
 
     def examples(self, inputs: Sequence) -> Any:

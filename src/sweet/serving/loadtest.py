@@ -56,6 +56,30 @@ def check_loopback_url(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 
+def wait_until_ready(url: str, process=None, timeout: float = 60.0, interval: float = 0.25) -> None:
+    """Poll ``URL/healthz`` until it answers 200. Raises SweetError if ``process`` (the server's
+    ``subprocess.Popen``, optional) exits first, or after ``timeout`` seconds."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if process is not None and process.poll() is not None:
+            err = process.stderr.read() if process.stderr is not None else ""
+            raise SweetError(f"the server exited with {process.returncode} before answering: {_one_line(err[-2000:])}")
+        try:
+            if httpx.get(url + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise SweetError(f"the server did not answer {url}/healthz within {timeout:.0f}s")
+        time.sleep(interval)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
 def read_texts(path: str | None, pairs: bool = False) -> list:
     """Texts for the requests: one per line of ``path`` (pairs: two tab-separated texts), blank lines skipped."""
     if path is None:
