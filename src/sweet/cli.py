@@ -286,6 +286,7 @@ def grid(
     cpus_per_run: Optional[float] = typer.Option(None, help="Ray: CPUs requested per run (also its torch threads). Default 1."),
     gpus_per_run: Optional[float] = typer.Option(None, help="Ray: GPUs requested per run. Default 0."),
     precision: Optional[str] = typer.Option(None, help="Training precision of every run: " + TRAIN_PRECISION_HELP + " Resolved when the grid is planned (and part of each run's key unless fp32)."),
+    lr_selection: Optional[str] = typer.Option(None, "--lr-selection", help="How the learning rate is chosen on the calibration split: 'all_seeds' (default: every seed runs every rate; the best mean AUC over seeds wins) or 'first_seed' (only the first seed runs every rate; the other seeds run only the rate chosen on it, per task and method: fewer runs)."),
     threads: Optional[int] = typer.Option(None, help="Local back-end: torch threads (default: torch's default). On a machine shared with other jobs, 1 can be several times faster than 2."),
     update_spec: bool = typer.Option(False, help="Replace the spec stored in an existing grid directory."),
     dry_run: bool = typer.Option(False, help="Print the plan (runs finished/left, time estimate) and exit."),
@@ -299,7 +300,7 @@ def grid(
         "tasks": _split_flag("--tasks", tasks, str), "methods": _split_flag("--methods", methods, str),
         "name": name, "backbone": backbone, "seeds": _split_flag("--seeds", seeds, int), "learning_rates": _split_flag("--lrs", lrs, float),
         "n_train": _split_flag("--n-train", n_train, int), "epochs": epochs, "cpus_per_run": cpus_per_run, "gpus_per_run": gpus_per_run,
-        "precision": precision,
+        "precision": precision, "lr_selection": lr_selection,
     }
     if exit_layers is not None:
         flags["exit_layers"] = None if exit_layers.strip().lower() == "default" else _split_flag("--exit-layers", exit_layers, int)
@@ -320,9 +321,15 @@ def grid(
     if dry_run:
         st = grid_status(the_spec, output, ddir)
         sizes = f" x {len(the_spec.train_sizes)} training sizes" if the_spec.is_size_sweep else ""
-        typer.echo(f"grid '{the_spec.name}': {st['n_runs']} runs ({len(the_spec.tasks)} tasks x {len(the_spec.methods)} "
-                   f"methods x {len(the_spec.seeds)} seeds x {len(the_spec.learning_rates)} learning rates{sizes}); "
-                   f"{st['finished']} finished, {st['partial']} started, {st['pending']} not started")
+        if the_spec.first_seed_selects:
+            shape = (f"{len(the_spec.tasks)} tasks x {len(the_spec.methods)} methods{sizes} x ({len(the_spec.learning_rates)} "
+                     f"learning rates on seed {the_spec.seeds[0]} + {len(the_spec.seeds) - 1} more seeds at the rate chosen on it)")
+        else:
+            shape = (f"{len(the_spec.tasks)} tasks x {len(the_spec.methods)} methods x {len(the_spec.seeds)} seeds x "
+                     f"{len(the_spec.learning_rates)} learning rates{sizes}")
+        waiting = f", {st['waiting']} waiting for their learning rate" if st["waiting"] else ""
+        typer.echo(f"grid '{the_spec.name}': {st['n_runs']} runs ({shape}); "
+                   f"{st['finished']} finished, {st['partial']} started, {st['pending']} not started{waiting}")
         typer.echo(f"estimated time left, one run at a time: ~{st['estimate_seconds_left'] / 60:.0f} min "
                    "(measured on 2 idle cores: the default backbone ~71 training examples/s on SST-2, pair tasks 3-4x slower, mpnet ~4x slower)")
         return

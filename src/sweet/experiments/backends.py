@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 from ..errors import SweetError
 from ..io import atomic_write_json, atomic_write_text
 from ..runs import METRICS, RUN_CONFIG, RunConfig
-from .plan import GridRun, plan, run_state
+from .plan import GridRun, TaskInfo, WaitingRun, expand_stages, plan, run_state
 from .continuation import DATA_SHA256, check_continuation
 from .spec import GridSpec, spec_to_toml
 from .store import GRID_FILE, SPEC_TOML, Launch, check_grid_dir, now, write_gitignore, write_splits_digest
@@ -76,7 +76,7 @@ class _Progress:
     """One bar for the grid (runs done / total, ETA from the runs of this launch); the current run's own
     bars (training steps, calibration, evaluation) appear below it in the local back-end."""
 
-    def __init__(self, total: int, done: int, pending: Sequence[GridRun], enabled: bool):
+    def __init__(self, total: int, done: int, pending: Sequence[GridRun | WaitingRun], enabled: bool):
         from tqdm.auto import tqdm
 
         self.prior_left = sum(r.estimate_seconds for r in pending)
@@ -149,29 +149,22 @@ def run_grid(
         raise SweetError(f"unknown back-end '{backend}'; choose one of: {', '.join(BACKENDS)}")
     grid_dir = Path(grid_dir).resolve()
     check_grid_dir(grid_dir, spec, update_spec)
-    runs, tasks, ddir = plan(spec, grid_dir, data_dir)
+    runs, waiting, tasks, ddir = plan(spec, grid_dir, data_dir)
     states = {r.rel_dir: run_state(grid_dir, r) for r in runs}
     check_continuation(grid_dir, runs, tasks, ddir, update_spec)
     pending = [r for r in runs if states[r.rel_dir] != "finished"]
     grid_dir.mkdir(parents=True, exist_ok=True)
     write_gitignore(grid_dir)
-    atomic_write_json(grid_dir / GRID_FILE, {
-        "spec": spec.to_dict(),
-        "updated": now(),
-        "data": {t: info.data for t, info in tasks.items()},
-        "runs": [{"dir": r.rel_dir, "key": r.key, "task": r.config.task, "method": r.config.method,
-                  "seed": r.config.seed, "learning_rate": r.config.learning_rate, "backbone": r.config.backbone,
-                  "n_train": r.config.n_train}
-                 for r in runs],
-    })
+    schedule = _Schedule(spec, grid_dir, ddir, tasks, runs, waiting)
     atomic_write_text(grid_dir / SPEC_TOML, spec_to_toml(spec))
-    result = GridResult(grid_dir, len(runs), len(runs) - len(pending))
+    n_runs = len(runs) + len(waiting)
+    result = GridResult(grid_dir, n_runs, len(runs) - len(pending))
     launch = Launch(grid_dir, {
         "started": now(), "command": command, "backend": backend, "ray_address": ray_address, "threads": threads,
-        "data_dir": ddir, "n_runs": len(runs), "skipped": result.skipped, "to_run": len(pending),
+        "data_dir": ddir, "n_runs": n_runs, "skipped": result.skipped, "to_run": n_runs - result.skipped,
         "executed": 0, "failed": [], "status": "running",
     })
-    bar = _Progress(len(runs), result.skipped, pending, progress)
+    bar = _Progress(n_runs, result.skipped, [*pending, *waiting], progress)
     status = "interrupted"
 
     def on_done(r: GridRun, summary: dict | None, error: str | None) -> None:
@@ -188,10 +181,10 @@ def run_grid(
         launch.save(executed=len(result.executed), failed=[{"dir": d, "error": e} for d, e in result.failed])
 
     try:
-        if pending and backend == "local":
-            _run_local(pending, grid_dir, executor or execute_run, bar, on_done, progress, threads)
+        if backend == "local":
+            _run_local(schedule, grid_dir, executor or execute_run, bar, on_done, progress, threads)
         elif pending:
-            _run_ray(pending, grid_dir, spec, ray_address, on_done)
+            _run_ray(schedule, grid_dir, spec, ray_address, on_done)
         status = "failed" if result.failed else "completed"
     finally:
         bar.close()
@@ -199,19 +192,68 @@ def run_grid(
         launch.save(status=status, finished=now())
     if result.failed:
         first_dir, first_err = result.failed[0]
-        raise SweetError(f"{len(result.failed)} of {len(pending)} run(s) failed (first: {first_dir}: {first_err}); "
-                         f"the others are done. Fix the cause and launch again: finished runs are skipped")
+        raise SweetError(f"{len(result.failed)} of {len(result.failed) + len(result.executed)} run(s) failed "
+                         f"(first: {first_dir}: {first_err}); the others are done. Fix the cause and launch again: "
+                         "finished runs are skipped")
+    if schedule.waiting:  # only when a first-seed run failed: its later seeds could not be planned
+        print(f"{len(schedule.waiting)} run(s) still wait for their learning rate", file=sys.stderr)
     return result
 
 
-def _run_local(pending, grid_dir: Path, executor, bar: _Progress, on_done, progress: bool, threads: int | None) -> None:
+class _Schedule:
+    """Which run goes next. Re-plans after every finished run where later seeds wait for the learning rate chosen
+    on the first seed (``lr_selection = "first_seed"``), and keeps the grid's manifest (grid.json) up to date.
+    Each run is handed out at most once per launch (a failed run is retried by the next launch)."""
+
+    def __init__(self, spec: GridSpec, grid_dir: Path, data_dir: str | None, tasks: dict[str, TaskInfo],
+                 runs: list[GridRun], waiting: list[WaitingRun]):
+        self.spec, self.grid_dir, self.data_dir, self.tasks = spec, grid_dir, data_dir, tasks
+        self.runs, self.waiting = runs, waiting
+        self.handed_out: set[str] = set()
+        self.finished = {r.rel_dir for r in runs if run_state(grid_dir, r) == "finished"}
+        self._write_manifest()
+
+    def _write_manifest(self) -> None:
+        atomic_write_json(self.grid_dir / GRID_FILE, {
+            "spec": self.spec.to_dict(),
+            "updated": now(),
+            "data": {t: info.data for t, info in self.tasks.items()},
+            "runs": [{"dir": r.rel_dir, "key": r.key, "task": r.config.task, "method": r.config.method,
+                      "seed": r.config.seed, "learning_rate": r.config.learning_rate, "backbone": r.config.backbone,
+                      "n_train": r.config.n_train}
+                     for r in self.runs],
+            **({"waiting": [w.to_dict() for w in self.waiting]} if self.waiting else {}),
+        })
+
+    def mark_finished(self, r: GridRun) -> None:
+        self.finished.add(r.rel_dir)
+        if self.waiting:
+            runs, waiting = expand_stages(self.spec, self.data_dir, self.tasks, self.grid_dir)
+            if len(waiting) != len(self.waiting):
+                known = {x.rel_dir for x in self.runs}
+                self.finished |= {x.rel_dir for x in runs if x.rel_dir not in known
+                                  and run_state(self.grid_dir, x) == "finished"}
+                self.runs, self.waiting = runs, waiting
+                self._write_manifest()
+
+    def take(self) -> GridRun | None:
+        """The next run to start (in the grid's order), or None when none is left to start now."""
+        for r in self.runs:
+            if r.rel_dir not in self.finished and r.rel_dir not in self.handed_out:
+                self.handed_out.add(r.rel_dir)
+                return r
+        return None
+
+
+def _run_local(schedule: _Schedule, grid_dir: Path, executor, bar: _Progress, on_done, progress: bool,
+               threads: int | None) -> None:
     import torch
 
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        for r in pending:
+        while (r := schedule.take()) is not None:
             bar.start(r.label)
             try:
                 summary = executor(r.config.to_dict(), str(grid_dir / r.rel_dir), progress=progress)
@@ -221,6 +263,7 @@ def _run_local(pending, grid_dir: Path, executor, bar: _Progress, on_done, progr
                 on_done(r, None, f"{type(exc).__name__}: {exc}")
                 continue
             on_done(r, summary, None)
+            schedule.mark_finished(r)
     finally:
         torch.set_num_threads(before)
 
@@ -230,7 +273,16 @@ def _ray_execute_run(config: dict, out_dir: str, num_threads: int) -> dict:
     return execute_run(config, out_dir, progress=False, num_threads=num_threads)
 
 
-def _run_ray(pending, grid_dir: Path, spec: GridSpec, address: str | None, on_done) -> None:
+def _ray_slots(ray, spec: GridSpec) -> int:
+    """How many runs the cluster can run at once (so that runs are submitted in the grid's order as slots free)."""
+    total = ray.cluster_resources()
+    slots = [int(total.get("CPU", 0) // spec.cpus_per_run)]
+    if spec.gpus_per_run > 0:
+        slots.append(int(total.get("GPU", 0) // spec.gpus_per_run))
+    return max(1, min(slots))
+
+
+def _run_ray(schedule: _Schedule, grid_dir: Path, spec: GridSpec, address: str | None, on_done) -> None:
     try:
         import ray
     except ImportError:
@@ -248,9 +300,14 @@ def _run_ray(pending, grid_dir: Path, spec: GridSpec, address: str | None, on_do
     try:
         task = ray.remote(_ray_execute_run).options(num_cpus=spec.cpus_per_run, num_gpus=spec.gpus_per_run)
         threads = max(1, int(spec.cpus_per_run))
-        refs = {task.remote(r.config.to_dict(), str(grid_dir / r.rel_dir), threads): r for r in pending}
+        slots = _ray_slots(ray, spec)
+        refs: dict = {}
         try:
-            while refs:
+            while True:
+                while len(refs) < slots and (r := schedule.take()) is not None:
+                    refs[task.remote(r.config.to_dict(), str(grid_dir / r.rel_dir), threads)] = r
+                if not refs:
+                    break
                 done, _ = ray.wait(list(refs), num_returns=1)
                 for ref in done:
                     r = refs.pop(ref)
@@ -262,6 +319,7 @@ def _run_ray(pending, grid_dir: Path, spec: GridSpec, address: str | None, on_do
                         on_done(r, None, f"{type(cause).__name__}: {lines[-1] if lines else ''}")
                         continue
                     on_done(r, summary, None)
+                    schedule.mark_finished(r)
         except BaseException:
             for ref in refs:
                 ray.cancel(ref, force=True)
@@ -274,15 +332,18 @@ def _run_ray(pending, grid_dir: Path, spec: GridSpec, address: str | None, on_do
 def grid_status(spec: GridSpec, grid_dir: str | Path, data_dir: str | None = None) -> dict:
     """How many runs are finished / started / pending, and the prior time estimate of what is left."""
     grid_dir = Path(grid_dir).resolve()
-    runs, _, _ = plan(spec, grid_dir, data_dir)
+    runs, waiting, _, _ = plan(spec, grid_dir, data_dir)
     states = [run_state(grid_dir, r) for r in runs]
     left = [r for r, s in zip(runs, states) if s != "finished"]
     return {
-        "n_runs": len(runs),
+        "n_runs": len(runs) + len(waiting),
         "finished": states.count("finished"),
         "partial": states.count("partial"),
         "pending": states.count("pending"),
-        "estimate_seconds_left": round(sum(r.estimate_seconds for r in left)),
-        "runs": [{"dir": r.rel_dir, "state": s, "estimate_seconds": round(r.estimate_seconds)} for r, s in zip(runs, states)],
+        "waiting": len(waiting),
+        "estimate_seconds_left": round(sum(r.estimate_seconds for r in [*left, *waiting])),
+        "runs": [{"dir": r.rel_dir, "state": s, "estimate_seconds": round(r.estimate_seconds)} for r, s in zip(runs, states)]
+        + [{"dir": None, "label": w.label, "state": "waiting", "estimate_seconds": round(w.estimate_seconds)}
+           for w in waiting],
     }
 

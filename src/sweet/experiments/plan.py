@@ -7,6 +7,13 @@ does not re-run anything, changing it does. A run is finished iff its ``metrics.
 it last, atomically), so a killed grid continues where it stopped and finished runs are never re-run
 (:func:`run_state`).
 
+With ``lr_selection = "first_seed"`` the grid is planned in two stages per (task, size): the first seed runs every
+learning rate; each later seed runs only the rate that won on the first seed's calibration split (the same
+:func:`~sweet.experiments.selection.select_learning_rates` as the report). Until the first seed's runs at every
+rate have finished, a later seed's run is a :class:`WaitingRun`; re-planning after each finished run turns it
+into a :class:`GridRun` (:func:`expand_stages`). Runs are then ordered task by task, so that finished tasks
+have all their seeds.
+
 Runs at different learning rates for the same (task, method, seed) share the training sample: the sample
 depends only on the seed, by design (the paper's protocol). In a training-set size sweep every size must fit
 in the task's pool after the fixed calibration/evaluation hold-outs (no silent clamping, which would run one
@@ -45,6 +52,29 @@ class GridRun:
         c = self.config
         size = f"/n={c.n_train}" if self.sized else ""
         return f"{c.task}/{c.method}{size}/lr={c.learning_rate:g}/seed={c.seed}"
+
+
+@dataclass
+class WaitingRun:
+    """A run of a later seed (``lr_selection = "first_seed"``) whose learning rate is not chosen yet: the first
+    seed's runs at every rate of its (task, method, size) have not all finished."""
+
+    task: str
+    method: str
+    seed: int
+    n_train: int
+    first_seed: int
+    estimate_seconds: float
+    sized: bool = False
+
+    @property
+    def label(self) -> str:
+        size = f"/n={self.n_train}" if self.sized else ""
+        return f"{self.task}/{self.method}{size}/lr=(chosen on seed {self.first_seed})/seed={self.seed}"
+
+    def to_dict(self) -> dict:
+        return {"task": self.task, "method": self.method, "seed": self.seed, "n_train": self.n_train,
+                "learning_rate": None, "waits_for": f"the learning rate chosen on seed {self.first_seed}"}
 
 
 def _without_default_precision(d: dict) -> dict:
@@ -178,31 +208,68 @@ def _resolve_backbone_path(backbone: str) -> str:
     return backbone
 
 
-def expand(spec: GridSpec, data_dir: str | None, tasks: dict[str, TaskInfo]) -> list[GridRun]:
-    """Every run of the grid, in execution order: seed, then task, training size, learning rate, method (so a
-    grid that stops early has complete seeds)."""
+def expand(spec: GridSpec, data_dir: str | None, tasks: dict[str, TaskInfo], grid_dir: str | Path | None = None) -> list[GridRun]:
+    """Every run of the grid that can be planned now, in execution order (:func:`expand_stages`)."""
+    return expand_stages(spec, data_dir, tasks, grid_dir)[0]
+
+
+def expand_stages(spec: GridSpec, data_dir: str | None, tasks: dict[str, TaskInfo],
+                  grid_dir: str | Path | None = None) -> tuple[list[GridRun], list[WaitingRun]]:
+    """The grid's runs in execution order, and (``lr_selection = "first_seed"``) the runs still waiting for
+    their learning rate.
+
+    ``all_seeds``: seed, then task, training size, learning rate, method (so a grid that stops early has
+    complete seeds). ``first_seed``: task, then training size; within them the first seed at every rate
+    (rate, method), then each later seed at its method's chosen rate, read from the first seed's finished runs
+    in ``grid_dir`` (without ``grid_dir``, every later seed waits)."""
     precision = training_precision(spec)
     backbone = _resolve_backbone_path(spec.backbone)
     sized = spec.is_size_sweep
-    runs = []
-    for seed in spec.seeds:
-        for task in spec.tasks:
-            info = tasks[task]
-            for n_train in spec.train_sizes:
-                for lr in spec.learning_rates:
-                    for method in spec.methods:
-                        cfg = RunConfig(
-                            task=task, method=method, backbone=backbone, exit_layers=spec.exit_layers,
-                            n_train=n_train, seed=seed, learning_rate=lr, epochs=spec.epochs,
-                            batch_size=spec.batch_size, max_length=spec.max_length, pooling=spec.pooling,
-                            calibration_size=spec.calibration_size, heldout_eval_size=spec.heldout_eval_size,
-                            data_dir=data_dir, data_source=spec.data_source,
-                            extra={"data_sha256": info.data.get("sha256", {})}, precision=precision,
-                        )
-                        key = run_key(cfg)
-                        runs.append(GridRun(cfg, key, run_rel_dir(cfg, key, sized),
-                                            _estimate_seconds(info, spec, method, n_train), sized))
-    return runs
+
+    def make(task: str, n_train: int, lr: float, method: str, seed: int) -> GridRun:
+        info = tasks[task]
+        cfg = RunConfig(
+            task=task, method=method, backbone=backbone, exit_layers=spec.exit_layers,
+            n_train=n_train, seed=seed, learning_rate=lr, epochs=spec.epochs,
+            batch_size=spec.batch_size, max_length=spec.max_length, pooling=spec.pooling,
+            calibration_size=spec.calibration_size, heldout_eval_size=spec.heldout_eval_size,
+            data_dir=data_dir, data_source=spec.data_source,
+            extra={"data_sha256": info.data.get("sha256", {})}, precision=precision,
+        )
+        key = run_key(cfg)
+        return GridRun(cfg, key, run_rel_dir(cfg, key, sized), _estimate_seconds(info, spec, method, n_train), sized)
+
+    if not spec.first_seed_selects:
+        return [make(task, n, lr, method, seed) for seed in spec.seeds for task in spec.tasks
+                for n in spec.train_sizes for lr in spec.learning_rates for method in spec.methods], []
+    first, later = spec.seeds[0], spec.seeds[1:]
+    runs: list[GridRun] = []
+    waiting: list[WaitingRun] = []
+    for task in spec.tasks:
+        for n in spec.train_sizes:
+            stage1 = {(lr, m): make(task, n, lr, m, first) for lr in spec.learning_rates for m in spec.methods}
+            runs += stage1.values()
+            chosen = {m: _chosen_on_first_seed(grid_dir, [stage1[(lr, m)] for lr in spec.learning_rates], first)
+                      for m in spec.methods}
+            for seed in later:
+                for m in spec.methods:
+                    if chosen[m] is None:
+                        waiting.append(WaitingRun(task, m, seed, n, first,
+                                                  _estimate_seconds(tasks[task], spec, m, n), sized))
+                    else:
+                        runs.append(make(task, n, chosen[m], m, seed))
+    return runs, waiting
+
+
+def _chosen_on_first_seed(grid_dir: str | Path | None, first_runs: list[GridRun], first_seed: int) -> float | None:
+    """The learning rate chosen on the first seed's runs (one per rate), or None until all of them finished."""
+    from .selection import select_learning_rates
+
+    if grid_dir is None or any(run_state(Path(grid_dir), r) != "finished" for r in first_runs):
+        return None
+    records = [read_json(Path(grid_dir) / r.rel_dir / METRICS) for r in first_runs]
+    (choice,) = select_learning_rates(records, on_seed=first_seed).values()
+    return choice["chosen"]
 
 
 def comparable_config(d: dict) -> dict:
@@ -226,13 +293,16 @@ def run_state(grid_dir: Path, r: GridRun) -> str:
     return "partial" if d.exists() else "pending"
 
 
-def plan(spec: GridSpec, grid_dir: str | Path, data_dir: str | None = None) -> tuple[list[GridRun], dict[str, TaskInfo], str | None]:
-    """Every run of the grid. The data directory: ``data_dir``, else the spec's, else the one the grid's last
+def plan(spec: GridSpec, grid_dir: str | Path, data_dir: str | None = None
+         ) -> tuple[list[GridRun], list[WaitingRun], dict[str, TaskInfo], str | None]:
+    """Every run of the grid that can be planned now, those waiting for their learning rate, the tasks' data and
+    the data directory (:func:`expand_stages`). The data directory: ``data_dir``, else the spec's, else the one the grid's last
     launch used (so a re-launch continues on the same data whatever the shell's environment), else
     $SWEET_GLUE_DIR."""
     if not (data_dir or spec.data_dir):
         data_dir = last_data_dir(Path(grid_dir))
     ddir = resolve_grid_data_dir(spec, data_dir)
     tasks = inspect_tasks(spec, ddir)
-    return expand(spec, ddir, tasks), tasks, ddir
+    runs, waiting = expand_stages(spec, ddir, tasks, grid_dir)
+    return runs, waiting, tasks, ddir
 

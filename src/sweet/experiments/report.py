@@ -7,7 +7,8 @@ Averages over tasks are taken per seed first (the mean over tasks of seed *s*'s 
 interval is over those per-seed averages, so it is still an interval over seeds.
 
 Only runs at the chosen learning rate enter the tables; the learning rate is chosen per (task, method,
-backbone) on the calibration split (:func:`~sweet.experiments.selection.select_learning_rates`).
+backbone) on the calibration split (:func:`~sweet.experiments.selection.select_learning_rates`): by the mean over
+seeds, or in a grid with ``lr_selection = "first_seed"`` by the first seed alone.
 
 Where a grid ran the gradient-scaling line (``grad_scale@ALPHA`` with ``sweet`` = 0 and/or ``early_exit`` = 1
 beside it), the report adds one more row, ``grad_scale@selected``: per task, the alpha with the best
@@ -58,8 +59,11 @@ def collect(grid_dir: str | Path, partial: bool = False) -> tuple[dict, list[dic
         cfg_path = grid_dir / entry["dir"] / RUN_CONFIG
         m["_environment"] = read_json(cfg_path).get("environment", {}) if cfg_path.is_file() else {}
         records.append(m)
+    missing += [f"runs/{w['task']}/{w['method']}/lr?/seed{w['seed']} (waits for {w['waits_for']})"
+                for w in grid.get("waiting", [])]
+    n_runs = len(grid["runs"]) + len(grid.get("waiting", []))
     if missing and not partial:
-        raise SweetError(f"{len(missing)} of {len(grid['runs'])} runs in {grid_dir} are not finished (first: {missing[0]}); "
+        raise SweetError(f"{len(missing)} of {n_runs} runs in {grid_dir} are not finished (first: {missing[0]}); "
                          "finish the grid with 'sweet grid --output GRID_DIR' or pass --partial to report what is there")
     if not records:
         raise SweetError(f"no finished runs in {grid_dir}")
@@ -77,7 +81,8 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
         if sized:  # and in a size sweep the requested size (metrics hold the size drawn: the same, or less)
             m["_n_train_drawn"] = m.get("n_train")
             m["n_train"] = m["_n_train"]
-    selection = select_learning_rates(records, by_size=sized)
+    on_seed = spec["seeds"][0] if spec.get("lr_selection") == "first_seed" and len(spec["learning_rates"]) > 1 else None
+    selection = select_learning_rates(records, by_size=sized, on_seed=on_seed)
     methods = [m for m in spec["methods"] if any(r["method"] == m for r in records)]
     tasks = [t for t in spec["tasks"] if any(r["task"] == t for r in records)]
 
@@ -127,7 +132,8 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
     report = {
         "grid": {"name": spec["name"], "grid_dir": str(grid_dir.resolve()), "spec": spec},
         "methods": methods,
-        "status": {"n_runs": len(grid["runs"]), "n_finished": len(records), "missing": missing},
+        "status": {"n_runs": len(grid["runs"]) + len(grid.get("waiting", [])), "n_finished": len(records),
+                   "missing": missing},
         "confidence": CONFIDENCE,
         "interval": "two-sided t-distribution over seeds: mean +- t(0.975, n-1) * sd / sqrt(n)",
         "learning_rates": [

@@ -2,7 +2,8 @@
 
 The learning rate is chosen per (task, method, backbone) -- and per training size in a sweep -- by the area
 under the speed-accuracy curve measured on the calibration split (``metrics.json`` -> ``selection``), averaged
-over seeds; never on the split the scores are reported on (:func:`select_learning_rates`). The gradient scale
+over seeds -- or, for a grid with ``lr_selection = "first_seed"``, on the first seed alone; never on the split the
+scores are reported on (:func:`select_learning_rates`). The gradient scale
 alpha is chosen per task the same way, among the methods on the gradient-scaling line that the grid ran
 (:func:`select_alpha`; the report's ``grad_scale@selected``).
 """
@@ -17,6 +18,11 @@ from ..methods import SELECTED_ALPHA, parse_method
 SELECTION_CRITERION = "mean over seeds of the area under the speed-accuracy curve on the calibration split"
 
 
+def first_seed_criterion(seed: int) -> str:
+    return (f"area under the speed-accuracy curve on the calibration split of seed {seed} (the first seed); the "
+            "other seeds ran at the chosen rate only")
+
+
 def _selection_candidate(aucs: dict[int, float | None], all_seeds: set[int]) -> dict:
     """One candidate of a selection on the calibration split: its seeds' selection AUCs and their mean. It is
     eligible only with an AUC for every seed that any candidate has (a half-finished one cannot win on fewer)."""
@@ -29,14 +35,17 @@ def _selection_candidate(aucs: dict[int, float | None], all_seeds: set[int]) -> 
     }
 
 
-def select_learning_rates(records: Sequence[dict], by_size: bool = False) -> dict[tuple, dict]:
+def select_learning_rates(records: Sequence[dict], by_size: bool = False, on_seed: int | None = None) -> dict[tuple, dict]:
     """Choose the learning rate per (task, method, backbone) by the area under the speed-accuracy curve on
     the held-out calibration split (``metrics['selection']['auc']``), averaged over seeds. The reported
     split is never looked at. Ties go to the smaller learning rate. A learning rate is only a candidate
     with the same seeds as the others (a half-finished learning rate cannot win on fewer seeds).
 
     ``by_size`` (a training-set size sweep): per (task, method, backbone, n_train), keyed by that 4-tuple,
-    with the record's ``n_train`` as the size."""
+    with the record's ``n_train`` as the size.
+
+    ``on_seed`` (a grid with ``lr_selection = "first_seed"``): the rates are compared on that seed's AUC alone
+    (a rate without a run of that seed cannot win); the other seeds' runs exist at the chosen rate only."""
     groups: dict[tuple, dict[float, dict[int, float]]] = {}
     for m in records:
         sel = m.get("selection")
@@ -49,17 +58,23 @@ def select_learning_rates(records: Sequence[dict], by_size: bool = False) -> dic
         groups.setdefault(key, {}).setdefault(float(m["learning_rate"]), {})[int(m["seed"])] = sel["auc"]
     out = {}
     for key, by_lr in sorted(groups.items()):
-        all_seeds = set().union(*(set(s) for s in by_lr.values()))
-        candidates = [{"learning_rate": lr, **_selection_candidate(by_lr[lr], all_seeds)} for lr in sorted(by_lr)]
+        if on_seed is None:
+            all_seeds = set().union(*(set(s) for s in by_lr.values()))
+            judged = by_lr
+        else:
+            all_seeds = {on_seed}
+            judged = {lr: {s: a for s, a in aucs.items() if s == on_seed} for lr, aucs in by_lr.items()}
+        candidates = [{"learning_rate": lr, **_selection_candidate(judged[lr], all_seeds)} for lr in sorted(by_lr)]
         eligible = [c for c in candidates if c["eligible"]]
         if not eligible:
             size = f"/n={key[3]}" if by_size else ""
-            raise SweetError(f"{key[0]}/{key[1]}{size}: no learning rate has a selection AUC for every seed")
+            which = "every seed" if on_seed is None else f"seed {on_seed}"
+            raise SweetError(f"{key[0]}/{key[1]}{size}: no learning rate has a selection AUC for {which}")
         best = max(eligible, key=lambda c: (c["mean_selection_auc"], -c["learning_rate"]))
         out[key] = {
             "task": key[0], "method": key[1], "backbone": key[2], **({"n_train": key[3]} if by_size else {}),
             "chosen": best["learning_rate"],
-            "criterion": SELECTION_CRITERION,
+            "criterion": SELECTION_CRITERION if on_seed is None else first_seed_criterion(on_seed),
             "candidates": candidates,
         }
     return out

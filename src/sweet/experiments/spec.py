@@ -6,6 +6,10 @@ a bad one raises a SweetError that names it. :func:`spec_to_toml` writes a spec 
 
 ``n_train`` is one size or a list of sizes (a training-set size sweep, the paper's Appendix): the grid is
 then also expanded over the sizes.
+
+``lr_selection`` says which runs choose the learning rate: ``all_seeds`` (every seed runs every rate; the rate
+with the best mean calibration-split AUC over seeds wins) or ``first_seed`` (only the first seed runs every
+rate; the others run only the rate that won on the first seed, per task, method and size: fewer runs).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ from ..errors import SweetError
 from ..methods import parse_method
 
 POOLINGS = ("auto", "cls", "mean")
+#: how the learning rate is chosen (see the module docstring)
+LR_SELECTIONS = ("all_seeds", "first_seed")
 DATA_SOURCES = ("local", "hub")
 #: spec fields that do not change any result (where the data is, how much hardware a run gets).
 _NON_RESULT_SPEC_FIELDS = ("data_dir", "cpus_per_run", "gpus_per_run")
@@ -48,6 +54,7 @@ class GridSpec:
     cpus_per_run: float = 1.0  # Ray back-end: CPUs requested per run (also its torch thread count)
     gpus_per_run: float = 0.0  # Ray back-end: GPUs requested per run
     precision: str = "auto"  # training precision (sweet.precision): auto, fp32, bf16, fp16; resolved when planned
+    lr_selection: str = "all_seeds"  # or "first_seed": only the first seed runs every learning rate
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,9 +73,20 @@ class GridSpec:
         return len(self.train_sizes) > 1
 
     @property
+    def first_seed_selects(self) -> bool:
+        """Only the first seed runs every learning rate (``lr_selection = "first_seed"``, with 2+ rates)."""
+        return self.lr_selection == "first_seed" and len(self.learning_rates) > 1
+
+    @property
+    def runs_per_slot(self) -> int:
+        """Runs per (task, method, size): seeds x rates, or with ``first_seed`` rates + the other seeds."""
+        if self.first_seed_selects:
+            return len(self.learning_rates) + len(self.seeds) - 1
+        return len(self.seeds) * len(self.learning_rates)
+
+    @property
     def n_runs(self) -> int:
-        return (len(self.tasks) * len(self.methods) * len(self.seeds) * len(self.learning_rates)
-                * len(self.train_sizes))
+        return len(self.tasks) * len(self.methods) * len(self.train_sizes) * self.runs_per_slot
 
 
 _REQUIRED = ("tasks", "methods", "seeds", "learning_rates")
@@ -226,6 +244,10 @@ def check_field(name: str, value: Any, source: str = "spec") -> Any:
         if not _is_number(value) or value < 0:
             raise _err(source, name, f"must be a non-negative number, got {value!r}")
         return float(value)
+    if name == "lr_selection":
+        if value not in LR_SELECTIONS:
+            raise _err(source, name, f"must be one of {', '.join(LR_SELECTIONS)}, got {value!r}")
+        return value
     if name == "precision":
         from ..precision import TRAINING_PRECISIONS
 

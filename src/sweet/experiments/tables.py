@@ -112,6 +112,10 @@ def _size_sweep_markdown(sweep: dict, figures: dict[str, str], methods: list[str
     return lines
 
 
+def _first_seed_rule(spec: dict) -> bool:
+    return spec.get("lr_selection") == "first_seed" and len(spec["learning_rates"]) > 1
+
+
 def metric_label(metric: str) -> str:
     return {"accuracy": "accuracy (%)", "matthews": "Matthews corr. (x100)"}.get(metric, metric)
 
@@ -151,7 +155,10 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
         "± the half-width of the 95% confidence interval (t-distribution over seeds).",
         f"- The learning rate is chosen per task{', method and training size' if sweep else ' and method'} by the "
         "area under the speed-accuracy curve on the "
-        "held-out calibration split (never the reported split); only runs at the chosen rate enter the tables.",
+        "held-out calibration split (never the reported split); only runs at the chosen rate enter the tables. "
+        + (f"Rule: only the first seed ({spec['seeds'][0]}) ran every rate, and the rate is chosen on its AUC alone; "
+           "the other seeds ran at the chosen rate only." if _first_seed_rule(spec) else
+           "Rule: every seed ran every rate; the mean AUC over seeds decides."),
         "",
         *(_size_sweep_markdown(sweep, figures, report["methods"]) if sweep else []),
         "## Individual exit scores, average over tasks (Table 1)",
@@ -197,7 +204,8 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
                            for t in report["per_task"]])
     lines += ["## Chosen learning rates (Table 2)", "",
               *lr_table,
-              "", "Selection AUC (calibration split, mean over seeds) for every candidate; the chosen one in bold:", ""]
+              "", "Selection AUC (calibration split, " + (f"seed {spec['seeds'][0]}" if _first_seed_rule(spec) else
+                                                   "mean over seeds") + ") for every candidate; the chosen one in bold:", ""]
     rows = []
     for sel in report["learning_rates"]:
         cells = [_candidate_cell(f"{c['learning_rate']:g}", c, c["learning_rate"] == sel["chosen"])
