@@ -5,7 +5,8 @@ One module per concept:
 
 - :mod:`~sweet.experiments.spec`: what a grid runs (:class:`GridSpec`), presets, validation, TOML/YAML/JSON;
 - :mod:`~sweet.experiments.plan`: the runs of a grid, their keys and directories, data fingerprints, time
-  estimates, which runs are finished;
+  estimates, which runs are finished; with ``lr_selection = "first_seed"``, the runs that wait for the rate chosen
+  on the first seed;
 - :mod:`~sweet.experiments.store`: the grid directory on disk (manifest, stored spec, launch records), what of it
   is committed (its .gitignore) and the runs' split digests;
 - :mod:`~sweet.experiments.continuation`: continuing a grid from its committed results on any machine: finished
@@ -13,6 +14,7 @@ One module per concept:
 - :mod:`~sweet.experiments.backends`: executing a grid (:func:`run_grid`) on the local or the Ray back-end;
 - :mod:`~sweet.experiments.selection`: learning rate and gradient scale chosen on the calibration split;
 - :mod:`~sweet.experiments.aggregate`: t-intervals over seeds, averaged curves, comparisons, size sweeps;
+- :mod:`~sweet.experiments.claims`: the paper's claims checked on a grid (paired gaps between methods, verdicts);
 - :mod:`~sweet.experiments.tables`: the report's Markdown;
 - :mod:`~sweet.experiments.plots`: the report's figures, one distinct colour per method, and one run's curve;
 - :mod:`~sweet.experiments.report`: collecting a grid's runs and writing the report (:func:`write_report`).
@@ -21,19 +23,21 @@ One module per concept:
 from .aggregate import VERSUS, aggregate_curves, curve_on_grid, is_size_sweep, t_interval, versus_point
 from .backends import BACKENDS, GridResult, execute_run, grid_status, run_grid
 from .continuation import check_continuation, describe_changes
-from .plan import (GridRun, TaskInfo, expand, inspect_tasks, resolve_grid_data_dir, run_key, run_rel_dir, run_state,
+from .plan import (GridRun, TaskInfo, WaitingRun, expand, expand_stages, inspect_tasks, resolve_grid_data_dir, run_key, run_rel_dir, run_state,
                    sha256_file)
+from .claims import CLAIMS, Claim, check_claims, paired_gaps
 from .plots import (METHOD_COLORS, RUN_CURVE, method_color, method_colors, plot_curves, plot_gaps,
                     write_run_curve)
 from .report import build_report, collect, write_figures, write_report
 from .selection import SELECTION_CRITERION, select_alpha, select_learning_rates
-from .spec import PRESETS, SPEC_FIELDS, GridSpec, check_field, load_spec_file, preset, spec_from_dict, spec_to_toml
+from .spec import LR_SELECTIONS, PRESETS, SPEC_FIELDS, GridSpec, check_field, load_spec_file, preset, spec_from_dict, spec_to_toml
 from .store import (GITIGNORE, GRID_FILE, LAUNCHES_FILE, RUNS_DIR, SPEC_TOML, SPLITS_DIGEST, load_grid, splits_digest,
                     stored_spec)
 from .tables import REPORT_JSON, REPORT_MD, TASK_LABELS, cost_label, render_markdown
 
 __all__ = [
-    "BACKENDS", "GITIGNORE", "GRID_FILE", "LAUNCHES_FILE", "METHOD_COLORS", "PRESETS", "REPORT_JSON", "REPORT_MD",
+    "BACKENDS", "CLAIMS", "Claim", "check_claims", "paired_gaps", "expand_stages", "WaitingRun", "LR_SELECTIONS",
+    "GITIGNORE", "GRID_FILE", "LAUNCHES_FILE", "METHOD_COLORS", "PRESETS", "REPORT_JSON", "REPORT_MD",
     "RUNS_DIR", "RUN_CURVE", "SELECTION_CRITERION", "SPEC_FIELDS", "SPEC_TOML", "SPLITS_DIGEST", "TASK_LABELS",
     "VERSUS", "GridResult", "GridRun", "GridSpec", "TaskInfo", "aggregate_curves", "build_report",
     "check_continuation", "check_field", "collect", "cost_label", "curve_on_grid", "describe_changes",

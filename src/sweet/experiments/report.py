@@ -34,6 +34,7 @@ from ..methods import SELECTED_ALPHA
 from ..runs import METRICS, RUN_CONFIG
 from .aggregate import (CONFIDENCE, aggregate_curves, average_over_tasks, chosen_runs, is_size_sweep, selection_key,
                         size_sweep, stat_row, t_interval, versus_best)
+from .claims import check_claims
 from .plots import plot_curves, plot_gaps
 from .selection import select_alpha, select_learning_rates
 from .store import LAUNCHES_FILE, load_grid
@@ -146,6 +147,9 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
     }
     if versus:
         report["versus_best"] = versus
+    claims = check_claims(chosen, tasks)
+    if claims:
+        report["paper_claims"] = claims
     if sized:
         report["size_sweep"] = size_sweep(chosen_by_size, selection, tasks, methods)
     return report

@@ -181,6 +181,8 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
         lines += [f"![average over tasks]({figures['average']})", ""]
     if report.get("versus_best"):
         lines += _versus_markdown(report["versus_best"])
+    if report.get("paper_claims"):
+        lines += _claims_markdown(report["paper_claims"])
     lines += ["## Per task", ""]
     for task, by_method in report["per_task"].items():
         first = next(iter(by_method.values()))
@@ -257,6 +259,30 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
     lines += ["", f"Per-run files (config, splits, training log, model, metrics): `{report['grid']['grid_dir']}/runs/`. "
               f"All numbers above: `{REPORT_JSON}`.", ""]
     return "\n".join(lines)
+
+
+def _claims_markdown(pc: dict) -> list[str]:
+    """The paper's claims, each with our paired gap (mean ± CI over seeds) and a verdict; then the paired gaps per
+    exit and per fixed cost for every pair of methods the claims compare."""
+    rows = [[c["claim"], f"{method_label(c['a'])} − {method_label(c['b'])}", c["over"], c["paper"],
+             _fmt_gap(c["gap"], 2), f"{len(c['seeds'])} seed(s), {len(c['tasks'])} task(s)", c["verdict"]]
+            for c in pc["claims"]]
+    lines = ["## The paper's claims, checked", "",
+             "Per seed, the mean over tasks of method A's score minus method B's (the same seed draws the same "
+             "training sample for both); then the mean over seeds ± the half-width of the 95% t-interval. "
+             "Verdict: *supported* where the interval lies on the claimed side of 0, *contradicted* where it lies "
+             "on the other side, *inconclusive* where it contains 0. Fast speeds: cost ratio ≤ 1/2; slow: 3/4 to 1. "
+             "The paper's numbers are for BERT and DeBERTa BASE/LARGE (12/24 layers) with the GLUE validation "
+             "sets; ours are for this grid's backbone and splits.", "",
+             *_table(["claim", "gap", "over", "paper", "ours (points)", "n", "verdict"], rows), ""]
+    for g in pc["pairs"]:
+        label = f"{method_label(g['a'])} − {method_label(g['b'])}"
+        head = [f"exit L{p['exit_layer']}" for p in g["per_exit"]] + [f"cost {cost_label(p['cost_ratio'])}"
+                                                                       for p in g["per_cost"]]
+        cells = [_fmt_gap(p, 2) for p in g["per_exit"]] + [_fmt_gap(p, 2) for p in g["per_cost"]]
+        lines += [f"Paired gap {label} (points; {len(g['seeds'])} seed(s), tasks: "
+                  f"{', '.join(TASK_LABELS.get(t, t) for t in g['tasks'])}):", "", *_table(head, [cells]), ""]
+    return lines
 
 
 def _versus_markdown(vs: dict) -> list[str]:

@@ -1,0 +1,96 @@
+"""The paper's claims checked on a grid: paired gaps (per seed the mean over tasks, then a t-interval over
+seeds), the scopes (exits, first exit, last two exits, fast and slow costs) and the verdicts."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from sweet.experiments import CLAIMS, Claim, check_claims, paired_gaps, t_interval, write_report
+from sweet.io import read_json
+
+from .test_grid import local_grid  # noqa: F401  (a fixture: sst2 + rte, early_exit + multi_model, seeds 0-1)
+
+
+def _run(seed: int, exits: dict[int, float], costs: dict[float, float]) -> dict:
+    return {"seed": seed, "evaluation": {
+        "per_exit": [{"exit_layer": x, "score": v} for x, v in exits.items()],
+        "interpolated": [{"cost_ratio": c, "score": v} for c, v in costs.items()]}}
+
+
+def _grid(gap_by_seed: dict[int, float], tasks=("a", "b")) -> dict:
+    """EE scores 70 everywhere; SWEET = EE + gap at exit 1 and the fast costs, - gap at the last two exits."""
+    chosen = {}
+    for t in tasks:
+        chosen[(t, "early_exit")] = [_run(s, {1: 70, 2: 70, 4: 70, 6: 70}, {0.25: 70, 0.5: 70, 0.75: 70, 1.0: 70})
+                                     for s in gap_by_seed]
+        chosen[(t, "sweet")] = [_run(s, {1: 70 + g, 2: 70, 4: 70 - g, 6: 70 - g},
+                                     {0.25: 70 + g, 0.5: 70 + g, 0.75: 70 - g, 1.0: 70 - g})
+                                for s, g in gap_by_seed.items()]
+    return chosen
+
+
+def test_gaps_are_paired_per_seed_and_averaged_over_the_scope():
+    res = check_claims(_grid({0: 3.0, 1: 5.0, 2: 4.0}), ["a", "b"])
+    by_key = {c["key"]: c for c in res["claims"]}
+    assert set(by_key) == {"sweet_vs_ee_exits", "sweet_vs_ee_first_exit", "sweet_vs_ee_late_exits",
+                           "sweet_vs_ee_fast", "sweet_vs_ee_slow"}  # no Multi-Model in this grid
+    first = by_key["sweet_vs_ee_first_exit"]["gap"]
+    ref = t_interval([3.0, 5.0, 4.0])
+    assert first["values"] == pytest.approx([3.0, 5.0, 4.0]) and first["ci"] == pytest.approx(ref["ci"])
+    assert by_key["sweet_vs_ee_first_exit"]["verdict"] == "supported"
+    # mean over exits: (g + 0 - g - g) / 4 = -g / 4 per seed
+    assert by_key["sweet_vs_ee_exits"]["gap"]["values"] == pytest.approx([-0.75, -1.25, -1.0])
+    assert by_key["sweet_vs_ee_exits"]["verdict"] == "contradicted"
+    assert by_key["sweet_vs_ee_late_exits"]["verdict"] == "supported"  # claimed below EE, and it is
+    assert by_key["sweet_vs_ee_fast"]["gap"]["values"] == pytest.approx([3.0, 5.0, 4.0])
+    assert by_key["sweet_vs_ee_slow"]["over"] == "costs 3/4 to 1" and by_key["sweet_vs_ee_slow"]["verdict"] == "supported"
+    pair = res["pairs"][0]
+    assert [p["exit_layer"] for p in pair["per_exit"]] == [1, 2, 4, 6]
+    assert [p["cost_ratio"] for p in pair["per_cost"]] == [0.25, 0.5, 0.75, 1.0]
+
+
+def test_verdicts_follow_the_interval_and_say_when_there_is_one_seed():
+    claim = Claim("x", "sweet", "early_exit", "exits", ">0", "", "")
+    assert claim.verdict(t_interval([1.0, 2.0, 1.5])) == "supported"
+    assert claim.verdict(t_interval([-1.0, -2.0, -1.5])) == "contradicted"
+    assert claim.verdict(t_interval([-1.0, 2.0, 0.5])) == "inconclusive"
+    assert claim.verdict(t_interval([0.7])) == "one seed: same sign as claimed"
+    assert claim.verdict(t_interval([])) == "no data"
+    comparable = Claim("y", "sweet", "multi_model", "fast", ">=0", "", "")
+    assert comparable.verdict(t_interval([-1.0, 2.0, 0.5])) == "supported"  # comparable
+    assert comparable.verdict(t_interval([-1.0, -2.0, -1.5])) == "contradicted"
+    assert {c.key for c in CLAIMS} >= {"mm_vs_ee_exits", "sweet_vs_ee_exits", "sweet_vs_ee_fast", "sweet_vs_mm_fast"}
+
+
+def test_only_tasks_and_seeds_both_methods_have_are_compared():
+    chosen = _grid({0: 2.0, 1: 4.0}, tasks=("a", "b"))
+    chosen[("b", "sweet")] = chosen[("b", "sweet")][:1]  # task b: SWEET has seed 0 only
+    chosen[("c", "early_exit")] = chosen[("a", "early_exit")]  # task c: no SWEET at all
+    g = paired_gaps(chosen, ["a", "b", "c"], "sweet", "early_exit")
+    assert g["tasks"] == ["a", "b"] and g["seeds"] == [0]
+    assert paired_gaps(chosen, ["a"], "multi_model", "early_exit") is None
+
+
+def test_the_report_checks_the_claims_on_a_real_grid(local_grid, tmp_path):
+    _, grid_dir, _ = local_grid
+    rep = write_report(grid_dir, tmp_path / "rep")
+    md = (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
+    claims = {c["key"]: c for c in rep["paper_claims"]["claims"]}
+    assert set(claims) == {"mm_vs_ee_exits", "mm_vs_ee_first_exit", "mm_vs_ee_fast", "mm_vs_ee_slow"}
+    # recompute the mean-over-exits gap by hand from the run directories
+    manifest = read_json(grid_dir / "grid.json")["runs"]
+    per_seed = []
+    for seed in (0, 1):
+        gaps = []
+        for task in ("sst2", "rte"):
+            scores = {}
+            for method in ("multi_model", "early_exit"):
+                lr = rep["per_task"][task][method]["learning_rate"]
+                d = next(r["dir"] for r in manifest if (r["task"], r["method"], r["seed"], r["learning_rate"])
+                         == (task, method, seed, lr))
+                scores[method] = [p["score"] for p in read_json(grid_dir / d / "metrics.json")["evaluation"]["per_exit"]]
+            gaps.append(np.mean(scores["multi_model"]) - np.mean(scores["early_exit"]))
+        per_seed.append(np.mean(gaps))
+    assert claims["mm_vs_ee_exits"]["gap"]["values"] == pytest.approx(per_seed)
+    assert "## The paper's claims, checked" in md and "+2.3 on average" in md and "Paired gap MM − EE" in md
