@@ -138,3 +138,10 @@ def test_a_grid_switched_to_first_seed_reuses_its_runs_and_reports_the_rule(loca
         per_task = rep["per_task"][sel["task"]][sel["method"]]
         assert per_task["learning_rate"] == best and per_task["seeds"] == [0, 1]
     assert "Rule: only the first seed (0) ran every rate" in md and "Selection AUC (calibration split, seed 0)" in md
+    # launches record the machine they ran on; the report counts machines (older launches: "unrecorded")
+    import platform
+
+    launches = read_json(copy / "launches.json")
+    assert launches[-1]["machine"]["host"] == platform.node() and launches[-1]["machine"]["cpus"] >= 1
+    assert rep["provenance"]["machines"] == [platform.node()]
+    assert f"launch(es) on 1 machine(s)" in md and f"on {platform.node()} (" in md

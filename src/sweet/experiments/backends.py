@@ -20,7 +20,7 @@ from ..runs import METRICS, RUN_CONFIG, RunConfig
 from .plan import GridRun, TaskInfo, WaitingRun, expand_stages, plan, run_state
 from .continuation import DATA_SHA256, check_continuation
 from .spec import GridSpec, spec_to_toml
-from .store import GRID_FILE, SPEC_TOML, Launch, check_grid_dir, now, write_gitignore, write_splits_digest
+from .store import GRID_FILE, SPEC_TOML, Launch, check_grid_dir, machine, now, write_gitignore, write_splits_digest
 
 BACKENDS = ("local", "ray")
 
@@ -162,7 +162,7 @@ def run_grid(
     launch = Launch(grid_dir, {
         "started": now(), "command": command, "backend": backend, "ray_address": ray_address, "threads": threads,
         "data_dir": ddir, "n_runs": n_runs, "skipped": result.skipped, "to_run": n_runs - result.skipped,
-        "executed": 0, "failed": [], "status": "running",
+        "executed": 0, "failed": [], "status": "running", "machine": machine(),
     })
     bar = _Progress(n_runs, result.skipped, [*pending, *waiting], progress)
     status = "interrupted"

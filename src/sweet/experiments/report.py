@@ -187,6 +187,8 @@ def _provenance(grid_dir: Path, grid: dict, records: list[dict], command: str | 
         "report_environment": {"python": platform.python_version(), **versions},
         "launches": launches,
         "grid_wall_seconds": round(sum(float(x.get("wall_seconds") or 0) for x in launches), 1),
+        # launches from before machines were recorded count as one unknown machine
+        "machines": sorted({(x.get("machine") or {}).get("host") or "unrecorded" for x in launches}),
         "run_seconds_total": round(compute, 1),
         "mean_run_seconds": {t: {m: round(sum(v) / len(v), 1) for m, v in ms.items()} for t, ms in by_method.items()},
         **({"mean_run_seconds_by_size": _mean_seconds_by_size(records)} if is_size_sweep(grid["spec"]) else {}),

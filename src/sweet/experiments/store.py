@@ -107,6 +107,28 @@ def write_gitignore(grid_dir: Path) -> None:
         atomic_write_text(grid_dir / GITIGNORE, GITIGNORE_TEXT)
 
 
+def machine() -> dict:
+    """Which machine a launch ran on (its launch record; the report counts the machines a grid ran on)."""
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    gpu = None
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            gpu = torch.cuda.get_device_name(0)
+    except Exception:  # pragma: no cover - a broken CUDA install must not stop a launch
+        pass
+    return {"host": platform.node(), "cpu": cpu, "cpus": os.cpu_count(), "gpu": gpu}
+
+
 class Launch:
     """The launch record in launches.json, updated after every run (so a killed launch still has one)."""
 

@@ -142,7 +142,8 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
     lines += [
         f"- Runs: {status['n_finished']} of {status['n_runs']} finished"
         + ("" if not status["missing"] else f" (**incomplete**: {len(status['missing'])} missing)") + ".",
-        f"- Grid wall time: {prov['grid_wall_seconds'] / 60:.1f} min over {len(prov['launches'])} launch(es); "
+        f"- Grid wall time: {prov['grid_wall_seconds'] / 60:.1f} min over {len(prov['launches'])} launch(es) on "
+        f"{len(prov.get('machines') or [])} machine(s); "
         f"sum of run times: {prov['run_seconds_total'] / 60:.1f} min.",
         f"- Backbone `{spec['backbone']}`, exits after layers "
         f"{spec['exit_layers'] or next(iter(next(iter(report['per_task'].values())).values()))['exit_layers']}, "
@@ -255,7 +256,10 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
     for x in prov["launches"]:
         lines.append(f"- {x.get('started')} → {x.get('finished') or x.get('last_update')} ({x.get('status')}), "
                      f"back-end {x.get('backend')}: {x.get('executed')} run(s) executed, {x.get('skipped')} already "
-                     f"finished, wall {float(x.get('wall_seconds') or 0) / 60:.1f} min")
+                     f"finished, wall {float(x.get('wall_seconds') or 0) / 60:.1f} min"
+                     + (f", on {x['machine']['host']} ({x['machine']['cpus']} CPUs: {x['machine']['cpu']}"
+                        + (f"; GPU {x['machine']['gpu']}" if x['machine'].get('gpu') else "") + ")"
+                        if x.get("machine") else ""))
     lines += ["", f"Per-run files (config, splits, training log, model, metrics): `{report['grid']['grid_dir']}/runs/`. "
               f"All numbers above: `{REPORT_JSON}`.", ""]
     return "\n".join(lines)
