@@ -331,7 +331,7 @@ def grid(
         typer.echo(f"grid '{the_spec.name}': {st['n_runs']} runs ({shape}); "
                    f"{st['finished']} finished, {st['partial']} started, {st['pending']} not started{waiting}")
         typer.echo(f"estimated time left, one run at a time: ~{st['estimate_seconds_left'] / 60:.0f} min "
-                   "(measured on 2 idle cores: the default backbone ~71 training examples/s on SST-2, pair tasks 3-4x slower, mpnet ~4x slower)")
+                   "(measured on 2 idle cores: the default backbone ~91 training examples/s on SST-2, pair tasks 3-4x slower, mpnet ~4x slower)")
         return
     res = run_grid(the_spec, output, data_dir=ddir, backend=backend, ray_address=ray_address, update_spec=update_spec,
                    progress=progress, command=_command_line(), threads=threads)

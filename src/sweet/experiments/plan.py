@@ -134,8 +134,10 @@ class TaskInfo:
 
 
 #: prior cost model for the ETA before any run of this launch has finished (default backbone, 2 idle cores,
-#: measured): a training example costs (characters + 20) / 5200 s (SST-2 ~71 examples/s, MRPC ~21), an
-#: evaluated one a fifth of that, multi_model ~2.2x both, plus ~4 s per run (loading, saving).
+#: measured): a training example costs (characters + 20) / 6600 s (SST-2 ~91 examples/s with the fused optimizer
+#: step: the demo's 12,000 examples in 132 s; it was 5200 / ~71 per s before), an evaluated one a fifth of that,
+#: multi_model ~2.2x both, plus ~4 s per run (loading, saving). Two 1-CPU runs side by side (--backend ray) get
+#: through SST-2 about 1.1x faster than this (the paper grid: 16 SST-2 runs in 41 min).
 _PRIOR_CHARS = 60.0
 _MM_FACTOR = 2.2
 #: packaged backbones slower than the default (MPNet, 12 x 768: SST-2 at 9.6 vs ~38 training examples/s, one thread)
@@ -149,7 +151,7 @@ def _estimate_seconds(info: TaskInfo, spec: GridSpec, method: str, n_train: int)
     if info.n_train_available is not None:
         n_train = min(n_train, info.n_train_available)
     n_eval = info.n_eval_examples if info.n_eval_examples is not None else 2 * spec.calibration_size
-    per_example = ((info.mean_chars or _PRIOR_CHARS) + 20.0) / 5200.0
+    per_example = ((info.mean_chars or _PRIOR_CHARS) + 20.0) / 6600.0
     factor = {"multi_model": _MM_FACTOR, "pcgrad": _PCGRAD_FACTOR}.get(method, 1.0)
     factor *= _BACKBONE_FACTOR.get(canonical_alias(spec.backbone) or "", 1.0)
     return 4.0 + factor * per_example * (n_train * spec.epochs + n_eval / 5.0)
