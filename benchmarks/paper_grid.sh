@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Run, or continue, a long grid (by default the paper grid in docs/results/paper/grid) until a deadline, and commit
+# its light results (configs, metrics, training logs, split digests; no weights) every few minutes, so that a
+# session that ends, or a machine that goes away, loses at most the runs in flight. At the deadline the grid is
+# interrupted (SIGINT: in-flight runs keep their training checkpoints on this machine only), the results are
+# committed, and a partial report is written and committed.
+#
+#   benchmarks/paper_grid.sh --until 13:50 -- --data-dir ../shared/glue --backend ray --cpus-per-run 1
+#
+# Options: --until HH:MM (today; default: no deadline), --every MINUTES between commits (default 20),
+# --grid DIR (default docs/results/paper/grid), --report DIR (default docs/results/paper), --log FILE
+# (default /tmp/paper-grid.log). Arguments after -- go to 'sweet grid' (the spec stored in the grid is used:
+# a fresh clone continues with just --data-dir). SWEET=path/to/sweet picks the executable (default .venv/bin/sweet).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+GRID=docs/results/paper/grid
+REPORT=docs/results/paper
+UNTIL=""
+EVERY=20
+LOG=/tmp/paper-grid.log
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --until) UNTIL="$2"; shift 2 ;;
+    --every) EVERY="$2"; shift 2 ;;
+    --grid) GRID="$2"; shift 2 ;;
+    --report) REPORT="$2"; shift 2 ;;
+    --log) LOG="$2"; shift 2 ;;
+    --) shift; break ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    *) echo "paper_grid.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+SWEET=${SWEET:-.venv/bin/sweet}
+[ -x "$SWEET" ] || { echo "paper_grid.sh: $SWEET not found; install sweet first (README, command 1) or set SWEET" >&2; exit 2; }
+deadline=""
+if [ -n "$UNTIL" ]; then
+  deadline=$(date -d "today $UNTIL" +%s) || { echo "paper_grid.sh: --until wants HH:MM, got '$UNTIL'" >&2; exit 2; }
+fi
+
+commit() {  # $1: what to say
+  local n
+  n=$(find "$GRID/runs" -name metrics.json 2>/dev/null | wc -l)
+  git add "$GRID" >/dev/null 2>&1 || true
+  if git commit -q -m "grid $(basename "$(dirname "$GRID")")/$(basename "$GRID"): $n runs finished ($1)" -- "$GRID" >/dev/null 2>&1; then
+    echo "$(date +%T) committed: $n runs finished ($1)"
+  fi
+}
+
+# job control on: a background job of a script would otherwise ignore SIGINT (and the deadline could not stop it)
+set -m
+"$SWEET" grid --output "$GRID" --no-progress "$@" >>"$LOG" 2>&1 </dev/null &
+pid=$!
+set +m
+echo "$(date +%T) sweet grid running (pid $pid), log $LOG${UNTIL:+, until $UNTIL}"
+last=$(date +%s)
+stopped=0
+while kill -0 "$pid" 2>/dev/null; do
+  sleep 20
+  now=$(date +%s)
+  if [ -n "$deadline" ] && [ "$now" -ge "$deadline" ]; then
+    echo "$(date +%T) deadline: interrupting the grid"
+    kill -INT "$pid" 2>/dev/null || true
+    stopped=1
+    for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 2; done
+    kill -0 "$pid" 2>/dev/null && kill -TERM "$pid" 2>/dev/null || true
+    break
+  fi
+  if [ $((now - last)) -ge $((EVERY * 60)) ]; then
+    commit "results so far"
+    last=$now
+  fi
+done
+rc=0
+wait "$pid" 2>/dev/null || rc=$?
+if [ "$stopped" = 1 ] && [ "$rc" = 130 ]; then
+  commit "stopped at the deadline"
+  rc=0  # stopping at the deadline is what was asked for
+else
+  commit "launch ended, rc $rc"
+fi
+if "$SWEET" report "$GRID" --output "$REPORT" --partial >>"$LOG" 2>&1; then
+  git add "$REPORT" >/dev/null 2>&1 || true
+  git commit -q -m "grid report (partial where the grid is unfinished)" -- "$REPORT" >/dev/null 2>&1 || true
+  echo "$(date +%T) report written to $REPORT and committed"
+else
+  echo "$(date +%T) no report (see $LOG)" >&2
+fi
+tail -n 3 "$LOG"
+exit "$rc"
