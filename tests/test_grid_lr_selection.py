@@ -145,3 +145,16 @@ def test_a_grid_switched_to_first_seed_reuses_its_runs_and_reports_the_rule(loca
     assert launches[-1]["machine"]["host"] == platform.node() and launches[-1]["machine"]["cpus"] >= 1
     assert rep["provenance"]["machines"] == [platform.node()]
     assert f"launch(es) on 1 machine(s)" in md and f"on {platform.node()} (" in md
+
+
+def test_later_seed_runs_already_on_disk_are_found_not_rerun(tmp_path, tiny_backbone_dir, tiny_glue_dir):
+    # an earlier grid ran seed 1 at every rate; the first-seed grid then runs seed 0 and finds seed 1's chosen runs
+    fake = FakeRuns()
+    run_grid(_spec(tiny_backbone_dir, tasks=["rte"], seeds=[1], lr_selection="all_seeds"), tmp_path / "g",
+             data_dir=str(tiny_glue_dir), progress=False, executor=fake)
+    assert len(fake.calls) == 4
+    res = run_grid(_spec(tiny_backbone_dir, tasks=["rte"], seeds=[0, 1]), tmp_path / "g", data_dir=str(tiny_glue_dir),
+                   progress=False, executor=fake, update_spec=True)
+    assert [c[3] for c in fake.calls[4:]] == [0, 0, 0, 0]  # only seed 0 ran
+    assert res.n_runs == 6 and len(res.executed) == 4 and res.skipped == 2
+    assert read_json(tmp_path / "g" / "launches.json")[-1]["skipped"] == 2

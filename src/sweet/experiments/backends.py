@@ -189,7 +189,8 @@ def run_grid(
     finally:
         bar.close()
         result.wall_seconds = round(time.perf_counter() - launch.t0, 1)
-        launch.save(status=status, finished=now())
+        result.skipped += schedule.found_finished
+        launch.save(status=status, finished=now(), **({"skipped": result.skipped} if schedule.found_finished else {}))
     if result.failed:
         first_dir, first_err = result.failed[0]
         raise SweetError(f"{len(result.failed)} of {len(result.failed) + len(result.executed)} run(s) failed "
@@ -211,6 +212,7 @@ class _Schedule:
         self.runs, self.waiting = runs, waiting
         self.handed_out: set[str] = set()
         self.finished = {r.rel_dir for r in runs if run_state(grid_dir, r) == "finished"}
+        self.found_finished = 0  # runs planned during the launch that were already finished (an earlier grid's)
         self._write_manifest()
 
     def _write_manifest(self) -> None:
@@ -231,8 +233,9 @@ class _Schedule:
             runs, waiting = expand_stages(self.spec, self.data_dir, self.tasks, self.grid_dir)
             if len(waiting) != len(self.waiting):
                 known = {x.rel_dir for x in self.runs}
-                self.finished |= {x.rel_dir for x in runs if x.rel_dir not in known
-                                  and run_state(self.grid_dir, x) == "finished"}
+                found = {x.rel_dir for x in runs if x.rel_dir not in known and run_state(self.grid_dir, x) == "finished"}
+                self.finished |= found
+                self.found_finished += len(found)
                 self.runs, self.waiting = runs, waiting
                 self._write_manifest()
 
