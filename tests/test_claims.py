@@ -94,3 +94,21 @@ def test_the_report_checks_the_claims_on_a_real_grid(local_grid, tmp_path):
         per_seed.append(np.mean(gaps))
     assert claims["mm_vs_ee_exits"]["gap"]["values"] == pytest.approx(per_seed)
     assert "## The paper's claims, checked" in md and "+2.3 on average" in md and "Paired gap MM − EE" in md
+
+
+def test_a_partial_report_averages_only_tasks_every_method_finished(local_grid, tmp_path):
+    import shutil
+
+    _, grid_dir, _ = local_grid
+    copy = tmp_path / "copy"
+    shutil.copytree(grid_dir, copy, ignore=shutil.ignore_patterns("model"))
+    for r in read_json(copy / "grid.json")["runs"]:
+        if (r["task"], r["method"]) == ("rte", "multi_model") or (r["task"], r["seed"]) == ("sst2", 1):
+            (copy / r["dir"] / "metrics.json").unlink()
+    rep = write_report(copy, tmp_path / "rep", partial=True)
+    assert rep["average_scope"] == {"tasks": ["sst2"], "seeds": [0], "left_out": ["rte"]}
+    assert all(a["tasks"] == ["sst2"] and a["seeds"] == [0] for a in rep["average"].values())
+    assert rep["per_task"]["rte"]["early_exit"]["seeds"] == [0, 1]  # the per-task table keeps what there is
+    assert all(c["tasks"] == ["sst2"] and c["seeds"] == [0] for c in rep["paper_claims"]["claims"])
+    md = (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
+    assert "**Partial grid:**" in md and "left out: RTE" in md

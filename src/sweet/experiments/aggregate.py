@@ -208,44 +208,49 @@ def _exit_score(record: dict, layer: int) -> float:
     return next(p["score"] for p in record["evaluation"]["per_exit"] if p["exit_layer"] == layer)
 
 
-def average_over_tasks(per_task: dict, chosen: dict, tasks: list[str], methods: list[str]) -> dict:
-    """Per method: per-exit scores, interpolated scores and AUC averaged over tasks, per seed first."""
+def average_over_tasks(per_task: dict, chosen: dict, tasks: list[str], methods: list[str],
+                       seeds: list[int] | None = None) -> dict:
+    """Per method: per-exit scores, interpolated scores and AUC averaged over tasks, per seed first. ``seeds``:
+    only these seeds (default: those the method has on every task)."""
     out = {}
     for method in methods:
         have = [t for t in tasks if method in per_task[t]]
         if not have:
             continue
-        seeds = sorted(set.intersection(*(set(per_task[t][method]["seeds"]) for t in have)))
+        common = set.intersection(*(set(per_task[t][method]["seeds"]) for t in have))
+        use = sorted(common if seeds is None else common & set(seeds))
+        if not use:
+            continue
         by_seed = {t: {r["seed"]: r for r in chosen[(t, method)]} for t in have}
 
         def avg(get) -> dict:
-            return stat_row(t_interval([float(np.mean([get(by_seed[t][s]) for t in have])) for s in seeds]))
+            return stat_row(t_interval([float(np.mean([get(by_seed[t][s]) for t in have])) for s in use]))
 
         first = per_task[have[0]][method]
         per_exit = [{"exit_layer": layer, **avg(lambda r, i=i: r["evaluation"]["per_exit"][i]["score"])}
                     for i, layer in enumerate(first["exit_layers"])]
         interp = []
         for i, q in enumerate(first["interpolated"]):
-            vals = [by_seed[t][s]["evaluation"]["interpolated"][i]["score"] for t in have for s in seeds]
+            vals = [by_seed[t][s]["evaluation"]["interpolated"][i]["score"] for t in have for s in use]
             if any(v is None for v in vals):
                 interp.append({"cost_ratio": q["cost_ratio"], **stat_row(t_interval([]))})
             else:
                 interp.append({"cost_ratio": q["cost_ratio"], **avg(lambda r, i=i: r["evaluation"]["interpolated"][i]["score"])})
         # the average curve: each task's curve on a common cost grid, averaged over tasks per seed
-        lo = max(min(p["cost_ratio"] for p in by_seed[t][s]["evaluation"]["curve"]) for t in have for s in seeds)
-        hi = min(max(p["cost_ratio"] for p in by_seed[t][s]["evaluation"]["curve"]) for t in have for s in seeds)
+        lo = max(min(p["cost_ratio"] for p in by_seed[t][s]["evaluation"]["curve"]) for t in have for s in use)
+        hi = min(max(p["cost_ratio"] for p in by_seed[t][s]["evaluation"]["curve"]) for t in have for s in use)
         grid = np.linspace(lo, hi, CURVE_POINTS).tolist() if hi > lo else [lo]
         seed_curves = [np.mean([curve_on_grid(by_seed[t][s]["evaluation"]["curve"], grid) for t in have], axis=0)
-                       for s in seeds]
+                       for s in use]
         stats = [t_interval([c[i] for c in seed_curves]) for i in range(len(grid))]
         out[method] = {
             "tasks": have,
-            "seeds": seeds,
+            "seeds": use,
             "per_exit": per_exit,
             "interpolated": interp,
             "auc": avg(lambda r: r["evaluation"]["auc"]),
             "curve": {"cost": grid, "mean": [x["mean"] for x in stats], "low": [x["low"] for x in stats],
-                      "high": [x["high"] for x in stats], "n": len(seeds)},
+                      "high": [x["high"] for x in stats], "n": len(use)},
         }
     return out
 

@@ -128,8 +128,13 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
                 "runs": [r["_dir"] for r in runs],
             }
 
-    average = average_over_tasks(per_task, chosen, tasks, methods)
-    versus = versus_best(chosen, tasks, methods)
+    # averages compare like with like: the tasks where every method has runs, and the seeds they all have there
+    # (in a finished grid: every task and seed; in a partial one, unfinished tasks are left out and named)
+    avg_tasks = [t for t in tasks if all(m in per_task[t] for m in methods)] or tasks
+    shared = [set(per_task[t][m]["seeds"]) for t in avg_tasks for m in methods if m in per_task[t]]
+    avg_seeds = sorted(set.intersection(*shared)) if shared else []
+    average = average_over_tasks(per_task, chosen, avg_tasks, methods, seeds=avg_seeds or None)
+    versus = versus_best(chosen, avg_tasks, methods)
     report = {
         "grid": {"name": spec["name"], "grid_dir": str(grid_dir.resolve()), "spec": spec},
         "methods": methods,
@@ -142,12 +147,15 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
         ],
         **({"alpha_selection": alpha_selection} if alpha_selection else {}),
         "average": average,
+        "average_scope": {"tasks": avg_tasks, "seeds": avg_seeds,
+                          "left_out": [t for t in tasks if t not in avg_tasks]},
         "per_task": per_task,
         "provenance": _provenance(grid_dir, grid, records, command),
     }
     if versus:
         report["versus_best"] = versus
-    claims = check_claims(chosen, tasks)
+    claims = check_claims({k: [r for r in v if not avg_seeds or r["seed"] in avg_seeds] for k, v in chosen.items()},
+                          avg_tasks)
     if claims:
         report["paper_claims"] = claims
     if sized:

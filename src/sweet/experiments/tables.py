@@ -112,6 +112,17 @@ def _size_sweep_markdown(sweep: dict, figures: dict[str, str], methods: list[str
     return lines
 
 
+def _scope_note(report: dict) -> str:
+    """For a partial grid: which tasks and seeds the averages (and the comparisons below them) are over."""
+    scope = report.get("average_scope") or {}
+    if not scope.get("left_out"):
+        return ""
+    left = ", ".join(TASK_LABELS.get(t, t) for t in scope["left_out"])
+    return (f" **Partial grid:** the averages, the comparisons and the claims below are over the tasks where every "
+            f"method has finished runs, and the seeds they all share there ({', '.join(map(str, scope['seeds']))}); "
+            f"left out: {left} (see *Per task*).")
+
+
 def _first_seed_rule(spec: dict) -> bool:
     return spec.get("lr_selection") == "first_seed" and len(spec["learning_rates"]) > 1
 
@@ -165,7 +176,8 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
         "## Individual exit scores, average over tasks (Table 1)",
         "",
         f"Tasks: {', '.join(TASK_LABELS.get(t, t) for t in next(iter(report['average'].values()))['tasks'])}. "
-        "Per seed, the mean over tasks; then the interval over seeds.",
+        "Per seed, the mean over tasks; then the interval over seeds."
+        + _scope_note(report),
         "",
         *_exit_table(report["average"], methods),
         "",
