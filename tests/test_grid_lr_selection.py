@@ -143,8 +143,10 @@ def test_a_grid_switched_to_first_seed_reuses_its_runs_and_reports_the_rule(loca
 
     launches = read_json(copy / "launches.json")
     assert launches[-1]["machine"]["host"] == platform.node() and launches[-1]["machine"]["cpus"] >= 1
-    assert rep["provenance"]["machines"] == [platform.node()]
-    assert f"launch(es) on 1 machine(s)" in md and f"on {platform.node()} (" in md
+    from sweet.experiments.store import machine_label
+
+    assert rep["provenance"]["machines"] == [machine_label(launches[-1]["machine"])]
+    assert "launch(es) on 1 machine(s)" in md and f"on {machine_label(launches[-1]['machine'])}: " in md
 
 
 def test_later_seed_runs_already_on_disk_are_found_not_rerun(tmp_path, tiny_backbone_dir, tiny_glue_dir):

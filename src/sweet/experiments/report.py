@@ -37,7 +37,7 @@ from .aggregate import (CONFIDENCE, aggregate_curves, average_over_tasks, chosen
 from .claims import check_claims
 from .plots import plot_curves, plot_gaps
 from .selection import select_alpha, select_learning_rates
-from .store import LAUNCHES_FILE, load_grid
+from .store import LAUNCHES_FILE, load_grid, machine_label
 from .tables import REPORT_JSON, REPORT_MD, TASK_LABELS, metric_label, render_markdown
 
 
@@ -196,7 +196,7 @@ def _provenance(grid_dir: Path, grid: dict, records: list[dict], command: str | 
         "launches": launches,
         "grid_wall_seconds": round(sum(float(x.get("wall_seconds") or 0) for x in launches), 1),
         # launches from before machines were recorded count as one unknown machine
-        "machines": sorted({(x.get("machine") or {}).get("host") or "unrecorded" for x in launches}),
+        "machines": sorted({machine_label(x.get("machine")) for x in launches}),
         "run_seconds_total": round(compute, 1),
         "mean_run_seconds": {t: {m: round(sum(v) / len(v), 1) for m, v in ms.items()} for t, ms in by_method.items()},
         **({"mean_run_seconds_by_size": _mean_seconds_by_size(records)} if is_size_sweep(grid["spec"]) else {}),

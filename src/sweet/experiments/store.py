@@ -126,7 +126,20 @@ def machine() -> dict:
             gpu = torch.cuda.get_device_name(0)
     except Exception:  # pragma: no cover - a broken CUDA install must not stop a launch
         pass
-    return {"host": platform.node(), "cpu": cpu, "cpus": os.cpu_count(), "gpu": gpu}
+    try:  # one id per boot: machines cloned from one image share a host name and a machine-id, not this
+        with open("/proc/sys/kernel/random/boot_id", encoding="utf-8") as fh:
+            boot = fh.read().strip()
+    except OSError:
+        boot = None
+    return {"host": platform.node(), "boot_id": boot, "cpu": cpu, "cpus": os.cpu_count(), "gpu": gpu}
+
+
+def machine_label(m: dict | None) -> str:
+    """How the report tells machines apart: host name and boot id ("unrecorded" for launches made before
+    launches recorded their machine)."""
+    if not m:
+        return "unrecorded"
+    return m.get("host", "?") + (f" (boot {m['boot_id'][:8]})" if m.get("boot_id") else "")
 
 
 class Launch:

@@ -8,6 +8,7 @@ from fractions import Fraction
 from ..methods import SELECTED_ALPHA, method_label
 from .aggregate import GAP_BASELINE
 from .spec import GridSpec, spec_to_toml
+from .store import machine_label
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"  # every number of the report
@@ -269,7 +270,7 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
         lines.append(f"- {x.get('started')} → {x.get('finished') or x.get('last_update')} ({x.get('status')}), "
                      f"back-end {x.get('backend')}: {x.get('executed')} run(s) executed, {x.get('skipped')} already "
                      f"finished, wall {float(x.get('wall_seconds') or 0) / 60:.1f} min"
-                     + (f", on {x['machine']['host']} ({x['machine']['cpus']} CPUs: {x['machine']['cpu']}"
+                     + (f", on {machine_label(x['machine'])}: {x['machine']['cpus']} CPUs ({x['machine']['cpu']}"
                         + (f"; GPU {x['machine']['gpu']}" if x['machine'].get('gpu') else "") + ")"
                         if x.get("machine") else ""))
     lines += ["", f"Per-run files (config, splits, training log, model, metrics): `{report['grid']['grid_dir']}/runs/`. "
