@@ -155,7 +155,8 @@ def run_grid(
     pending = [r for r in runs if states[r.rel_dir] != "finished"]
     grid_dir.mkdir(parents=True, exist_ok=True)
     write_gitignore(grid_dir)
-    schedule = _Schedule(spec, grid_dir, ddir, tasks, runs, waiting)
+    schedule = _Schedule(spec, grid_dir, ddir, tasks, runs, waiting,
+                         finished={d for d, state in states.items() if state == "finished"})
     atomic_write_text(grid_dir / SPEC_TOML, spec_to_toml(spec))
     n_runs = len(runs) + len(waiting)
     result = GridResult(grid_dir, n_runs, len(runs) - len(pending))
@@ -207,11 +208,11 @@ class _Schedule:
     Each run is handed out at most once per launch (a failed run is retried by the next launch)."""
 
     def __init__(self, spec: GridSpec, grid_dir: Path, data_dir: str | None, tasks: dict[str, TaskInfo],
-                 runs: list[GridRun], waiting: list[WaitingRun]):
+                 runs: list[GridRun], waiting: list[WaitingRun], finished: set[str]):
         self.spec, self.grid_dir, self.data_dir, self.tasks = spec, grid_dir, data_dir, tasks
         self.runs, self.waiting = runs, waiting
         self.handed_out: set[str] = set()
-        self.finished = {r.rel_dir for r in runs if run_state(grid_dir, r) == "finished"}
+        self.finished = set(finished)  # rel_dirs
         self.found_finished = 0  # runs planned during the launch that were already finished (an earlier grid's)
         self._write_manifest()
 

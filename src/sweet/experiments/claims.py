@@ -106,7 +106,8 @@ def paired_gaps(chosen: dict, tasks: list[str], a: str, b: str) -> dict | None:
         return None
     runs = {(t, s): (_by_seed(chosen, t, a)[s], _by_seed(chosen, t, b)[s]) for t in have for s in seeds}
     exits = [x for x in _per_exit(runs[(have[0], seeds[0])][0]) if x in _per_exit(runs[(have[0], seeds[0])][1])]
-    costs = sorted(set.intersection(*(set(_per_cost(ra)) & set(_per_cost(rb)) for ra, rb in runs.values())))
+    costs = [c for c in sorted(set.intersection(*(set(_per_cost(ra)) & set(_per_cost(rb)) for ra, rb in runs.values())))
+             if c <= 1.0]  # Multi-Model's costs above 1 have no Early-Exit counterpart
 
     def gap(get) -> dict:  # per seed: mean over tasks of A - B
         return stat_row(t_interval([float(np.mean([get(runs[(t, s)][0]) - get(runs[(t, s)][1]) for t in have]))
@@ -115,14 +116,14 @@ def paired_gaps(chosen: dict, tasks: list[str], a: str, b: str) -> dict | None:
     return {
         "a": a, "b": b, "tasks": have, "seeds": seeds,
         "per_exit": [{"exit_layer": x, **gap(lambda r, x=x: _per_exit(r)[x])} for x in exits],
-        "per_cost": [{"cost_ratio": c, **gap(lambda r, c=c: _per_cost(r)[c])} for c in costs if c <= 1.0],
+        "per_cost": [{"cost_ratio": c, **gap(lambda r, c=c: _per_cost(r)[c])} for c in costs],
         "_runs": runs, "_exits": exits, "_costs": costs,
     }
 
 
 def _scope(gaps: dict, scope: str) -> tuple[list, str]:
     """What a claim averages over: exit layers or cost ratios, and a label."""
-    exits, costs = gaps["_exits"], [c for c in gaps["_costs"] if c <= 1.0]
+    exits, costs = gaps["_exits"], gaps["_costs"]
     if scope == "exits":
         return [("exit", x) for x in exits], "all exits"
     if scope == "first_exit":

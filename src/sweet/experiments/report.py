@@ -37,6 +37,7 @@ from .aggregate import (CONFIDENCE, aggregate_curves, average_over_tasks, chosen
 from .claims import check_claims
 from .plots import plot_curves, plot_gaps
 from .selection import select_alpha, select_learning_rates
+from .spec import lr_selection_seed
 from .store import LAUNCHES_FILE, load_grid, machine_label
 from .tables import REPORT_JSON, REPORT_MD, TASK_LABELS, metric_label, render_markdown
 
@@ -82,8 +83,7 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
         if sized:  # and in a size sweep the requested size (metrics hold the size drawn: the same, or less)
             m["_n_train_drawn"] = m.get("n_train")
             m["n_train"] = m["_n_train"]
-    on_seed = spec["seeds"][0] if spec.get("lr_selection") == "first_seed" and len(spec["learning_rates"]) > 1 else None
-    selection = select_learning_rates(records, by_size=sized, on_seed=on_seed)
+    selection = select_learning_rates(records, by_size=sized, on_seed=lr_selection_seed(spec))
     methods = [m for m in spec["methods"] if any(r["method"] == m for r in records)]
     tasks = [t for t in spec["tasks"] if any(r["task"] == t for r in records)]
 
@@ -138,8 +138,7 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
     report = {
         "grid": {"name": spec["name"], "grid_dir": str(grid_dir.resolve()), "spec": spec},
         "methods": methods,
-        "status": {"n_runs": len(grid["runs"]) + len(grid.get("waiting", [])), "n_finished": len(records),
-                   "missing": missing},
+        "status": {"n_runs": len(records) + len(missing), "n_finished": len(records), "missing": missing},
         "confidence": CONFIDENCE,
         "interval": "two-sided t-distribution over seeds: mean +- t(0.975, n-1) * sd / sqrt(n)",
         "learning_rates": [

@@ -75,7 +75,7 @@ class GridSpec:
     @property
     def first_seed_selects(self) -> bool:
         """Only the first seed runs every learning rate (``lr_selection = "first_seed"``, with 2+ rates)."""
-        return self.lr_selection == "first_seed" and len(self.learning_rates) > 1
+        return lr_selection_seed(self.to_dict()) is not None
 
     @property
     def runs_per_slot(self) -> int:
@@ -87,6 +87,14 @@ class GridSpec:
     @property
     def n_runs(self) -> int:
         return len(self.tasks) * len(self.methods) * len(self.train_sizes) * self.runs_per_slot
+
+
+def lr_selection_seed(spec: dict) -> int | None:
+    """The seed whose calibration-split AUC alone chooses the learning rate (the first seed, in a spec -- or a
+    stored spec dict -- with ``lr_selection = "first_seed"`` and 2+ rates), or None: the mean over all seeds."""
+    if spec.get("lr_selection") == "first_seed" and len(spec["learning_rates"]) > 1:
+        return spec["seeds"][0]
+    return None
 
 
 _REQUIRED = ("tasks", "methods", "seeds", "learning_rates")

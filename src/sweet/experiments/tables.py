@@ -7,7 +7,7 @@ from fractions import Fraction
 
 from ..methods import SELECTED_ALPHA, method_label
 from .aggregate import GAP_BASELINE
-from .spec import GridSpec, spec_to_toml
+from .spec import GridSpec, lr_selection_seed, spec_to_toml
 from .store import machine_label
 
 REPORT_MD = "report.md"
@@ -124,10 +124,6 @@ def _scope_note(report: dict) -> str:
             f"left out: {left} (see *Per task*).")
 
 
-def _first_seed_rule(spec: dict) -> bool:
-    return spec.get("lr_selection") == "first_seed" and len(spec["learning_rates"]) > 1
-
-
 def metric_label(metric: str) -> str:
     return {"accuracy": "accuracy (%)", "matthews": "Matthews corr. (x100)"}.get(metric, metric)
 
@@ -170,7 +166,7 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
         "area under the speed-accuracy curve on the "
         "held-out calibration split (never the reported split); only runs at the chosen rate enter the tables. "
         + (f"Rule: only the first seed ({spec['seeds'][0]}) ran every rate, and the rate is chosen on its AUC alone; "
-           "the other seeds ran at the chosen rate only." if _first_seed_rule(spec) else
+           "the other seeds ran at the chosen rate only." if lr_selection_seed(spec) is not None else
            "Rule: every seed ran every rate; the mean AUC over seeds decides."),
         "",
         *(_size_sweep_markdown(sweep, figures, report["methods"]) if sweep else []),
@@ -220,7 +216,7 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
                            for t in report["per_task"]])
     lines += ["## Chosen learning rates (Table 2)", "",
               *lr_table,
-              "", "Selection AUC (calibration split, " + (f"seed {spec['seeds'][0]}" if _first_seed_rule(spec) else
+              "", "Selection AUC (calibration split, " + (f"seed {spec['seeds'][0]}" if lr_selection_seed(spec) is not None else
                                                    "mean over seeds") + ") for every candidate; the chosen one in bold:", ""]
     rows = []
     for sel in report["learning_rates"]:
