@@ -176,14 +176,16 @@ def main() -> None:
 
     import torch
 
+    from sweet.experiments.store import machine
+
     torch.set_num_threads(a.threads)
     with open(a.texts_tsv, encoding="utf-8") as f:
         texts = [row["sentence"] for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
     out_path = Path(a.output)
     result = json.loads(out_path.read_text()) if out_path.is_file() else {}
     result.update({"run_dir": a.run_dir, "texts": a.texts_tsv, "n_texts": len(texts), "threshold": a.threshold,
-                   "threads": a.threads, "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(),
-                                                     "python": platform.python_version(), "torch": torch.__version__},
+                   "threads": a.threads, "machine": {**machine(), "python": platform.python_version(),
+                                                     "torch": torch.__version__},
                    "command": " ".join(["python", *sys.argv])})
 
     def save():
@@ -248,16 +250,6 @@ def main() -> None:
             if proc is not None:
                 result["ray_exit_code"] = stop_server(proc)
             save()
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def render(path: str) -> str:

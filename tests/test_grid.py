@@ -307,6 +307,10 @@ def test_report_aggregates_the_chosen_learning_rate_over_seeds(local_grid, tmp_p
     assert "## Chosen learning rates (Table 2)" in md and "Table 1" in md and "cost 1 3/4" in md
     assert f"{chosen:g}" in md and "sha256" in md and "sweet report test" in md
     assert rep["provenance"]["data_files"]["sst2"]["pool"]["sha256"]
+    # the link to the runs is relative to the report, so that it still works in a clone at another path
+    link = rep["grid"]["runs_from_report"]
+    assert not Path(link).is_absolute() and (tmp_path / "rep" / link).resolve() == (grid_dir / "runs").resolve()
+    assert f"[{link}/]({link}/)" in md and str(tmp_path) not in md.split("Per-run files")[1]
 
 
 def test_report_refuses_an_unfinished_grid_unless_partial(local_grid, tmp_path):

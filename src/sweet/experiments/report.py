@@ -25,6 +25,7 @@ tables are at the largest size.
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 
@@ -221,6 +222,8 @@ def write_report(grid_dir: str | Path, output: str | Path | None = None, partial
     grid_dir = Path(grid_dir)
     out = Path(output) if output is not None else grid_dir / "report"
     report = build_report(grid_dir, partial=partial, command=command)
+    # the report's link to the runs, relative to the report (a clone elsewhere, or a reader on GitHub, can follow it)
+    report["grid"]["runs_from_report"] = os.path.relpath(grid_dir.resolve() / "runs", out.resolve())
     figures = write_figures(report, out)
     report["figures"] = figures
     atomic_write_json(out / REPORT_JSON, report)

@@ -269,7 +269,9 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
                      + (f", on {machine_label(x['machine'])}: {x['machine']['cpus']} CPUs ({x['machine']['cpu']}"
                         + (f"; GPU {x['machine']['gpu']}" if x['machine'].get('gpu') else "") + ")"
                         if x.get("machine") else ""))
-    lines += ["", f"Per-run files (config, splits, training log, model, metrics): `{report['grid']['grid_dir']}/runs/`. "
+    runs = report["grid"].get("runs_from_report")
+    runs = f"[{runs}/]({runs}/)" if runs else f"`{report['grid']['grid_dir']}/runs/`"
+    lines += ["", f"Per-run files (config, splits, training log, model, metrics): {runs}. "
               f"All numbers above: `{REPORT_JSON}`.", ""]
     return "\n".join(lines)
 
