@@ -53,22 +53,11 @@ class Predictor:
              threshold: float = DEFAULT_THRESHOLD, policy: str = "confidence", batch_size: int = 64) -> "Predictor":
         """Load a run directory (or its ``model/`` directory) onto ``device`` in ``precision``
         (:mod:`sweet.precision`)."""
-        from .data import get_task
-        from .modeling import MultiExitModel
         from .precision import placement, prepare_for_inference
-        from .runs import RUN_CONFIG, load_run_config, load_tokenizer, model_dir_of
+        from .runs import RUN_CONFIG, load_model, load_run_config
 
         where = placement(device, precision)  # a bad device/precision fails before the model is read
-        mdir = model_dir_of(run_dir)
-        model = MultiExitModel.from_pretrained(mdir)
-        tokenizer = load_tokenizer(str(mdir))
-        task_name = task or model.config.task
-        if task_name is None:
-            raise SweetError("the model does not record its task; pass the task (--task)")
-        t = get_task(task_name)
-        if t.num_labels != model.config.num_labels:
-            raise SweetError(f"the model has {model.config.num_labels} labels but task {t.name} has {t.num_labels}; "
-                             f"pass the task it was trained on ({model.config.task})")
+        model, tokenizer, t = load_model(run_dir, task, suggest_task=True)
         max_length = load_run_config(run_dir).max_length if (Path(run_dir) / RUN_CONFIG).is_file() else 256
         model = prepare_for_inference(model, where)
         return cls(model, tokenizer, t, max_length=max_length, threshold=threshold, policy=policy,

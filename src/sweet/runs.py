@@ -425,19 +425,30 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
         raise SweetError(f"{path}: {exc}") from exc
 
 
-def load_run(run_dir: str | Path):
-    """A trained run's (config, model, tokenizer, task), checked to agree on the number of labels."""
+def load_model(run_dir: str | Path, task: str | None = None, *, suggest_task: bool = False):
+    """A trained model, its tokenizer and its task from a run directory (or its ``model/`` directory), checked
+    to agree on the number of labels. ``task`` defaults to the one the model records; ``suggest_task`` names
+    that one in the error (for callers whose user chose the task)."""
     from .data import get_task
     from .modeling import MultiExitModel
 
-    cfg = load_run_config(run_dir)
     mdir = model_dir_of(run_dir)
     model = MultiExitModel.from_pretrained(mdir)
     tokenizer = load_tokenizer(str(mdir))
-    task = get_task(cfg.task)
-    if model.config.num_labels != task.num_labels:
-        raise SweetError(f"the model has {model.config.num_labels} labels but task {task.name} has {task.num_labels}")
-    return cfg, model, tokenizer, task
+    name = task or model.config.task
+    if name is None:
+        raise SweetError("the model does not record its task; pass the task (--task)")
+    t = get_task(name)
+    if model.config.num_labels != t.num_labels:
+        raise SweetError(f"the model has {model.config.num_labels} labels but task {t.name} has {t.num_labels}"
+                         + (f"; pass the task it was trained on ({model.config.task})" if suggest_task else ""))
+    return model, tokenizer, t
+
+
+def load_run(run_dir: str | Path):
+    """A trained run's (config, model, tokenizer, task), the task being the one its run config names."""
+    cfg = load_run_config(run_dir)
+    return (cfg, *load_model(run_dir, cfg.task))
 
 
 def evaluation_split(cfg: RunConfig, task, data_dir: str | None = None):
