@@ -112,3 +112,19 @@ def test_a_partial_report_averages_only_tasks_every_method_finished(local_grid, 
     assert all(c["tasks"] == ["sst2"] and c["seeds"] == [0] for c in rep["paper_claims"]["claims"])
     md = (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
     assert "**Partial grid:**" in md and "left out: RTE" in md
+
+
+def test_a_task_with_only_its_first_seed_does_not_shrink_the_averages_to_that_seed(local_grid, tmp_path):
+    # a first_seed grid reaches this state on every task: seed 0 of every method is finished, seed 1 is not yet
+    import shutil
+
+    _, grid_dir, _ = local_grid
+    copy = tmp_path / "copy"
+    shutil.copytree(grid_dir, copy, ignore=shutil.ignore_patterns("model"))
+    for r in read_json(copy / "grid.json")["runs"]:
+        if (r["task"], r["seed"]) == ("rte", 1):
+            (copy / r["dir"] / "metrics.json").unlink()
+    rep = write_report(copy, tmp_path / "rep", partial=True)
+    assert rep["average_scope"] == {"tasks": ["sst2"], "seeds": [0, 1], "left_out": ["rte"]}
+    assert all(c["seeds"] == [0, 1] for c in rep["paper_claims"]["claims"])
+    assert rep["per_task"]["rte"]["early_exit"]["seeds"] == [0]

@@ -129,9 +129,14 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
                 "runs": [r["_dir"] for r in runs],
             }
 
-    # averages compare like with like: the tasks where every method has runs, and the seeds they all have there
-    # (in a finished grid: every task and seed; in a partial one, unfinished tasks are left out and named)
-    avg_tasks = [t for t in tasks if all(m in per_task[t] for m in methods)] or tasks
+    # averages compare like with like: the tasks where every method has every seed of the grid (in a finished grid:
+    # all of them). In a partial grid the unfinished tasks are left out and named; a task that has only its first
+    # seed so far must not shrink the others' averages to that seed. Before any task has every seed: the tasks
+    # where every method has runs, and the seeds they all have there.
+    grid_seeds = set(spec["seeds"])
+    avg_tasks = ([t for t in tasks if all(m in per_task[t] and grid_seeds <= set(per_task[t][m]["seeds"])
+                                          for m in methods)]
+                 or [t for t in tasks if all(m in per_task[t] for m in methods)] or tasks)
     shared = [set(per_task[t][m]["seeds"]) for t in avg_tasks for m in methods if m in per_task[t]]
     avg_seeds = sorted(set.intersection(*shared)) if shared else []
     average = average_over_tasks(per_task, chosen, avg_tasks, methods, seeds=avg_seeds or None)

@@ -119,9 +119,10 @@ def _scope_note(report: dict) -> str:
     if not scope.get("left_out"):
         return ""
     left = ", ".join(TASK_LABELS.get(t, t) for t in scope["left_out"])
+    seeds = ", ".join(map(str, scope["seeds"]))
     return (f" **Partial grid:** the averages, the comparisons and the claims below are over the tasks where every "
-            f"method has finished runs, and the seeds they all share there ({', '.join(map(str, scope['seeds']))}); "
-            f"left out: {left} (see *Per task*).")
+            f"method has finished every seed of the grid (or, before any task has, the seeds they all share; here: "
+            f"{seeds}); left out: {left} (see *Per task*).")
 
 
 def metric_label(metric: str) -> str:
