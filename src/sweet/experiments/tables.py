@@ -141,6 +141,7 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
     prov = report["provenance"]
     methods = [m for m in report["methods"] if m in report["average"]]
     status = report["status"]
+    selecting_seed = lr_selection_seed(spec)  # None: the mean over seeds chose the rates
     sweep = report.get("size_sweep")
     lines = [f"# Grid report: {report['grid']['name']}", ""]
     cmds = [x["command"] for x in prov["launches"] if x.get("command")]
@@ -166,8 +167,8 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
         f"- The learning rate is chosen per task{', method and training size' if sweep else ' and method'} by the "
         "area under the speed-accuracy curve on the "
         "held-out calibration split (never the reported split); only runs at the chosen rate enter the tables. "
-        + (f"Rule: only the first seed ({spec['seeds'][0]}) ran every rate, and the rate is chosen on its AUC alone; "
-           "the other seeds ran at the chosen rate only." if lr_selection_seed(spec) is not None else
+        + (f"Rule: only the first seed ({selecting_seed}) ran every rate, and the rate is chosen on its AUC alone; "
+           "the other seeds ran at the chosen rate only." if selecting_seed is not None else
            "Rule: every seed ran every rate; the mean AUC over seeds decides."),
         "",
         *(_size_sweep_markdown(sweep, figures, report["methods"]) if sweep else []),
@@ -217,8 +218,8 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
                            for t in report["per_task"]])
     lines += ["## Chosen learning rates (Table 2)", "",
               *lr_table,
-              "", "Selection AUC (calibration split, " + (f"seed {spec['seeds'][0]}" if lr_selection_seed(spec) is not None else
-                                                   "mean over seeds") + ") for every candidate; the chosen one in bold:", ""]
+              "", "Selection AUC (calibration split, " + (f"seed {selecting_seed}" if selecting_seed is not None
+                                                   else "mean over seeds") + ") for every candidate; the chosen one in bold:", ""]
     rows = []
     for sel in report["learning_rates"]:
         cells = [_candidate_cell(f"{c['learning_rate']:g}", c, c["learning_rate"] == sel["chosen"])
