@@ -72,6 +72,15 @@ def test_only_tasks_and_seeds_both_methods_have_are_compared():
     assert paired_gaps(chosen, ["a"], "multi_model", "early_exit") is None
 
 
+def test_claims_can_be_held_to_given_seeds():
+    chosen = _grid({0: 2.0, 1: 4.0, 2: 9.0})
+    assert paired_gaps(chosen, ["a", "b"], "sweet", "early_exit", seeds=[0, 1, 7])["seeds"] == [0, 1]
+    res = check_claims(chosen, ["a", "b"], seeds=[0, 1])
+    first = next(c for c in res["claims"] if c["key"] == "sweet_vs_ee_first_exit")
+    assert first["seeds"] == [0, 1] and first["gap"]["values"] == pytest.approx([2.0, 4.0])
+    assert check_claims(chosen, ["a", "b"], seeds=[5]) is None  # no seed left: no claim can be checked
+
+
 def test_the_report_checks_the_claims_on_a_real_grid(local_grid, tmp_path):
     _, grid_dir, _ = local_grid
     rep = write_report(grid_dir, tmp_path / "rep")

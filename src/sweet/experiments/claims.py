@@ -95,13 +95,15 @@ def _per_cost(record: dict) -> dict[float, float]:
     return {q["cost_ratio"]: q["score"] for q in record["evaluation"]["interpolated"] if q["score"] is not None}
 
 
-def paired_gaps(chosen: dict, tasks: list[str], a: str, b: str) -> dict | None:
+def paired_gaps(chosen: dict, tasks: list[str], a: str, b: str, seeds: list[int] | None = None) -> dict | None:
     """Per exit and per fixed cost ratio, A minus B: per seed the mean over tasks, then the interval over seeds.
-    Uses the tasks where both methods have runs and the seeds both have on every one of those tasks."""
+    Uses the tasks where both methods have runs and the seeds both have on every one of those tasks (``seeds``:
+    only these of them)."""
     have = [t for t in tasks if chosen.get((t, a)) and chosen.get((t, b))]
     if not have:
         return None
-    seeds = sorted(set.intersection(*(set(_by_seed(chosen, t, a)) & set(_by_seed(chosen, t, b)) for t in have)))
+    common = set.intersection(*(set(_by_seed(chosen, t, a)) & set(_by_seed(chosen, t, b)) for t in have))
+    seeds = sorted(common if seeds is None else common & set(seeds))
     if not seeds:
         return None
     runs = {(t, s): (_by_seed(chosen, t, a)[s], _by_seed(chosen, t, b)[s]) for t in have for s in seeds}
@@ -135,16 +137,17 @@ def _scope(gaps: dict, scope: str) -> tuple[list, str]:
     return [("cost", c) for c in costs if c >= SLOW_MIN], "costs 3/4 to 1"
 
 
-def check_claims(chosen: dict, tasks: list[str]) -> dict | None:
+def check_claims(chosen: dict, tasks: list[str], seeds: list[int] | None = None) -> dict | None:
     """Every claim of :data:`CLAIMS` whose two methods the grid ran: the gap over its scope (per seed the mean
     over tasks and over the scope's exits or costs; then the interval over seeds) and a verdict; plus the paired
-    gaps per exit and per cost for each pair of methods. None when no pair of the paper's methods is there."""
+    gaps per exit and per cost for each pair of methods. ``seeds``: only these seeds (default: those both methods
+    of a pair have on every task). None when no pair of the paper's methods is there."""
     pairs: dict[tuple[str, str], dict] = {}
     out = []
     for claim in CLAIMS:
         key = (claim.a, claim.b)
         if key not in pairs:
-            g = paired_gaps(chosen, tasks, *key)
+            g = paired_gaps(chosen, tasks, *key, seeds=seeds)
             if g is None:
                 continue
             pairs[key] = g

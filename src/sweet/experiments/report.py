@@ -142,7 +142,7 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
     average = average_over_tasks(per_task, chosen, avg_tasks, methods, seeds=avg_seeds or None)
     versus = versus_best(chosen, avg_tasks, methods)
     report = {
-        "grid": {"name": spec["name"], "grid_dir": str(grid_dir.resolve()), "spec": spec},
+        "grid": {"name": spec["name"], "grid_dir": str(grid_dir), "spec": spec},
         "methods": methods,
         "status": {"n_runs": len(records) + len(missing), "n_finished": len(records), "missing": missing},
         "confidence": CONFIDENCE,
@@ -159,8 +159,7 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
     }
     if versus:
         report["versus_best"] = versus
-    claims = check_claims({k: [r for r in v if not avg_seeds or r["seed"] in avg_seeds] for k, v in chosen.items()},
-                          avg_tasks)
+    claims = check_claims(chosen, avg_tasks, seeds=avg_seeds or None)
     if claims:
         report["paper_claims"] = claims
     if sized:
