@@ -288,7 +288,8 @@ def _claims_markdown(pc: dict) -> list[str]:
              "Per seed, the mean over tasks of method A's score minus method B's (the same seed draws the same "
              "training sample for both); then the mean over seeds ± the half-width of the 95% t-interval. "
              "Verdict: *supported* where the interval lies on the claimed side of 0, *contradicted* where it lies "
-             "on the other side, *inconclusive* where it contains 0. Fast speeds: cost ratio ≤ 1/2; slow: 3/4 to 1. "
+             "on the other side, *inconclusive* where it contains 0; a \"comparable or better\" claim is *supported* "
+             "unless the whole interval lies below 0. Fast speeds: cost ratio ≤ 1/2; slow: 3/4 to 1. "
              "The paper's numbers are for BERT and DeBERTa BASE/LARGE (12/24 layers) with the GLUE validation "
              "sets; ours are for this grid's backbone and splits.", "",
              *_table(["claim", "gap", "over", "paper", "ours (points)", "n", "verdict"], rows), ""]
