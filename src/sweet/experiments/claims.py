@@ -9,7 +9,8 @@ then the mean and 95% t-interval over seeds (:func:`~sweet.experiments.aggregate
 
 Each claim gets a verdict from that interval: ``supported`` (the interval lies on the claimed side of 0),
 ``contradicted`` (it lies on the other side), ``inconclusive`` (it contains 0), or, with a single seed, the sign
-of the one gap marked ``one seed``. "Fast" cost ratios are those up to 1/2 of the full model (the paper: "up to a
+of the one gap marked ``one seed``. A "comparable or better" claim (direction ``>=0``) is ``supported`` unless the
+whole interval lies below 0. "Fast" cost ratios are those up to 1/2 of the full model (the paper: "up to a
 speedup ratio of 1/2"), "slow" those from 3/4 to 1.
 """
 
