@@ -35,7 +35,7 @@ def main() -> None:
     from sweet.data import load_task, make_splits
     from sweet.modeling import MultiExitModel
     from sweet.precision import Placement, native_bf16
-    from sweet.runs import load_tokenizer, make_collator
+    from sweet.rundir import load_tokenizer, make_collator
     from sweet.backbones import resolve_backbone
     from sweet.training import seed_everything
 

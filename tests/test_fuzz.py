@@ -87,9 +87,9 @@ class Accepted(Exception):
 
 
 def fake_run(config, output_dir, progress=True, overwrite=False, resume=False):
-    from sweet.runs import check_run_config
+    from sweet.config import training_config
 
-    check_run_config(config)  # the checks that need no data
+    training_config(config)  # the checks that need no data
     raise Accepted
 
 

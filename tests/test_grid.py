@@ -33,7 +33,7 @@ from sweet.experiments import (
 )
 from sweet.experiments import aggregate_curves, cost_label, t_interval, write_report
 from sweet.io import atomic_write_json, read_json
-from sweet.runs import RunConfig
+from sweet.config import RunConfig
 
 from .conftest import one_torch_thread
 

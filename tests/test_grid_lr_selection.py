@@ -11,7 +11,8 @@ import pytest
 from sweet.errors import SweetError
 from sweet.experiments import GRID_FILE, grid_status, run_grid, select_learning_rates, spec_from_dict, write_report
 from sweet.io import atomic_write_json, read_json
-from sweet.runs import METRICS, RUN_CONFIG, RunConfig
+from sweet.config import RunConfig
+from sweet.rundir import METRICS, RUN_CONFIG
 
 from .test_grid import _never, local_grid, tiny_spec  # noqa: F401  (local_grid is a fixture)
 

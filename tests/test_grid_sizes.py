@@ -29,7 +29,7 @@ from sweet.experiments import (
 )
 from sweet.io import atomic_write_json, read_json
 from sweet.experiments import write_report
-from sweet.runs import RunConfig
+from sweet.config import RunConfig
 
 from .conftest import one_torch_thread
 

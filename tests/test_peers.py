@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_training_sample_is_the_runs_sample(tiny_backbone_dir, tiny_glue_dir):
     from sweet.data import load_task, make_splits
     from sweet.peers import training_sample
-    from sweet.runs import load_tokenizer
+    from sweet.rundir import load_tokenizer
 
     tok = load_tokenizer(str(tiny_backbone_dir))
     task, enc_train, enc_eval, split = training_sample("sst2", 100, 3, str(tiny_glue_dir), tok)
@@ -58,7 +58,7 @@ def test_hf_trainer_bf16_and_ours_learn(tiny_backbone_dir, tiny_glue_dir):
     """The sample is learnable from one keyword: both trainers get well above chance."""
     pytest.importorskip("accelerate")
     from sweet.peers import hf_trainer_finetune, ours_finetune, training_sample
-    from sweet.runs import load_tokenizer
+    from sweet.rundir import load_tokenizer
 
     task, enc_train, enc_eval, _ = training_sample("sst2", 400, 0, str(tiny_glue_dir),
                                                    load_tokenizer(str(tiny_backbone_dir)))

@@ -1,21 +1,40 @@
-"""sweet: adaptive inference for transformer classifiers (Early-Exit, SWEET, Multi-Model)."""
+"""sweet: adaptive inference for transformer classifiers (Early-Exit, SWEET, Multi-Model).
 
-__version__ = "0.1.0"
+The public names below are loaded on first use (PEP 562), so that importing a light module such as
+``sweet.errors`` or running ``sweet --help`` does not load torch.
+"""
 
-from .errors import SweetError  # noqa: E402
-from .modeling import METHODS, MultiExitConfig, MultiExitModel, MultiExitOutput  # noqa: E402
-from .policies import ConfidencePolicy, ExitPolicy  # noqa: E402
-from .predictor import Predictor, load  # noqa: E402
+from __future__ import annotations
 
-__all__ = [
-    "METHODS",
-    "ConfidencePolicy",
-    "ExitPolicy",
-    "MultiExitConfig",
-    "MultiExitModel",
-    "MultiExitOutput",
-    "Predictor",
-    "SweetError",
-    "__version__",
-    "load",
-]
+import importlib
+
+from .errors import SweetError
+from .version import __version__
+
+#: public name -> the module that defines it
+_LAZY = {
+    "METHODS": "modeling",
+    "MultiExitConfig": "modeling",
+    "MultiExitModel": "modeling",
+    "MultiExitOutput": "modeling",
+    "ConfidencePolicy": "policies",
+    "ExitPolicy": "policies",
+    "Predictor": "predictor",
+    "load": "predictor",
+    "RunConfig": "config",
+    "run": "runs",
+}
+
+__all__ = sorted([*_LAZY, "SweetError", "__version__"])
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -169,7 +169,7 @@ def analyze_gradients(
     from .data import get_task, load_task, make_splits
     from .io import atomic_write_json
     from .modeling import MultiExitModel
-    from .runs import effective_max_length, environment, load_tokenizer, make_collator
+    from .rundir import effective_max_length, environment, load_tokenizer, make_collator
     from .backbones import resolve_backbone
     from .training import seed_everything
 

@@ -150,7 +150,8 @@ def benchmark(
     from .peers import onnx_missing, onnxruntime_version
     from .precision import placement, resolve_device
     from .predictor import Predictor
-    from .runs import environment, evaluation_split, load_run_config
+    from .rundir import environment, load_run_config
+    from .runs import evaluation_split
 
     if repeats < 1 or warmup < 0 or not batch_sizes or any(int(b) < 1 for b in batch_sizes):
         raise SweetError("repeats and batch sizes must be positive (and warm-up batches non-negative)")

@@ -138,7 +138,7 @@ def predict(
     precision: str = typer.Option("auto", help="Inference precision: " + PRECISION_HELP),
 ) -> None:
     """Predict labels for unlabelled text; one line out per example: label, exit layer, confidence."""
-    from .runs import predict_texts
+    from .predictor import predict_texts
 
     if fmt not in ("tsv", "jsonl"):
         raise SweetError(f"--format must be tsv or jsonl, got {fmt!r}")

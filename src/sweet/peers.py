@@ -247,7 +247,7 @@ def ours_finetune(backbone: str, task, enc_train, enc_eval, *, method: str = "sw
     evaluation split (the last one is what the Trainer's single head is compared with)."""
     from .modeling import MultiExitModel
     from .precision import placement
-    from .runs import load_tokenizer, make_collator
+    from .rundir import load_tokenizer, make_collator
     from .training import TrainConfig, seed_everything, train
 
     where = placement("cpu", precision, training=True)
@@ -353,7 +353,7 @@ def train_benchmark(task: str = "sst2", n_train: int = 3000, *, epochs: int = 1,
     ``repeats`` > 1 the configurations run interleaved (A B C A B C ...) and times are medians; ratios are medians
     of the per-repeat ratios against the Trainer in fp32."""
     from .precision import placement
-    from .runs import environment, load_tokenizer
+    from .rundir import environment, load_tokenizer
 
     if repeats < 1:
         raise SweetError(f"repeats must be positive, got {repeats}")

@@ -18,7 +18,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+from .batching import encode
+from .data import Examples, read_unlabelled
 from .errors import SweetError
+from .inference import EarlyExitEngine
+from .policies import check_threshold, make_policy
+from .precision import model_placement, placement, prepare_for_inference
+from .rundir import RUN_CONFIG, effective_max_length, load_model, load_run_config, make_collator
 
 DEFAULT_THRESHOLD = 0.9
 
@@ -28,10 +34,6 @@ class Predictor:
 
     def __init__(self, model, tokenizer, task, *, max_length: int = 256, threshold: float = DEFAULT_THRESHOLD,
                  policy: str = "confidence", batch_size: int = 64, source: str | None = None):
-        from .policies import check_threshold
-        from .precision import model_placement
-        from .runs import effective_max_length, make_collator
-
         if batch_size < 1:
             raise SweetError(f"batch size must be positive, got {batch_size}")
         self.model, self.tokenizer, self.task = model, tokenizer, task
@@ -53,9 +55,6 @@ class Predictor:
              threshold: float = DEFAULT_THRESHOLD, policy: str = "confidence", batch_size: int = 64) -> "Predictor":
         """Load a run directory (or its ``model/`` directory) onto ``device`` in ``precision``
         (:mod:`sweet.precision`)."""
-        from .precision import placement, prepare_for_inference
-        from .runs import RUN_CONFIG, load_model, load_run_config
-
         where = placement(device, precision)  # a bad device/precision fails before the model is read
         model, tokenizer, t = load_model(run_dir, task, suggest_task=True)
         max_length = load_run_config(run_dir).max_length if (Path(run_dir) / RUN_CONFIG).is_file() else 256
@@ -66,16 +65,12 @@ class Predictor:
     # ------------------------------------------------------------------------------------------ answering
 
     def get_policy(self, name: str):
-        from .policies import make_policy
-
         if name not in self._policies:
             self._policies[name] = make_policy(name, self.model)
         return self._policies[name]
 
     def examples(self, inputs: Sequence) -> Any:
         """Check and convert inputs: strings for single-text tasks, (text, text) pairs for pair tasks."""
-        from .data import Examples
-
         if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
             raise SweetError("inputs must be a list of texts (pair tasks: a list of [text, text] pairs)")
         if len(inputs) == 0:
@@ -97,16 +92,11 @@ class Predictor:
     def predict(self, inputs: Sequence, threshold: float | None = None, policy: str | None = None,
                 batch_size: int | None = None) -> list[dict]:
         """Answer every input, in input order."""
-        from .batching import encode
-
         return self.predict_encoded(encode(self.tokenizer, self.examples(inputs), self.max_length, warn=False),
                                     threshold, policy, batch_size)
 
     def predict_encoded(self, encoded, threshold: float | None = None, policy: str | None = None,
                         batch_size: int | None = None, sort_by_length: bool = True) -> list[dict]:
-        from .inference import EarlyExitEngine
-        from .policies import check_threshold
-
         threshold = self.threshold if threshold is None else check_threshold(threshold)
         name = policy or self.policy
         engine = EarlyExitEngine(self.model, self.get_policy(name), threshold)
@@ -140,3 +130,15 @@ def _describe(item) -> str:
 def load(run_dir: str | Path, **kwargs) -> Predictor:
     """``sweet.load(run_dir, device="auto", precision="auto", ...)``: see :meth:`Predictor.load`."""
     return Predictor.load(run_dir, **kwargs)
+
+
+def predict_texts(model_or_run_dir: str | Path, lines: Sequence[str], threshold: float, task: str | None = None,
+                  batch_size: int = 64, policy: str = "confidence", device: str = "auto",
+                  precision: str = "auto") -> list[dict]:
+    """Predict unlabelled lines (pair tasks: two tab-separated texts) with an exit policy (default: confidence) at
+    ``threshold``. Each row gets the label, the exit layer and the calibrated max probability at that exit
+    (``confidence``); with another policy also that policy's score there (``score``)."""
+    predictor = Predictor.load(model_or_run_dir, device=device, precision=precision, task=task, threshold=threshold,
+                               policy=policy, batch_size=batch_size)
+    examples = read_unlabelled(lines, predictor.task)
+    return predictor.predict_encoded(encode(predictor.tokenizer, examples, predictor.max_length))

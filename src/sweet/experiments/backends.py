@@ -16,7 +16,8 @@ from typing import Callable, Sequence
 
 from ..errors import SweetError
 from ..io import atomic_write_json, atomic_write_text
-from ..runs import METRICS, RUN_CONFIG, RunConfig
+from ..config import RunConfig
+from ..rundir import METRICS, RUN_CONFIG
 from .plan import GridRun, TaskInfo, WaitingRun, expand_stages, plan, run_state
 from .continuation import DATA_SHA256, check_continuation
 from .spec import GridSpec, spec_to_toml

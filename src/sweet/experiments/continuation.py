@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..errors import SweetError
 from ..io import read_json
-from ..runs import METRICS, RUN_CONFIG
+from ..rundir import METRICS, RUN_CONFIG
 from .plan import GridRun, TaskInfo, comparable_config
 from .store import GRID_FILE, read_splits_digest, splits_digest, write_splits_digest
 

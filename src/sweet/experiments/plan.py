@@ -29,14 +29,14 @@ from pathlib import Path
 
 from ..errors import SweetError
 from ..io import read_json
-from .. import runs as _runs
-from ..runs import METRICS, RUN_CONFIG, RunConfig
+from ..config import RESUME_MAY_CHANGE, RunConfig
+from ..rundir import METRICS, PROVENANCE_KEYS, RUN_CONFIG
 from .spec import GridSpec
 from .store import RUNS_DIR, last_data_dir
 
 #: RunConfig fields that say where things are or how often to checkpoint, not what is computed: left out of
 #: the run key (the same fields that runs.py lets differ when a run is resumed).
-_LOCATION_FIELDS = tuple(sorted({"data_dir", *getattr(_runs, "RESUME_MAY_CHANGE", ())}))
+_LOCATION_FIELDS = tuple(sorted({"data_dir", *RESUME_MAY_CHANGE}))
 
 
 @dataclass
@@ -275,7 +275,7 @@ def _chosen_on_first_seed(grid_dir: str | Path | None, first_runs: list[GridRun]
 
 
 def comparable_config(d: dict) -> dict:
-    d = {k: v for k, v in d.items() if k not in (*_LOCATION_FIELDS, "environment", "placement")}
+    d = {k: v for k, v in d.items() if k not in (*_LOCATION_FIELDS, *PROVENANCE_KEYS)}
     return json.loads(json.dumps(_without_default_precision(d)))
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import SweetError
 from ..io import atomic_save_figure, read_json
 from ..methods import SELECTED_ALPHA, method_label
-from ..runs import METRICS
+from ..rundir import METRICS
 from .tables import TASK_LABELS, gap_label, metric_label
 
 RUN_CURVE = "curve.png"  # one run's speed-accuracy curve, in its run directory

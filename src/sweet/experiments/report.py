@@ -32,7 +32,7 @@ from pathlib import Path
 from ..errors import SweetError
 from ..io import atomic_write_json, atomic_write_text, read_json
 from ..methods import SELECTED_ALPHA
-from ..runs import METRICS, RUN_CONFIG
+from ..rundir import METRICS, RUN_CONFIG
 from .aggregate import (CONFIDENCE, aggregate_curves, average_over_tasks, chosen_runs, is_size_sweep, selection_key,
                         size_sweep, stat_row, t_interval, versus_best)
 from .claims import check_claims

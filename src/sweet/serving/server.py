@@ -72,7 +72,7 @@ def serve_ray(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
     except ImportError as exc:
         raise SweetError(f"--backend ray needs Ray Serve: pip install 'sweet[serve]' ({exc})") from None
     run_dir = str(Path(run_dir).resolve())
-    from ..runs import model_dir_of
+    from ..rundir import model_dir_of
 
     model_dir_of(run_dir)  # a wrong run directory fails here, in one line, not inside a replica
     address = ray_address or os.environ.get("RAY_ADDRESS") or None

@@ -1,0 +1,113 @@
+"""The run config: what one run is asked to compute, checked once, when it is built.
+
+:class:`RunConfig` checks every value that needs neither data nor a machine when it is constructed (the CLI,
+the Python API, grid specs and ``run_config.json`` all build one), so a bad option fails before anything is read
+or written. :func:`training_config` adds the checks that depend on this machine (the device and precision it can
+run, the backbone's files) and returns the :class:`~sweet.training.TrainConfig` of the run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .backbones import resolve_backbone
+from .data import get_task
+from .errors import SweetError
+from .methods import check_method
+from .modeling import POOLINGS, validate_exit_layers
+from .precision import placement
+from .training import TrainConfig
+
+#: ``--pooling`` values: ``auto`` (the pooling the backbone was pretrained with, else cls) or one of POOLINGS.
+POOLING_CHOICES = ("auto", *POOLINGS)
+DATA_SOURCES = ("local", "hub")
+
+#: Options that may differ when a run is resumed (they do not change its result). The device may change too,
+#: as long as the precision it resolves to is the same (checked against the training fingerprint). The same
+#: fields are left out of a grid run's key.
+RESUME_MAY_CHANGE = ("data_dir", "checkpoint_every", "device")
+
+
+@dataclass
+class RunConfig:
+    task: str
+    method: str
+    backbone: str = "default"
+    exit_layers: list[int] | None = None  # None: the backbone's default ladder ([1, 2, 4, 6] for 6 layers)
+    n_train: int = 6000
+    seed: int = 0
+    learning_rate: float = 5e-5
+    epochs: int = 2
+    batch_size: int = 16
+    max_length: int = 256
+    pooling: str = "auto"  # cls, mean, or auto (the backbone's pretraining pooling, else cls)
+    max_grad_norm: float | None = 1.0
+    warmup_ratio: float = 0.0
+    weight_decay: float = 0.0
+    calibration_size: int = 1000
+    heldout_eval_size: int = 2000
+    eval_batch_size: int = 64
+    checkpoint_every: int = 200  # optimizer steps between training checkpoints (0: none); see sweet.checkpoint
+    allow_partial_depth: bool = False
+    data_dir: str | None = None
+    data_source: str = "local"
+    extra: dict = field(default_factory=dict)
+    device: str = "auto"  # auto, cpu, cuda[:N], mps (sweet.precision)
+    precision: str = "auto"  # training precision: auto, fp32, bf16, fp16 (auto: fp32 on CPU, bf16/fp16 on CUDA)
+
+    def __post_init__(self) -> None:
+        """Every check that needs no data and no machine. The method is stored in its canonical spelling
+        (``grad_scale`` -> ``grad_scale@0.5``)."""
+        get_task(self.task)
+        self.method = check_method(self.method)
+        if self.pooling not in POOLING_CHOICES:
+            raise SweetError(f"unknown pooling {self.pooling!r}; choose one of: {', '.join(POOLING_CHOICES)}")
+        if self.data_source not in DATA_SOURCES:
+            raise SweetError(f"unknown data source {self.data_source!r}; use 'local' or 'hub'")
+        if self.exit_layers is not None and min(self.exit_layers, default=1) >= 1:
+            # shape only (non-empty, increasing); the range is checked against the backbone's depth when it is loaded
+            validate_exit_layers(self.exit_layers, max(self.exit_layers, default=1), allow_partial_depth=True)
+        positive = {"train-sample size (--n-train)": self.n_train, "calibration size": self.calibration_size,
+                    "held-out evaluation size": self.heldout_eval_size, "evaluation batch size": self.eval_batch_size}
+        for what, value in positive.items():
+            if value <= 0:
+                raise SweetError(f"{what} must be positive, got {value}")
+        if self.max_length < 8:
+            raise SweetError(f"max length must be at least 8 tokens, got {self.max_length} (--max-length)")
+        if not isinstance(self.extra, dict) or not isinstance(self.extra.get("learn_exit", False), bool):
+            raise SweetError(f"extra must be a mapping and extra['learn_exit'] true or false, got {self.extra!r}")
+        every = self.checkpoint_every
+        if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+            raise SweetError(f"--checkpoint-every must be 0 (no checkpoints) or a positive number of steps, got {every}")
+
+    @property
+    def learn_exit(self) -> bool:
+        return bool(self.extra.get("learn_exit", False))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "RunConfig":
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise SweetError(f"run config has unknown key(s): {', '.join(unknown)}")
+        return cls(**d)
+
+
+def training_config(config: RunConfig) -> TrainConfig:
+    """The checks that depend on this machine: a device or precision it cannot run, a backbone path that does
+    not exist. Returns the run's :class:`~sweet.training.TrainConfig` (with the resolved training precision)."""
+    where = placement(config.device, config.precision, training=True)
+    train_cfg = TrainConfig(
+        precision=where.precision,
+        learning_rate=config.learning_rate,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        weight_decay=config.weight_decay,
+        warmup_ratio=config.warmup_ratio,
+        max_grad_norm=config.max_grad_norm,
+        seed=config.seed,
+    )
+    resolve_backbone(config.backbone)  # a local path that does not exist fails here
+    return train_cfg
