@@ -132,12 +132,13 @@ def argv(draw):
 
 def run_cli(args: list[str]) -> tuple[int, str, str]:
     import sweet.cli as sweet_cli
+    import sweet.cli.base as sweet_cli_base
 
     out, err = io.StringIO(), io.StringIO()
     saved = sys.argv, sys.stdin, sys.stdout, sys.stderr, warnings.formatwarning
     sys.argv, sys.stdout, sys.stderr = ["sweet", *args], out, err
     sys.stdin = io.TextIOWrapper(io.BytesIO(b"a good film\n"), encoding="utf-8")
-    sweet_cli._STATE["debug"] = False
+    sweet_cli_base.STATE["debug"] = False
     try:
         sweet_cli.main()
         code = 0
@@ -175,7 +176,7 @@ def test_cli_parser_never_crashes(scratch, args):
 @FUZZ
 @given(text=TEXT)
 def test_exit_layers_option_parses_to_integers_or_one_clear_error(text):
-    from sweet.cli import parse_layers
+    from sweet.cli.options import parse_layers
 
     try:
         layers = parse_layers(text)

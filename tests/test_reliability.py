@@ -138,12 +138,13 @@ def cli(args: list[str], stdin: bytes = b"") -> tuple[int, str, str]:
     """Run ``sweet ARGS`` in this process; returns (exit code, stdout, stderr). Any exception other than
     SystemExit propagates, i.e. fails the test: the CLI must turn every bad input into an exit code."""
     import sweet.cli as sweet_cli
+    import sweet.cli.base as sweet_cli_base
 
     out, err = io.StringIO(), io.StringIO()
     saved = sys.argv, sys.stdin, sys.stdout, sys.stderr, warnings.formatwarning
     sys.argv, sys.stdout, sys.stderr = ["sweet", *args], out, err
     sys.stdin = io.TextIOWrapper(io.BytesIO(stdin), encoding="utf-8")
-    sweet_cli._STATE["debug"] = False
+    sweet_cli_base.STATE["debug"] = False
     code = 0
     try:
         with warnings.catch_warnings():

@@ -8,3 +8,9 @@ that line and exits non-zero; library users can catch it like any other exceptio
 
 class SweetError(Exception):
     """An error caused by user input, with a message meant to be read by that user."""
+
+
+def one_line(text) -> str:
+    """A message on one line: line breaks that user-supplied text (a file name, an option value) may bring into
+    it are joined with spaces."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())

@@ -334,11 +334,15 @@ def _run_ray(schedule: _Schedule, grid_dir: Path, spec: GridSpec, address: str |
             ray.shutdown()
 
 
-def grid_status(spec: GridSpec, grid_dir: str | Path, data_dir: str | None = None) -> dict:
-    """How many runs are finished / started / pending, and the prior time estimate of what is left."""
+def grid_status(spec: GridSpec, grid_dir: str | Path, data_dir: str | None = None, update_spec: bool = False) -> dict:
+    """How many runs are finished / started / pending, and the prior time estimate of what is left (``sweet grid
+    --dry-run``). It runs the checks a launch runs first (:func:`run_grid`), so a plan that a launch would refuse
+    fails here with the same message; it writes nothing."""
     grid_dir = Path(grid_dir).resolve()
-    runs, waiting, _, _ = plan(spec, grid_dir, data_dir)
+    check_grid_dir(grid_dir, spec, update_spec)
+    runs, waiting, tasks, ddir = plan(spec, grid_dir, data_dir)
     states = [run_state(grid_dir, r) for r in runs]
+    check_continuation(grid_dir, runs, tasks, ddir, update_spec, write=False)
     left = [r for r, s in zip(runs, states) if s != "finished"]
     return {
         "n_runs": len(runs) + len(waiting),

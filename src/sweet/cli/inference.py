@@ -1,0 +1,124 @@
+"""``sweet evaluate``, ``sweet predict`` and ``sweet bench``: use a trained run."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..errors import SweetError
+from ..precision import PRECISIONS
+from .base import app
+from .options import (
+    POSITIVE, DataDir, Device, one_of, Policy, Precision, Progress, Threshold, optional_str, split_flag,
+)
+
+EVALUATE_PRECISION_HELP = ("Inference precision (auto, fp32, bf16, fp16 or int8). Default: the precision the run's "
+                           "own results were computed in (fp32 for runs trained by sweet), so that the numbers compare.")
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by 'sweet train'.")],
+    data_dir: DataDir = None,
+    file: Annotated[Optional[Path], typer.Option(help="Evaluate on this labelled TSV instead (a header row naming the task's columns, as in GLUE's files).")] = None,
+    output_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON instead of a table.")] = False,
+    policy: Policy = "confidence",
+    device: Device = "auto",
+    precision: Annotated[Optional[str], typer.Option(
+        **one_of(PRECISIONS, lambda v: f"unknown precision {v!r}; choose one of: {', '.join(PRECISIONS)}"),
+        help=EVALUATE_PRECISION_HELP)] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the run's own results in RUN_DIR/metrics.json (and its placement) with this evaluation. Without it the result goes to a file of its own, RUN_DIR/metrics-eval[-POLICY]-PRECISION.json (with --file X.tsv: metrics-X[-POLICY]-PRECISION.json).")] = False,
+    progress: Progress = True,
+) -> None:
+    """Re-evaluate a trained run: per-exit scores, speed-accuracy curve, interpolated scores, AUC. The run's own
+    metrics.json is left as it is unless --overwrite is given; the printed table names the precision and the file
+    written."""
+    # heavy (torch): imported when the command runs, so that `sweet --help` stays fast
+    from ..evaluation import format_report
+    from ..runs import evaluate_run
+
+    result = evaluate_run(run_dir, optional_str(data_dir), optional_str(file), progress=progress, policy=policy,
+                          device=device, precision=precision, overwrite=overwrite)
+    placed = result["evaluation"]["placement"]
+    if output_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        typer.echo(format_report(result))
+        typer.echo(f"\nevaluated in {placed['precision']} on {placed['device']}. Written: {result['written']}")
+
+
+def _read_input_lines(source: str) -> list[str]:
+    if source == "-":
+        raw, where = sys.stdin.buffer.read(), "standard input"
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise SweetError(f"input file not found: {path}")
+        raw, where = path.read_bytes(), str(path)
+    try:
+        return raw.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SweetError(f"{where}, line {line}: not valid UTF-8 (byte offset {exc.start}); re-encode it as UTF-8") from exc
+
+
+@app.command()
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory (or its model/ directory).")],
+    input: Annotated[str, typer.Option("--input", "-i", help="Text file with one example per line (pairs: two texts separated by a tab); '-' reads stdin.")] = "-",
+    threshold: Threshold = 0.9,
+    policy: Policy = "confidence",
+    task: Annotated[Optional[str], typer.Option(help="Task (default: the one the model was trained on).")] = None,
+    fmt: Annotated[str, typer.Option("--format", **one_of(("tsv", "jsonl"), lambda v: f"--format must be tsv or jsonl, got {v!r}"),
+                                     help="tsv (label, exit layer, confidence; with a --policy other than confidence also its score) or jsonl.")] = "tsv",
+    batch_size: Annotated[int, typer.Option(metavar=POSITIVE, help="Rows per batch at every depth (the engine refills batches as rows leave).")] = 64,
+    device: Device = "auto",
+    precision: Precision = "auto",
+) -> None:
+    """Predict labels for unlabelled text; one line out per example: label, exit layer, confidence."""
+    from ..predictor import predict_texts  # heavy (torch): only when the command runs
+
+    lines = _read_input_lines(input)
+    rows = predict_texts(run_dir, lines, threshold, task, batch_size=batch_size, policy=policy, device=device,
+                         precision=precision)
+    for r in rows:
+        if fmt == "jsonl":
+            typer.echo(json.dumps(r))
+        else:
+            score = f"\t{r['score']:.4f}" if "score" in r else ""
+            typer.echo(f"{r['label']}\t{r['exit_layer']}\t{r['confidence']:.4f}{score}")
+
+
+@app.command()
+def bench(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by 'sweet train'.")],
+    batch_sizes: Annotated[str, typer.Option(help="Comma-separated batch sizes, e.g. 1,16,64.")] = "64",
+    repeats: Annotated[int, typer.Option(metavar=POSITIVE, help="Timed passes over the split per configuration (the median is reported).")] = 3,
+    max_examples: Annotated[Optional[int], typer.Option(metavar=POSITIVE, help="Use only the first N examples of the evaluation split.")] = None,
+    threads: Annotated[Optional[int], typer.Option(metavar=POSITIVE, help="torch threads, and ONNX Runtime's intra-op threads (default: torch's default, usually the core count).")] = None,
+    device: Device = "auto",
+    precisions: Annotated[str, typer.Option(help="Comma list of inference precisions for the engine and the torch full model (fp32 is always included: it is the reference): fp32, bf16, fp16, int8; 'default' = fp32 plus what this device runs fast (CPU: int8, and bf16 where the processor has native bf16); 'all' = every one it can run.")] = "default",
+    peers: Annotated[bool, typer.Option(help="Also time ONNX Runtime fp32 and int8 on the full model (needs the onnx extra: pip install 'sweet\\[onnx]', or pip install -e '.\\[onnx]' in a clone; skipped with a note without it).")] = True,
+    data_dir: DataDir = None,
+    output: Annotated[Optional[Path], typer.Option(help="Where to write the JSON (default: RUN_DIR/bench.json).")] = None,
+    policy: Policy = "confidence",
+    progress: Progress = True,
+) -> None:
+    """Measure throughput and accuracy of early-exit inference over the threshold grid, at each precision, against
+    the full model in torch (fp32 = the baseline, and each precision) and in ONNX Runtime (fp32, int8), on the same
+    examples: cost ratio, ideal speedup (1/cost), realised speedup and their ratio."""
+    from ..bench import benchmark, format_bench  # heavy (torch): only when the command runs
+    from ..io import atomic_write_json
+
+    sizes = split_flag("--batch-sizes", batch_sizes, int) or [64]
+    report = benchmark(run_dir, sizes, repeats=repeats, max_examples=max_examples, threads=threads,
+                       data_dir=optional_str(data_dir), progress=progress, policy=policy, device=device,
+                       precisions=precisions, peers=peers)
+    path = output or (run_dir / ("bench.json" if policy == "confidence" else f"bench-{policy}.json"))
+    atomic_write_json(path, report)
+    typer.echo(format_bench(report))
+    typer.echo(f"\nwritten: {path}")

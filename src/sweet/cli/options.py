@@ -1,0 +1,133 @@
+"""Options shared by several commands, declared once (``Annotated`` aliases), and the parameter types that make
+``--help`` show what a value may be.
+
+Choices are declared to the parser (:func:`one_of`): ``--help`` lists them, and a value outside them fails while
+the command line is parsed, with the message the library gives for it (docs/errors.md), exit code 2. Number
+ranges are shown in ``--help`` (the metavar); the value is checked where it enters the library
+(:class:`~sweet.config.RunConfig`, :class:`~sweet.training.TrainConfig`, the predictor, the server), once, with
+the message docs/errors.md lists.
+"""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Callable, Optional, Sequence
+
+import typer
+
+from ..errors import SweetError
+from ..methods import METHODS_HELP
+from ..precision import DEVICE_HELP, PRECISION_HELP, PRECISIONS, TRAIN_PRECISION_HELP, TRAINING_PRECISIONS
+
+
+def one_of(choices: Sequence[str], message: Callable[[str], str]) -> dict:
+    """Option settings for a closed set of values: ``--help`` shows ``[a|b|c]``, and any other value raises
+    ``SweetError(message(value))`` while the command line is parsed (one line, exit code 2)."""
+
+    def parse(value: str) -> str:
+        if value not in choices:
+            raise SweetError(message(value))
+        return value
+
+    return {"metavar": "[" + "|".join(choices) + "]", "parser": parse}
+
+
+def positive_int(flag: str) -> dict:
+    """Option settings for an integer >= 1 that no library object checks where it enters."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise SweetError(f"{flag} must be a positive integer, got {value!r}") from None
+        if number < 1:
+            raise SweetError(f"{flag} must be positive, got {number}")
+        return number
+
+    return {"metavar": "INTEGER >= 1", "parser": parse}
+
+
+def _unknown(what: str, choices: Sequence[str], tail: str = "") -> Callable[[str], str]:
+    return lambda value: f"unknown {what} {value!r}{tail}; choose one of: {', '.join(choices)}"
+
+
+#: metavars that show a number's range in --help (the value is checked where it enters the library)
+POSITIVE = "INTEGER >= 1"
+NON_NEGATIVE = "INTEGER >= 0"
+POSITIVE_FLOAT = "FLOAT > 0"
+UNIT_INTERVAL = "FLOAT in [0, 1]"
+MIN_TOKENS = "INTEGER >= 8"
+
+POLICIES = ("confidence", "entropy", "patience", "learned")  # sweet.policies.POLICIES (checked by a test)
+POOLINGS = ("auto", "cls", "mean")  # sweet.config.POOLING_CHOICES (checked by a test)
+
+DATA_DIR_HELP = "GLUE directory (one folder per task with train.tsv/train_pool.tsv and dev.tsv). Default: $SWEET_GLUE_DIR."
+METHOD_HELP = "Fine-tuning method: " + METHODS_HELP + "."
+POLICY_HELP = ("Exit policy: confidence (calibrated max probability), entropy (DeeBERT; 1 - normalised entropy), "
+               "patience (PABEE; threshold t means patience round(t*(exits-1))) or learned (learning-to-exit; needs a "
+               "model trained with --learn-exit).")
+THRESHOLD_HELP = ("Threshold in [0, 1]: leave at the first exit whose policy score reaches it (confidence: the calibrated "
+                  "max probability; 1 = always run to the last exit).")
+
+Device = Annotated[str, typer.Option(metavar="[auto|cpu|cuda|cuda:N|mps]", help="Device: " + DEVICE_HELP)]
+Precision = Annotated[str, typer.Option(
+    **one_of(PRECISIONS, _unknown("precision", PRECISIONS)), help="Inference precision: " + PRECISION_HELP)]
+TrainPrecision = Annotated[str, typer.Option(
+    **one_of(TRAINING_PRECISIONS, lambda v: _unknown(
+        "precision", TRAINING_PRECISIONS,
+        " (int8 is for inference only; train in fp32 or bf16 and quantize when predicting)" if v == "int8" else "")(v)),
+    help="Training precision: " + TRAIN_PRECISION_HELP)]
+Policy = Annotated[str, typer.Option(**one_of(POLICIES, _unknown("exit policy", POLICIES)), help=POLICY_HELP)]
+Pooling = Annotated[str, typer.Option(
+    **one_of(POOLINGS, _unknown("pooling", POOLINGS)),
+    help="How each exit pools tokens: cls, mean, or auto (the pooling the backbone was pretrained with if it declares "
+         "one, e.g. mean for all-MiniLM-L6-v2; else cls).")]
+DataSource = Annotated[str, typer.Option(
+    **one_of(("local", "hub"), lambda v: f"unknown data source {v!r}; use 'local' or 'hub'"),
+    help="'local' (TSV directory) or 'hub' (Hugging Face glue dataset; needs network).")]
+DataDir = Annotated[Optional[Path], typer.Option(help=DATA_DIR_HELP)]
+Progress = Annotated[bool, typer.Option(help="Show progress bars.")]
+Method = Annotated[str, typer.Option("--method", "-m", help=METHOD_HELP)]
+Backbone = Annotated[str, typer.Option(help="'default' (packaged all-MiniLM-L6-v2), a hub id, or a local model directory.")]
+ExitLayers = Annotated[Optional[str], typer.Option(
+    help="Comma-separated exit layers, e.g. 1,2,4,6. Default: the paper-shaped ladder for the backbone's depth.")]
+Threshold = Annotated[float, typer.Option(metavar=UNIT_INTERVAL, help=THRESHOLD_HELP)]
+Seed = Annotated[int, typer.Option(metavar=NON_NEGATIVE,
+                                   help="Seed for the training sample, initialisation, dropout and batch order.")]
+LearningRate = Annotated[float, typer.Option("--lr", metavar=POSITIVE_FLOAT, help="Initial learning rate (AdamW, linear decay).")]
+Epochs = Annotated[int, typer.Option(metavar=POSITIVE, help="Training epochs.")]
+Threads = Annotated[Optional[int], typer.Option(**positive_int("--threads"),
+                                                help="torch threads (default: torch's default, usually the core count).")]
+
+
+def parse_layers(text: Optional[str]) -> Optional[list[int]]:
+    if text is None or text.strip().lower() in ("", "default"):
+        return None
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x != ""]
+    except ValueError:
+        raise SweetError(f"--exit-layers must be comma-separated integers such as 1,2,4,6, got {text!r}") from None
+
+
+def split_flag(flag: str, text: Optional[str], convert) -> Optional[list]:
+    if text is None:
+        return None
+    out = []
+    for item in text.replace(" ", "").split(","):
+        if item == "":
+            continue
+        try:
+            out.append(convert(item))
+        except ValueError:
+            raise SweetError(f"{flag}: '{item}' is not a valid value (expected a comma-separated list, got '{text}')") from None
+    return out
+
+
+def command_line() -> str:
+    return "sweet " + shlex.join(sys.argv[1:])
+
+
+def optional_str(path: Optional[Path]) -> Optional[str]:
+    return str(path) if path is not None else None

@@ -1,0 +1,117 @@
+"""``sweet train`` and ``sweet demo``: fine-tune, calibrate and evaluate one run (the demo: on SST-2)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..config import RunConfig
+from .base import app
+from .options import (
+    MIN_TOKENS, NON_NEGATIVE, POSITIVE, Backbone, DataDir, DataSource, Device, Epochs, ExitLayers, LearningRate, Method,
+    METHOD_HELP, Pooling, Progress, Seed, TrainPrecision, optional_str, parse_layers,
+)
+
+#: The demo's time, measured (docs/results/demo-sst2.md is the one place that records it, with the machine).
+DEMO_TIME = "about 2.5 minutes per method on 2 CPU cores (multi_model about five times that); see docs/results/demo-sst2.md"
+
+
+def run_and_report(config: RunConfig, output: Path, *, overwrite: bool = False, resume: bool = False,
+                   progress: bool = True) -> dict:
+    """Run ``config`` into ``output`` and print its per-exit table, curve and time."""
+    # heavy (torch, transformers): imported when a run starts, so that `sweet --help` stays fast
+    from transformers.utils import logging as hf_logging
+
+    from ..evaluation import format_report
+    from ..runs import run
+
+    if not progress:
+        hf_logging.disable_progress_bar()  # e.g. "Loading weights"
+    metrics = run(config, output, progress=progress, overwrite=overwrite, resume=resume)
+    typer.echo(format_report(metrics))
+    t, placed = metrics["timing"], metrics["placement"]["train"]
+    before = f", {t['seconds_before_resume']:.0f}s of it before the resume" if "seconds_before_resume" in t else ""
+    typer.echo(f"\ntrain {t['train_seconds']:.0f}s ({t['train_examples_per_second']:.1f} examples/s, "
+               f"{placed['precision']} on {placed['device']}), total {t['total_seconds']:.0f}s{before}. "
+               f"Results: {output}/metrics.json")
+    return metrics
+
+
+@app.command()
+def train(
+    task: Annotated[str, typer.Option("--task", "-t", help="sst2, mrpc, cola, mnli, qnli, qqp or rte.")],
+    method: Method,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Run directory to create (config, model, metrics).")],
+    backbone: Backbone = "default",
+    exit_layers: ExitLayers = None,
+    n_train: Annotated[int, typer.Option(metavar=POSITIVE, help="Training examples drawn at random per seed (all if the pool is smaller).")] = 6000,
+    seed: Seed = 0,
+    learning_rate: LearningRate = 5e-5,
+    epochs: Epochs = 2,
+    batch_size: Annotated[int, typer.Option(metavar=POSITIVE, help="Training batch size.")] = 16,
+    max_length: Annotated[int, typer.Option(metavar=MIN_TOKENS, help="Maximum tokens per example (at least 8; longer ones are truncated, with one warning); capped at what the backbone accepts (run_config.json records the length used as max_length_used).")] = 256,
+    pooling: Pooling = "auto",
+    data_dir: DataDir = None,
+    data_source: DataSource = "local",
+    allow_partial_depth: Annotated[bool, typer.Option(help="Allow the last exit below the backbone's depth (the encoder is cut after it).")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace a finished run in --output.")] = False,
+    checkpoint_every: Annotated[int, typer.Option(metavar=NON_NEGATIVE, help="Save a training checkpoint (model, optimizer, scheduler, RNG states, data position) every N optimizer steps into OUTPUT/checkpoint/step-NNNNNNN.safetensors; 0 turns checkpoints off.")] = 200,
+    resume: Annotated[bool, typer.Option(help="Continue the unfinished run in --output from its checkpoint (pass the same options); the result equals that of an uninterrupted run.")] = False,
+    learn_exit: Annotated[bool, typer.Option("--learn-exit", help="Also fit learning-to-exit modules (one Linear+sigmoid per exit, MSE against 'this exit is correct') after fine-tuning, on the held-out calibration split with the model frozen; enables --policy learned.")] = False,
+    device: Device = "auto",
+    precision: TrainPrecision = "auto",
+    progress: Progress = True,
+) -> None:
+    """Fine-tune a multi-exit model on a GLUE task, calibrate it on held-out data, and evaluate it (the confidence
+    curve in metrics.json 'evaluation'; the entropy, patience and, with --learn-exit, learned curves under 'policies')."""
+    config = RunConfig(
+        task=task, method=method, backbone=backbone, exit_layers=parse_layers(exit_layers), n_train=n_train, seed=seed,
+        learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, max_length=max_length, pooling=pooling,
+        data_dir=optional_str(data_dir), data_source=data_source, allow_partial_depth=allow_partial_depth,
+        checkpoint_every=checkpoint_every, extra={"learn_exit": True} if learn_exit else {}, device=device,
+        precision=precision,
+    )
+    run_and_report(config, output, overwrite=overwrite, resume=resume, progress=progress)
+
+
+@app.command()
+def demo(
+    method: Annotated[str, typer.Option("--method", "-m", help=METHOD_HELP + " Or 'all' to run the paper's three in turn.")] = "sweet",
+    data_dir: DataDir = None,
+    output: Annotated[Path, typer.Option(help="Parent directory; each method writes OUTPUT/sst2-METHOD.")] = Path("runs/demo"),
+    n_train: Annotated[int, typer.Option(metavar=POSITIVE, help="Training examples (the paper's 6K).")] = 6000,
+    epochs: Epochs = 2,
+    seed: Seed = 0,
+    learning_rate: LearningRate = 5e-5,
+    device: Device = "auto",
+    precision: TrainPrecision = "auto",
+    progress: Progress = True,
+) -> None:
+    # the docstring is set below from DEMO_TIME, the one place that quotes the demo's time
+    from ..experiments import write_run_curve  # heavy (matplotlib, torch): only when the demo runs
+    from ..modeling import METHODS
+
+    methods = list(METHODS) if method == "all" else [method]
+    summary = []
+    for m in methods:
+        typer.echo(f"=== demo: SST-2, {m}, default backbone, exits 1,2,4,6 ===")
+        config = RunConfig(task="sst2", method=m, n_train=n_train, seed=seed, learning_rate=learning_rate,
+                           epochs=epochs, data_dir=optional_str(data_dir), device=device, precision=precision)
+        metrics = run_and_report(config, output / f"sst2-{m}", overwrite=True, progress=progress)
+        typer.echo(f"speed-accuracy curve: {write_run_curve(output / f'sst2-{m}', metrics)}")
+        summary.append(metrics)
+        typer.echo("")
+    if len(summary) > 1:
+        typer.echo("method        " + "  ".join(f"L{p['exit_layer']:<6}" for p in summary[0]["evaluation"]["per_exit"]) + "  AUC")
+        for m in summary:
+            ev = m["evaluation"]
+            typer.echo(f"{m['method']:<13} " + "  ".join(f"{p['score']:6.2f} " for p in ev["per_exit"]) + f"  {ev['auc']:.2f}")
+
+
+demo.__doc__ = (
+    "The main job: fine-tune the packaged all-MiniLM-L6-v2 (exits after layers 1,2,4,6) on a 6K random sample of "
+    "SST-2, calibrate, evaluate on the SST-2 validation split, and print per-exit scores and the curve. Offline; "
+    f"{DEMO_TIME}. Each run directory also gets curve.png, the run's speed-accuracy curve."
+)
