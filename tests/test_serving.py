@@ -526,12 +526,74 @@ def test_loadtest_refuses_other_hosts_and_bad_limits():
     assert r.stderr.strip() == "error: loadtest only targets this machine (127.0.0.1, ::1 or localhost), got host '93.184.216.34'"
 
 
-def test_loadtest_counts_refused_connections_as_errors():
+def test_loadtest_without_a_server_is_a_one_line_error():
     from sweet.serving.loadtest import load_test
 
-    r = load_test(f"http://127.0.0.1:{free_port()}", concurrency=2, requests=6, duration_s=10, timeout_s=5)
-    assert r["requests_sent"] == 6 and r["requests_ok"] == 0 and r["errors"] == 6
-    assert r["p50_ms"] is None
+    port = free_port()
+    expected = (f"no server is listening at http://127.0.0.1:{port}; start one with 'sweet serve RUN --port {port}' "
+                "(RUN: a run directory), or give the URL of a running one")
+    with pytest.raises(SweetError) as info:
+        load_test(f"http://127.0.0.1:{port}", concurrency=2, requests=6, duration_s=10, timeout_s=5)
+    assert str(info.value) == expected
+    r = subprocess.run([sys.executable, "-m", "sweet.cli", "loadtest", f"http://127.0.0.1:{port}", "--requests", "5"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == f"error: {expected}\n"
+    with pytest.raises(SweetError, match="bad port"):
+        load_test("http://127.0.0.1:99999", requests=1)
+
+
+@contextmanager
+def answering_404():
+    """A plain HTTP server on 127.0.0.1 (not sweet) that answers every request 404, in a thread; always stopped."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    class NotFound(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            payload = b'{"detail": "Not Found"}'
+            self.send_response(404)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    thread = Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_loadtest_with_failed_requests_is_not_ok_and_says_why():
+    from sweet.serving.loadtest import (EXIT_REQUESTS_FAILED, LoadtestFailed, check_load_test, format_load_test,
+                                        load_test)
+
+    with answering_404() as url:
+        r = load_test(url, concurrency=2, requests=5, duration_s=20, timeout_s=5)
+    assert (r["requests_sent"], r["requests_ok"], r["errors"], r["error_kinds"]) == (5, 0, 5, {"http_404": 5})
+    assert r["ok"] is False and r["first_error"] == 'http_404: {"detail": "Not Found"}'
+    line = format_load_test(r)
+    assert line.startswith("0/5 requests ok, 5 errors (http_404: 5) in "), line
+    with pytest.raises(LoadtestFailed) as info:
+        check_load_test(r)
+    assert isinstance(info.value, SweetError) and info.value.exit_code == EXIT_REQUESTS_FAILED == 1
+    assert str(info.value) == ('5 of 5 requests failed (http_404: 5); is this a sweet server? loadtest sends POST '
+                               '/predict; first error: http_404: {"detail": "Not Found"}')
+    # no request sent at all (the duration ran out first) is not ok either
+    with pytest.raises(LoadtestFailed, match="no request was sent"):
+        check_load_test({**r, "requests_sent": 0, "requests_ok": 0, "errors": 0, "error_kinds": {}, "ok": False})
+    ok = {**r, "requests_ok": 5, "errors": 0, "error_kinds": {}, "ok": True, "first_error": None}
+    check_load_test(ok)
+    assert format_load_test(ok).startswith("5/5 requests ok, 0 errors in ")
 
 
 @pytest.mark.parametrize("args,message", [
