@@ -144,7 +144,8 @@ def test_request_response_schema_and_endpoints(sst2_run, predictor):
     assert i["server"]["max_batch_size"] == 64 and i["server"]["batching"] is True
     text = metrics.text
     assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
-    assert 'sweet_requests_total{status="200"} 1' in text
+    for route in ("/predict", "/healthz", "/info"):  # /metrics counts itself once it has answered
+        assert f'sweet_requests_total{{route="{route}",status="200"}} 1' in text
     assert "sweet_items_total 5" in text
     assert 'sweet_request_duration_seconds_bucket{le="+Inf"} 1' in text
     counts = Counter(p["exit_layer"] for p in preds)
@@ -238,7 +239,7 @@ def test_answers_equal_predict_under_32_concurrent_clients(predictor, batching):
         assert status == 200, payload
         assert same_answers(payload["predictions"], expected[k]), f"request {k} ({requests[k].get('threshold')}, {requests[k].get('policy')})"
     m = app.state.metrics
-    assert m.requests == {"200": len(requests)}
+    assert m.requests == {("/predict", "200"): len(requests)}
     assert m.items == sum(len(r["texts"]) for r in requests)
     assert m.batch_rows.sum == m.items
     if batching:  # concurrent requests were merged: far fewer model calls than requests, some of many rows
@@ -312,7 +313,7 @@ def test_bad_input_gets_a_4xx_one_line_error_and_the_server_keeps_serving(predic
     assert message in bad.json()["error"], bad.json()["error"]
     assert after.status_code == 200 and after.json()["predictions"] == predictor.predict(good)
     m = app.state.metrics
-    assert m.requests == {str(status): 1, "200": 1} and sum(m.errors.values()) == 1
+    assert m.requests == {("/predict", str(status)): 1, ("/predict", "200"): 1} and sum(m.errors.values()) == 1
 
 
 def test_unknown_routes_and_methods_are_json_errors(predictor):
@@ -328,6 +329,37 @@ def test_unknown_routes_and_methods_are_json_errors(predictor):
                                             "GET /healthz, GET /info, GET /metrics"}
     assert missing.status_code == 404 and missing.json()["error"].startswith("no endpoint POST /nothing; ")
     assert ok.status_code == 200
+
+
+def test_metrics_count_every_answer_404_and_405_included(predictor, monkeypatch):
+    monkeypatch.setenv("SWEET_API_KEY", "s3cret-key")
+    app = create_app(predictor)
+    auth = {"Authorization": "Bearer s3cret-key"}
+
+    async def go():
+        async with serving(app) as c:
+            assert (await c.get("/predict", headers=auth)).status_code == 405
+            assert (await c.delete("/metrics", headers=auth)).status_code == 405
+            for i in range(3):  # any number of distinct unknown paths: one "unmatched" label
+                assert (await c.post(f"/nothing/{i}", json={}, headers=auth)).status_code == 404
+            assert (await c.get("/info")).status_code == 401
+            assert (await c.get("/healthz")).status_code == 200
+            assert (await c.post("/predict", json={"texts": ["good"]}, headers=auth)).status_code == 200
+            assert (await c.post("/predict", json={"texts": []}, headers=auth)).status_code == 400
+            return (await c.get("/metrics", headers=auth)).text
+
+    text = asyncio.run(go())
+    counted = {ln.split(" ")[0]: int(ln.split(" ")[1]) for ln in text.splitlines()
+               if ln.startswith("sweet_requests_total{")}
+    assert counted == {'sweet_requests_total{route="/predict",status="405"}': 1,
+                       'sweet_requests_total{route="/metrics",status="405"}': 1,
+                       'sweet_requests_total{route="unmatched",status="404"}': 3,
+                       'sweet_requests_total{route="/info",status="401"}': 1,
+                       'sweet_requests_total{route="/healthz",status="200"}': 1,
+                       'sweet_requests_total{route="/predict",status="200"}': 1,
+                       'sweet_requests_total{route="/predict",status="400"}': 1}
+    assert app.state.metrics.requests[("/metrics", "200")] == 1  # the scrape itself, counted once it was answered
+    assert 'sweet_request_duration_seconds_bucket{le="+Inf"} 1' in text  # latency: answered /predict requests only
 
 
 def test_bad_request_interleaved_with_concurrent_good_ones(predictor):
@@ -503,7 +535,7 @@ def test_cli_serve_and_loadtest_end_to_end(sst2_run, predictor, tmp_path):
         assert printed == json.loads(out.read_text())
         assert printed["errors"] == 0 and 0 < printed["requests_sent"] < 1000000 and printed["wall_s"] < 30
         metrics = httpx.get(url + "/metrics", timeout=10).text
-        assert 'sweet_requests_total{status="200"}' in metrics
+        assert 'sweet_requests_total{route="/predict",status="200"}' in metrics
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=60) == 0
 
@@ -526,12 +558,74 @@ def test_loadtest_refuses_other_hosts_and_bad_limits():
     assert r.stderr.strip() == "error: loadtest only targets this machine (127.0.0.1, ::1 or localhost), got host '93.184.216.34'"
 
 
-def test_loadtest_counts_refused_connections_as_errors():
+def test_loadtest_without_a_server_is_a_one_line_error():
     from sweet.serving.loadtest import load_test
 
-    r = load_test(f"http://127.0.0.1:{free_port()}", concurrency=2, requests=6, duration_s=10, timeout_s=5)
-    assert r["requests_sent"] == 6 and r["requests_ok"] == 0 and r["errors"] == 6
-    assert r["p50_ms"] is None
+    port = free_port()
+    expected = (f"no server is listening at http://127.0.0.1:{port}; start one with 'sweet serve RUN --port {port}' "
+                "(RUN: a run directory), or give the URL of a running one")
+    with pytest.raises(SweetError) as info:
+        load_test(f"http://127.0.0.1:{port}", concurrency=2, requests=6, duration_s=10, timeout_s=5)
+    assert str(info.value) == expected
+    r = subprocess.run([sys.executable, "-m", "sweet.cli", "loadtest", f"http://127.0.0.1:{port}", "--requests", "5"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == f"error: {expected}\n"
+    with pytest.raises(SweetError, match="bad port"):
+        load_test("http://127.0.0.1:99999", requests=1)
+
+
+@contextmanager
+def answering_404():
+    """A plain HTTP server on 127.0.0.1 (not sweet) that answers every request 404, in a thread; always stopped."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from threading import Thread
+
+    class NotFound(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            payload = b'{"detail": "Not Found"}'
+            self.send_response(404)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    thread = Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def test_loadtest_with_failed_requests_is_not_ok_and_says_why():
+    from sweet.serving.loadtest import (EXIT_REQUESTS_FAILED, LoadtestFailed, check_load_test, format_load_test,
+                                        load_test)
+
+    with answering_404() as url:
+        r = load_test(url, concurrency=2, requests=5, duration_s=20, timeout_s=5)
+    assert (r["requests_sent"], r["requests_ok"], r["errors"], r["error_kinds"]) == (5, 0, 5, {"http_404": 5})
+    assert r["ok"] is False and r["first_error"] == 'http_404: {"detail": "Not Found"}'
+    line = format_load_test(r)
+    assert line.startswith("0/5 requests ok, 5 errors (http_404: 5) in "), line
+    with pytest.raises(LoadtestFailed) as info:
+        check_load_test(r)
+    assert isinstance(info.value, SweetError) and info.value.exit_code == EXIT_REQUESTS_FAILED == 1
+    assert str(info.value) == ('5 of 5 requests failed (http_404: 5); is this a sweet server? loadtest sends POST '
+                               '/predict; first error: http_404: {"detail": "Not Found"}')
+    # no request sent at all (the duration ran out first) is not ok either
+    with pytest.raises(LoadtestFailed, match="no request was sent"):
+        check_load_test({**r, "requests_sent": 0, "requests_ok": 0, "errors": 0, "error_kinds": {}, "ok": False})
+    ok = {**r, "requests_ok": 5, "errors": 0, "error_kinds": {}, "ok": True, "first_error": None}
+    check_load_test(ok)
+    assert format_load_test(ok).startswith("5/5 requests ok, 0 errors in ")
 
 
 @pytest.mark.parametrize("args,message", [
@@ -541,12 +635,99 @@ def test_loadtest_counts_refused_connections_as_errors():
     (["--threshold", "2"], "threshold must be a number in [0, 1], got 2.0"),
     (["--policy", "fast"], "unknown exit policy 'fast'"),
     (["--max-batch-size", "0"], "--max-batch-size must be positive, got 0"),
+    (["--max-items", "0"], "--max-items must be positive, got 0"),
+    (["--max-body-bytes", "-1"], "--max-body-bytes must be positive, got -1"),
+    (["--max-wait-ms", "-1"], "--max-wait-ms must be a non-negative number, got -1.0"),
 ])
 def test_serve_option_errors_are_one_line(sst2_run, args, message):
     r = subprocess.run([sys.executable, "-m", "sweet.cli", "serve", str(sst2_run), "--port", "0", *args],
                        capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1 and message in r.stderr, r.stderr
+
+
+LIMIT_ERRORS = [
+    ({"max_batch_size": 0}, "--max-batch-size must be positive, got 0"),
+    ({"max_wait_ms": -1.0}, "--max-wait-ms must be a non-negative number, got -1.0"),
+    ({"max_wait_ms": float("nan")}, "--max-wait-ms must be a non-negative number, got nan"),
+    ({"max_items": 0}, "--max-items must be positive, got 0"),
+    ({"max_body_bytes": -1}, "--max-body-bytes must be positive, got -1"),
+]
+
+
+@pytest.mark.parametrize("options,message", LIMIT_ERRORS)
+def test_the_app_checks_its_limits_once_before_loading_the_model(tmp_path, predictor, options, message):
+    from sweet.serving.app import RequestLimits
+    from sweet.serving.batcher import Batcher, BatchLimits
+
+    missing_run = tmp_path / "no-such-run"  # loading it would fail with another message
+    with pytest.raises(SweetError) as info:
+        create_app(missing_run, **options)
+    assert str(info.value) == message
+    with pytest.raises(SweetError, match=message.split(" must")[0]):
+        create_app(predictor, **options)
+    # the batcher and the app each own their limits (typed, checked when made); the batcher trusts them
+    owner = BatchLimits if {"max_batch_size", "max_wait_ms"} & set(options) else RequestLimits
+    with pytest.raises(SweetError) as info:
+        owner(**options)
+    assert str(info.value) == message
+    batcher = Batcher(predictor, None, BatchLimits(max_batch_size=3, max_wait_ms=0, batching=False))
+    assert (batcher.max_batch_size, batcher.max_wait, batcher.batching) == (3, 0.0, False)
+
+
+def test_serve_ray_refuses_bad_limits_before_starting_ray(tmp_path):
+    from sweet.serving.server import serve_ray
+
+    with pytest.raises(SweetError) as info:  # before the run directory is looked at or Ray is started
+        serve_ray(tmp_path / "no-such-run", app_options={"max_items": 0, "api_key": ""})
+    assert str(info.value) == "--max-items must be positive, got 0"
+
+
+def test_limit_and_port_errors_are_listed_in_the_error_table_verbatim():
+    table = (Path(__file__).parents[1] / "docs" / "errors.md").read_text(encoding="utf-8")
+    for _, message in LIMIT_ERRORS[:2] + LIMIT_ERRORS[3:]:
+        assert f"`{message}`" in table, message
+    from sweet.serving.server import check_port_free
+
+    with listening_socket() as port:
+        with pytest.raises(SweetError) as info:
+            check_port_free("127.0.0.1", port)
+    assert f"`{str(info.value).replace(str(port), '8000')}`" in table
+    from sweet.serving.loadtest import load_test
+
+    port = free_port()
+    with pytest.raises(SweetError) as info:
+        load_test(f"http://127.0.0.1:{port}", requests=1)
+    assert f"`{str(info.value).replace(str(port), '8000')}`" in table
+
+
+@contextmanager
+def listening_socket(host: str = "127.0.0.1", family: int = socket.AF_INET):
+    """A socket listening on ``host`` on a free port, as a running server's would; yields the port."""
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def test_check_port_free_refuses_a_port_in_use_in_one_line():
+    from sweet.serving.server import check_port_free
+
+    with listening_socket() as port:
+        for host in ("127.0.0.1", "localhost"):
+            with pytest.raises(SweetError) as info:
+                check_port_free(host, port)
+            assert str(info.value) == (f"port {port} on {host} is already in use; pick another with --port N "
+                                       "(or stop the process that listens there)")
+            assert "\n" not in str(info.value)
+    check_port_free("127.0.0.1", port)  # closed: free again (SO_REUSEADDR, as uvicorn binds)
+    check_port_free("127.0.0.1", free_port())
+    check_port_free("127.0.0.1", 0)  # any free port
+    with pytest.raises(SweetError, match="port must be in 0..65535, got 70000"):
+        check_port_free("127.0.0.1", 70000)
+    with pytest.raises(SweetError, match="cannot serve on host 'no-such-host.invalid'"):
+        check_port_free("no-such-host.invalid", 8000)
 
 
 # ---------------------------------------------------------------------------------------------- Ray Serve

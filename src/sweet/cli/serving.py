@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import SweetError
+from ..errors import SweetError, one_line
 from .base import app
 from .options import (
     NON_NEGATIVE, POSITIVE, Device, one_of, Policy, Precision, Threads, Threshold,
@@ -53,9 +53,9 @@ def serve(
     # optional extra (fastapi, uvicorn, ray): imported only when the command runs
     import torch
 
-    from ..serving.server import LOOPBACK_HOSTS, announce, check_port, serve_local, serve_ray
+    from ..serving.server import LOOPBACK_HOSTS, announce, check_port_free, serve_local, serve_ray
 
-    check_port(port)
+    check_port_free(host, port)  # before the model is loaded (seconds): a busy port fails at once
     if backend == "local" and replicas != 1:
         raise SweetError("--replicas needs --backend ray (the local backend is one process)")
     if threads is not None:
@@ -99,11 +99,12 @@ def loadtest(
     output: Annotated[Optional[Path], typer.Option(help="Also write the JSON result to this file.")] = None,
 ) -> None:
     """Load-test a sweet server on this machine: throughput, p50/p95/p99 latency, errors, and the CPU time the
-    load generator used. Bounded by --requests and --duration-s. Sends $SWEET_API_KEY as a bearer token if set."""
+    load generator used. Bounded by --requests and --duration-s. Sends $SWEET_API_KEY as a bearer token if set.
+    Exit code 0 when every request was answered, 1 when any failed, 2 when no server listens at URL."""
     need_serving_packages("httpx")
     # optional extra (httpx): imported only when the command runs
     from ..io import atomic_write_json
-    from ..serving.loadtest import format_load_test, load_test, read_texts
+    from ..serving.loadtest import LoadtestFailed, check_load_test, format_load_test, load_test, read_texts
 
     items = read_texts(str(texts), pairs) if texts is not None else None
     result = load_test(url, concurrency=concurrency, requests=requests, texts_per_request=texts_per_request,
@@ -112,3 +113,8 @@ def loadtest(
     if output is not None:
         atomic_write_json(output, result)
     typer.echo(json.dumps(result, indent=2) if output_json else format_load_test(result))
+    try:
+        check_load_test(result)  # a load test whose requests failed is a failed command
+    except LoadtestFailed as exc:
+        typer.echo(f"error: {one_line(exc)}", err=True)
+        raise typer.Exit(exc.exit_code)

@@ -24,26 +24,95 @@ API key: ``api_key`` (default: the ``SWEET_API_KEY`` environment variable; ``""`
 endpoint but ``/healthz`` requires ``Authorization: Bearer KEY``.
 """
 
+import asyncio
 import json
 import os
 import secrets
 import time
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+# FastAPI is an optional extra ("sweet[serve]"): this module is only imported when an app is made (sweet.serving's
+# create_app, `sweet serve`), never by `import sweet` or `sweet --help`.
 from fastapi import FastAPI, Request  # no "from __future__ import annotations" here: FastAPI reads the
 from fastapi.responses import JSONResponse, PlainTextResponse, Response  # handlers' annotations at runtime
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import SweetError
-from .batcher import Batcher, ServerClosing
-from .metrics import Metrics
+from ..policies import check_threshold
+from ..predictor import Predictor
+from .batcher import Batcher, BatchLimits, ServerClosing
+from .metrics import UNMATCHED_ROUTE, Metrics
 
 DEFAULT_MAX_ITEMS = 256
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB
 API_KEY_ENV = "SWEET_API_KEY"
 _FIELDS = ("texts", "pairs", "threshold", "policy")
+ENDPOINTS = ("/predict", "/healthz", "/info", "/metrics")
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """The largest request the app reads: ``max_items`` texts (or pairs) and ``max_body_bytes`` bytes; more is
+    refused with 413. Checked here, once (the messages name the ``sweet serve`` options)."""
+
+    max_items: int = DEFAULT_MAX_ITEMS
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+
+    def __post_init__(self) -> None:
+        for flag, value in (("--max-items", self.max_items), ("--max-body-bytes", self.max_body_bytes)):
+            if not value >= 1:
+                raise SweetError(f"{flag} must be positive, got {value}")
+
+
+def check_app_options(*, max_batch_size: int = 64, max_wait_ms: float = 5.0, batching: bool = True,
+                      max_items: int = DEFAULT_MAX_ITEMS, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+                      **_other) -> tuple[BatchLimits, RequestLimits]:
+    """The limits :func:`create_app` makes of these options (a :class:`SweetError` for a bad one); other keys
+    (``api_key``, ...) are ignored. For a caller that hands the options to other processes (Ray Serve replicas)
+    and wants a bad one refused before they start."""
+    return (BatchLimits(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, batching=batching),
+            RequestLimits(max_items=max_items, max_body_bytes=max_body_bytes))
+
+
+class _CountResponses:
+    """ASGI middleware: counts every answered HTTP request in ``sweet_requests_total{route,status}``, the 404s and
+    405s that the router answers before any endpoint runs included. The route label is one of :data:`ENDPOINTS`
+    or ``unmatched`` (any other path), so its set of values stays bounded whatever paths clients send."""
+
+    def __init__(self, app, metrics: Metrics):
+        self.app, self.metrics = app, metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        outer_route = scope.get("route")  # set by an enclosing router when this app is mounted in another
+        status = None
+
+        async def send_counted(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        def count(code: int) -> None:
+            route = scope.get("route")
+            path = getattr(route, "path", None) if route is not outer_route else None
+            self.metrics.response_sent(path if path in ENDPOINTS else UNMATCHED_ROUTE, code)
+
+        try:
+            await self.app(scope, receive, send_counted)
+        except asyncio.CancelledError:  # the client went away: count only what was answered
+            if status is not None:
+                count(status)
+            raise
+        except Exception:  # answered 500 by Starlette's error middleware, outside this one
+            count(status or 500)
+            raise
+        count(status or 500)
 
 
 class BadRequest(Exception):
@@ -69,9 +138,13 @@ def create_app(predictor_or_run_dir, *, max_batch_size: int = 64, max_wait_ms: f
 
     ``max_batch_size`` rows or ``max_wait_ms`` of waiting make a batch (:mod:`sweet.serving.batcher`);
     ``batching=False`` runs one model call per request. The app can be mounted into another FastAPI/Starlette
-    app; its batching worker starts with the app's lifespan (or on the first request) and drains on shutdown."""
-    from ..predictor import Predictor
+    app; its batching worker starts with the app's lifespan (or on the first request) and drains on shutdown.
 
+    The limits (``max_batch_size``, ``max_wait_ms``, ``max_items``, ``max_body_bytes``) are checked first, before
+    a run directory is loaded; a bad one is a :class:`SweetError` naming the ``sweet serve`` option."""
+    batch_limits, request_limits = check_app_options(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
+                                                     batching=batching, max_items=max_items,
+                                                     max_body_bytes=max_body_bytes)
     if isinstance(predictor_or_run_dir, (str, Path)):
         predictor = Predictor.load(predictor_or_run_dir, **load_kwargs)
     elif isinstance(predictor_or_run_dir, Predictor):
@@ -80,12 +153,11 @@ def create_app(predictor_or_run_dir, *, max_batch_size: int = 64, max_wait_ms: f
         predictor = predictor_or_run_dir
     else:
         raise SweetError(f"create_app takes a sweet.Predictor or a run directory, got {type(predictor_or_run_dir).__name__}")
-    if max_items < 1 or max_body_bytes < 1:
-        raise SweetError(f"max items and max body bytes must be positive, got {max_items} and {max_body_bytes}")
+    max_items, max_body_bytes = request_limits.max_items, request_limits.max_body_bytes
     key = os.environ.get(API_KEY_ENV) if api_key is None else api_key
     key = key or None
     metrics = Metrics(predictor.model.exit_layers, predictor.model.config.method)
-    batcher = Batcher(predictor, metrics, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, batching=batching)
+    batcher = Batcher(predictor, metrics, batch_limits)
     pair_task = len(predictor.task.text_fields) > 1
     field_name = "pairs" if pair_task else "texts"
     want = (f'"pairs" (a list of [{", ".join(predictor.task.text_fields)}] pairs)' if pair_task
@@ -105,6 +177,7 @@ def create_app(predictor_or_run_dir, *, max_batch_size: int = 64, max_wait_ms: f
     app = FastAPI(title="sweet", summary="Early-exit inference", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
     app.state.predictor, app.state.metrics, app.state.batcher, app.state.settings = predictor, metrics, batcher, settings
+    app.add_middleware(_CountResponses, metrics=metrics)
 
     def error(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": _one_line(message)}, status_code=status)
@@ -182,8 +255,8 @@ def create_app(predictor_or_run_dir, *, max_batch_size: int = 64, max_wait_ms: f
         elif not isinstance(policy, str):
             raise BadRequest(400, f'"policy" must be a string, got {_type_name(policy)}')
         try:
-            from ..policies import check_threshold
-
+            # checked here, not only by the predictor in the model thread: a bad threshold gets its documented 400
+            # before the request joins a merged batch, where it would fail the batch's other requests with it
             threshold = check_threshold(threshold)
             predictor.get_policy(policy)
             texts = predictor.examples(items).texts
@@ -208,7 +281,7 @@ def create_app(predictor_or_run_dir, *, max_batch_size: int = 64, max_wait_ms: f
             except Exception as exc:  # the model failed: this request fails, the server keeps serving
                 raise BadRequest(500, f"internal error: {type(exc).__name__}: {exc}", "internal") from None
         except BadRequest as exc:
-            metrics.request_done(exc.status, time.perf_counter() - start, reason=exc.reason)
+            metrics.request_done(time.perf_counter() - start, reason=exc.reason)
             response = error(exc.status, exc.message)
             if exc.status == 401:
                 response.headers["WWW-Authenticate"] = "Bearer"
@@ -216,7 +289,7 @@ def create_app(predictor_or_run_dir, *, max_batch_size: int = 64, max_wait_ms: f
         finally:
             metrics.add_in_flight(-1)
         body = json.dumps({"predictions": answers}, separators=(",", ":"))
-        metrics.request_done(200, time.perf_counter() - start, items=len(answers))
+        metrics.request_done(time.perf_counter() - start, items=len(answers))
         return Response(body, media_type="application/json")
 
     @app.get("/healthz")

@@ -15,6 +15,9 @@ policy (padding is masked), so a request gets what ``Predictor.predict`` gives f
 
 There is exactly one model thread: the engine swaps the encoder's layer list while it runs, so calls on one model
 must not overlap. ``batching=False`` runs one model call per request (for comparison).
+
+The batcher's own limits are a :class:`BatchLimits`, checked once when it is made (``create_app`` makes it before
+it loads the model); the batcher trusts it, and the requests it gets were checked by the app.
 """
 
 from __future__ import annotations
@@ -25,12 +28,31 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from ..batching import encode
+from ..data import Examples
 from ..errors import SweetError
 from .metrics import Metrics
 
 
 class ServerClosing(SweetError):
     """The server is shutting down and takes no new requests."""
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """How requests are merged: at most ``max_batch_size`` rows per model call, the oldest request waiting at most
+    ``max_wait_ms`` for others to join; ``batching=False``: one model call per request. Checked here, once (the
+    messages name the ``sweet serve`` options)."""
+
+    max_batch_size: int = 64
+    max_wait_ms: float = 5.0
+    batching: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.max_batch_size >= 1:
+            raise SweetError(f"--max-batch-size must be positive, got {self.max_batch_size}")
+        if not self.max_wait_ms >= 0:  # NaN too
+            raise SweetError(f"--max-wait-ms must be a non-negative number, got {self.max_wait_ms}")
 
 
 @dataclass
@@ -49,17 +71,13 @@ class _Job:
 class Batcher:
     """Queue + worker task + one model thread for a :class:`~sweet.predictor.Predictor`."""
 
-    def __init__(self, predictor, metrics: Metrics, *, max_batch_size: int = 64, max_wait_ms: float = 5.0,
-                 batching: bool = True):
-        if max_batch_size < 1:
-            raise SweetError(f"max batch size must be positive, got {max_batch_size}")
-        if not max_wait_ms >= 0:
-            raise SweetError(f"max wait must be a non-negative number of milliseconds, got {max_wait_ms}")
+    def __init__(self, predictor, metrics: Metrics, limits: BatchLimits = BatchLimits()):
         self.predictor = predictor
         self.metrics = metrics
-        self.max_batch_size = int(max_batch_size)
-        self.max_wait = float(max_wait_ms) / 1000.0
-        self.batching = bool(batching)
+        self.limits = limits
+        self.max_batch_size = int(limits.max_batch_size)
+        self.max_wait = float(limits.max_wait_ms) / 1000.0
+        self.batching = bool(limits.batching)
         self._executor: ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._worker: asyncio.Task | None = None
@@ -160,9 +178,6 @@ class Batcher:
     # ------------------------------------------------------------------------------------------ model thread
 
     def _run(self, batch: list[_Job]) -> list[list[dict]]:
-        from ..batching import encode
-        from ..data import Examples
-
         start = time.perf_counter()
         p = self.predictor
         groups: dict[tuple[float, str], list[int]] = {}

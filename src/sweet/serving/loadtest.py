@@ -8,6 +8,11 @@ request has a timeout. Each request carries ``texts_per_request`` texts taken in
 Reported: requests and texts per second, latency percentiles (p50/p95/p99/max, per request), errors by kind,
 and the CPU time this process used (user + system), because the load generator shares the machine with the server.
 Only loopback targets are accepted (127.0.0.0/8, ::1, localhost): this is a benchmark tool, not a traffic generator.
+
+Before the first request a TCP connect checks that a server listens at the URL; if none does, :func:`load_test`
+raises a one-line :class:`SweetError` (the CLI exits 2). A test in which any request failed (or none was sent) is
+not ``ok``: :func:`check_load_test` then raises :class:`LoadtestFailed` (the CLI prints the result, then that line,
+and exits 1).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import asyncio
 import ipaddress
 import json
 import os
+import socket
 import time
 from typing import Sequence
 from urllib.parse import urlsplit
@@ -24,6 +30,7 @@ import numpy as np
 
 from ..errors import SweetError
 
+EXIT_REQUESTS_FAILED = 1  # `sweet loadtest`: some requests failed (bad input, e.g. no server, is 2 like every error)
 DEFAULT_TEXTS = (
     "a gripping, funny and beautifully acted film",
     "tedious and far too long",
@@ -42,6 +49,10 @@ def check_loopback_url(url: str) -> str:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SweetError(f"loadtest URL must look like http://127.0.0.1:8000, got {url!r}")
     host = parts.hostname
+    try:
+        parts.port
+    except ValueError:
+        raise SweetError(f"loadtest URL has a bad port (0..65535), got {url!r}") from None
     loopback = host == "localhost"
     if not loopback:
         try:
@@ -56,10 +67,54 @@ def check_loopback_url(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{path}"
 
 
+def check_server_listening(url: str, timeout: float = 5.0) -> None:
+    """A :class:`SweetError` unless a TCP connect to the server of ``url`` succeeds (nothing is sent)."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    base = f"{parts.scheme}://{parts.netloc}"
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout):
+            pass
+    except ConnectionRefusedError:
+        raise SweetError(f"no server is listening at {base}; start one with 'sweet serve RUN --port {port}' "
+                         "(RUN: a run directory), or give the URL of a running one") from None
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or type(exc).__name__)
+        raise SweetError(f"cannot connect to {base} ({reason}); is a server running there? start one with "
+                         f"'sweet serve RUN --port {port}'") from None
+
+
+class LoadtestFailed(SweetError):
+    """Some requests of a load test failed, or none was sent. ``exit_code``: what ``sweet loadtest`` exits with
+    (a plain :class:`SweetError`, bad input such as no server, is 2)."""
+
+    exit_code = EXIT_REQUESTS_FAILED
+
+
+def check_load_test(result: dict) -> None:
+    """Raise :class:`LoadtestFailed` (one line: how many requests failed, why, and a hint) unless ``result`` (of
+    :func:`load_test`) is ``ok``: at least one request sent and every one answered 200 with all its predictions."""
+    if result["ok"]:
+        return
+    sent, errors, kinds = result["requests_sent"], result["errors"], result["error_kinds"]
+    if sent == 0:
+        raise LoadtestFailed(f"no request was sent within --duration-s {result['duration_limit_s']:g}")
+    why = _error_kinds(kinds)
+    hints = []
+    if "http_401" in kinds:
+        hints.append("the server needs its API key: set SWEET_API_KEY")
+    if "http_404" in kinds or "http_405" in kinds:
+        hints.append(f"is this a sweet server? loadtest sends POST {urlsplit(result['url']).path}")
+    if result.get("first_error"):
+        hints.append(f"first error: {result['first_error']}")
+    message = f"{errors} of {sent} requests failed ({why})"
+    raise LoadtestFailed(_one_line("; ".join([message, *hints])))
+
+
 def wait_until_ready(url: str, process=None, timeout: float = 60.0, interval: float = 0.25) -> None:
     """Poll ``URL/healthz`` until it answers 200. Raises SweetError if ``process`` (the server's
     ``subprocess.Popen``, optional) exits first, or after ``timeout`` seconds."""
-    import httpx
+    import httpx  # an optional extra (sweet[serve]); imported here so that `sweet --help` does not load it
 
     deadline = time.monotonic() + timeout
     while True:
@@ -74,6 +129,19 @@ def wait_until_ready(url: str, process=None, timeout: float = 60.0, interval: fl
         if time.monotonic() > deadline:
             raise SweetError(f"the server did not answer {url}/healthz within {timeout:.0f}s")
         time.sleep(interval)
+
+
+def _error_kinds(kinds: dict) -> str:
+    """``"http_404: 5, timeout: 1"``: the most frequent first."""
+    return ", ".join(f"{k}: {v}" for k, v in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def _error_detail(response) -> str:
+    """What a refused request's answer says: a sweet server's ``{"error": ...}``, else the start of the body."""
+    try:
+        return str(response.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        return response.text[:300]
 
 
 def _one_line(text: str) -> str:
@@ -114,7 +182,7 @@ def _percentiles(values: Sequence[float]) -> dict:
 
 async def _run(url: str, texts: list, concurrency: int, requests: int, per_request: int, duration_s: float,
                timeout_s: float, threshold: float | None, api_key: str | None, field: str) -> dict:
-    import httpx
+    import httpx  # an optional extra (sweet[serve]); imported here so that `sweet --help` does not load it
 
     headers = {"content-type": "application/json"}
     if api_key:
@@ -127,13 +195,16 @@ async def _run(url: str, texts: list, concurrency: int, requests: int, per_reque
         bodies.append(json.dumps({field: chunk, **extra}).encode())
     latencies: list[float] = []
     errors: dict[str, int] = {}
+    first_error: list[str] = []  # the first failure, as said by the server (or the exception), for the report
     sent = 0
     done_texts = 0
     start = time.perf_counter()
     stop_at = start + duration_s
 
-    def error(kind: str) -> None:
+    def error(kind: str, detail: str = "") -> None:
         errors[kind] = errors.get(kind, 0) + 1
+        if not first_error:
+            first_error.append(_one_line(f"{kind}: {detail}" if detail else kind)[:300])
 
     async def client_loop() -> None:
         nonlocal sent, done_texts
@@ -151,11 +222,11 @@ async def _run(url: str, texts: list, concurrency: int, requests: int, per_reque
                     error("timeout")
                     continue
                 except httpx.HTTPError as exc:
-                    error(type(exc).__name__)
+                    error(type(exc).__name__, str(exc))
                     continue
                 t1 = time.perf_counter()
                 if r.status_code != 200:
-                    error(f"http_{r.status_code}")
+                    error(f"http_{r.status_code}", _error_detail(r))
                     continue
                 try:
                     n = len(r.json()["predictions"])
@@ -179,14 +250,16 @@ async def _run(url: str, texts: list, concurrency: int, requests: int, per_reque
         "errors": sum(errors.values()), "error_kinds": errors, "wall_s": wall,
         "requests_per_s": ok / wall if wall > 0 else 0.0, "texts_per_s": done_texts / wall if wall > 0 else 0.0,
         **_percentiles(latencies), "loadgen_cpu_s": cpu, "loadgen_cpu_share": cpu / wall if wall > 0 else 0.0,
-        "threshold": threshold,
+        "threshold": threshold, "ok": sent > 0 and ok == sent, "first_error": first_error[0] if first_error else None,
     }
 
 
 def load_test(url: str, *, concurrency: int = 8, requests: int = 200, texts_per_request: int = 1,
               duration_s: float = 60.0, timeout_s: float = 30.0, texts: list | None = None,
               threshold: float | None = None, api_key: str | None = None, pairs: bool = False) -> dict:
-    """Drive the server at ``url`` (loopback only) and measure it; see the module docstring."""
+    """Drive the server at ``url`` (loopback only) and measure it; see the module docstring. A
+    :class:`SweetError` for bad options or when no server listens at ``url`` (checked before the first request);
+    failed requests are counted in the result (``"ok"`` is false then: see :func:`check_load_test`)."""
     target = check_loopback_url(url)
     if concurrency < 1 or requests < 1 or texts_per_request < 1:
         raise SweetError(f"concurrency, requests and texts per request must be positive, got "
@@ -196,6 +269,7 @@ def load_test(url: str, *, concurrency: int = 8, requests: int = 200, texts_per_
     if concurrency > 1024:
         raise SweetError(f"concurrency must be at most 1024, got {concurrency}")
     texts = list(texts) if texts else read_texts(None, pairs)
+    check_server_listening(target, timeout=min(timeout_s, 5.0))
     return asyncio.run(_run(target, texts, concurrency, requests, texts_per_request, duration_s, timeout_s,
                             threshold, api_key, "pairs" if pairs else "texts"))
 
@@ -204,7 +278,8 @@ def format_load_test(r: dict) -> str:
     def ms(x):
         return "-" if x is None else f"{x:.1f}"
 
-    return (f"{r['requests_ok']}/{r['requests_sent']} requests ok, {r['errors']} errors {r['error_kinds'] or ''}in "
+    kinds = f" ({_error_kinds(r['error_kinds'])})" if r["error_kinds"] else ""
+    return (f"{r['requests_ok']}/{r['requests_sent']} requests ok, {r['errors']} errors{kinds} in "
             f"{r['wall_s']:.2f}s | concurrency {r['concurrency']} x {r['texts_per_request']} text(s)/request | "
             f"{r['requests_per_s']:.1f} req/s, {r['texts_per_s']:.1f} texts/s | latency ms p50 {ms(r['p50_ms'])} "
             f"p95 {ms(r['p95_ms'])} p99 {ms(r['p99_ms'])} max {ms(r['max_ms'])} | load generator CPU "

@@ -3,7 +3,9 @@
 Counters and histograms are updated from the event loop (requests) and from the model thread (batches, exits),
 so every update takes one lock. Exposed (all prefixed ``sweet_``):
 
-* ``requests_total{status}``: answered HTTP requests to ``/predict`` by status code;
+* ``requests_total{route,status}``: every answered HTTP request, by endpoint (``/predict``, ``/healthz``, ``/info``,
+  ``/metrics``; ``unmatched`` for any path that is no endpoint, so the label set stays bounded) and status code
+  (401, 404, 405, 413 and 500 included);
 * ``request_errors_total{reason}``: refused or failed ``/predict`` requests by reason (``bad_request``,
   ``too_large``, ``unauthorized``, ``internal``);
 * ``request_duration_seconds``: latency histogram of answered ``/predict`` requests (body read to answer);
@@ -22,6 +24,9 @@ import bisect
 import threading
 from typing import Sequence
 
+from .. import cost
+
+UNMATCHED_ROUTE = "unmatched"  # the route label of a request to a path that is no endpoint (404)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 
@@ -61,7 +66,7 @@ class Metrics:
         self.exit_layers = list(exit_layers)
         self.method = method
         self._lock = threading.Lock()
-        self.requests: dict[str, int] = {}
+        self.requests: dict[tuple[str, str], int] = {}  # (route, status) -> answered requests
         self.errors: dict[str, int] = {}
         self.latency = Histogram(LATENCY_BUCKETS)
         self.batch_rows = Histogram(BATCH_BUCKETS)
@@ -72,10 +77,16 @@ class Metrics:
         self.in_flight = 0
         self.queued_rows = 0
 
-    def request_done(self, status: int, seconds: float, items: int = 0, reason: str | None = None) -> None:
+    def response_sent(self, route: str, status: int) -> None:
+        """Count one answered HTTP request (any endpoint, any status); called for every response."""
+        key = (route, str(status))
         with self._lock:
-            key = str(status)
             self.requests[key] = self.requests.get(key, 0) + 1
+
+    def request_done(self, seconds: float, items: int = 0, reason: str | None = None) -> None:
+        """A ``/predict`` request finished: its latency and items, or why it was refused (``reason``). Its status
+        is counted by :meth:`response_sent`, with every other response."""
+        with self._lock:
             if reason is not None:
                 self.errors[reason] = self.errors.get(reason, 0) + 1
             else:
@@ -100,15 +111,14 @@ class Metrics:
             self.queued_rows += delta
 
     def cost_ratio(self) -> float | None:
-        from ..cost import cost_ratio
-
-        return cost_ratio(self.exits, self.exit_layers, self.method) if sum(self.exits) else None
+        return cost.cost_ratio(self.exits, self.exit_layers, self.method) if sum(self.exits) else None
 
     def render(self) -> str:
         with self._lock:
-            lines = ["# HELP sweet_requests_total Answered /predict requests by HTTP status.",
-                     "# TYPE sweet_requests_total counter"]
-            lines += [f'sweet_requests_total{{status="{k}"}} {v}' for k, v in sorted(self.requests.items())]
+            lines = ["# HELP sweet_requests_total Answered HTTP requests by endpoint (unmatched: no such endpoint) "
+                     "and status.", "# TYPE sweet_requests_total counter"]
+            lines += [f'sweet_requests_total{{route="{route}",status="{status}"}} {n}'
+                      for (route, status), n in sorted(self.requests.items())]
             lines += ["# HELP sweet_request_errors_total Refused or failed /predict requests by reason.",
                       "# TYPE sweet_request_errors_total counter"]
             lines += [f'sweet_request_errors_total{{reason="{k}"}} {v}' for k, v in sorted(self.errors.items())]

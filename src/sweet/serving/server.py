@@ -12,13 +12,18 @@ a cluster; on a cluster every node needs sweet installed and the run directory a
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
 
+import torch
+
 from ..errors import SweetError
+from ..rundir import model_dir_of
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -29,10 +34,41 @@ def check_port(port: int) -> int:
     return int(port)
 
 
+def check_port_free(host: str, port: int) -> None:
+    """Refuse, in one line, a ``host:port`` that a server cannot bind because another process listens there, so
+    that ``sweet serve`` fails before it loads the model rather than after. Binds (and closes at once) a socket
+    the way uvicorn's server does: every address ``host`` resolves to, with ``SO_REUSEADDR`` (a port whose old
+    connections linger in TIME_WAIT is free). Port 0 (any free port) is always free."""
+    port = check_port(port)
+    if port == 0:
+        return
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise SweetError(f"cannot serve on host {host!r}: {exc.strerror}; use 127.0.0.1 (this machine only) or "
+                         "0.0.0.0 (every interface)") from None
+    for family, kind, proto, _, address in dict.fromkeys(infos):  # getaddrinfo may repeat an address
+        with socket.socket(family, kind, proto) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)  # as asyncio does for "::"
+            try:
+                sock.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise SweetError(f"port {port} on {host} is already in use; pick another with --port N "
+                                     "(or stop the process that listens there)") from None
+                if exc.errno == errno.EACCES:
+                    raise SweetError(f"no permission to listen on port {port} on {host} (ports below 1024 need "
+                                     "root); pick another with --port N") from None
+                raise SweetError(f"cannot serve on {host}:{port}: {exc.strerror or exc}; use --host 127.0.0.1 "
+                                 "(this machine only) or 0.0.0.0 (every interface)") from None
+
+
 def serve_local(app, host: str = "127.0.0.1", port: int = 8000, graceful_seconds: float = 30.0,
                 log_level: str = "warning", on_ready=None) -> None:
     """Run ``app`` with uvicorn until SIGTERM/SIGINT; return after a graceful shutdown (exit code 0 for the CLI)."""
-    import uvicorn
+    import uvicorn  # an optional extra (sweet[serve]); imported here so that importing this module needs none
 
     class Server(uvicorn.Server):
         # uvicorn re-raises the signal it shut down for once it has finished, which ends the process with
@@ -66,15 +102,17 @@ def serve_ray(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
         raise SweetError(f"--replicas must be positive, got {replicas}")
     if cpus_per_replica <= 0:
         raise SweetError(f"CPUs per replica must be positive, got {cpus_per_replica}")
-    try:
+    from .app import check_app_options  # needs FastAPI, an optional extra (sweet[serve])
+
+    # wrong options or a wrong run directory fail here, in one line, not inside every replica
+    check_app_options(**dict(app_options or {}))
+    run_dir = str(Path(run_dir).resolve())
+    model_dir_of(run_dir)
+    try:  # Ray Serve is an optional extra (sweet[serve]), and slow to import
         import ray
         from ray import serve
     except ImportError as exc:
         raise SweetError(f"--backend ray needs Ray Serve: pip install 'sweet[serve]' ({exc})") from None
-    run_dir = str(Path(run_dir).resolve())
-    from ..rundir import model_dir_of
-
-    model_dir_of(run_dir)  # a wrong run directory fails here, in one line, not inside a replica
     address = ray_address or os.environ.get("RAY_ADDRESS") or None
     started_here = not ray.is_initialized()
     if started_here:
@@ -109,7 +147,7 @@ def serve_ray(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
 
 def make_deployment(replicas: int, cpus_per_replica: float):
     """The Ray Serve deployment class: each replica builds :func:`create_app` for the run (late-bound ingress)."""
-    from ray import serve
+    from ray import serve  # an optional extra (sweet[serve]), and slow to import
 
     @serve.deployment(name="sweet", num_replicas=int(replicas), ray_actor_options={"num_cpus": float(cpus_per_replica)},
                       max_ongoing_requests=1024)
@@ -117,10 +155,8 @@ def make_deployment(replicas: int, cpus_per_replica: float):
     class SweetReplica:
         def __init__(self, run_dir: str, app_options: dict, load_options: dict, threads: int | None):
             if threads:
-                import torch
-
                 torch.set_num_threads(int(threads))
-            from sweet.serving.app import create_app
+            from sweet.serving.app import create_app  # FastAPI: an optional extra, imported where it is used
 
             self._sweet_app = create_app(run_dir, **app_options, **load_options)
 
