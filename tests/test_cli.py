@@ -57,6 +57,44 @@ def test_evaluate_reproduces_the_training_metrics(trained_run):
     assert [p["cost_ratio"] for p in after["curve"]] == pytest.approx([p["cost_ratio"] for p in before["curve"]])
 
 
+def test_evaluate_keeps_the_runs_precision_and_results_unless_asked(trained_run, tmp_path):
+    """evaluate computes in the precision the run's results were computed in (fp32), says so, writes its own file,
+    and leaves metrics.json alone; --overwrite replaces the run's results and their placement together."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(trained_run[0], run_dir)
+    before = (run_dir / "metrics.json").read_bytes()
+    r = sweet("evaluate", str(run_dir), "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert f"evaluated in fp32 on cpu. Written: {run_dir / 'metrics-eval-fp32.json'}" in r.stdout
+    assert (run_dir / "metrics.json").read_bytes() == before
+    written = read_json(run_dir / "metrics-eval-fp32.json")["evaluation"]
+    assert written["placement"]["precision"] == "fp32"
+    assert written["curve"] == read_json(run_dir / "metrics.json")["evaluation"]["curve"]
+
+    r = sweet("evaluate", str(run_dir), "--no-progress", "--precision", "int8", "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert f"evaluated in int8 on cpu. Written: {run_dir / 'metrics.json'}" in r.stdout
+    saved = read_json(run_dir / "metrics.json")
+    assert saved["placement"]["evaluation"]["precision"] == "int8" == saved["evaluation"]["placement"]["precision"]
+    assert saved["placement"]["train"] == read_json(trained_run[0] / "metrics.json")["placement"]["train"]
+    # the next re-evaluation defaults to the precision the results are now in
+    r = sweet("evaluate", str(run_dir), "--no-progress")
+    assert "evaluated in int8 on cpu" in r.stdout and (run_dir / "metrics-eval-int8.json").is_file()
+    r = sweet("evaluate", str(run_dir), "--file", str(run_dir / "x.tsv"), "--overwrite")
+    assert r.returncode == 2 and "does not apply to --file" in r.stderr
+
+
+def test_the_run_config_records_the_token_limit_that_ran(trained_run):
+    """The tiny backbone has 64 positions: --max-length 256 is capped, with a warning, and run_config.json keeps
+    what was asked (it keys grid runs) beside what ran."""
+    out, r = trained_run
+    cfg = read_json(out / "run_config.json")
+    assert cfg["max_length"] == 256 and cfg["max_length_used"] == 64 == read_json(out / "train_log.json")["max_length"]
+    assert "--max-length 256 is more than this backbone accepts; using 64 tokens" in r.stderr
+
+
 def test_predict_unlabelled_text_from_stdin(trained_run):
     out, _ = trained_run
     r = sweet("predict", str(out), "--threshold", "0.5", input_text="the film was good\nawful plot\n")

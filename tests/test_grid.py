@@ -22,6 +22,7 @@ from sweet.experiments import (
     GridSpec,
     execute_run,
     expand,
+    grid_status,
     inspect_tasks,
     load_spec_file,
     preset,
@@ -264,6 +265,13 @@ def test_a_different_spec_in_the_same_directory_needs_update_spec(local_grid, ti
     other = tiny_spec(tiny_backbone_dir, epochs=2)
     with pytest.raises(SweetError, match=r"different spec \(field\(s\) epochs differ\).*--update-spec"):
         run_grid(other, grid_dir, data_dir=str(tiny_glue_dir), progress=False)
+    # --dry-run runs the same checks and says the same thing, writing nothing
+    with pytest.raises(SweetError, match=r"different spec \(field\(s\) epochs differ\).*--update-spec"):
+        grid_status(other, grid_dir, str(tiny_glue_dir))
+    p = _cli("grid", "--output", str(grid_dir), "--epochs", "2", "--dry-run", stdout=subprocess.PIPE,
+             stderr=subprocess.PIPE, text=True)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 2 and "different spec (field(s) epochs differ)" in err and out == ""
     # resources and the data location are not part of what must agree
     same = tiny_spec(tiny_backbone_dir, cpus_per_run=2)
     assert run_grid(same, grid_dir, data_dir=str(tiny_glue_dir), progress=False).skipped == 16

@@ -488,6 +488,10 @@ def test_killed_training_resumes_and_ends_as_an_uninterrupted_run(tmp_path, drop
     assert r.returncode == 0, r.stderr
     assert f"from its checkpoint at step {LAST_CHECKPOINT} of {STEPS}" in r.stderr
     assert read_json(resumed / "train_log.json")["resumed_at_steps"] == [LAST_CHECKPOINT]
+    # the summary counts the training done before the kill in the total too: total >= training time
+    timing = read_json(resumed / "metrics.json")["timing"]
+    assert timing["total_seconds"] >= timing["train_seconds"] and timing["seconds_before_resume"] > 0
+    assert "before the resume" in r.stdout
     assert not (resumed / CHECKPOINT_DIR).exists()  # removed once the run finished
     assert_same_result(reference, resumed)
 
@@ -520,13 +524,13 @@ def test_crash_while_writing_a_checkpoint_leaves_the_previous_one(tmp_path, drop
 
 def test_crash_after_training_resumes_without_training_again(tmp_path, dropout_backbone, tiny_glue_dir, finished_run,
                                                              monkeypatch):
-    import sweet.calibration
+    import sweet.runs
 
     out = tmp_path / "run"
     def dies(*args, **kwargs):
         raise Crash("calibration")
 
-    monkeypatch.setattr(sweet.calibration, "fit_temperatures", dies)
+    monkeypatch.setattr(sweet.runs, "fit_temperatures", dies)
     with pytest.raises(Crash):
         run(config(dropout_backbone, tiny_glue_dir), out, progress=False)
     assert checkpoint_step(out) == (STEPS, STEPS) and not (out / "metrics.json").exists()
@@ -616,7 +620,7 @@ def test_a_run_that_crashed_is_not_a_finished_run(tmp_path, dropout_backbone, ti
             raise Crash("evaluation")
         return real(*a, **k)
 
-    monkeypatch.setattr(sweet.evaluation, "evaluate_logits", dies_on_second_call)
+    monkeypatch.setattr(sweet.runs, "evaluate_logits", dies_on_second_call)
     with pytest.raises(Crash):
         run(config(dropout_backbone, tiny_glue_dir), out, progress=False)
     assert (out / "model" / "model.safetensors").is_file() and not (out / "metrics.json").exists()

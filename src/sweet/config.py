@@ -8,6 +8,8 @@ run, the backbone's files) and returns the :class:`~sweet.training.TrainConfig` 
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import asdict, dataclass, field
 
 from .backbones import resolve_backbone
@@ -26,6 +28,14 @@ DATA_SOURCES = ("local", "hub")
 #: as long as the precision it resolves to is the same (checked against the training fingerprint). The same
 #: fields are left out of a grid run's key.
 RESUME_MAY_CHANGE = ("data_dir", "checkpoint_every", "device")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 @dataclass
@@ -68,11 +78,18 @@ class RunConfig:
             # shape only (non-empty, increasing); the range is checked against the backbone's depth when it is loaded
             validate_exit_layers(self.exit_layers, max(self.exit_layers, default=1), allow_partial_depth=True)
         positive = {"train-sample size (--n-train)": self.n_train, "calibration size": self.calibration_size,
-                    "held-out evaluation size": self.heldout_eval_size, "evaluation batch size": self.eval_batch_size}
+                    "held-out evaluation size": self.heldout_eval_size, "evaluation batch size": self.eval_batch_size,
+                    "epochs": self.epochs, "batch size": self.batch_size}
         for what, value in positive.items():
+            if not _is_int(value):
+                raise SweetError(f"{what} must be a positive integer, got {value!r}")
             if value <= 0:
                 raise SweetError(f"{what} must be positive, got {value}")
-        if self.max_length < 8:
+        if not _is_int(self.seed) or self.seed < 0:
+            raise SweetError(f"seed must be a non-negative integer, got {self.seed}")
+        if not (_is_number(self.learning_rate) and math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise SweetError(f"learning rate must be a positive number, got {self.learning_rate}")
+        if not _is_int(self.max_length) or self.max_length < 8:
             raise SweetError(f"max length must be at least 8 tokens, got {self.max_length} (--max-length)")
         if not isinstance(self.extra, dict) or not isinstance(self.extra.get("learn_exit", False), bool):
             raise SweetError(f"extra must be a mapping and extra['learn_exit'] true or false, got {self.extra!r}")

@@ -51,6 +51,8 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
     where = Placement(resolve_device(config.device), train_cfg.precision)
     out = Path(output_dir)
     check_output_dir(out, overwrite, resume)
+    if resume:
+        check_resume_config(out, config)
     data = load_task(config.task, config.data_dir, source=config.data_source)
     task = data.task
     splits = make_splits(data, config.n_train, config.seed, config.calibration_size, config.heldout_eval_size)
@@ -64,9 +66,7 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
     )
     model.to(where.device)
     collator = make_collator(tokenizer, model)
-    max_length = _max_length_used(config, effective_max_length(config.max_length, tokenizer, model))
-    if resume:
-        check_resume_config(out, config)
+    max_length = effective_max_length(config.max_length, tokenizer, model)
     encoded = {name: encode(tokenizer, part, max_length, warn=False) for name, part in
                (("train sample", splits.train), ("calibration", splits.calibration), ("evaluation", splits.evaluation))}
     enc_train, enc_cal, enc_eval = encoded.values()
@@ -82,6 +82,7 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
     if not resume or not (out / SPLITS).is_file():
         atomic_write_json(out / SPLITS,
                           {**splits.info, "train_ids": splits.train.ids, "calibration_ids": splits.calibration.ids})
+    _warn_if_capped(config, max_length)
     note = truncation_note(max_length, encoded)
     if note:
         warnings.warn(note, stacklevel=2)
@@ -164,14 +165,13 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
     return metrics
 
 
-def _max_length_used(config: RunConfig, used: int) -> int:
-    """``max_length`` capped at what the backbone accepts, with a warning when that changes what was asked.
+def _warn_if_capped(config: RunConfig, used: int) -> None:
+    """``max_length`` is capped at what the backbone accepts: say so when that changes what was asked.
     run_config.json keeps what was asked in ``max_length`` (it keys grid runs) and records what ran in
     ``max_length_used``."""
     if used != config.max_length:
         warnings.warn(f"--max-length {config.max_length} is more than this backbone accepts; using {used} tokens "
                       f"(run_config.json records it as max_length_used)", stacklevel=3)
-    return used
 
 
 def _say_where_training_resumes(out: Path) -> None:
