@@ -199,6 +199,11 @@ def _json_part(path: Path, name: str, where: str, fingerprint: str) -> Part:
             table, mixed = _from_records(_json_lines_python(path, where), where)
     if table.num_rows == 0:
         raise SweetError(f"{where}: no rows")
+    if table.num_rows == 1 and all(pa.types.is_list(f.type) or pa.types.is_large_list(f.type) for f in table.schema):
+        raise SweetError(
+            f"{where}: holds one JSON object whose fields are lists (columns), not one object per row; "
+            "give a JSON array of objects or JSON Lines (one object per line)"
+        )
 
     def read(columns: list[str]) -> Raw:
         return Raw(table.select(columns), {c: mixed[c] for c in columns if c in mixed})
