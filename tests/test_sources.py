@@ -663,3 +663,23 @@ def test_labelled_table_take():
     part = table.take([2, 0])
     assert len(part) == 2 and part.text_tuples() == [("c",), ("a",)]
     assert part.labels.tolist() == [0, 0] and part.rows.tolist() == [4, 1]
+
+
+def test_many_classes_get_a_note_and_the_small_class_note_stays_short(tmp_path):
+    rows = [f"text {i},c{i:03d}" for i in range(150)]
+    data = load_source(SourceSpec(str(write(tmp_path / "a.csv", csv_rows(rows)))))
+    assert "column 'label' has 150 distinct labels; if it is not the label column, pass --label-column NAME" in data.notes
+    small = next(n for n in data.notes if n.startswith("classes with fewer"))
+    assert small.endswith("'c009' (1) and 140 more")
+
+
+def test_eval_rows_with_unknown_labels_do_not_name_other_classes(tmp_path):
+    write(tmp_path / "train.csv", csv_rows(["a,x", "b,y"]))
+    write(tmp_path / "dev.csv", csv_rows(["c,x", "d,zzz"]))
+    with pytest.raises(SweetError, match=r"dev.csv: label 'zzz' does not occur in the training data \(.*, classes: x, y\)$"):
+        load_source(SourceSpec(str(tmp_path)))
+
+
+def test_a_single_text_column_may_be_given_as_a_string(tmp_path):
+    path = write(tmp_path / "a.csv", csv_rows(["a,x", "b,y"], header="body,queue"))
+    assert load_source(SourceSpec(str(path), text_columns="body", label_column="queue")).text_columns == ("body",)

@@ -101,7 +101,7 @@ def detect_columns(
     try:
         check_unique(columns)
         if text_columns is not None:
-            text_columns = tuple(text_columns)
+            text_columns = (text_columns,) if isinstance(text_columns, str) else tuple(text_columns)
             if len(text_columns) not in (1, 2):
                 raise SweetError(
                     f"give one text column (or two for a pair), got {len(text_columns)}: {quoted(text_columns)}"

@@ -41,11 +41,9 @@ class LabelCheck:
         """The class name of each row (null where missing)."""
         if self.kind == "classlabel":
             return pa.array(self.declared, type=pa.large_string()).take(self.keys)
-        if self.kind == "integer":
-            return pc.cast(self.keys, pa.large_string())
         return pc.cast(self.keys, pa.large_string())
 
-    def reason(self, i: int) -> str:
+    def reason(self) -> str:
         return f"no label in column '{self.column}'"
 
 

@@ -17,6 +17,8 @@ from .texts import check_text
 
 #: A class with fewer training rows than this is named in a note.
 SMALL_CLASS_ROWS = 10
+#: More classes than this get a note (the label column may be the wrong one).
+MANY_CLASSES = 100
 
 
 def load_source(spec: SourceSpec) -> SourceData:
@@ -45,9 +47,15 @@ def load_source(spec: SourceSpec) -> SourceData:
             f"{pool_part.where}: the training data has only one class ({quoted(present)} in column '{label_column}'); "
             "a classifier needs at least 2"
         )
+    if len(label_names) > MANY_CLASSES:
+        notes.append(
+            f"column '{label_column}' has {len(label_names)} distinct labels; if it is not the label column, "
+            "pass --label-column NAME"
+        )
     small = [f"'{name}' ({count})" for name, count in zip(label_names, counts) if count < SMALL_CLASS_ROWS]
     if small:
-        notes.append(f"classes with fewer than {SMALL_CLASS_ROWS} training rows: {', '.join(small)}")
+        more = f" and {len(small) - 10} more" if len(small) > 10 else ""
+        notes.append(f"classes with fewer than {SMALL_CLASS_ROWS} training rows: {', '.join(small[:10])}{more}")
 
     evaluation = None
     files = {"pool": pool_part.provenance}
@@ -55,7 +63,7 @@ def load_source(spec: SourceSpec) -> SourceData:
     if eval_part is not None:
         evaluation, eval_labels = _read(eval_part, text_columns, label_column, spec.drop_invalid, notes, "evaluate")
         evaluation.labels, unknown = label_ids(eval_labels, label_names)
-        unknown += sorted({label_names[i] for i in np.unique(evaluation.labels) if counts[i] == 0})
+        unknown += sorted({label_names[i] for i in np.unique(evaluation.labels) if i >= 0 and counts[i] == 0})
         if unknown:
             what = "label" if len(unknown) == 1 else "labels"
             verb = "does" if len(unknown) == 1 else "do"
@@ -154,7 +162,7 @@ def _read(part: Part, text_columns: tuple[str, ...], label_column: str, drop: bo
     if n_invalid:
         if not drop:
             i = int(np.argmax(invalid))
-            reason = next((c.reason(i) for c in texts if c.invalid[i]), None) or labels.reason(i)
+            reason = next((c.reason(i) for c in texts if c.invalid[i]), None) or labels.reason()
             skip = "the invalid row" if n_invalid == 1 else f"the {n_invalid} invalid rows"
             raise SweetError(f"{part.where}: row {i + 1}: {reason}; fix it or pass --drop-invalid to skip {skip}")
         if n_invalid == total:
@@ -193,4 +201,5 @@ def _drop_note(part: Part, texts, labels: LabelCheck, invalid: np.ndarray, total
     where = np.flatnonzero(invalid)
     shown = ", ".join(str(i + 1) for i in where[:5]) + (", ..." if len(where) > 5 else "")
     count = int(invalid.sum())
-    return f"dropped {count} of {total} rows of {part.where} (--drop-invalid): {', '.join(reasons)} (rows {shown})"
+    rows = "row" if count == 1 else "rows"
+    return f"dropped {count} of {total} rows of {part.where} (--drop-invalid): {', '.join(reasons)} ({rows} {shown})"
