@@ -80,8 +80,12 @@ def file_part(path: Path, name: str) -> Part:
 
 def _parse_options(tsv: bool, handler=None) -> pa_csv.ParseOptions:
     if tsv:
-        return pa_csv.ParseOptions(delimiter="\t", quote_char=False, newlines_in_values=False, invalid_row_handler=handler)
-    return pa_csv.ParseOptions(delimiter=",", quote_char='"', double_quote=True, newlines_in_values=True, invalid_row_handler=handler)
+        return pa_csv.ParseOptions(
+            delimiter="\t", quote_char=False, newlines_in_values=False, invalid_row_handler=handler
+        )
+    return pa_csv.ParseOptions(
+        delimiter=",", quote_char='"', double_quote=True, newlines_in_values=True, invalid_row_handler=handler
+    )
 
 
 def _first_bad_row(path: Path, tsv: bool, columns: list[str]) -> pa_csv.InvalidRow | None:
@@ -97,11 +101,17 @@ def _first_bad_row(path: Path, tsv: bool, columns: list[str]) -> pa_csv.InvalidR
             path,
             read_options=pa_csv.ReadOptions(use_threads=False),
             parse_options=_parse_options(tsv, handler),
-            convert_options=pa_csv.ConvertOptions(include_columns=columns, column_types={c: pa.large_string() for c in columns}),
+            convert_options=pa_csv.ConvertOptions(
+                include_columns=columns, column_types={c: pa.large_string() for c in columns}
+            ),
         )
     except (pa.ArrowInvalid, UnicodeDecodeError):
         pass
     return found[0] if found else None
+
+
+def _unreadable(path: Path, where: str, tsv: bool, exc: BaseException) -> SweetError:
+    return utf8_error(path, where) or SweetError(f"{where}: not a readable {'TSV' if tsv else 'CSV'} file ({first_line(exc)})")
 
 
 def _csv_part(path: Path, name: str, where: str, fingerprint: str, tsv: bool) -> Part:
@@ -111,7 +121,7 @@ def _csv_part(path: Path, name: str, where: str, fingerprint: str, tsv: bool) ->
     except pa.ArrowInvalid as exc:
         if "Empty CSV file" in str(exc):
             raise SweetError(f"{where}: file is empty") from None
-        raise utf8_error(path, where) or SweetError(f"{where}: not a readable {'TSV' if tsv else 'CSV'} file ({first_line(exc)})") from None
+        raise _unreadable(path, where, tsv, exc) from None
     fields = "tab-separated fields" if tsv else "comma-separated fields"
 
     def read(columns: list[str]) -> Raw:
@@ -130,7 +140,7 @@ def _csv_part(path: Path, name: str, where: str, fingerprint: str, tsv: bool) ->
         try:
             table = pa_csv.read_csv(path, parse_options=_parse_options(tsv, handler), convert_options=convert)
         except pa.ArrowInvalid as exc:
-            raise utf8_error(path, where) or SweetError(f"{where}: not a readable {'TSV' if tsv else 'CSV'} file ({first_line(exc)})") from None
+            raise _unreadable(path, where, tsv, exc) from None
         if bad:
             row = _first_bad_row(path, tsv, columns) or bad[0]
             line = f"{where}:{row.number}" if row.number else where
@@ -217,7 +227,8 @@ def _json_lines_arrow(path: Path) -> pa.Table:
     dated = [f.name for f in table.schema if pa.types.is_timestamp(f.type) or pa.types.is_date(f.type)]
     if dated:
         schema = pa.schema([(c, pa.large_string()) for c in dated])
-        table = pa_json.read_json(path, parse_options=pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer"))
+        options = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
+        table = pa_json.read_json(path, parse_options=options)
     return table
 
 

@@ -44,16 +44,13 @@ class Source:
         if split in self.splits:
             return self.splits[split]()
         has = ", ".join(self.splits) or "(none)"
-        if self.kind == "folder":
-            expected = " or ".join([", ".join(f"{split}{e}" for e in SUPPORTED_EXTENSIONS[:-1]), f"{split}{SUPPORTED_EXTENSIONS[-1]}"])
-            if flag == "--train-split":
-                return _raise(f"{self.where}: no training file; expected {expected} (or a folder written by save_to_disk)")
-            return _raise(f"{self.where}: no file for split '{split}' (expected {expected}); the folder has splits: {has}")
-        return _raise(f"{self.where}: no split '{split}'; the dataset has splits: {has}; pass {flag} NAME")
-
-
-def _raise(message: str):
-    raise SweetError(message)
+        if self.kind != "folder":
+            raise SweetError(f"{self.where}: no split '{split}'; the dataset has splits: {has}; pass {flag} NAME")
+        *first, last = [f"{split}{e}" for e in SUPPORTED_EXTENSIONS]
+        expected = f"{', '.join(first)} or {last}"
+        if flag == "--train-split":
+            raise SweetError(f"{self.where}: no training file; expected {expected} (or a folder written by save_to_disk)")
+        raise SweetError(f"{self.where}: no file for split '{split}' (expected {expected}); the folder has splits: {has}")
 
 
 def looks_like_path(text: str) -> bool:
