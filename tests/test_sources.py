@@ -567,9 +567,9 @@ def test_integer_labels_are_values_sorted_numerically(tmp_path):
     path = write(tmp_path / "a.jsonl", jsonl([{"text": t, "label": y} for t, y in [("a", 5), ("b", 1), ("c", 2), ("d", 10)]]))
     data = load_source(SourceSpec(str(path)))
     assert data.label_names == ["1", "2", "5", "10"] and data.pool.labels.tolist() == [2, 0, 1, 3]
-    csv = write(tmp_path / "a.csv", csv_rows(["a,5", "b,1", "c, 2", "d,10", "e,-1"]))
+    csv = write(tmp_path / "a.csv", csv_rows(["a,5", "b,+1", "c, 2", "d,10", "e,-1", "f,1.0"]))
     data = load_source(SourceSpec(str(csv)))
-    assert data.label_names == ["-1", "1", "2", "5", "10"] and data.pool.labels.tolist() == [3, 1, 2, 4, 0]
+    assert data.label_names == ["-1", "1", "2", "5", "10"] and data.pool.labels.tolist() == [3, 1, 2, 4, 0, 1]
 
 
 def test_string_labels_sorted_lexicographically_and_stripped(tmp_path):

@@ -75,8 +75,9 @@ def _from_csv_strings(trimmed, missing: np.ndarray, part: Part, column: str) -> 
     marker = to_bool(pc.is_in(trimmed, value_set=pa.array(NULL_MARKERS, type=trimmed.type)))
     candidate = ~missing & ~marker
     if candidate.any():
-        present = trimmed.filter(pa.array(candidate))
-        kept = _nulled(trimmed, ~candidate)
+        unsigned = pc.replace_substring_regex(trimmed, pattern=r"^\+", replacement="")  # Arrow parses no '+'
+        present = unsigned.filter(pa.array(candidate))
+        kept = _nulled(unsigned, ~candidate)
         if pc.all(pc.match_substring_regex(present, INTEGER)).as_py():
             try:
                 return LabelCheck(column, "integer", _chunked(pc.cast(kept, pa.int64())), ~candidate)
