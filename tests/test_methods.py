@@ -3,22 +3,23 @@ Early-Exit, exactly), schedules, self-distillation, and the PCGrad-style conflic
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import sweet
 from sweet import SweetError
-from sweet.methods import (
-    METHOD_NAMES,
-    check_method,
-    distillation_loss,
-    method_label,
-    parse_method,
-    pcgrad_backward,
-    project_conflicts,
-)
+from sweet.gradients import distillation_loss, pcgrad_backward, project_conflicts
+from sweet.inference import EarlyExitEngine
+from sweet.methods import METHOD_NAMES, check_method, method_label, parse_method
+from sweet.modeling import find_layer_list
+from sweet.policies import ConfidencePolicy
 from sweet.training import TrainConfig, train
 
 from .conftest import batch, tiny_model
@@ -60,6 +61,95 @@ def test_every_method_has_a_label_and_builds_a_model():
         assert m.config.method == check_method(name)
         labels.add(method_label(m.config.method))
     assert len(labels) == len(METHOD_NAMES)
+
+
+# ------------------------------------------------------------------------------ structure and cost
+
+
+@pytest.mark.parametrize("name", METHOD_NAMES)
+def test_structure_one_backbone_or_one_per_exit(name):
+    m = parse_method(name)
+    one_per_exit = name == "multi_model"
+    assert m.shares_backbone is (not one_per_exit)
+    assert m.num_backbones(4) == (4 if one_per_exit else 1)
+    assert m.backbone_depths([1, 4, 6, 12]) == ([1, 4, 6, 12] if one_per_exit else [12])
+    assert m.exit_costs([1, 4, 6, 12]) == ([1.0, 5.0, 11.0, 23.0] if one_per_exit else [1.0, 4.0, 6.0, 12.0])
+    assert m.cost_points_above_one == ((1.375, 1.75) if one_per_exit else ())
+    assert (m.gradient_scale() is None) is one_per_exit
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.integers(1, 48), min_size=1, max_size=8, unique=True))
+def test_exit_costs_are_the_layers_or_their_running_sum(layers):
+    layers = sorted(layers)
+    assert parse_method("sweet").exit_costs(layers) == [float(x) for x in layers]
+    assert parse_method("multi_model").exit_costs(layers) == np.cumsum(np.asarray(layers, dtype=np.float64)).tolist()
+
+
+@pytest.mark.parametrize("name", ["early_exit", "multi_model", "grad_scale@0.5"])
+def test_models_and_the_engine_follow_the_method_structure(name):
+    model = tiny_model("bert", name, exit_layers=(1, 2, 3))
+    spec = model.method_spec
+    assert len(model.backbones) == spec.num_backbones(model.num_exits)
+    assert [len(find_layer_list(bb)) for bb in model.backbones] == spec.backbone_depths(model.exit_layers)
+    assert len(model.parameter_groups()) == (1 if spec.shares_backbone else model.num_exits)
+    engine = EarlyExitEngine(model, ConfidencePolicy([1.0] * model.num_exits), threshold=0.9)
+    assert engine.segmented is spec.shares_backbone
+
+
+def test_training_time_factor_and_the_alpha_line():
+    assert parse_method("multi_model").train_time_factor == 2.2 and parse_method("pcgrad").train_time_factor == 2.8
+    assert {parse_method(n).train_time_factor for n in METHOD_NAMES if n not in ("multi_model", "pcgrad")} == {1.0}
+    assert [n for n in METHOD_NAMES if parse_method(n).alpha_is_parameter] == ["grad_scale"]
+
+
+@pytest.mark.parametrize("name, full", [
+    ("early_exit", True), ("pcgrad", True), ("distill", True), ("grad_scale@1", True), ("grad_scale_first@1", True),
+    ("sweet", False), ("multi_model", False), ("grad_scale@0.5", False), ("grad_scale_first", False),
+    ("sweet_then_ee", False), ("ee_then_sweet", False),
+])
+def test_every_exit_reaches_every_layer(name, full):
+    assert parse_method(name).every_exit_reaches_every_layer is full
+
+
+def _method_name_literal(node) -> str | None:
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):
+        name = node.value.partition("@")[0]
+        return node.value if name in METHOD_NAMES else None
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return next((x for x in map(_method_name_literal, node.elts) if x), None)
+    return None
+
+
+def test_no_module_but_methods_compares_method_names():
+    """Every method-specific question is asked of :class:`sweet.methods.Method`: outside methods.py, no
+    ``x == "multi_model"``, ``x in ("sweet", ...)``, ``x.startswith("grad_scale@")`` or ``{"pcgrad": ...}.get(x)``."""
+    src = Path(sweet.__file__).parent
+    found = []
+    for path in sorted(src.rglob("*.py")):
+        if path.name == "methods.py" and path.parent == src:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            hit = None
+            if isinstance(node, ast.Compare):
+                hit = next((x for x in map(_method_name_literal, [node.left, *node.comparators]) if x), None)
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+                if node.func.attr in ("startswith", "endswith"):
+                    hit = next((x for x in map(_method_name_literal, node.args) if x), None)
+                elif node.func.attr == "get" and isinstance(node.func.value, ast.Dict):
+                    hit = next((x for x in map(_method_name_literal, node.func.value.keys) if x), None)
+            elif isinstance(node, ast.Subscript) and isinstance(node.value, ast.Dict):
+                hit = next((x for x in map(_method_name_literal, node.value.keys) if x), None)
+            if hit:
+                found.append(f"{path.relative_to(src)}:{node.lineno}: {hit!r}")
+    assert not found, "method names compared outside sweet/methods.py (ask the Method instead):\n" + "\n".join(found)
+
+
+def test_methods_module_imports_no_torch():
+    tree = ast.parse((Path(sweet.__file__).parent / "methods.py").read_text(encoding="utf-8"))
+    imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert "torch" not in imported
 
 
 # ------------------------------------------------------------------------------------- gradient scaling

@@ -42,14 +42,23 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
 
+from .backbones import resolve_backbone
+from .batching import bucketed_batches, encode
+from .data import get_task, load_task, make_splits
 from .errors import SweetError
-from .io import atomic_save_figure
-from .modeling import find_layer_list
+from .io import atomic_save_figure, atomic_write_json
+from .methods import parse_method
+from .modeling import MultiExitModel, find_layer_list
+from .rundir import effective_max_length, environment, load_tokenizer, make_collator
+from .training import seed_everything
 
 GRADIENTS_JSON = "gradients.json"
 GRADIENTS_PNG = "gradients.png"
@@ -88,8 +97,9 @@ def row_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def analysed_weights(model) -> list[tuple[int, str, nn.Parameter]]:
     """(layer number L_j, parameter name, weight) for every layer preceding a classifier but the last."""
-    if model.config.method != "early_exit":
-        raise SweetError(f"the gradient analysis needs an early_exit model (got {model.config.method}): under sweet "
+    if not parse_method(model.config.method).every_exit_reaches_every_layer:
+        raise SweetError(f"the gradient analysis needs an early_exit model, or one whose every exit reaches every layer "
+                         f"below it (got {model.config.method}): under sweet "
                          "each layer is reached by one classifier only, and multi_model shares no layer")
     bb = model.backbones[0]
     layers = find_layer_list(bb)
@@ -163,16 +173,6 @@ def analyze_gradients(
     """Fine-tune an Early-Exit model for ``steps`` steps and measure, at every step, how the classifiers'
     gradients on the last FFN matrix of each layer preceding an exit align (see the module docstring).
     Writes ``OUTPUT/gradients.json`` and ``OUTPUT/gradients.png``; returns the JSON's content."""
-    from transformers import get_linear_schedule_with_warmup
-
-    from .batching import bucketed_batches, encode
-    from .data import get_task, load_task, make_splits
-    from .io import atomic_write_json
-    from .modeling import MultiExitModel
-    from .rundir import effective_max_length, environment, load_tokenizer, make_collator
-    from .backbones import resolve_backbone
-    from .training import seed_everything
-
     if steps < 1 or batch_size < 1 or probe_batches < 0:
         raise SweetError("steps and batch size must be positive and probe batches non-negative")
     if not (math.isfinite(learning_rate) and learning_rate > 0):
@@ -296,11 +296,7 @@ def analyze_gradients(
 def plot_gradients(result: dict, path: Path) -> Path:
     """One heatmap per analysed layer (classifiers reaching it x classifiers; mean row-wise cosine over steps),
     annotated, on a common -1..1 colour scale: the shape of the paper's Figure 3."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     layers = result["layers"]
     fig, axes = plt.subplots(1, len(layers), figsize=(3.2 * len(layers) + 0.8, 3.4), dpi=110, squeeze=False)
     im = None

@@ -3,10 +3,11 @@ the speed-accuracy curve.
 
 Cost ratio (paper, App. A, eq. 1): ``sum_i S_i * c_i / (L_M * N)`` where ``S_i`` samples leave at exit
 ``i``, ``N`` is the number of samples, ``L_M`` the depth of the full model (the last exit layer), and
-``c_i`` what leaving at exit ``i`` costs in layers:
+``c_i`` what leaving at exit ``i`` costs in layers, as the method says (:meth:`sweet.methods.Method.exit_costs`):
 
-* early_exit / sweet: ``c_i = L_i`` (computation is reused by later exits);
-* multi_model: ``c_i = L_1 + ... + L_i`` (a sample that reaches model ``i`` has run models 1..i in full).
+* early_exit / sweet (one shared backbone): ``c_i = L_i`` (computation is reused by later exits);
+* multi_model (one model per exit): ``c_i = L_1 + ... + L_i`` (a sample that reaches model ``i`` has run models
+  1..i in full).
 
 So with ladder [1, 4, 6, 12], a sample leaving at the third exit costs 6/12 for early-exit models and
 11/12 for Multi-Model; Multi-Model's worst case is 23/12. 1.0 is the full model for every sample.
@@ -18,14 +19,12 @@ from typing import Sequence
 
 import numpy as np
 
-from .modeling import check_method
+from .methods import parse_method
 
 
 def exit_costs(exit_layers: Sequence[int], method: str) -> np.ndarray:
     """Cost of leaving at each exit, in layers."""
-    check_method(method)
-    layers = np.asarray(exit_layers, dtype=np.float64)
-    return np.cumsum(layers) if method == "multi_model" else layers
+    return np.asarray(parse_method(method).exit_costs(exit_layers), dtype=np.float64)
 
 
 def cost_ratio(exit_counts: Sequence[int], exit_layers: Sequence[int], method: str) -> float:
@@ -50,10 +49,10 @@ def threshold_grid(num_labels: int, n: int = 11) -> np.ndarray:
 
 
 def fixed_cost_points(exit_layers: Sequence[int], method: str) -> list[float]:
-    """Where curves are compared: the cheapest exit (1/12 for [1,4,6,12]), 1/4, 1/2, 3/4, 1 and, for
-    multi_model, 1 3/8 and 1 3/4 (the paper's points), kept only where the method can reach them."""
+    """Where curves are compared: the cheapest exit (1/12 for [1,4,6,12]), 1/4, 1/2, 3/4, 1 and the method's
+    points above 1 (multi_model: 1 3/8 and 1 3/4, the paper's), kept only where the method can reach them."""
     base = sorted({exit_layers[0] / exit_layers[-1], 0.25, 0.5, 0.75, 1.0})
-    points = base + ([1.375, 1.75] if method == "multi_model" else [])
+    points = base + list(parse_method(method).cost_points_above_one)
     top = max_cost_ratio(exit_layers, method)
     return [p for p in points if p <= top + 1e-12]
 

@@ -96,11 +96,13 @@ class EarlyExitEngine:
         self.model = model.eval()
         self.policy = policy
         self.threshold = float(threshold)
-        self.multi_model = model.config.method == "multi_model"
+        # one shared backbone, run segment by segment with each row's hidden state handed on; else one model per
+        # exit (Multi-Model), model i run whole on the rows that reach it
+        self.segmented = model.method_spec.shares_backbone
         self.placement = model_placement(model)
         self.device = self.placement.device
         self.num_exits = model.num_exits
-        if not self.multi_model:
+        if self.segmented:
             backbone = model.backbones[0]
             self.layers = list(find_layer_list(backbone))
             self._owner, self._attr = _layer_list_owner(backbone)
@@ -173,14 +175,14 @@ class EarlyExitEngine:
                 ids, mask = input_ids[rows, :width], attention_mask[rows, :width]
                 tt = None if token_type_ids is None else token_type_ids[rows, :width]
                 hidden_in = None
-                if s > 0 and not self.multi_model:
+                if s > 0 and self.segmented:
                     hidden_in = torch.nn.utils.rnn.pad_sequence([stored[int(r)] for r in rows], batch_first=True)
                 hidden = self._segment(s, ids, mask, tt, hidden_in)
                 keep, state = self._apply_exit(s, hidden, mask, rows, state, out)
                 kept = rows[keep]
                 if len(kept) and s < self.num_exits - 1:
                     survivors.append(kept)
-                    if not self.multi_model:
+                    if self.segmented:
                         h = hidden[keep.to(hidden.device)]
                         for j, r in enumerate(kept.tolist()):
                             next_stored[r] = h[j, : int(widths[r])]
@@ -210,7 +212,7 @@ class EarlyExitEngine:
         """Run segment ``s`` on one batch; returns the exit's representation [B, W, d]."""
         dev = self.device
         kwargs = self.model._backbone_kwargs(ids.to(dev), mask.to(dev), None if tt is None else tt.to(dev))
-        if self.multi_model:
+        if not self.segmented:
             return self.model.backbones[s](**kwargs).last_hidden_state
         start, end = self.segments[s]
         last = end >= len(self.layers)

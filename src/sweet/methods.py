@@ -34,15 +34,18 @@ Candidates beyond the paper (issue #8: a method never worse than either EE or SW
     Early-Exit plus self-distillation: each earlier exit also matches the last exit's softened prediction,
     loss += W * T^2 * KL(softmax(z_last / T) || softmax(z_i / T)) with T = 2 and the teacher detached (the last
     exit is trained by its own cross-entropy only).
+
+Everything that depends on the method is asked of its :class:`Method` (how many backbones, what leaving at an
+exit costs, the cost points reported, how the engine runs it); no other module compares method names. The
+gradient operations the methods use (scaling, distillation, conflict projection) are in :mod:`sweet.gradients`;
+this module imports no torch.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import torch
-import torch.nn.functional as F
+from typing import Sequence
 
 from .errors import SweetError
 
@@ -69,13 +72,24 @@ METHODS_HELP = (
     "early_exit, sweet, multi_model (the paper), or grad_scale@ALPHA, grad_scale_first@ALPHA, pcgrad, "
     "sweet_then_ee@F, ee_then_sweet@F, distill@W (see docs/methods.md)"
 )
+#: Multi-Model's cost points above 1 (the paper's 1 3/8 and 1 3/4); only those the ladder reaches are reported.
+MULTI_MODEL_COST_POINTS = (1.375, 1.75)
+#: Training time per example relative to Early-Exit (default backbone, 2 cores, measured), for the grid's ETA:
+#: Multi-Model trains one backbone per exit; pcgrad runs one backward pass per exit plus the projection (SST-2,
+#: 320 examples: 20.9 s vs 7.4 s). Every other method costs what Early-Exit does.
+TRAIN_TIME_FACTOR = {"multi_model": 2.2, "pcgrad": 2.8}
 
 
 @dataclass(frozen=True)
 class Method:
-    """A parsed method name. ``boundary_scales(progress, n)`` says how much of a later exit's gradient crosses
-    each of the ``n`` exit boundaries at that point of training (0: none, SWEET; 1: all, Early-Exit); None for
-    Multi-Model. ``gradient_scale(progress)`` is the first boundary's."""
+    """A parsed method name, and everything that depends on it.
+
+    Structure and cost: :attr:`shares_backbone` (one encoder whose exits read it between layers, or one truncated
+    encoder per exit: Multi-Model), :meth:`num_backbones`, :meth:`backbone_depths`, :meth:`exit_costs` (what
+    leaving at each exit costs, in layers) and :attr:`cost_points_above_one`. Training:
+    ``boundary_scales(progress, n)`` says how much of a later exit's gradient crosses each of the ``n`` exit
+    boundaries at that point of training (0: none, SWEET; 1: all, Early-Exit); None for Multi-Model.
+    ``gradient_scale(progress)`` is the first boundary's."""
 
     name: str
     param: float | None = None
@@ -83,6 +97,61 @@ class Method:
     @property
     def canonical(self) -> str:
         return self.name if self.param is None else f"{self.name}@{self.param:g}"
+
+    # ------------------------------------------------------------------------------- structure and cost
+
+    @property
+    def shares_backbone(self) -> bool:
+        """True for every method but Multi-Model: one encoder, each exit reads the hidden state after its layer,
+        so a later exit reuses the layers an earlier one ran (the engine runs the encoder segment by segment,
+        handing each row's hidden state on). False for Multi-Model: one truncated encoder per exit, with disjoint
+        parameters, each run whole, one after another (the engine runs model ``i`` for the rows still there)."""
+        return self.name != "multi_model"
+
+    def num_backbones(self, num_exits: int) -> int:
+        """How many encoders a model with ``num_exits`` exits holds: 1, or one per exit."""
+        return 1 if self.shares_backbone else int(num_exits)
+
+    def backbone_depths(self, exit_layers: Sequence[int]) -> list[int]:
+        """The depth each encoder is truncated to: ``[L_M]`` for a shared backbone, ``[L_1, ..., L_M]`` one per
+        exit."""
+        layers = [int(x) for x in exit_layers]
+        return layers if not self.shares_backbone else layers[-1:]
+
+    def exit_costs(self, exit_layers: Sequence[int]) -> list[float]:
+        """Layers a sample leaving at each exit has run: ``L_i`` on a shared backbone (computation is reused by
+        later exits); ``L_1 + ... + L_i`` with one model per exit (models 1..i run in full)."""
+        layers = [float(x) for x in exit_layers]
+        if self.shares_backbone:
+            return layers
+        out, total = [], 0.0
+        for x in layers:
+            total += x
+            out.append(total)
+        return out
+
+    @property
+    def cost_points_above_one(self) -> tuple[float, ...]:
+        """Cost ratios above 1 (the full model once) where this method's curve is also read: Multi-Model's 1 3/8
+        and 1 3/4 (the paper's; :func:`sweet.cost.fixed_cost_points` keeps those its ladder reaches); none for a
+        shared backbone, which never costs more than 1."""
+        return () if self.shares_backbone else MULTI_MODEL_COST_POINTS
+
+    @property
+    def train_time_factor(self) -> float:
+        """Training time per example relative to Early-Exit (measured; the grid's ETA before any run finished)."""
+        return TRAIN_TIME_FACTOR.get(self.name, 1.0)
+
+    @property
+    def every_exit_reaches_every_layer(self) -> bool:
+        """Whether each exit's loss sends gradient, in full, to every layer below it at every point of training
+        (a shared backbone whose exit boundaries never scale the gradient): early_exit, pcgrad, distill@W,
+        grad_scale@1 and grad_scale_first@1. What the conflicting-gradient analysis needs."""
+        if not self.shares_backbone:
+            return False
+        return all(s == 1.0 for progress in (0.0, 1.0) for s in self.boundary_scales(progress, 2))
+
+    # ------------------------------------------------------------------------------------------- training
 
     @property
     def projection(self) -> bool:
@@ -99,9 +168,15 @@ class Method:
         other method (they combine or schedule gradients in other ways)."""
         return {"sweet": 0.0, "early_exit": 1.0}.get(self.name, self.param if self.name == "grad_scale" else None)
 
+    @property
+    def alpha_is_parameter(self) -> bool:
+        """Whether the method's place on the gradient-scaling line is its parameter (``grad_scale@ALPHA``), not
+        fixed by the method itself (``sweet`` 0, ``early_exit`` 1)."""
+        return self.name == "grad_scale"
+
     def gradient_scale(self, progress: float = 1.0) -> float | None:
         """``progress``: the fraction of training done before this step (0 at the first step)."""
-        if self.name == "multi_model":
+        if not self.shares_backbone:
             return None
         if self.name == "sweet":
             return 0.0
@@ -173,101 +248,3 @@ def method_label(method: str) -> str:
     p = f"{m.param:g}"
     return {"grad_scale": f"GS α={p}", "grad_scale_first": f"GS-first α={p}", "sweet_then_ee": f"SWEET→EE@{p}",
             "ee_then_sweet": f"EE→SWEET@{p}", "distill": f"EE+KD w={p}"}[m.name]
-
-
-# ------------------------------------------------------------------------------------------- gradient scaling
-
-
-class _ScaleGrad(torch.autograd.Function):
-    """Identity forward; multiplies the gradient by ``scale`` on the way back."""
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
-        ctx.scale = scale
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        return grad * ctx.scale, None
-
-
-def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
-    """``x`` with the same value whose gradient is multiplied by ``scale`` (0 detaches, 1 is ``x`` itself)."""
-    if scale == 1.0 or not x.requires_grad:
-        return x
-    if scale == 0.0:
-        return x.detach()
-    return _ScaleGrad.apply(x, float(scale))
-
-
-# ---------------------------------------------------------------------------------------- self-distillation
-
-
-def distillation_loss(logits: tuple[torch.Tensor, ...], weight: float, temperature: float = DISTILL_TEMPERATURE) -> torch.Tensor:
-    """W * T^2 * sum over earlier exits of KL(teacher || student), teacher = the last exit, detached."""
-    teacher = F.log_softmax(logits[-1].detach().float() / temperature, dim=-1)
-    total = logits[-1].new_zeros((), dtype=torch.float32)
-    for z in logits[:-1]:
-        student = F.log_softmax(z.float() / temperature, dim=-1)
-        total = total + F.kl_div(student, teacher, reduction="batchmean", log_target=True)
-    return weight * temperature**2 * total
-
-
-# ---------------------------------------------------------------------------------- conflict projection
-
-
-def project_conflicts(grads: list[torch.Tensor], order: list[list[int]] | None = None) -> tuple[list[torch.Tensor], int]:
-    """PCGrad on one block: for each gradient g_i (a flat vector), for each other g_j in ``order[i]`` (default:
-    ascending), if g_i' . g_j < 0 remove the component of g_i' along g_j. The g_j are the *original* gradients.
-    Returns the projected gradients and the number of projections made."""
-    n = len(grads)
-    out = [g.clone() for g in grads]
-    sq = [torch.dot(g, g) for g in grads]
-    made = 0
-    for i in range(n):
-        for j in (order[i] if order is not None else range(n)):
-            if j == i or sq[j] <= 0:
-                continue
-            dot = torch.dot(out[i], grads[j])
-            if dot < 0:
-                out[i] = out[i] - (dot / sq[j]) * grads[j]
-                made += 1
-    return out, made
-
-
-def pcgrad_backward(losses: tuple[torch.Tensor, ...], blocks: list[list[torch.nn.Parameter]],
-                    generator: torch.Generator | None = None) -> dict:
-    """Set ``.grad`` of every parameter in ``blocks`` to the PCGrad combination of the per-loss gradients,
-    projected block by block (a parameter appears in exactly one block). Parameters no loss reaches get no
-    gradient. Returns counts: projections made and pairs compared."""
-    params = [p for block in blocks for p in block if p.requires_grad]
-    per_loss = []
-    for k, loss in enumerate(losses):
-        per_loss.append(torch.autograd.grad(loss, params, retain_graph=k < len(losses) - 1, allow_unused=True))
-    index = {id(p): n for n, p in enumerate(params)}
-    made = compared = 0
-    for block in blocks:
-        idx = [index[id(p)] for p in block if p.requires_grad]
-        if not idx:
-            continue
-        reaching = [k for k in range(len(losses)) if any(per_loss[k][n] is not None for n in idx)]
-        if not reaching:
-            continue
-        vectors = [
-            torch.cat([(per_loss[k][n] if per_loss[k][n] is not None else torch.zeros_like(params[n])).reshape(-1)
-                       for n in idx])
-            for k in reaching
-        ]
-        if len(vectors) > 1:
-            m = len(vectors)
-            order = [torch.randperm(m, generator=generator).tolist() for _ in range(m)]
-            vectors, k_made = project_conflicts(vectors, order)
-            made += k_made
-            compared += m * (m - 1)
-        total = torch.stack(vectors).sum(0)
-        offset = 0
-        for n in idx:
-            p = params[n]
-            p.grad = total[offset:offset + p.numel()].view_as(p).clone()
-            offset += p.numel()
-    return {"projections": made, "pairs": compared}

@@ -38,6 +38,7 @@ encoder's output. The encoder is truncated to the last exit layer.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import os
 from contextlib import contextmanager
@@ -49,9 +50,13 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import nn
+from transformers import AutoConfig, AutoModel
 
+from .backbones import default_exit_layers, resolve_backbone, resolve_pooling
 from .errors import SweetError
-from .methods import PAPER_METHODS, Method, check_method, distillation_loss, parse_method, scale_grad
+from .gradients import distillation_loss, scale_grad
+from .io import atomic_write_json
+from .methods import PAPER_METHODS, Method, check_method, parse_method
 
 METHODS = PAPER_METHODS  # the paper's three ('all'); every accepted name: sweet.methods.METHOD_NAMES
 POOLINGS = ("cls", "mean")
@@ -238,8 +243,6 @@ def drop_pooler(backbone: nn.Module) -> None:
 
 
 def backbone_input_names(backbone: nn.Module) -> set[str]:
-    import inspect
-
     return set(inspect.signature(backbone.forward).parameters)
 
 
@@ -251,9 +254,8 @@ class MultiExitModel(nn.Module):
 
     def __init__(self, config: MultiExitConfig, backbones: Sequence[nn.Module] | None = None):
         super().__init__()
-        from transformers import AutoConfig, AutoModel
-
         self.config = config
+        self.method_spec: Method = parse_method(config.method)
         hf_config_dict = dict(config.backbone_config)
         model_type = hf_config_dict.pop("model_type", None)
         if model_type is None:
@@ -262,9 +264,9 @@ class MultiExitModel(nn.Module):
         validate_exit_layers(config.exit_layers, full_depth, config.allow_partial_depth)
         if backbones is None:
             hf_config = AutoConfig.for_model(model_type, **hf_config_dict)
-            n = len(config.exit_layers) if config.method == "multi_model" else 1
+            n = self.method_spec.num_backbones(len(config.exit_layers))
             backbones = [AutoModel.from_config(copy.deepcopy(hf_config)) for _ in range(n)]
-        depths = config.exit_layers if config.method == "multi_model" else [config.depth]
+        depths = self.method_spec.backbone_depths(config.exit_layers)
         if len(backbones) != len(depths):
             raise ValueError(f"expected {len(depths)} backbone(s), got {len(backbones)}")
         for bb, d in zip(backbones, depths):
@@ -280,7 +282,6 @@ class MultiExitModel(nn.Module):
             ExitHead(hidden, config.num_labels, dropout, config.pooling, init_std) for _ in config.exit_layers
         )
         self._inputs = backbone_input_names(self.backbones[0])
-        self.method_spec: Method = parse_method(config.method)
         self.set_progress(1.0)
         if config.exit_predictors:
             self.add_exit_predictors()
@@ -314,10 +315,6 @@ class MultiExitModel(nn.Module):
         """Load a pretrained encoder (hub id, local directory, or a packaged alias such as ``default``)
         and put heads after ``exit_layers``. ``method`` is required: early_exit, sweet or multi_model.
         ``pooling``: cls, mean, or auto (the backbone's own pretraining pooling if it declares one, else cls)."""
-        from transformers import AutoModel
-
-        from .backbones import default_exit_layers, resolve_backbone, resolve_pooling
-
         method = check_method(method)
         path = resolve_backbone(name_or_path)
         pooling = resolve_pooling(pooling, path)
@@ -340,16 +337,12 @@ class MultiExitModel(nn.Module):
             label_names=list(label_names) if label_names is not None else None,
             task=task,
         )
-        if method == "multi_model":
-            backbones = [copy.deepcopy(base) for _ in layers[:-1]] + [base]
-        else:
-            backbones = [base]
+        copies = parse_method(method).num_backbones(len(layers)) - 1  # one model per exit: the pretrained one last
+        backbones = [copy.deepcopy(base) for _ in range(copies)] + [base]
         return cls(config, backbones)
 
     def save_pretrained(self, directory: str | os.PathLike, tokenizer=None) -> Path:
         """Write ``sweet_config.json`` and ``model.safetensors`` (and the tokenizer, if given). Nothing is pickled."""
-        from .io import atomic_write_json
-
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().clone() for k, v in self.state_dict().items()}
@@ -412,8 +405,9 @@ class MultiExitModel(nn.Module):
 
     def parameter_groups(self) -> list[list[nn.Parameter]]:
         """Sets of parameters trained as one unit (gradient clipping is applied per group): the whole
-        model for early_exit/sweet, each (backbone, head) pair for multi_model."""
-        if self.config.method == "multi_model":
+        model on a shared backbone (early_exit, sweet, ...), each (backbone, head) pair with one model per exit
+        (multi_model)."""
+        if not self.method_spec.shares_backbone:
             return [list(bb.parameters()) + list(h.parameters()) for bb, h in zip(self.backbones, self.heads)]
         return [list(self.parameters())]
 
@@ -457,7 +451,7 @@ class MultiExitModel(nn.Module):
     def _exit_hooks(self, captured: list):
         """Record the hidden state entering the layer after each non-final exit; for SWEET, detach what
         is passed on (see module docstring); for a gradient scale strictly between 0 and 1, scale the gradient
-        of what is passed on (sweet.methods.scale_grad), at each boundary by that boundary's scale."""
+        of what is passed on (sweet.gradients.scale_grad), at each boundary by that boundary's scale."""
         layers = find_layer_list(self.backbones[0])
         scales = tuple(float(x) for x in self.boundary_scales or ())
         gated = any(x != 1.0 for x in scales)  # any gradient gating at the boundaries (0: detach, as SWEET)
@@ -511,7 +505,7 @@ class MultiExitModel(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         kwargs = self._backbone_kwargs(input_ids, attention_mask, token_type_ids)
-        if self.config.method == "multi_model":
+        if not self.method_spec.shares_backbone:
             reps = [bb(**kwargs).last_hidden_state for bb in self.backbones]
         else:
             captured: list[torch.Tensor] = []

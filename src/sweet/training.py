@@ -7,7 +7,7 @@ decided in the forward pass. What the loop does per method:
 * it tells the model how far training is before each step (``model.set_progress``), which scheduled methods
   (``sweet_then_ee@F``, ``ee_then_sweet@F``) use to switch between SWEET and Early-Exit;
 * ``pcgrad`` replaces the one backward pass by one per exit and a per-block projection
-  (:func:`sweet.methods.pcgrad_backward`), with a random order drawn from a generator seeded by (seed, step),
+  (:func:`sweet.gradients.pcgrad_backward`), with a random order drawn from a generator seeded by (seed, step),
   so it is deterministic and resumable;
 * gradient clipping is applied per independently trained unit (:meth:`MultiExitModel.parameter_groups`): the
   whole model for the single-backbone methods, each (backbone, head) pair for multi_model, so Multi-Model's
@@ -32,7 +32,7 @@ from transformers import get_linear_schedule_with_warmup
 from .batching import Collator, Encoded, bucketed_batches
 from .checkpoint import Checkpointer, TrainState, training_fingerprint
 from .errors import SweetError
-from .methods import pcgrad_backward
+from .gradients import pcgrad_backward
 from .precision import Placement, to_device
 
 

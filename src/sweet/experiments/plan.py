@@ -27,10 +27,17 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
+from ..backbones import canonical_alias
+from ..config import RESUME_MAY_CHANGE, RunConfig
+from ..data import fixed_holdout_sizes, load_task, resolve_data_dir
 from ..errors import SweetError
 from ..io import read_json
-from ..config import RESUME_MAY_CHANGE, RunConfig
+from ..methods import parse_method
+from ..precision import native_bf16, resolve_precision
 from ..rundir import METRICS, PROVENANCE_KEYS, RUN_CONFIG
+from .selection import select_learning_rates
 from .spec import GridSpec
 from .store import RUNS_DIR, last_data_dir
 
@@ -89,10 +96,6 @@ def training_precision(spec: GridSpec) -> str:
     """The concrete training precision of a grid's runs: ``spec.precision``, or for ``auto`` what
     :mod:`sweet.precision` picks for the device the runs will get (a GPU when ``gpus_per_run`` > 0 or this
     machine has one: bf16, or fp16 where the GPU lacks bf16; else the CPU's choice)."""
-    import torch
-
-    from ..precision import native_bf16, resolve_precision
-
     if spec.precision != "auto":
         return spec.precision
     if spec.gpus_per_run > 0 or torch.cuda.is_available():
@@ -136,23 +139,20 @@ class TaskInfo:
 #: prior cost model for the ETA before any run of this launch has finished (default backbone, 2 idle cores,
 #: measured): a training example costs (characters + 20) / 6600 s (SST-2 ~91 examples/s with the fused optimizer
 #: step: the demo's 12,000 examples in 132 s; it was 5200 / ~71 per s before), an evaluated one a fifth of that,
-#: multi_model ~2.2x both, plus ~4 s per run (loading, saving). Two 1-CPU runs side by side (--backend ray) get
-#: through SST-2 about 1.1x faster than this (the paper grid: 16 SST-2 runs in 41 min).
+#: the method's factor on both (:attr:`sweet.methods.Method.train_time_factor`: multi_model ~2.2, pcgrad ~2.8), plus
+#: ~4 s per run (loading, saving). Two 1-CPU runs side by side (--backend ray) get through SST-2 about 1.1x faster
+#: than this (the paper grid: 16 SST-2 runs in 41 min).
 _PRIOR_CHARS = 60.0
-_MM_FACTOR = 2.2
 #: packaged backbones slower than the default (MPNet, 12 x 768: SST-2 at 9.6 vs ~38 training examples/s, one thread)
 _BACKBONE_FACTOR = {"mpnet": 4.0}
-_PCGRAD_FACTOR = 2.8  # one backward pass per exit + the projection (SST-2, 320 examples: 20.9 s vs 7.4 s)
 
 
 def _estimate_seconds(info: TaskInfo, spec: GridSpec, method: str, n_train: int) -> float:
-    from ..backbones import canonical_alias
-
     if info.n_train_available is not None:
         n_train = min(n_train, info.n_train_available)
     n_eval = info.n_eval_examples if info.n_eval_examples is not None else 2 * spec.calibration_size
     per_example = ((info.mean_chars or _PRIOR_CHARS) + 20.0) / 6600.0
-    factor = {"multi_model": _MM_FACTOR, "pcgrad": _PCGRAD_FACTOR}.get(method, 1.0)
+    factor = parse_method(method).train_time_factor
     factor *= _BACKBONE_FACTOR.get(canonical_alias(spec.backbone) or "", 1.0)
     return 4.0 + factor * per_example * (n_train * spec.epochs + n_eval / 5.0)
 
@@ -161,8 +161,6 @@ def inspect_tasks(spec: GridSpec, data_dir: str | None) -> dict[str, TaskInfo]:
     """Load each task once: checks that its files exist, fingerprints them, and sizes the runs. In a
     training-set size sweep every size must fit in what the pool leaves for training (a larger one would be
     clamped to the same sample as its neighbour): refused, naming the task, the size and the maximum."""
-    from ..data import fixed_holdout_sizes, load_task
-
     out: dict[str, TaskInfo] = {}
     for task in spec.tasks:
         if spec.data_source != "local":
@@ -196,15 +194,11 @@ def resolve_grid_data_dir(spec: GridSpec, data_dir: str | None) -> str | None:
     """The data directory for this launch, as an absolute path (Ray workers do not share our cwd)."""
     if spec.data_source != "local":
         return None
-    from ..data import resolve_data_dir
-
     return str(resolve_data_dir(data_dir or spec.data_dir).resolve())
 
 
 def _resolve_backbone_path(backbone: str) -> str:
     """A local backbone directory given relatively becomes absolute (workers run elsewhere)."""
-    from ..backbones import canonical_alias
-
     if canonical_alias(backbone) is None and Path(backbone).expanduser().is_dir():
         return str(Path(backbone).expanduser().resolve())
     return backbone
@@ -265,8 +259,6 @@ def expand_stages(spec: GridSpec, data_dir: str | None, tasks: dict[str, TaskInf
 
 def _chosen_on_first_seed(grid_dir: str | Path | None, first_runs: list[GridRun], first_seed: int) -> float | None:
     """The learning rate chosen on the first seed's runs (one per rate), or None until all of them finished."""
-    from .selection import select_learning_rates
-
     if grid_dir is None or any(run_state(Path(grid_dir), r) != "finished" for r in first_runs):
         return None
     records = [read_json(Path(grid_dir) / r.rel_dir / METRICS) for r in first_runs]

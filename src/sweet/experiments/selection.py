@@ -99,7 +99,7 @@ def select_alpha(chosen: dict[tuple[str, str], list[dict]]) -> dict[str, dict]:
             by_task.setdefault(task, []).append((alpha, method, runs))
     out = {}
     for task, cands in sorted(by_task.items()):
-        if len(cands) < 2 or not any(m.startswith("grad_scale@") for _, m, _ in cands):
+        if len(cands) < 2 or not any(parse_method(m).alpha_is_parameter for _, m, _ in cands):
             continue
         all_seeds = set().union(*({int(r["seed"]) for r in runs} for _, _, runs in cands))
         candidates = [{"alpha": alpha, "method": method, "learning_rate": float(runs[0]["learning_rate"]),
