@@ -21,7 +21,7 @@ from .checkpoint import CHECKPOINT_DIR, Checkpointer, checkpoint_step, training_
 from .config import RunConfig, training_config
 from .data import load_task, make_splits, read_tsv
 from .errors import SweetError
-from .evaluation import collect_logits, evaluate_logits
+from .evaluation import Evaluation, collect_logits, collect_outputs, evaluate_logits
 from .io import atomic_write_json, read_json
 from .learn_exit import fit_exit_predictors
 from .modeling import MultiExitModel
@@ -110,31 +110,25 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
     model.save_pretrained(out / MODEL_DIR, tokenizer=tokenizer)
 
     t_eval = time.perf_counter()
-    eval_hidden = None
-    if config.learn_exit:
-        eval_logits, eval_hidden = collect_logits(model, enc_eval, collator, config.eval_batch_size, progress,
-                                                  desc="evaluate", with_hidden=True)
-    else:
-        eval_logits = collect_logits(model, enc_eval, collator, config.eval_batch_size, progress, desc="evaluate")
+    eval_logits, eval_hidden = collect_outputs(model, enc_eval, collator, config.eval_batch_size, progress,
+                                               hidden=config.learn_exit)
 
-    def score_split(logits, labels, policy, hidden=None) -> dict:
-        return evaluate_logits(logits, labels, exit_layers=model.exit_layers, method=config.method,
-                               metric=task.metric, num_labels=task.num_labels, policy=policy, hidden_per_exit=hidden)
+    def score_split(logits, labels, policy, split, hidden=None) -> Evaluation:
+        return evaluate_logits(logits, labels, exit_layers=model.exit_layers, method=config.method, metric=task.metric,
+                               num_labels=task.num_labels, policy=policy, hidden_per_exit=hidden, split=split)
 
     policy = ConfidencePolicy(temperatures)
-    evaluation = score_split(eval_logits, splits.evaluation.labels, policy)
-    evaluation["split"] = splits.evaluation_name
+    evaluation = score_split(eval_logits, splits.evaluation.labels, policy, splits.evaluation_name)
     # Model selection (e.g. the learning rate) must not look at the reported split: the same curve and
     # AUC on the held-out calibration split.
-    selection = score_split(cal_logits, splits.calibration.labels, policy)
-    selection["split"] = "calibration"
-    evaluation["ece_before_after_calibration"] = _ece_pairs(eval_logits, splits.evaluation.labels, policy)
+    selection = score_split(cal_logits, splits.calibration.labels, policy, "calibration")
+    evaluation.calibration_error = _ece_pairs(eval_logits, splits.evaluation.labels, policy)
     # The other exit policies on the same logits (cheap: no extra forward pass). "learned" only with --learn-exit.
-    policy_curves = {}
-    for name in ("entropy", "patience", "learned") if config.learn_exit else ("entropy", "patience"):
-        pe = score_split(eval_logits, splits.evaluation.labels, make_policy(name, model), eval_hidden)
-        policy_curves[name] = {k: pe[k] for k in ("policy", "curve", "interpolated", "auc", "auc_range")}
-        policy_curves[name]["split"] = splits.evaluation_name
+    policy_curves = {
+        name: score_split(eval_logits, splits.evaluation.labels, make_policy(name, model), splits.evaluation_name,
+                          eval_hidden).curve.to_dict()
+        for name in (("entropy", "patience", "learned") if config.learn_exit else ("entropy", "patience"))
+    }
     metrics = {
         "task": task.name,
         "method": config.method,
@@ -145,8 +139,8 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
         "n_train": splits.info["n_train"],
         "calibration": {"split": "calibration (held out from the training pool)", "n_examples": len(splits.calibration),
                         "temperatures": temperatures},
-        "evaluation": evaluation,
-        "selection": selection,
+        "evaluation": evaluation.to_dict(),
+        "selection": selection.to_dict(),
         "policies": policy_curves,
         **({"learn_exit": learn_exit_log} if learn_exit_log is not None else {}),
         "timing": {
@@ -253,20 +247,14 @@ def evaluate_run(
         examples, split_name = evaluation_split(cfg, task, data_dir)
     collator = make_collator(tokenizer, model)
     enc = encode(tokenizer, examples, effective_max_length(cfg.max_length, tokenizer, model))
-    hidden = None
-    if exit_policy.needs_hidden:
-        logits, hidden = collect_logits(model, enc, collator, cfg.eval_batch_size, progress, desc="evaluate",
-                                        with_hidden=True)
-    else:
-        logits = collect_logits(model, enc, collator, cfg.eval_batch_size, progress, desc="evaluate")
+    logits, hidden = collect_outputs(model, enc, collator, cfg.eval_batch_size, progress, hidden=exit_policy.needs_hidden)
     evaluation = evaluate_logits(
-        logits, examples.labels, exit_layers=model.exit_layers, method=model.config.method,
-        metric=task.metric, num_labels=task.num_labels, policy=exit_policy, hidden_per_exit=hidden,
+        logits, examples.labels, exit_layers=model.exit_layers, method=model.config.method, metric=task.metric,
+        num_labels=task.num_labels, policy=exit_policy, hidden_per_exit=hidden, split=split_name,
+        placement=where.to_dict(),
     )
-    evaluation["split"] = split_name
-    evaluation["placement"] = where.to_dict()
     result = {"task": task.name, "method": model.config.method, "backbone": cfg.backbone,
-              "exit_layers": model.exit_layers, "seed": cfg.seed, "evaluation": evaluation}
+              "exit_layers": model.exit_layers, "seed": cfg.seed, "evaluation": evaluation.to_dict()}
     if write:
         result["written"] = str(_write_evaluation(Path(run_dir), result, eval_file, policy, where, overwrite))
     return result
@@ -274,17 +262,16 @@ def evaluate_run(
 
 def _write_evaluation(run_dir: Path, result: dict, eval_file: str | None, policy: str, where: Placement,
                       overwrite: bool) -> Path:
-    evaluation = result["evaluation"]
+    evaluation = Evaluation.of_run(result)
     if not overwrite or not (run_dir / METRICS).is_file():
         path = run_dir / evaluation_file_name(eval_file, policy, where.precision)
         atomic_write_json(path, result)
         return path
     previous = read_json(run_dir / METRICS)
     if policy == "confidence":
-        previous["evaluation"] = evaluation
+        previous["evaluation"] = evaluation.to_dict()
         previous.setdefault("placement", {})["evaluation"] = where.to_dict()
     else:
-        previous.setdefault("policies", {})[policy] = {
-            k: evaluation[k] for k in ("policy", "curve", "interpolated", "auc", "auc_range", "split", "placement")}
+        previous.setdefault("policies", {})[policy] = evaluation.curve.to_dict()
     atomic_write_json(run_dir / METRICS, previous)
     return run_dir / METRICS
