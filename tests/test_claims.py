@@ -9,13 +9,12 @@ import pytest
 from sweet.experiments import CLAIMS, Claim, check_claims, paired_gaps, t_interval, write_report
 from sweet.io import read_json
 
+from .fake_results import fake_evaluation
 from .test_grid import local_grid  # noqa: F401  (a fixture: sst2 + rte, early_exit + multi_model, seeds 0-1)
 
 
 def _run(seed: int, exits: dict[int, float], costs: dict[float, float]) -> dict:
-    return {"seed": seed, "evaluation": {
-        "per_exit": [{"exit_layer": x, "score": v} for x, v in exits.items()],
-        "interpolated": [{"cost_ratio": c, "score": v} for c, v in costs.items()]}}
+    return {"seed": seed, "evaluation": fake_evaluation(exits, costs)}
 
 
 def _grid(gap_by_seed: dict[int, float], tasks=("a", "b")) -> dict:

@@ -33,6 +33,7 @@ from sweet.experiments import (
     spec_to_toml,
 )
 from sweet.experiments import aggregate_curves, cost_label, t_interval, write_report
+from sweet.evaluation import CostScore
 from sweet.io import atomic_write_json, read_json
 from sweet.config import RunConfig
 
@@ -66,8 +67,8 @@ def test_t_interval_is_undefined_for_one_seed_and_skips_missing_values():
 
 def test_curves_are_interpolated_on_a_common_grid_before_averaging():
     # seed A: score = 100 * cost on [0.25, 1]; seed B: constant 60 on [0.2, 1] with other thresholds
-    a = [{"cost_ratio": c, "score": 100 * c} for c in (0.25, 0.5, 1.0)]
-    b = [{"cost_ratio": c, "score": 60.0} for c in (0.2, 0.9, 1.0)]
+    a = [CostScore(c, 100 * c) for c in (0.25, 0.5, 1.0)]
+    b = [CostScore(c, 60.0) for c in (0.2, 0.9, 1.0)]
     agg = aggregate_curves([a, b], n_points=4)
     assert agg["cost"] == pytest.approx([0.25, 0.5, 0.75, 1.0])  # the range both cover
     assert agg["mean"] == pytest.approx([(25 + 60) / 2, (50 + 60) / 2, (75 + 60) / 2, (100 + 60) / 2])

@@ -32,6 +32,7 @@ from sweet.experiments import write_report
 from sweet.config import RunConfig
 
 from .conftest import one_torch_thread
+from .fake_results import fake_evaluation
 
 T975_1 = 12.706204736174704  # t(0.975, 1), from tables
 BASE = {"tasks": ["sst2"], "methods": ["early_exit", "sweet"], "seeds": [0, 1], "learning_rates": [1e-3]}
@@ -181,13 +182,7 @@ def test_learning_rates_are_chosen_per_size_in_a_sweep():
 
 
 def _fake_metrics(task, method, lr, seed, n_train, exits, sel_auc):
-    evaluation = {
-        "split": "held-out train", "metric": "accuracy", "n_examples": 100,
-        "per_exit": [{"exit_layer": layer, "score": score} for layer, score in exits],
-        "curve": [{"cost_ratio": c, "score": exits[0][1] + c} for c in (0.25, 0.5, 1.0)],
-        "interpolated": [{"cost_ratio": c, "score": exits[0][1] + c} for c in (0.25, 0.5, 1.0)],
-        "auc": sum(s for _, s in exits) / len(exits),
-    }
+    evaluation = fake_evaluation(dict(exits), {c: exits[0][1] + c for c in (0.25, 0.5, 1.0)}, split="held-out train")
     return {"task": task, "method": method, "backbone": "default", "learning_rate": lr, "seed": seed,
             "n_train": n_train, "exit_layers": [x for x, _ in exits], "evaluation": evaluation,
             "selection": {"split": "calibration", "auc": sel_auc}, "timing": {"total_seconds": 10.0 + n_train / 100}}

@@ -10,6 +10,7 @@ from sweet.methods import SELECTED_ALPHA, parse_method
 from sweet.io import atomic_write_json
 from sweet.experiments import write_report
 
+from .fake_results import fake_evaluation
 from .test_grid_sizes import T975_1
 
 COSTS = (0.25, 0.5, 1.0)
@@ -27,10 +28,7 @@ SELECTION: dict[tuple[str, str], float] = {}
 
 
 def _metrics(task, method, seed, scores):
-    interp = [{"cost_ratio": c, "score": s} for c, s in zip(COSTS, scores)]
-    evaluation = {"split": "validation", "metric": "accuracy", "n_examples": 100,
-                  "per_exit": [{"exit_layer": layer, "score": s} for layer, s in zip((1, 2, 4), scores)],
-                  "curve": interp, "interpolated": interp, "auc": sum(scores) / len(scores)}
+    evaluation = fake_evaluation(dict(zip((1, 2, 4), scores)), dict(zip(COSTS, scores)))
     return {"task": task, "method": method, "backbone": "default", "learning_rate": 1e-4, "seed": seed,
             "n_train": 100, "exit_layers": [1, 2, 4], "evaluation": evaluation,
             "selection": {"split": "calibration", "auc": SELECTION.get((task, method), 50.0)}, "timing": {"total_seconds": 10.0}}

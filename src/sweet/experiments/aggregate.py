@@ -3,7 +3,8 @@ with the better of Early-Exit and SWEET, and the training-set size sweep's gaps.
 
 Every number is a mean over seeds with a 95% confidence interval from the t-distribution (:func:`t_interval`).
 Averages over tasks are taken per seed first, then the interval is over those per-seed averages. The inputs
-are the metrics of finished runs (``metrics.json``, as collected by :func:`sweet.experiments.report.collect`).
+are the metrics of finished runs (``metrics.json``, as collected by :func:`sweet.experiments.report.collect`),
+whose ``evaluation`` is read as a typed :class:`~sweet.evaluation.Evaluation`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ import math
 from typing import Sequence
 
 import numpy as np
+from scipy import stats
+
+from ..cost import interpolate
+from ..evaluation import CostScore, CurvePoint, Evaluation
 
 CONFIDENCE = 0.95
 CURVE_POINTS = 61
@@ -23,8 +28,6 @@ GAP_BASELINE = "early_exit"  # a size sweep's gaps: every other method minus thi
 def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> dict:
     """Mean and two-sided t confidence interval over ``values`` (one per seed). With one value the
     interval is undefined (``ci`` None)."""
-    from scipy import stats
-
     x = np.asarray([v for v in values if v is not None], dtype=np.float64)
     n = int(x.size)
     if n == 0:
@@ -38,22 +41,21 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> dict:
             "values": x.tolist()}
 
 
-def curve_on_grid(curve: Sequence[dict], grid: Sequence[float]) -> list[float | None]:
-    """One seed's speed-accuracy curve, linearly interpolated on a common cost grid."""
-    from ..cost import interpolate
+def curve_on_grid(curve: Sequence[CurvePoint | CostScore], grid: Sequence[float]) -> list[float | None]:
+    """One seed's speed-accuracy curve (its points, or any (cost ratio, score) points), linearly interpolated on a
+    common cost grid."""
+    return interpolate([p.cost_ratio for p in curve], [p.score for p in curve], grid)
 
-    return interpolate([p["cost_ratio"] for p in curve], [p["score"] for p in curve], grid)
 
-
-def aggregate_curves(curves: Sequence[Sequence[dict]], n_points: int = CURVE_POINTS) -> dict:
+def aggregate_curves(curves: Sequence[Sequence[CurvePoint | CostScore]], n_points: int = CURVE_POINTS) -> dict:
     """Mean and CI band of several seeds' curves on the cost range that all of them cover."""
-    lo = max(min(p["cost_ratio"] for p in c) for c in curves)
-    hi = min(max(p["cost_ratio"] for p in c) for c in curves)
+    lo = max(min(p.cost_ratio for p in c) for c in curves)
+    hi = min(max(p.cost_ratio for p in c) for c in curves)
     grid = np.linspace(lo, hi, n_points).tolist() if hi > lo else [lo]
     per_seed = [curve_on_grid(c, grid) for c in curves]
-    stats = [t_interval([s[i] for s in per_seed]) for i in range(len(grid))]
-    return {"cost": grid, "per_seed": per_seed, "mean": [s["mean"] for s in stats], "low": [s["low"] for s in stats],
-            "high": [s["high"] for s in stats], "n": len(curves)}
+    band = [t_interval([s[i] for s in per_seed]) for i in range(len(grid))]
+    return {"cost": grid, "per_seed": per_seed, "mean": [s["mean"] for s in band], "low": [s["low"] for s in band],
+            "high": [s["high"] for s in band], "n": len(curves)}
 
 
 def stat_row(stats: dict) -> dict:
@@ -83,9 +85,9 @@ def versus_best(chosen: dict, tasks: list[str], methods: list[str]) -> dict | No
         seeds = set.intersection(*({r["seed"] for r in chosen[(t, method)]} for t in have))
         out = {}
         for s in sorted(seeds):
-            runs = [next(r for r in chosen[(t, method)] if r["seed"] == s) for t in have]
-            by_cost = [{q["cost_ratio"]: q["score"] for q in r["evaluation"]["interpolated"]} for r in runs]
-            out[s] = {"auc": float(np.mean([r["evaluation"]["auc"] for r in runs])),
+            evs = [Evaluation.of_run(next(r for r in chosen[(t, method)] if r["seed"] == s)) for t in have]
+            by_cost = [{q.cost_ratio: q.score for q in ev.curve.interpolated} for ev in evs]
+            out[s] = {"auc": float(np.mean([ev.curve.auc for ev in evs])),
                       "interp": {c: None if any(t.get(c) is None for t in by_cost) else float(np.mean([t[c] for t in by_cost]))
                                  for c in by_cost[0]}}
         return out
@@ -156,17 +158,16 @@ def size_sweep(chosen_by_size: dict, selection: dict, tasks: list[str], methods:
                 runs = chosen_by_size[size].get((task, method))
                 if not runs:
                     continue
-                ev0 = runs[0]["evaluation"]
+                evs = [Evaluation.of_run(r) for r in runs]
                 by_task.setdefault(task, {})[method] = {
                     "learning_rate": selection[selection_key(task, runs[0]["method"], runs[0]["backbone"], size)]["chosen"],
                     "seeds": [r["seed"] for r in runs],
                     "n_train_drawn": [r.get("_n_train_drawn") for r in runs],
-                    "metric": ev0["metric"],
-                    "exit_layers": [p["exit_layer"] for p in ev0["per_exit"]],
-                    "per_exit": [{"exit_layer": p["exit_layer"],
-                                  **stat_row(t_interval([r["evaluation"]["per_exit"][i]["score"] for r in runs]))}
-                                 for i, p in enumerate(ev0["per_exit"])],
-                    "auc": stat_row(t_interval([r["evaluation"]["auc"] for r in runs])),
+                    "metric": evs[0].metric,
+                    "exit_layers": [p.exit_layer for p in evs[0].per_exit],
+                    "per_exit": [{"exit_layer": p.exit_layer, **stat_row(t_interval([ev.per_exit[i].score for ev in evs]))}
+                                 for i, p in enumerate(evs[0].per_exit)],
+                    "auc": stat_row(t_interval([ev.curve.auc for ev in evs])),
                     "runs": [r["_dir"] for r in runs],
                 }
         per_size.append({"n_train": size, "per_task": by_task})
@@ -200,12 +201,12 @@ def size_sweep(chosen_by_size: dict, selection: dict, tasks: list[str], methods:
 
 
 def _common_exits(a: dict, b: dict) -> list[int]:
-    other = {p["exit_layer"] for p in b["evaluation"]["per_exit"]}
-    return [p["exit_layer"] for p in a["evaluation"]["per_exit"] if p["exit_layer"] in other]
+    other = {p.exit_layer for p in Evaluation.of_run(b).per_exit}
+    return [p.exit_layer for p in Evaluation.of_run(a).per_exit if p.exit_layer in other]
 
 
 def _exit_score(record: dict, layer: int) -> float:
-    return next(p["score"] for p in record["evaluation"]["per_exit"] if p["exit_layer"] == layer)
+    return next(p.score for p in Evaluation.of_run(record).per_exit if p.exit_layer == layer)
 
 
 def average_over_tasks(per_task: dict, chosen: dict, tasks: list[str], methods: list[str],
@@ -221,36 +222,36 @@ def average_over_tasks(per_task: dict, chosen: dict, tasks: list[str], methods: 
         use = sorted(common if seeds is None else common & set(seeds))
         if not use:
             continue
-        by_seed = {t: {r["seed"]: r for r in chosen[(t, method)]} for t in have}
+        by_seed = {t: {r["seed"]: Evaluation.of_run(r) for r in chosen[(t, method)]} for t in have}
 
         def avg(get) -> dict:
             return stat_row(t_interval([float(np.mean([get(by_seed[t][s]) for t in have])) for s in use]))
 
         first = per_task[have[0]][method]
-        per_exit = [{"exit_layer": layer, **avg(lambda r, i=i: r["evaluation"]["per_exit"][i]["score"])}
+        per_exit = [{"exit_layer": layer, **avg(lambda ev, i=i: ev.per_exit[i].score)}
                     for i, layer in enumerate(first["exit_layers"])]
         interp = []
         for i, q in enumerate(first["interpolated"]):
-            vals = [by_seed[t][s]["evaluation"]["interpolated"][i]["score"] for t in have for s in use]
+            vals = [by_seed[t][s].curve.interpolated[i].score for t in have for s in use]
             if any(v is None for v in vals):
                 interp.append({"cost_ratio": q["cost_ratio"], **stat_row(t_interval([]))})
             else:
-                interp.append({"cost_ratio": q["cost_ratio"], **avg(lambda r, i=i: r["evaluation"]["interpolated"][i]["score"])})
+                interp.append({"cost_ratio": q["cost_ratio"], **avg(lambda ev, i=i: ev.curve.interpolated[i].score)})
         # the average curve: each task's curve on a common cost grid, averaged over tasks per seed
-        lo = max(min(p["cost_ratio"] for p in by_seed[t][s]["evaluation"]["curve"]) for t in have for s in use)
-        hi = min(max(p["cost_ratio"] for p in by_seed[t][s]["evaluation"]["curve"]) for t in have for s in use)
+        lo = max(min(p.cost_ratio for p in by_seed[t][s].curve.points) for t in have for s in use)
+        hi = min(max(p.cost_ratio for p in by_seed[t][s].curve.points) for t in have for s in use)
         grid = np.linspace(lo, hi, CURVE_POINTS).tolist() if hi > lo else [lo]
-        seed_curves = [np.mean([curve_on_grid(by_seed[t][s]["evaluation"]["curve"], grid) for t in have], axis=0)
+        seed_curves = [np.mean([curve_on_grid(by_seed[t][s].curve.points, grid) for t in have], axis=0)
                        for s in use]
-        stats = [t_interval([c[i] for c in seed_curves]) for i in range(len(grid))]
+        band = [t_interval([c[i] for c in seed_curves]) for i in range(len(grid))]
         out[method] = {
             "tasks": have,
             "seeds": use,
             "per_exit": per_exit,
             "interpolated": interp,
-            "auc": avg(lambda r: r["evaluation"]["auc"]),
-            "curve": {"cost": grid, "mean": [x["mean"] for x in stats], "low": [x["low"] for x in stats],
-                      "high": [x["high"] for x in stats], "n": len(use)},
+            "auc": avg(lambda ev: ev.curve.auc),
+            "curve": {"cost": grid, "mean": [x["mean"] for x in band], "low": [x["low"] for x in band],
+                      "high": [x["high"] for x in band], "n": len(use)},
         }
     return out
 

@@ -8,15 +8,22 @@ directory, the data directory and the backbone must be at the same paths on ever
 
 from __future__ import annotations
 
+import inspect
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ..errors import SweetError
-from ..io import atomic_write_json, atomic_write_text
+import torch
+from tqdm.auto import tqdm
+from transformers.utils import logging as hf_logging
+
+from .. import runs as _runs
 from ..config import RunConfig
+from ..errors import SweetError
+from ..evaluation import Evaluation
+from ..io import atomic_write_json, atomic_write_text
 from ..rundir import METRICS, RUN_CONFIG
 from .plan import GridRun, TaskInfo, WaitingRun, expand_stages, plan, run_state
 from .continuation import DATA_SHA256, check_continuation
@@ -31,17 +38,10 @@ def execute_run(config: dict, out_dir: str, progress: bool = False, num_threads:
 
     A run that was started before (a killed launch) continues from its training checkpoint when runs.py
     supports that; if it cannot be resumed, it starts over."""
-    import inspect
-
-    from ..runs import run
-
+    run = _runs.run  # looked up at call time (tests stand a fake in for it)
     if num_threads:
-        import torch
-
         torch.set_num_threads(max(1, int(num_threads)))
     if not progress:
-        from transformers.utils import logging as hf_logging
-
         hf_logging.disable_progress_bar()  # "Loading weights", "Writing model shards"
     cfg = RunConfig.from_dict(config)
     out = Path(out_dir)
@@ -57,7 +57,7 @@ def execute_run(config: dict, out_dir: str, progress: bool = False, num_threads:
     return {
         "dir": out_dir,
         "seconds": metrics["timing"]["total_seconds"],
-        "auc": metrics["evaluation"]["auc"],
+        "auc": Evaluation.of_run(metrics).curve.auc,
         "selection_auc": metrics["selection"]["auc"],
     }
 
@@ -78,8 +78,6 @@ class _Progress:
     bars (training steps, calibration, evaluation) appear below it in the local back-end."""
 
     def __init__(self, total: int, done: int, pending: Sequence[GridRun | WaitingRun], enabled: bool):
-        from tqdm.auto import tqdm
-
         self.prior_left = sum(r.estimate_seconds for r in pending)
         self.prior_done = 0.0
         self.t0 = time.perf_counter()
@@ -252,8 +250,6 @@ class _Schedule:
 
 def _run_local(schedule: _Schedule, grid_dir: Path, executor, bar: _Progress, on_done, progress: bool,
                threads: int | None) -> None:
-    import torch
-
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
@@ -289,7 +285,7 @@ def _ray_slots(ray, spec: GridSpec) -> int:
 
 def _run_ray(schedule: _Schedule, grid_dir: Path, spec: GridSpec, address: str | None, on_done) -> None:
     try:
-        import ray
+        import ray  # an optional extra (sweet[ray]): imported only when the Ray back-end is used
     except ImportError:
         raise SweetError("the Ray back-end needs the 'ray' package: pip install 'sweet[ray]' (or pip install ray)") from None
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..evaluation import Evaluation
 from .aggregate import stat_row, t_interval
 
 FAST_MAX = 0.5  # cost ratios up to this are "fast speeds"
@@ -89,11 +90,11 @@ def _by_seed(chosen: dict, task: str, method: str) -> dict[int, dict]:
 
 
 def _per_exit(record: dict) -> dict[int, float]:
-    return {p["exit_layer"]: p["score"] for p in record["evaluation"]["per_exit"]}
+    return {p.exit_layer: p.score for p in Evaluation.of_run(record).per_exit}
 
 
 def _per_cost(record: dict) -> dict[float, float]:
-    return {q["cost_ratio"]: q["score"] for q in record["evaluation"]["interpolated"] if q["score"] is not None}
+    return {q.cost_ratio: q.score for q in Evaluation.of_run(record).curve.interpolated if q.score is not None}
 
 
 def paired_gaps(chosen: dict, tasks: list[str], a: str, b: str, seeds: list[int] | None = None) -> dict | None:

@@ -12,9 +12,13 @@ import itertools
 from pathlib import Path
 from typing import Iterator, Sequence
 
+import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import NullLocator
 
 from ..errors import SweetError
+from ..evaluation import Evaluation
 from ..io import atomic_save_figure, read_json
 from ..methods import SELECTED_ALPHA, method_label
 from ..rundir import METRICS
@@ -63,11 +67,7 @@ def method_colors(methods: Sequence[str]) -> dict[str, str]:
 def plot_curves(by_method: dict, methods: list[str], title: str, ylabel: str, path: Path,
                 bounds: tuple[float, float] = (-100.0, 100.0)) -> Path:
     """All methods on one plot: the mean curve over seeds and its 95% CI band (clipped to the metric's range)."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, ax = plt.subplots(figsize=(6.0, 4.0), dpi=100)
     colors = method_colors(methods)
     for m in methods:
@@ -96,12 +96,7 @@ def plot_curves(by_method: dict, methods: list[str], title: str, ylabel: str, pa
 def plot_gaps(points: list[dict], title: str, path: Path) -> Path:
     """A size sweep: one panel per exit, the gap to Early-Exit (percentage points) against the training size
     (log scale), one line per method with its 95% CI over seeds (error bars; none with one seed)."""
-    import matplotlib
-
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullLocator
-
     layers = list(dict.fromkeys(p["exit_layer"] for p in points))
     methods = list(dict.fromkeys(p["method"] for p in points))
     sizes = sorted({p["n_train"] for p in points})
@@ -143,11 +138,11 @@ def write_run_curve(run_dir: str | Path, metrics: dict | None = None) -> Path:
         if not (run_dir / METRICS).is_file():
             raise SweetError(f"{run_dir} has no {METRICS}: it is not a finished run, so it has no curve to draw")
         metrics = read_json(run_dir / METRICS)
-    ev, method = metrics["evaluation"], metrics["method"]
-    points = sorted(ev["curve"], key=lambda p: (p["cost_ratio"], p["threshold"]))
-    curve = {"cost": [p["cost_ratio"] for p in points], "mean": [p["score"] for p in points],
+    ev, method = Evaluation.of_run(metrics), metrics["method"]
+    points = sorted(ev.curve.points, key=lambda p: (p.cost_ratio, p.threshold))
+    curve = {"cost": [p.cost_ratio for p in points], "mean": [p.score for p in points],
              "low": [None] * len(points), "high": [None] * len(points), "n": 1}
     title = (f"{TASK_LABELS.get(metrics['task'], metrics['task'])}, {method_label(method)}, seed {metrics['seed']} "
-             f"({ev['split']} split, {ev['n_examples']} examples)")
-    return plot_curves({method: {"curve": curve}}, [method], title, metric_label(ev["metric"]), run_dir / RUN_CURVE,
-                       bounds=(0.0, 100.0) if ev["metric"] == "accuracy" else (-100.0, 100.0))
+             f"({ev.curve.split} split, {ev.n_examples} examples)")
+    return plot_curves({method: {"curve": curve}}, [method], title, metric_label(ev.metric), run_dir / RUN_CURVE,
+                       bounds=(0.0, 100.0) if ev.metric == "accuracy" else (-100.0, 100.0))

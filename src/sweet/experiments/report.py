@@ -25,11 +25,13 @@ tables are at the largest size.
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import os
 import platform
 from pathlib import Path
 
 from ..errors import SweetError
+from ..evaluation import Evaluation
 from ..io import atomic_write_json, atomic_write_text, read_json
 from ..methods import SELECTED_ALPHA
 from ..rundir import METRICS, RUN_CONFIG
@@ -106,26 +108,26 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
             runs = chosen.get((task, method))
             if not runs:
                 continue
-            ev0 = runs[0]["evaluation"]
-            exits = [p["exit_layer"] for p in ev0["per_exit"]]
-            per_exit = [{"exit_layer": layer, **stat_row(t_interval([r["evaluation"]["per_exit"][i]["score"] for r in runs]))}
+            evs = [Evaluation.of_run(r) for r in runs]
+            exits = [p.exit_layer for p in evs[0].per_exit]
+            per_exit = [{"exit_layer": layer, **stat_row(t_interval([ev.per_exit[i].score for ev in evs]))}
                         for i, layer in enumerate(exits)]
-            points = [q["cost_ratio"] for q in ev0["interpolated"]]
-            interp = [{"cost_ratio": c, **stat_row(t_interval([r["evaluation"]["interpolated"][i]["score"] for r in runs]))}
+            points = [q.cost_ratio for q in evs[0].curve.interpolated]
+            interp = [{"cost_ratio": c, **stat_row(t_interval([ev.curve.interpolated[i].score for ev in evs]))}
                       for i, c in enumerate(points)]
             per_task[task][method] = {
                 "learning_rate": selection[selection_key(task, runs[0]["method"], runs[0]["backbone"], sizes[-1])]["chosen"],
                 **({"selected_method": runs[0]["method"]} if method == SELECTED_ALPHA else {}),
                 "seeds": [r["seed"] for r in runs],
-                "metric": ev0["metric"],
-                "evaluation_split": ev0["split"],
-                "n_examples": ev0["n_examples"],
+                "metric": evs[0].metric,
+                "evaluation_split": evs[0].curve.split,
+                "n_examples": evs[0].n_examples,
                 "exit_layers": exits,
                 "per_exit": per_exit,
                 "interpolated": interp,
-                "auc": stat_row(t_interval([r["evaluation"]["auc"] for r in runs])),
+                "auc": stat_row(t_interval([ev.curve.auc for ev in evs])),
                 "selection_auc": stat_row(t_interval([r["selection"]["auc"] for r in runs])),
-                "curve": aggregate_curves([r["evaluation"]["curve"] for r in runs]),
+                "curve": aggregate_curves([ev.curve.points for ev in evs]),
                 "runs": [r["_dir"] for r in runs],
             }
 
@@ -168,8 +170,6 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
 
 
 def _provenance(grid_dir: Path, grid: dict, records: list[dict], command: str | None) -> dict:
-    import importlib.metadata as md
-
     launches = read_json(grid_dir / LAUNCHES_FILE) if (grid_dir / LAUNCHES_FILE).is_file() else []
     envs = []
     for r in records:
