@@ -98,9 +98,9 @@ def row_cosine(a: torch.Tensor, b: torch.Tensor) -> float:
 def analysed_weights(model) -> list[tuple[int, str, nn.Parameter]]:
     """(layer number L_j, parameter name, weight) for every layer preceding a classifier but the last."""
     if not parse_method(model.config.method).every_exit_reaches_every_layer:
-        raise SweetError(f"the gradient analysis needs an early_exit model, or one whose every exit reaches every layer "
-                         f"below it (got {model.config.method}): under sweet "
-                         "each layer is reached by one classifier only, and multi_model shares no layer")
+        raise SweetError(f"the gradient analysis needs an early_exit model, or one whose every exit reaches every "
+                         f"layer below it (got {model.config.method}): under sweet each layer is reached by one "
+                         "classifier only, and multi_model shares no layer")
     bb = model.backbones[0]
     layers = find_layer_list(bb)
     inter = model.config.backbone_config.get("intermediate_size")

@@ -247,7 +247,8 @@ def evaluate_run(
         examples, split_name = evaluation_split(cfg, task, data_dir)
     collator = make_collator(tokenizer, model)
     enc = encode(tokenizer, examples, effective_max_length(cfg.max_length, tokenizer, model))
-    logits, hidden = collect_outputs(model, enc, collator, cfg.eval_batch_size, progress, hidden=exit_policy.needs_hidden)
+    logits, hidden = collect_outputs(model, enc, collator, cfg.eval_batch_size, progress,
+                                     hidden=exit_policy.needs_hidden)
     evaluation = evaluate_logits(
         logits, examples.labels, exit_layers=model.exit_layers, method=model.config.method, metric=task.metric,
         num_labels=task.num_labels, policy=exit_policy, hidden_per_exit=hidden, split=split_name,
