@@ -13,9 +13,10 @@ import numbers
 from dataclasses import asdict, dataclass, field
 
 from .backbones import resolve_backbone
-from .data import get_task
+from .data import TASKS, get_task
 from .errors import SweetError
 from .methods import check_method
+from .metrics import canonical_metric
 from .modeling import POOLINGS, validate_exit_layers
 from .precision import placement
 from .training import TrainConfig
@@ -23,6 +24,11 @@ from .training import TrainConfig
 #: ``--pooling`` values: ``auto`` (the pooling the backbone was pretrained with, else cls) or one of POOLINGS.
 POOLING_CHOICES = ("auto", *POOLINGS)
 DATA_SOURCES = ("local", "hub")
+
+#: Fields added for your own data, with their defaults: a run key leaves them out at these values.
+OWN_DATA_DEFAULTS = {"data": None, "eval_data": None, "data_config": None, "train_split": "train", "eval_split": None,
+                     "text_columns": None, "label_column": None, "metric": None, "positive_label": None,
+                     "drop_invalid": False}
 
 #: Options that may differ when a run is resumed (they do not change its result). The device may change too,
 #: as long as the precision it resolves to is the same (checked against the training fingerprint). The same
@@ -38,9 +44,13 @@ def _is_number(value) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RunConfig:
-    task: str
+    """One run. ``task`` names a GLUE preset (columns, labels, metric and files); ``data`` names your own labelled
+    data (a file, a folder, a ``save_to_disk`` folder or a hub id; :mod:`sweet.sources`). Give one of them, or both
+    to read a preset's columns and labels from another source (e.g. the hub's ``nyu-mll/glue``)."""
+
+    task: str | None = None
     method: str
     backbone: str = "default"
     exit_layers: list[int] | None = None  # None: the backbone's default ladder ([1, 2, 4, 6] for 6 layers)
@@ -64,12 +74,39 @@ class RunConfig:
     extra: dict = field(default_factory=dict)
     device: str = "auto"  # auto, cpu, cuda[:N], mps (sweet.precision)
     precision: str = "auto"  # training precision: auto, fp32, bf16, fp16 (auto: fp32 on CPU, bf16/fp16 on CUDA)
+    # Your own data (issue #23). Left out of a run's key at their defaults (OWN_DATA_DEFAULTS), so that runs made
+    # before they existed keep their keys.
+    data: str | None = None  # a file, a folder of split files, a save_to_disk folder or a hub dataset id
+    eval_data: str | None = None  # a separate evaluation source
+    data_config: str | None = None  # hub config name
+    train_split: str = "train"
+    eval_split: str | None = None  # default: validation, else dev, else a labelled test; 'none': hold out of the pool
+    text_columns: list[str] | None = None  # one (single texts) or two (pairs); None: detected
+    label_column: str | None = None  # None: detected
+    metric: str | None = None  # accuracy, f1_macro, f1, matthews (--metric mcc); None: the preset's, else accuracy
+    positive_label: str | None = None  # f1: the positive class (default: the class with id 1)
+    drop_invalid: bool = False  # skip (and count) rows with an empty text or label instead of refusing the data
 
     def __post_init__(self) -> None:
         """Every check that needs no data and no machine. The method is stored in its canonical spelling
         (``grad_scale`` -> ``grad_scale@0.5``)."""
-        get_task(self.task)
+        if self.task is None and self.data is None:
+            raise SweetError(f"give a GLUE task preset (--task, one of: {', '.join(TASKS)}) or your own data "
+                             "(--data FILE, FOLDER or HUB_ID)")
+        if self.task is not None:
+            get_task(self.task)
         self.method = check_method(self.method)
+        if self.metric is not None:
+            self.metric = canonical_metric(self.metric)
+        if self.positive_label is not None and self.metric != "f1":
+            raise SweetError("--positive-label goes with --metric f1 (binary F1 of that class)")
+        if self.text_columns is not None and len(self.text_columns) not in (1, 2):
+            raise SweetError(f"give one text column (single texts) or two (pairs), got {len(self.text_columns)}: "
+                             f"{', '.join(self.text_columns)}")
+        if self.data is None and (self.eval_data or self.data_config or self.text_columns or self.label_column
+                                  or self.drop_invalid or self.eval_split or self.train_split != "train"):
+            raise SweetError("--eval-data, --data-config, --train-split, --eval-split, --text-column(s), "
+                             "--label-column and --drop-invalid describe --data; give --data too")
         if self.pooling not in POOLING_CHOICES:
             raise SweetError(f"unknown pooling {self.pooling!r}; choose one of: {', '.join(POOLING_CHOICES)}")
         if self.data_source not in DATA_SOURCES:
@@ -96,6 +133,11 @@ class RunConfig:
         every = self.checkpoint_every
         if isinstance(every, bool) or not isinstance(every, int) or every < 0:
             raise SweetError(f"--checkpoint-every must be 0 (no checkpoints) or a positive number of steps, got {every}")
+
+    @property
+    def own_data(self) -> bool:
+        """The run reads ``data`` (sweet.sources), not a GLUE preset's folder."""
+        return self.data is not None
 
     @property
     def learn_exit(self) -> bool:

@@ -1,19 +1,62 @@
-"""Task metrics: accuracy, or Matthews correlation for CoLA (as in GLUE and the paper), in percent."""
+"""Task metrics, in percent, computed with scikit-learn: accuracy, macro F1, binary F1 of a positive class, or
+Matthews correlation (CoLA's metric in GLUE and the paper; ``--metric mcc``). Plus the per-class precision, recall
+and F1 and the confusion matrix that a user with many classes looks at first.
+
+A metric is named by a string: ``accuracy``, ``f1_macro``, ``matthews``, or ``f1:ID`` (binary F1 with label id ID
+as the positive class; ``f1`` alone means id 1).
+"""
 
 from __future__ import annotations
 
 from typing import Sequence
 
 import numpy as np
-from sklearn.metrics import accuracy_score, matthews_corrcoef
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, matthews_corrcoef, precision_recall_fscore_support
+
+from .errors import SweetError
+
+#: ``--metric`` choices; ``mcc`` is stored as ``matthews`` (the name the GLUE presets already use)
+METRIC_CHOICES = ("accuracy", "f1_macro", "f1", "mcc")
+METRIC_NAMES = {"accuracy": "accuracy", "f1_macro": "macro F1", "f1": "F1", "matthews": "Matthews corr."}
+
+
+def canonical_metric(name: str) -> str:
+    """``mcc`` -> ``matthews``; refuse a name that is not a metric."""
+    name = "matthews" if name == "mcc" else name
+    if name not in METRIC_NAMES:
+        raise SweetError(f"unknown metric {name!r}; choose one of: {', '.join(METRIC_CHOICES)}")
+    return name
+
+
+def metric_label(metric: str) -> str:
+    """How a person reads the metric's name (``f1:2`` -> ``F1``)."""
+    return METRIC_NAMES.get(metric.split(":")[0], metric)
 
 
 def score(metric: str, labels: Sequence[int], predictions: Sequence[int]) -> float:
     y, p = np.asarray(labels), np.asarray(predictions)
     if y.shape != p.shape or y.size == 0:
         raise ValueError("labels and predictions must be non-empty and of equal length")
-    if metric == "accuracy":
+    kind, _, positive = metric.partition(":")
+    if kind == "accuracy":
         return 100.0 * float(accuracy_score(y, p))
-    if metric == "matthews":
+    if kind == "matthews":
         return 100.0 * float(matthews_corrcoef(y, p))
+    if kind == "f1_macro":
+        return 100.0 * float(f1_score(y, p, average="macro", zero_division=0))
+    if kind == "f1":
+        return 100.0 * float(f1_score(y, p, average="binary", pos_label=int(positive or 1), zero_division=0))
     raise ValueError(f"unknown metric '{metric}'")
+
+
+def class_report(labels: Sequence[int], predictions: Sequence[int], label_names: Sequence[str]) -> dict:
+    """Per-class precision, recall, F1 and support (percent) and the confusion matrix (rows: true labels,
+    columns: predicted labels, in label-id order)."""
+    ids = list(range(len(label_names)))
+    precision, recall, f1, support = precision_recall_fscore_support(labels, predictions, labels=ids, zero_division=0)
+    return {
+        "per_class": [{"label": str(name), "precision": round(100 * float(pr), 4), "recall": round(100 * float(rc), 4),
+                       "f1": round(100 * float(f), 4), "support": int(n)}
+                      for name, pr, rc, f, n in zip(label_names, precision, recall, f1, support)],
+        "confusion_matrix": confusion_matrix(labels, predictions, labels=ids).tolist(),
+    }

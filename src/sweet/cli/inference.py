@@ -38,12 +38,12 @@ def evaluate(
     metrics.json is left as it is unless --overwrite is given; the printed table names the precision and the file
     written."""
     # heavy (torch): imported when the command runs, so that `sweet --help` stays fast
-    from ..evaluation import format_report
+    from ..evaluation import Evaluation, format_report
     from ..runs import evaluate_run
 
     result = evaluate_run(run_dir, optional_str(data_dir), optional_str(file), progress=progress, policy=policy,
                           device=device, precision=precision, overwrite=overwrite)
-    placed = result["evaluation"]["placement"]
+    placed = Evaluation.of_run(result).curve.placement
     if output_json:
         typer.echo(json.dumps(result, indent=2))
     else:

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..config import RunConfig
+from ..methods import PAPER_METHODS
 from .base import app
 from .options import (
     MIN_TOKENS, NON_NEGATIVE, POSITIVE, Backbone, DataDir, DataSource, Device, Epochs, ExitLayers, LearningRate, Method,
@@ -90,10 +91,10 @@ def demo(
     progress: Progress = True,
 ) -> None:
     # the docstring is set below from DEMO_TIME, the one place that quotes the demo's time
-    from ..experiments import write_run_curve  # heavy (matplotlib, torch): only when the demo runs
-    from ..modeling import METHODS
+    from ..evaluation import Evaluation  # heavy (torch, matplotlib): only when the demo runs
+    from ..experiments import write_run_curve
 
-    methods = list(METHODS) if method == "all" else [method]
+    methods = list(PAPER_METHODS) if method == "all" else [method]
     summary = []
     for m in methods:
         typer.echo(f"=== demo: SST-2, {m}, default backbone, exits 1,2,4,6 ===")
@@ -104,10 +105,10 @@ def demo(
         summary.append(metrics)
         typer.echo("")
     if len(summary) > 1:
-        typer.echo("method        " + "  ".join(f"L{p['exit_layer']:<6}" for p in summary[0]["evaluation"]["per_exit"]) + "  AUC")
-        for m in summary:
-            ev = m["evaluation"]
-            typer.echo(f"{m['method']:<13} " + "  ".join(f"{p['score']:6.2f} " for p in ev["per_exit"]) + f"  {ev['auc']:.2f}")
+        evaluations = [Evaluation.of_run(m) for m in summary]
+        typer.echo("method        " + "  ".join(f"L{p.exit_layer:<6}" for p in evaluations[0].per_exit) + "  AUC")
+        for m, ev in zip(summary, evaluations):
+            typer.echo(f"{m['method']:<13} " + "  ".join(f"{p.score:6.2f} " for p in ev.per_exit) + f"  {ev.curve.auc:.2f}")
 
 
 demo.__doc__ = (

@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from ..backbones import canonical_alias
-from ..config import RESUME_MAY_CHANGE, RunConfig
+from ..config import OWN_DATA_DEFAULTS, RESUME_MAY_CHANGE, RunConfig
 from ..data import fixed_holdout_sizes, load_task, resolve_data_dir
 from ..errors import SweetError
 from ..io import read_json
@@ -85,11 +85,12 @@ class WaitingRun:
 
 
 def _without_default_precision(d: dict) -> dict:
-    """fp32 (and a config from before precisions existed) is left out of keys and comparisons, so that runs
-    made before sweet had a precision option keep their keys."""
+    """fp32 (and a config from before precisions existed) is left out of keys and comparisons, and so are the
+    own-data fields at their defaults (:data:`~sweet.config.OWN_DATA_DEFAULTS`), so that runs made before sweet
+    had these options keep their keys."""
     if d.get("precision", "fp32") == "fp32":
         d = {k: v for k, v in d.items() if k != "precision"}
-    return d
+    return {k: v for k, v in d.items() if k not in OWN_DATA_DEFAULTS or v != OWN_DATA_DEFAULTS[k]}
 
 
 def training_precision(spec: GridSpec) -> str:
