@@ -433,7 +433,8 @@ def test_far_too_long_text_is_truncated_and_reported_once(workspace):
     path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8")
     code, _, err = cli(workspace.train(max_length="32", epochs="1", n_train="40"))
     assert code == 0, err
-    notes = [line for line in err.splitlines() if line.strip()]
+    # (40 examples x 1 epoch cannot calibrate: its temperature warnings are tested in test_calibration.py)
+    notes = [line for line in err.splitlines() if line.strip() and "temperature fitted at its" not in line]
     assert len(notes) == 1 and notes[0].startswith("warning: ") and "longer than 32 tokens and were truncated" in notes[0]
     n_train = read_json(workspace.out / "train_log.json")["n_truncated"]
     assert 0 < n_train < 40 and f"(train sample {n_train}/40, calibration " in notes[0], notes
