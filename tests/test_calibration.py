@@ -54,15 +54,16 @@ def test_a_temperature_at_the_upper_bound_warns_and_says_what_it_means():
 
     logits, labels = _half_right()
     with pytest.warns(TemperatureAtBoundWarning) as caught:
-        ts = fit_temperatures([logits], labels, exit_layers=[2])
-    assert ts[0] == pytest.approx(20.0, rel=1e-3)
-    (w,) = caught
-    msg = str(w.message)
+        ts = fit_temperatures([logits, logits], labels, exit_layers=[2, 4])
+    assert ts == [pytest.approx(20.0, rel=1e-3)] * 2
+    first, last = (str(w.message) for w in caught)
     top = softmax(logits / ts[0], axis=1).max()  # 0.562: every row's confidence
-    assert msg.startswith("exit 1 of 1 (layer 2): temperature fitted at its upper bound 20 ")
-    assert "near uniform (at most 0.563 on the calibration split; 1/2 = 0.500)" in msg
-    assert "every confidence threshold above 0.563 sends every row past this exit" in msg
-    assert top <= 0.563 and "\n" not in msg
+    assert first.startswith("exit 1 of 2 (layer 2): temperature fitted at its upper bound 20 ")
+    assert "near uniform (at most 0.563 on the calibration split; 1/2 = 0.500)" in first
+    assert "every confidence threshold above 0.563 sends every row past this exit" in first
+    assert top <= 0.563 and "\n" not in first
+    assert last.startswith("exit 2 of 2 (layer 4): temperature fitted at its upper bound 20 ")
+    assert "it is the last exit, so the rows that reach it still leave there" in last and "past" not in last
 
 
 def test_a_temperature_at_the_lower_bound_warns_and_says_what_it_means():
@@ -76,7 +77,9 @@ def test_a_temperature_at_the_lower_bound_warns_and_says_what_it_means():
     assert [str(w.message).split(":")[0] for w in caught] == ["exit 1 of 2", "exit 2 of 2"]
     assert str(caught[1].message).startswith("exit 2 of 2: temperature fitted at its lower bound 0.05 ")
     assert "at least 0.999 on the calibration split) and every confidence threshold up to 0.999 sends every row out at " \
-           "this exit" in str(caught[1].message)
+           "this exit" in str(caught[0].message)
+    assert "at least 0.999 on the calibration split) and it is the last exit, so every row that reaches it leaves " \
+           "there anyway" in str(caught[1].message)
 
 
 def test_a_temperature_inside_the_bounds_does_not_warn():
