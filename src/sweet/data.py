@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -138,6 +139,24 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
     return path
 
 
+#: Characters that are not whitespace to ``str.isspace`` but show nothing and carry no word: format characters
+#: (category Cf: zero-width space U+200B, joiners U+200C/U+200D, word joiner U+2060, BOM U+FEFF, soft hyphen,
+#: direction marks, ...) and the other default-ignorable code points (Hangul fillers, the combining grapheme
+#: joiner, variation selectors). Tokenizers drop most of them, so a text made of them reaches the model empty.
+_INVISIBLE = frozenset("\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u3164\uffa0"
+                       + "".join(map(chr, range(0xFE00, 0xFE10))))
+_BLANK_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+
+
+def is_blank(text: str) -> bool:
+    """True when ``text`` has nothing to classify: empty, or only whitespace, control and invisible characters
+    (zero-width spaces and joiners, BOM, soft hyphens, direction marks, variation selectors, Hangul fillers).
+    The one rule for blank text: the TSV readers refuse it, ``predict`` input skips a blank line and refuses a
+    blank text in a pair."""
+    return all(ch.isspace() or ch in _INVISIBLE or unicodedata.category(ch) in _BLANK_CATEGORIES
+               or 0xE0100 <= ord(ch) <= 0xE01EF for ch in text)
+
+
 def _decode_utf8(raw: bytes, path: Path) -> str:
     """Strict UTF-8 (a leading byte-order mark is dropped); the error names the line and byte."""
     try:
@@ -173,7 +192,11 @@ def read_tsv(path: Path, task: Task, require_labels: bool = True) -> Examples:
     if require_labels and "label" not in header:
         missing.append("label")
     if missing:
-        raise SweetError(f"{path}: missing column(s) {', '.join(missing)}; header is: {', '.join(header)}")
+        needed = [*task.text_fields, *(["label"] if require_labels else [])]
+        raise SweetError(
+            f"{path}: missing column(s) {', '.join(missing)}; header is: {', '.join(header)} (the first row must be a "
+            f"header row naming the columns, tab-separated: {', '.join(needed)}; other columns are ignored)"
+        )
     cols = [header.index(c) for c in task.text_fields]
     label_col = header.index("label") if "label" in header else None
     idx_col = header.index("idx") if "idx" in header else None
@@ -182,7 +205,7 @@ def read_tsv(path: Path, task: Task, require_labels: bool = True) -> Examples:
         if len(row) != len(header):
             raise SweetError(f"{path}:{lineno}: expected {len(header)} tab-separated fields, found {len(row)}")
         text = tuple(row[c] for c in cols)
-        if any(not t.strip() for t in text):
+        if any(is_blank(t) for t in text):
             raise SweetError(f"{path}:{lineno}: empty text in column(s) {', '.join(task.text_fields)}")
         texts.append(text)
         ids.append(row[idx_col] if idx_col is not None else str(lineno - 2))
@@ -352,7 +375,7 @@ def read_unlabelled(lines: Sequence[str], task: Task) -> Examples:
     texts = []
     for lineno, line in enumerate(lines, start=1):
         line = line.rstrip("\n").rstrip("\r")
-        if not line.strip():
+        if is_blank(line):
             continue
         parts = tuple(line.split("\t"))
         if len(parts) != len(task.text_fields):
@@ -360,7 +383,7 @@ def read_unlabelled(lines: Sequence[str], task: Task) -> Examples:
                 f"input line {lineno}: {task.name} expects {len(task.text_fields)} tab-separated text(s) "
                 f"({', '.join(task.text_fields)}), found {len(parts)}"
             )
-        if any(not p.strip() for p in parts):
+        if any(is_blank(p) for p in parts):
             raise SweetError(f"input line {lineno}: empty text in a pair ({', '.join(task.text_fields)}); give both texts")
         texts.append(parts)
     if not texts:
