@@ -123,7 +123,7 @@ def test_bench_skips_onnx_cleanly_when_not_installed(tiny_run, monkeypatch):
     report = benchmark(out, batch_sizes=[32], repeats=1, warmup=0, progress=False, device="cpu", precisions="fp32")
     assert not report["onnxruntime"]["installed"] and report["onnxruntime"]["version"] is None
     assert not _rows(report, runtime="onnxruntime")
-    assert any("ONNX Runtime rows skipped" in n and "pip install 'sweet[onnx]'" in n for n in report["notes"])
+    assert any("ONNX Runtime rows skipped" in n and 'pip install "sweet[onnx]"' in n for n in report["notes"])
     assert all(p["throughput_vs_onnxruntime_int8"] is None for p in report["points"])
     assert len(report["points"]) == 1 + 11
     assert "ONNX Runtime rows skipped" in format_bench(report)

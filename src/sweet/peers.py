@@ -33,10 +33,10 @@ import torch
 from torch import nn
 
 from .backbones import resolve_backbone
-from .errors import SweetError
+from .errors import SweetError, install_hint
 
 ONNX_OPSET = 17
-ONNX_INSTALL_HINT = "pip install 'sweet[onnx]' (onnx and onnxruntime)"
+ONNX_INSTALL_HINT = f"{install_hint('onnx')} (onnx and onnxruntime)"
 
 
 # ------------------------------------------------------------------------------------------ ONNX Runtime

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .batching import encode
-from .data import Examples, read_unlabelled
+from .data import Examples, is_blank, read_unlabelled
 from .errors import SweetError
 from .inference import EarlyExitEngine
 from .policies import check_threshold, make_policy
@@ -84,7 +84,7 @@ class Predictor:
                 raise SweetError(f"item {i}: {self.task.name} expects {want} per item, got {_describe(item)}")
             if not all(isinstance(p, str) for p in parts):
                 raise SweetError(f"item {i}: texts must be strings, got {_describe(item)}")
-            if not all(p.strip() for p in parts):
+            if any(is_blank(p) for p in parts):
                 raise SweetError(f"item {i}: empty text")
             texts.append(tuple(parts))
         return Examples(texts, None, name="input")

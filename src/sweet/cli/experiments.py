@@ -35,8 +35,9 @@ def _describe_plan(spec, status: dict) -> list[str]:
     waiting = f", {status['waiting']} waiting for their learning rate" if status["waiting"] else ""
     return [f"grid '{spec.name}': {status['n_runs']} runs ({shape}); {status['finished']} finished, "
             f"{status['partial']} started, {status['pending']} not started{waiting}",
-            f"estimated time left, one run at a time: ~{status['estimate_seconds_left'] / 60:.0f} min (measured on 2 "
-            "idle cores: the default backbone ~91 training examples/s on SST-2, pair tasks 3-4x slower, mpnet ~4x slower)"]
+            f"estimated time left, one run at a time: ~{status['estimate_seconds_left'] / 60:.0f} min (a cost model "
+            "whose speeds were measured on a 2-core AMD EPYC when idle: the default backbone ~91 training examples/s "
+            "on SST-2, pair tasks 3-4x slower, mpnet ~4x slower; it does not time this machine)"]
 
 
 @app.command()

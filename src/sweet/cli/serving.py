@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ..errors import SweetError, one_line
+from ..errors import SweetError, install_hint, one_line
 from .base import app
 from .options import (
     NON_NEGATIVE, POSITIVE, Device, one_of, Policy, Precision, Threads, Threshold,
@@ -20,8 +20,7 @@ from .options import (
 def need_serving_packages(*names: str) -> None:
     missing = [n for n in names if importlib.util.find_spec(n) is None]
     if missing:
-        raise SweetError(f"this command needs {', '.join(missing)}: pip install 'sweet[serve]' "
-                         "(in a clone: pip install -e '.[serve]')")
+        raise SweetError(f"this command needs {', '.join(missing)}: {install_hint('serve')}")
 
 
 @app.command()

@@ -21,7 +21,7 @@ from transformers.utils import logging as hf_logging
 
 from .. import runs as _runs
 from ..config import RunConfig
-from ..errors import SweetError
+from ..errors import SweetError, install_hint
 from ..evaluation import Evaluation
 from ..io import atomic_write_json, atomic_write_text
 from ..rundir import METRICS, RUN_CONFIG
@@ -287,7 +287,7 @@ def _run_ray(schedule: _Schedule, grid_dir: Path, spec: GridSpec, address: str |
     try:
         import ray  # an optional extra (sweet[ray]): imported only when the Ray back-end is used
     except ImportError:
-        raise SweetError("the Ray back-end needs the 'ray' package: pip install 'sweet[ray]' (or pip install ray)") from None
+        raise SweetError(f"the Ray back-end needs the 'ray' package: {install_hint('ray')} (or pip install ray)") from None
 
     started_here = not ray.is_initialized()
     if started_here:

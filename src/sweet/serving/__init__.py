@@ -7,7 +7,7 @@ scaled out as a Ray Serve deployment, and ``sweet loadtest`` to measure it.
 Modules: :mod:`~sweet.serving.app` (endpoints, input checks, API key), :mod:`~sweet.serving.batcher` (dynamic
 batching, one model thread), :mod:`~sweet.serving.metrics` (Prometheus text), :mod:`~sweet.serving.server`
 (uvicorn with graceful SIGTERM, Ray Serve), :mod:`~sweet.serving.loadtest` (bounded load generator).
-FastAPI, uvicorn and httpx come with the ``serve`` extra (``pip install 'sweet[serve]'``).
+FastAPI, uvicorn and httpx come with the ``serve`` extra (``pip install "sweet[serve]"``, or from a clone ``pip install -e ".[serve]"``).
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ..errors import SweetError
+from ..errors import SweetError, install_hint
 from ..rundir import model_dir_of
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -112,7 +112,7 @@ def serve_ray(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
         import ray
         from ray import serve
     except ImportError as exc:
-        raise SweetError(f"--backend ray needs Ray Serve: pip install 'sweet[serve]' ({exc})") from None
+        raise SweetError(f"--backend ray needs Ray Serve: {install_hint('serve')} ({exc})") from None
     address = ray_address or os.environ.get("RAY_ADDRESS") or None
     started_here = not ray.is_initialized()
     if started_here:
