@@ -165,7 +165,7 @@ def benchmark(
     predictors = {p: Predictor.load(run_dir, device=str(dev), precision=p, policy=policy) for p in precs}
     ref = predictors["fp32"]
     model, task, collator = ref.model, ref.task, ref.collator
-    examples, split_name = evaluation_split(cfg, task, data_dir)
+    examples, split_name = evaluation_split(cfg, data_dir)
     if max_examples is not None:
         if max_examples < 1:
             raise SweetError(f"max examples must be positive, got {max_examples}")

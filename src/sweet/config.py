@@ -54,7 +54,7 @@ class RunConfig:
     method: str
     backbone: str = "default"
     exit_layers: list[int] | None = None  # None: the backbone's default ladder ([1, 2, 4, 6] for 6 layers)
-    n_train: int = 6000
+    n_train: int | None = 6000  # per seed; None (own data): every row left after the hold-outs
     seed: int = 0
     learning_rate: float = 5e-5
     epochs: int = 2
@@ -114,7 +114,10 @@ class RunConfig:
         if self.exit_layers is not None and min(self.exit_layers, default=1) >= 1:
             # shape only (non-empty, increasing); the range is checked against the backbone's depth when it is loaded
             validate_exit_layers(self.exit_layers, max(self.exit_layers, default=1), allow_partial_depth=True)
-        positive = {"train-sample size (--n-train)": self.n_train, "calibration size": self.calibration_size,
+        if self.n_train is None and not self.own_data:
+            raise SweetError("--n-train is needed for a GLUE preset (the paper's protocol: 6000)")
+        positive = {"train-sample size (--n-train)": 1 if self.n_train is None else self.n_train,
+                    "calibration size": self.calibration_size,
                     "held-out evaluation size": self.heldout_eval_size, "evaluation batch size": self.eval_batch_size,
                     "epochs": self.epochs, "batch size": self.batch_size}
         for what, value in positive.items():

@@ -31,6 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import SweetError
+from .metrics import metric_label
 
 DATA_DIR_ENV = "SWEET_GLUE_DIR"
 #: Seed of the fixed (seed-independent) calibration / held-out permutation of each task's pool.
@@ -54,7 +55,16 @@ class Task:
 
     @property
     def metric_name(self) -> str:
-        return {"accuracy": "accuracy", "matthews": "Matthews corr."}[self.metric]
+        return metric_label(self.metric)
+
+    def to_dict(self) -> dict:
+        """What a trained model records of its task, so that it answers without the data (own data has no preset)."""
+        return {"name": self.name, "text_fields": list(self.text_fields), "label_names": list(self.label_names),
+                "metric": self.metric}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Task":
+        return cls(d["name"], "", tuple(d["text_fields"]), tuple(d["label_names"]), d["metric"])
 
 
 TASKS: dict[str, Task] = {
@@ -118,9 +128,12 @@ class Examples:
 @dataclass
 class TaskData:
     task: Task
-    pool: Examples  # the training pool (full train split, or a train_pool subset)
-    dev: Examples | None  # the GLUE validation split, if available
+    pool: Examples  # the training pool (full train split, or a train_pool subset); Arrow-backed for --data
+    dev: Examples | None  # the evaluation split, if the data has one
     files: dict[str, str]  # role -> file it came from (provenance)
+    dev_name: str = "validation"  # how the report names the evaluation split
+    stratify: bool = False  # hold out calibration (and evaluation) rows stratified by label (--data; not the presets)
+    notes: list[str] = field(default_factory=list)  # one-line messages for the user (columns chosen, rows dropped)
 
 
 # --------------------------------------------------------------------------------------------- reading
@@ -325,29 +338,55 @@ def fixed_holdout_sizes(pool_size: int, has_dev: bool, calibration_size: int, he
     return calib, heldout
 
 
+def stratified_holdout(labels: np.ndarray, n_calib: int, n_heldout: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Calibration and evaluation hold-outs drawn per class in proportion to its rows (largest remainders), by a
+    fixed permutation (the same for every seed and method); returns (calibration, evaluation, rest) row indices,
+    each sorted."""
+    perm = np.random.default_rng(SPLIT_SEED).permutation(len(labels))
+    classes, counts = np.unique(labels, return_counts=True)
+    picked = []
+    for want in (n_calib, n_heldout):
+        share = counts * want / len(labels)
+        take = np.floor(share).astype(int)
+        for i in np.argsort(-(share - take), kind="stable")[: want - int(take.sum())]:
+            take[i] += 1
+        picked.append(dict(zip(classes.tolist(), take.tolist())))
+    calib, heldout, rest = [], [], []
+    used = {c: 0 for c in classes.tolist()}
+    for i in perm:  # walk the fixed permutation: each class fills its calibration share, then its evaluation share
+        c = int(labels[i])
+        k = used[c]
+        (calib if k < picked[0][c] else heldout if k < picked[0][c] + picked[1][c] else rest).append(i)
+        used[c] = k + 1
+    return tuple(np.sort(np.asarray(part, dtype=np.int64)) for part in (calib, heldout, rest))
+
+
 def make_splits(
     data: TaskData,
-    n_train: int,
+    n_train: int | None,
     seed: int,
     calibration_size: int = 1000,
     heldout_eval_size: int = 2000,
 ) -> Splits:
     """The paper's low-resource protocol; see the module docstring."""
-    if n_train <= 0:
+    if n_train is not None and n_train <= 0:
         raise SweetError(f"train-sample size must be positive, got {n_train}")
     pool = data.pool
     n_calib, n_heldout = fixed_holdout_sizes(len(pool), data.dev is not None, calibration_size, heldout_eval_size)
-    # Fixed, seed-independent permutation: calibration first, then (only without dev) the evaluation hold-out.
-    perm = np.random.default_rng(SPLIT_SEED).permutation(len(pool))
-    calib_idx = np.sort(perm[:n_calib])
-    heldout_idx = np.sort(perm[n_calib : n_calib + n_heldout])
-    rest = np.sort(perm[n_calib + n_heldout :])
+    if data.stratify:
+        calib_idx, heldout_idx, rest = stratified_holdout(np.asarray(pool.labels), n_calib, n_heldout)
+    else:
+        # Fixed, seed-independent permutation: calibration first, then (only without dev) the evaluation hold-out.
+        perm = np.random.default_rng(SPLIT_SEED).permutation(len(pool))
+        calib_idx = np.sort(perm[:n_calib])
+        heldout_idx = np.sort(perm[n_calib : n_calib + n_heldout])
+        rest = np.sort(perm[n_calib + n_heldout :])
     # The per-seed training sample: depends on the seed only, so every method of a seed shares it.
     rng = np.random.default_rng(seed)
-    take = min(n_train, len(rest))
+    take = len(rest) if n_train is None else min(n_train, len(rest))
     train_idx = rest[rng.permutation(len(rest))[:take]]
     if data.dev is not None:
-        evaluation, eval_name = data.dev, "validation"
+        evaluation, eval_name = data.dev, data.dev_name
     else:
         evaluation, eval_name = pool.subset(heldout_idx, name="held-out train"), "held-out train"
     info = {

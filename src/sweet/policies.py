@@ -216,6 +216,9 @@ class LearnedExitPolicy(ExitPolicy):
 
 
 #: Policy names accepted by :func:`make_policy` (and --policy on the command line).
+#: the threshold a trained model answers with unless told otherwise (predict, serve, the default-threshold report)
+DEFAULT_THRESHOLD = 0.9
+
 POLICIES = ("confidence", "entropy", "patience", "learned")
 
 

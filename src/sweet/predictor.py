@@ -22,11 +22,10 @@ from .batching import encode
 from .data import Examples, is_blank, read_unlabelled
 from .errors import SweetError
 from .inference import EarlyExitEngine
-from .policies import check_threshold, make_policy
+from .policies import DEFAULT_THRESHOLD, check_threshold, make_policy
 from .precision import model_placement, placement, prepare_for_inference
 from .rundir import RUN_CONFIG, effective_max_length, load_model, load_run_config, make_collator
 
-DEFAULT_THRESHOLD = 0.9
 
 
 class Predictor:

@@ -48,6 +48,9 @@ SPLITS = "splits.json"
 #: asked: the environment (versions, threads), the placement (device, precision) and the token limit used
 PROVENANCE_KEYS = ("environment", "placement", "max_length_used")
 
+#: key of a model's sweet_config.json ``extra`` that records its task (name, text fields, label names, metric)
+TASK_KEY = "task"
+
 
 def environment() -> dict:
     """Versions and threads of the process that runs: recorded with every run and benchmark."""
@@ -201,6 +204,9 @@ def load_model(run_dir: str | Path, task: str | None = None, *, suggest_task: bo
     mdir = model_dir_of(run_dir)
     model = MultiExitModel.from_pretrained(mdir)
     tokenizer = load_tokenizer(str(mdir))
+    recorded = model.config.extra.get(TASK_KEY)
+    if task is None and recorded is not None:  # own data (or a preset with another metric): the model says it all
+        return model, tokenizer, Task.from_dict(recorded)
     name = task or model.config.task
     if name is None:
         raise SweetError("the model does not record its task; pass the task (--task)")

@@ -7,11 +7,13 @@ All JSON is written atomically (temporary file + rename).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .backbones import resolve_backbone
@@ -19,18 +21,21 @@ from .batching import encode, truncation_note
 from .calibration import expected_calibration_error, fit_temperatures
 from .checkpoint import CHECKPOINT_DIR, Checkpointer, checkpoint_step, training_fingerprint
 from .config import RunConfig, training_config
-from .data import load_task, make_splits, read_tsv
+from .data import Examples, Task, make_splits, read_tsv
+from .datasource import TableExamples, load_run_data
 from .errors import SweetError
 from .evaluation import Evaluation, collect_logits, collect_outputs, evaluate_logits
 from .io import atomic_write_json, read_json
 from .learn_exit import fit_exit_predictors
+from .metrics import class_report
 from .modeling import MultiExitModel
-from .policies import ConfidencePolicy, make_policy
+from .policies import DEFAULT_THRESHOLD, ConfidencePolicy, decide, make_policy
 from .precision import Placement, placement, prepare_for_inference, resolve_device
 from .rundir import (
     METRICS, MODEL_DIR, RUN_CONFIG, SPLITS, TRAIN_LOG, check_output_dir, check_resume_config, effective_max_length,
-    environment, load_run, load_tokenizer, make_collator, prepare_output_dir,
+    TASK_KEY, environment, load_run, load_tokenizer, make_collator, prepare_output_dir,
 )
+from .sources import NO_EVAL_SPLIT, LabelledTable, SourceSpec, load_source
 from .training import seed_everything, train
 
 __all__ = ["RunConfig", "run", "evaluate_run", "evaluation_split"]
@@ -53,9 +58,11 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
     check_output_dir(out, overwrite, resume)
     if resume:
         check_resume_config(out, config)
-    data = load_task(config.task, config.data_dir, source=config.data_source)
+    data = load_run_data(config)
     task = data.task
     splits = make_splits(data, config.n_train, config.seed, config.calibration_size, config.heldout_eval_size)
+    for note in data.notes:  # which columns were chosen, rows dropped, small classes
+        print(f"note: {note}", file=sys.stderr)
 
     seed_everything(config.seed)
     tokenizer = load_tokenizer(resolve_backbone(config.backbone))
@@ -64,6 +71,7 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
         pooling=config.pooling, allow_partial_depth=config.allow_partial_depth, label_names=task.label_names,
         task=task.name,
     )
+    model.config.extra[TASK_KEY] = task.to_dict()  # so that the model answers without the data (own data)
     model.to(where.device)
     collator = make_collator(tokenizer, model)
     max_length = effective_max_length(config.max_length, tokenizer, model)
@@ -77,7 +85,7 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
     # Nothing has been written so far: every input above was checked first.
     prepare_output_dir(out, overwrite, resume)
     if not resume:
-        atomic_write_json(out / RUN_CONFIG, {**config.to_dict(), "task": task.name, "max_length_used": max_length,
+        atomic_write_json(out / RUN_CONFIG, {**config.to_dict(), "task": config.task and task.name, "max_length_used": max_length,
                                              "environment": environment(), "placement": where.to_dict()})
     if not resume or not (out / SPLITS).is_file():
         atomic_write_json(out / SPLITS,
@@ -124,6 +132,7 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
     selection = score_split(cal_logits, splits.calibration.labels, policy, "calibration")
     evaluation.calibration_error = _ece_pairs(eval_logits, splits.evaluation.labels, policy)
     # The other exit policies on the same logits (cheap: no extra forward pass). "learned" only with --learn-exit.
+    classes = _class_reports(eval_logits, splits.evaluation.labels, policy, task.label_names)
     policy_curves = {
         name: score_split(eval_logits, splits.evaluation.labels, make_policy(name, model), splits.evaluation_name,
                           eval_hidden).curve.to_dict()
@@ -142,6 +151,8 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
         "evaluation": evaluation.to_dict(),
         "selection": selection.to_dict(),
         "policies": policy_curves,
+        "classes": classes,
+        **({"data": _data_record(config, data, splits)} if config.own_data else {}),
         **({"learn_exit": learn_exit_log} if learn_exit_log is not None else {}),
         "timing": {
             "train_seconds": train_log["seconds"],
@@ -176,6 +187,24 @@ def _say_where_training_resumes(out: Path) -> None:
         print(f"resuming {out} from its checkpoint at step {at[0]} of {at[1]}", file=sys.stderr)
 
 
+def _class_reports(logits_per_exit, labels, policy, label_names) -> dict:
+    """Per-class precision, recall, F1 and the confusion matrix at the last exit and at the default threshold."""
+    _, at_threshold, _ = decide(policy, logits_per_exit, DEFAULT_THRESHOLD)
+    last = np.asarray(logits_per_exit[-1]).argmax(-1)
+    return {"last_exit": class_report(labels, last, label_names),
+            "at_default_threshold": {"threshold": DEFAULT_THRESHOLD, "policy": "confidence",
+                                     **class_report(labels, at_threshold, label_names)}}
+
+
+def _data_record(config: RunConfig, data, splits) -> dict:
+    """What an own-data run read: the source, the columns, the classes and how the splits were drawn."""
+    return {"source": config.data, "eval_source": config.eval_data, "files": data.files,
+            "text_columns": list(data.task.text_fields), "label_column": config.label_column,
+            "label_names": list(data.task.label_names), "metric": data.task.metric,
+            "evaluation_split": splits.evaluation_name, "stratified_holdout": data.stratify,
+            "n_pool": splits.info["pool_size"], "notes": data.notes}
+
+
 def _ece_pairs(logits_per_exit, labels, policy) -> list[dict]:
     out = []
     for i, lg in enumerate(logits_per_exit):
@@ -188,11 +217,28 @@ def _ece_pairs(logits_per_exit, labels, policy) -> list[dict]:
 # ------------------------------------------------------------------------------------- re-evaluation
 
 
-def evaluation_split(cfg: RunConfig, task, data_dir: str | None = None):
+def evaluation_split(cfg: RunConfig, data_dir: str | None = None):
     """The run's evaluation split (the same rows as at training time) and its name."""
-    data = load_task(task, data_dir or cfg.data_dir, source=cfg.data_source)
+    data = load_run_data(dataclasses.replace(cfg, data_dir=data_dir or cfg.data_dir))
     splits = make_splits(data, cfg.n_train, cfg.seed, cfg.calibration_size, cfg.heldout_eval_size)
     return splits.evaluation, splits.evaluation_name
+
+
+def read_evaluation_file(cfg: RunConfig, task: Task, path: str) -> Examples:
+    """A labelled file to evaluate a run on: a GLUE-shaped TSV for a preset run, any source (sweet.sources, with
+    the run's text columns) for an own-data run; its labels must be the run's classes."""
+    if not cfg.own_data:
+        return read_tsv(Path(path), task)
+    source = load_source(SourceSpec(path, eval_split=NO_EVAL_SPLIT, text_columns=task.text_fields,
+                                    label_column=cfg.label_column))
+    unknown = sorted(set(source.label_names) - set(task.label_names))
+    if unknown:
+        raise SweetError(f"{path}: label(s) {', '.join(map(repr, unknown))} are not classes of this run "
+                         f"({', '.join(task.label_names)})")
+    ids = np.asarray([task.label_names.index(n) for n in source.label_names], dtype=np.int64)
+    table = source.pool
+    return TableExamples(LabelledTable(table.texts, ids[table.labels], table.rows), name=f"file:{path}").subset(
+        range(len(table)))
 
 
 def run_evaluation_precision(run_dir: str | Path) -> str:
@@ -241,10 +287,10 @@ def evaluate_run(
     exit_policy = make_policy(policy, model)
     model = prepare_for_inference(model, where)
     if eval_file:
-        examples = read_tsv(Path(eval_file), task)
+        examples = read_evaluation_file(cfg, task, eval_file)
         split_name = f"file:{eval_file}"
     else:
-        examples, split_name = evaluation_split(cfg, task, data_dir)
+        examples, split_name = evaluation_split(cfg, data_dir)
     collator = make_collator(tokenizer, model)
     enc = encode(tokenizer, examples, effective_max_length(cfg.max_length, tokenizer, model))
     logits, hidden = collect_outputs(model, enc, collator, cfg.eval_batch_size, progress,

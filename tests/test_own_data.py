@@ -1,0 +1,142 @@
+"""Your own data end to end on a tiny backbone (issue #23): a CSV with renamed columns and 3 string classes, a JSON
+Lines pair file, metrics, label names through predict and evaluate, stratified hold-outs, and run keys."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sweet.config import RunConfig
+from sweet.data import TaskData, make_splits
+from sweet.datasource import TableExamples, load_run_data
+from sweet.errors import SweetError
+from sweet.experiments.plan import run_key
+from sweet.io import read_json
+from sweet.predictor import Predictor
+from sweet.runs import evaluate_run, run
+from tests.conftest import WORDS_NEG, WORDS_NEUTRAL, WORDS_POS
+
+QUEUES = {"billing": WORDS_POS, "outage": WORDS_NEG, "login": ["plot", "actor", "story"]}
+
+
+def write_tickets(path: Path, n: int, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["ticket_id", "body", "queue"])
+        for i in range(n):
+            queue = rng.choice(sorted(QUEUES))
+            words = rng.sample(["the", "was", "is", "a", "very", "quite", "and"], 3) + [rng.choice(QUEUES[queue])] * 2
+            rng.shuffle(words)
+            w.writerow([i, " ".join(words), queue])
+    return path
+
+
+@pytest.fixture(scope="module")
+def tickets(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("tickets")
+    write_tickets(d / "tickets.csv", 480)
+    write_tickets(d / "eval.csv", 60, seed=1)
+    return d
+
+
+@pytest.fixture(scope="module")
+def ticket_run(tickets, tiny_backbone_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tickets"
+    cfg = RunConfig(data=str(tickets / "tickets.csv"), label_column="queue", method="sweet", backbone=str(tiny_backbone_dir),
+                    exit_layers=[1, 2, 4], n_train=None, epochs=3, learning_rate=3e-3, calibration_size=80,
+                    heldout_eval_size=80, metric="f1_macro", checkpoint_every=0)
+    return out, run(cfg, out, progress=False)
+
+
+def test_a_csv_with_other_columns_and_string_labels_trains_and_reports_per_class(ticket_run, capfd):
+    out, metrics = ticket_run
+    assert metrics["task"] == "tickets"
+    assert metrics["evaluation"]["metric"] == "f1_macro" and metrics["evaluation"]["split"] == "held-out train"
+    data = metrics["data"]
+    assert data["text_columns"] == ["body"] and data["label_names"] == ["billing", "login", "outage"]
+    assert data["stratified_holdout"] is True and any("'body'" in n for n in data["notes"])
+    classes = metrics["classes"]["last_exit"]
+    assert [c["label"] for c in classes["per_class"]] == ["billing", "login", "outage"]
+    assert np.asarray(classes["confusion_matrix"]).sum() == metrics["evaluation"]["n_examples"] == 80
+    assert metrics["classes"]["at_default_threshold"]["threshold"] == 0.9
+    # every remaining row trains (n_train=None): 480 - 48 calibration (at most a tenth of the pool) - 80 held out
+    assert metrics["calibration"]["n_examples"] == 48 and metrics["n_train"] == 352
+    assert metrics["evaluation"]["per_exit"][-1]["score"] > 45  # above chance (33): learnable from keywords
+
+
+def test_predict_and_evaluate_answer_with_the_label_names(ticket_run, tickets):
+    out, _ = ticket_run
+    clf = Predictor.load(out, device="cpu", precision="fp32")
+    rows = clf.predict(["refund great good", "awful awful was"], threshold=1.0)
+    assert {r["label"] for r in rows} <= {"billing", "login", "outage"}
+    assert clf.info()["labels"] == ["billing", "login", "outage"] and clf.info()["text_fields"] == ["body"]
+    res = evaluate_run(out, eval_file=str(tickets / "eval.csv"), progress=False, device="cpu")
+    assert res["evaluation"]["n_examples"] == 60 and res["evaluation"]["split"].startswith("file:")
+
+
+def test_an_evaluation_file_with_an_unknown_class_is_refused(ticket_run, tmp_path):
+    out, _ = ticket_run
+    bad = tmp_path / "bad.csv"
+    bad.write_text("body,queue\nthe film,refunds\nthe plot,billing\n", encoding="utf-8")
+    with pytest.raises(SweetError, match=r"label\(s\) 'refunds' are not classes of this run"):
+        evaluate_run(out, eval_file=str(bad), progress=False, device="cpu")
+
+
+def test_stratified_holdout_keeps_class_shares_and_is_the_same_for_every_seed(tickets):
+    cfg = RunConfig(data=str(tickets / "tickets.csv"), label_column="queue", method="sweet", calibration_size=60,
+                    heldout_eval_size=60)
+    data = load_run_data(cfg)
+    assert isinstance(data.pool, TableExamples) and data.stratify
+    a = make_splits(data, 100, seed=0, calibration_size=60, heldout_eval_size=60)
+    b = make_splits(data, 100, seed=1, calibration_size=60, heldout_eval_size=60)
+    assert a.calibration.ids == b.calibration.ids and a.train.ids != b.train.ids
+    pool_share = np.bincount(data.pool.labels, minlength=3) / len(data.pool)
+    cal_share = np.bincount(a.calibration.labels, minlength=3) / len(a.calibration)
+    assert np.abs(pool_share - cal_share).max() <= 1 / 60 + 1e-9
+    assert not set(a.train.ids) & set(a.calibration.ids) and not set(a.evaluation.ids) & set(a.calibration.ids)
+
+
+def test_f1_needs_two_classes_and_names_a_real_positive_class(tickets, tmp_path):
+    cfg = RunConfig(data=str(tickets / "tickets.csv"), label_column="queue", method="sweet", metric="f1")
+    with pytest.raises(SweetError, match="needs 2 classes, but the data has 3; use --metric f1_macro"):
+        load_run_data(cfg)
+    two = tmp_path / "two.jsonl"
+    two.write_text("".join(json.dumps({"premise": f"the film {i}", "hypothesis": "a plot", "label": ["no", "yes"][i % 2]})
+                           + "\n" for i in range(40)), encoding="utf-8")
+    data = load_run_data(RunConfig(data=str(two), method="sweet", metric="f1", positive_label="yes"))
+    assert data.task.metric == "f1:1" and data.task.text_fields == ("premise", "hypothesis")
+    with pytest.raises(SweetError, match="--positive-label 'maybe' is not a class"):
+        load_run_data(RunConfig(data=str(two), method="sweet", metric="f1", positive_label="maybe"))
+
+
+def test_config_checks_for_own_data():
+    with pytest.raises(SweetError, match=r"give a GLUE task preset \(--task"):
+        RunConfig(method="sweet")
+    with pytest.raises(SweetError, match="describe --data; give --data too"):
+        RunConfig(task="sst2", method="sweet", label_column="y")
+    with pytest.raises(SweetError, match="--positive-label goes with --metric f1"):
+        RunConfig(data="x.csv", method="sweet", positive_label="a")
+    assert RunConfig(data="x.csv", method="sweet", metric="mcc").metric == "matthews"
+    with pytest.raises(SweetError, match="unknown metric 'auc'"):
+        RunConfig(data="x.csv", method="sweet", metric="auc")
+
+
+def test_own_data_fields_at_their_defaults_leave_run_keys_unchanged():
+    preset = RunConfig(task="sst2", method="sweet", seed=1)
+    # the key of a preset run is computed over the fields it had before own data existed
+    before = {k: v for k, v in preset.to_dict().items() if k not in (
+        "data", "eval_data", "data_config", "train_split", "eval_split", "text_columns", "label_column", "metric",
+        "positive_label", "drop_invalid")}
+    import hashlib
+
+    d = {k: v for k, v in before.items() if k not in ("data_dir", "checkpoint_every", "device")}
+    d = {k: v for k, v in d.items() if not (k == "precision" and v == "fp32")}
+    expected = hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:10]
+    assert run_key(preset) == expected
+    assert run_key(RunConfig(task="sst2", method="sweet", seed=1, metric="f1")) != expected
