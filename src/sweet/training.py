@@ -15,13 +15,29 @@ decided in the forward pass. What the loop does per method:
 
 Training can be checkpointed and resumed (:mod:`sweet.checkpoint`); a resumed run ends with the same
 weights, bit for bit, as an uninterrupted one on CPU.
+
+Determinism on CPU (docs/determinism.md). The same seed, data and *intra-op thread count* give the same weights
+bit for bit, alone or next to other jobs. The thread count is part of the result: two CPU ops of a step sum
+per-thread partial results, so 1 and 2 threads end in different weights (by ~1e-6 after ten steps):
+``native_layer_norm_backward`` (the LayerNorm weight and bias gradients: each thread sums a block of rows) and
+``_softmax_backward_data`` (attention). ``torch.use_deterministic_algorithms(True)`` names neither: each is
+deterministic for a fixed number of threads. What it counts is the threads OpenMP actually starts, which is
+``torch.get_num_threads()`` unless the OpenMP runtime may adjust it: with ``OMP_DYNAMIC=true``, GNU OpenMP
+sizes each parallel region from the machine's load average, so a run next to other jobs computes with fewer
+threads than it reports and ends elsewhere. :func:`fixed_thread_team` turns that adjustment (and MKL's,
+``MKL_DYNAMIC``) off for the duration of training. The training log records the thread count (``threads``, and
+per log entry, so a run resumed with another count shows it) and whether an adjustment was turned off.
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
+import os
 import random
 import time
+import warnings
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -78,6 +94,57 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+#: OpenMP runtimes torch is built with (GNU, LLVM, Intel), by their usual names.
+_OPENMP_RUNTIMES = ("libgomp.so.1", "libomp.so", "libomp.dylib", "libiomp5.so", "libiomp5.dylib")
+
+
+def _loaded_openmp_paths() -> list[str]:
+    """Files of the OpenMP runtimes loaded in this process, on Linux (a wheel may bundle one under a renamed
+    file such as libgomp-1a2b3c4d.so.1, which the names above miss)."""
+    try:
+        with open("/proc/self/maps", encoding="utf-8") as fh:
+            paths = {fields[-1] for fields in map(str.split, fh) if len(fields) >= 6 and fields[-1].startswith("/")}
+    except OSError:
+        return []
+    return sorted(p for p in paths if os.path.basename(p).startswith(("libgomp", "libomp", "libiomp")))
+
+
+def _openmp_runtime():
+    """The OpenMP runtime already loaded by torch (a ctypes handle), or None. Loads nothing (RTLD_NOLOAD)."""
+    noload = getattr(os, "RTLD_NOLOAD", None)
+    if noload is None:
+        return None
+    for name in (*_OPENMP_RUNTIMES, *_loaded_openmp_paths()):
+        try:
+            lib = ctypes.CDLL(name, mode=noload)
+        except OSError:
+            continue
+        if hasattr(lib, "omp_get_dynamic") and hasattr(lib, "omp_set_dynamic"):
+            return lib
+    return None
+
+
+@contextmanager
+def fixed_thread_team():
+    """Run the enclosed code with exactly ``torch.get_num_threads()`` threads in every intra-op parallel region.
+
+    Re-applies the thread count (``torch.set_num_threads``, which also turns MKL's dynamic thread adjustment
+    off for the rest of the process) and turns OpenMP's dynamic adjustment (``OMP_DYNAMIC``) off in this thread,
+    restoring it on exit. Yields ``{"threads": n, "openmp_dynamic_off": bool}``: the latter is True when an
+    adjustment that was on (so: load-dependent results) was turned off."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    omp = _openmp_runtime()
+    dynamic = omp is not None and bool(omp.omp_get_dynamic())
+    if dynamic:
+        omp.omp_set_dynamic(0)
+    try:
+        yield {"threads": threads, "openmp_dynamic_off": dynamic}
+    finally:
+        if dynamic:
+            omp.omp_set_dynamic(1)
+
+
 def make_optimizer(model, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     """AdamW with torch's fused implementation where it has one (CPU and CUDA): one kernel for all parameters
     instead of a Python loop over them (about 4x less optimizer time per step on the default backbone)."""
@@ -101,6 +168,13 @@ def train(model, encoded: Encoded, collator: Collator, config: TrainConfig, prog
     that checkpoint (if there is one) and ends exactly as an uninterrupted run with the same seed would."""
     if encoded.labels is None:
         raise SweetError("training data has no labels")
+    with fixed_thread_team() as team:  # the thread count is part of the result (module docstring)
+        return _train(model, encoded, collator, config, progress, checkpointer, resume, team)
+
+
+def _train(model, encoded: Encoded, collator: Collator, config: TrainConfig, progress: bool,
+           checkpointer: Checkpointer | None, resume: bool, team: dict) -> dict:
+    threads = team["threads"]
     seed_everything(config.seed)
     lengths = encoded.lengths
     steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
@@ -120,6 +194,11 @@ def train(model, encoded: Encoded, collator: Collator, config: TrainConfig, prog
         state = checkpointer.load(model, optimizer, scheduler, fingerprint)  # also restores the RNG states
         if scaler is not None and state.scaler:
             scaler.load_state_dict(state.scaler)
+        before = [e["threads"] for e in state.log if "threads" in e]
+        if before and before[-1] != threads:
+            warnings.warn(f"resuming at step {state.step} with {threads} torch thread(s); the steps before ran with "
+                          f"{before[-1]}: the weights will differ (slightly) from those of an uninterrupted run with "
+                          f"either count (torch.set_num_threads, or `sweet grid --threads`)", stacklevel=3)
 
     start = time.perf_counter() - state.seconds
     model.train()
@@ -160,7 +239,8 @@ def train(model, encoded: Encoded, collator: Collator, config: TrainConfig, prog
                 state.window_steps += 1
                 if state.step % config.log_every == 0 or state.step == total_steps:
                     mean = (state.window / state.window_steps).round(4).tolist()
-                    state.log.append({"step": state.step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], "exit_losses": mean})
+                    state.log.append({"step": state.step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], "exit_losses": mean,
+                                      "threads": threads})
                     bar.set_postfix(loss=f"{sum(mean):.3f}")
                     state.window[:] = 0
                     state.window_steps = 0
@@ -179,7 +259,8 @@ def train(model, encoded: Encoded, collator: Collator, config: TrainConfig, prog
         "examples": int(len(encoded) * config.epochs),
         "seconds": round(seconds, 2),
         "examples_per_second": round(len(encoded) * config.epochs / max(seconds, 1e-9), 2),
-        "threads": torch.get_num_threads(),
+        "threads": threads,
+        "openmp_dynamic_off": team["openmp_dynamic_off"],
         **where.to_dict(),
         "resumed_at_steps": state.resumed_at,
         **({"pcgrad": state.projections} if blocks is not None else {}),
