@@ -140,3 +140,46 @@ def test_own_data_fields_at_their_defaults_leave_run_keys_unchanged():
     expected = hashlib.sha256(json.dumps(d, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:10]
     assert run_key(preset) == expected
     assert run_key(RunConfig(task="sst2", method="sweet", seed=1, metric="f1")) != expected
+
+
+# ----------------------------------------------------------------------------------------------- the CLI
+
+
+def test_the_demo_without_a_glue_folder_reads_the_hub_and_names_both_ways_in_when_it_cannot(tmp_path, monkeypatch):
+    import datasets
+
+    from tests.test_cli_help import run as cli
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'nyu-mll/glue' on the Hub (OfflineModeIsEnabled)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    monkeypatch.delenv("SWEET_GLUE_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(["demo", "--output", str(tmp_path / "demo"), "--no-progress"])
+    assert code == 2
+    assert "reading SST-2 from the Hugging Face hub (nyu-mll/glue, config sst2)" in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: the demo needs SST-2: pass --data-dir DIR") and "network access" in last
+    assert not (tmp_path / "demo" / "sst2-sweet" / "run_config.json").exists()
+
+
+def test_train_with_data_from_the_command_line_and_a_bad_column(tickets, tiny_backbone_dir, tmp_path, monkeypatch):
+    from tests.test_cli_help import run as cli
+
+    monkeypatch.chdir(tmp_path)
+    code, _, err = cli(["train", "-m", "sweet", "-o", "out", "--data", str(tickets / "tickets.csv"),
+                        "--label-column", "nope"])
+    assert code == 2 and err.strip().endswith("label column 'nope' not found; the data has columns: ticket_id, body, queue")
+    assert list(tmp_path.iterdir()) == []
+    code, _, err = cli(["train", "-m", "sweet", "-o", "out", "--data", str(tickets / "tickets.csv"),
+                        "--text-column", "body", "--text-columns", "a,b"])
+    assert code == 2 and "give --text-column (single texts) or --text-columns A,B (pairs), not both" in err
+    code, out, err = cli(["train", "-m", "early_exit", "-o", "out", "--data", str(tickets / "tickets.csv"),
+                          "--text-column", "body", "--label-column", "queue", "--backbone", str(tiny_backbone_dir),
+                          "--exit-layers", "1,4", "--n-train", "100", "--epochs", "1", "--metric", "mcc",
+                          "--checkpoint-every", "0", "--no-progress"])
+    assert code == 0, err
+    metrics = read_json(tmp_path / "out" / "metrics.json")
+    assert metrics["n_train"] == 100 and metrics["evaluation"]["metric"] == "matthews"
+    assert read_json(tmp_path / "out" / "run_config.json")["task"] is None

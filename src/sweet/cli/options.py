@@ -18,6 +18,7 @@ from typing import Annotated, Callable, Optional, Sequence
 import typer
 
 from ..errors import SweetError
+from ..metrics import METRIC_CHOICES
 from ..methods import METHODS_HELP
 from ..precision import DEVICE_HELP, PRECISION_HELP, PRECISIONS, TRAIN_PRECISION_HELP, TRAINING_PRECISIONS
 
@@ -100,6 +101,37 @@ LearningRate = Annotated[float, typer.Option("--lr", metavar=POSITIVE_FLOAT, hel
 Epochs = Annotated[int, typer.Option(metavar=POSITIVE, help="Training epochs.")]
 Threads = Annotated[Optional[int], typer.Option(**positive_int("--threads"),
                                                 help="torch threads (default: torch's default, usually the core count).")]
+
+
+DATA_HELP = ("Your own labelled data: a .csv, .tsv, .json, .jsonl or .parquet file, a folder of split files (train.*, "
+             "validation.* or dev.*, test.*), a folder written by datasets' save_to_disk, or a Hugging Face hub dataset "
+             "id. Columns and labels are detected (see --text-column, --label-column); with --task, that GLUE preset's "
+             "columns, labels and metric are read from this source.")
+Data = Annotated[Optional[str], typer.Option("--data", help=DATA_HELP)]
+EvalData = Annotated[Optional[str], typer.Option("--eval-data", help="A separate labelled evaluation source (same kinds as --data). Default: the data's validation/dev split, else a labelled test split, else a fixed held-out part of the training pool ('held-out train').")]
+DataConfig = Annotated[Optional[str], typer.Option("--data-config", help="Hub dataset config name (e.g. --data nyu-mll/glue --data-config sst2).")]
+TrainSplit = Annotated[str, typer.Option("--train-split", help="The split to train on (a split folder's file name without extension, or a hub split).")]
+EvalSplit = Annotated[Optional[str], typer.Option("--eval-split", help="The split to evaluate on; 'none' holds out part of the training pool instead.")]
+TextColumn = Annotated[Optional[str], typer.Option("--text-column", help="The text column (single texts). Default: detected (text, sentence, content, review, ...).")]
+TextColumns = Annotated[Optional[str], typer.Option("--text-columns", help="Two text columns for pairs, e.g. premise,hypothesis. Default: detected.")]
+LabelColumn = Annotated[Optional[str], typer.Option("--label-column", help="The label column (strings or integers; integers are values, not positions). Default: detected (label, labels, target, class, ...).")]
+Metric = Annotated[Optional[str], typer.Option(
+    "--metric", **one_of(METRIC_CHOICES, lambda v: f"unknown metric {v!r}; choose one of: {', '.join(METRIC_CHOICES)}"),
+    help="The score every table, curve and AUC uses: accuracy, f1_macro, f1 (binary, of --positive-label) or mcc "
+         "(Matthews correlation). Default: the preset's (CoLA: mcc), else accuracy.")]
+PositiveLabel = Annotated[Optional[str], typer.Option("--positive-label", help="With --metric f1: the positive class's name (default: the class with id 1, the second in sorted order).")]
+DropInvalid = Annotated[bool, typer.Option("--drop-invalid", help="Skip rows with an empty text or label (and say how many, and why) instead of refusing the data.")]
+
+
+def data_fields(data, eval_data, data_config, train_split, eval_split, text_column, text_columns, label_column,
+                metric, positive_label, drop_invalid) -> dict:
+    """The own-data fields of a RunConfig from the shared options."""
+    if text_column is not None and text_columns is not None:
+        raise SweetError("give --text-column (single texts) or --text-columns A,B (pairs), not both")
+    columns = [text_column] if text_column is not None else split_flag("--text-columns", text_columns, str)
+    return {"data": data, "eval_data": eval_data, "data_config": data_config, "train_split": train_split,
+            "eval_split": eval_split, "text_columns": columns, "label_column": label_column, "metric": metric,
+            "positive_label": positive_label, "drop_invalid": drop_invalid}
 
 
 def parse_layers(text: Optional[str]) -> Optional[list[int]]:

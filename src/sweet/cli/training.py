@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import os
+import warnings
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from ..config import RunConfig
+from ..data import DATA_DIR_ENV
+from ..errors import SweetError
 from ..methods import PAPER_METHODS
 from .base import app
 from .options import (
-    MIN_TOKENS, NON_NEGATIVE, POSITIVE, Backbone, DataDir, DataSource, Device, Epochs, ExitLayers, LearningRate, Method,
+    Data, DataConfig, DropInvalid, EvalData, EvalSplit, LabelColumn, Metric, PositiveLabel, TextColumn, TextColumns,
+    TrainSplit, data_fields, MIN_TOKENS, NON_NEGATIVE, POSITIVE, Backbone, DataDir, DataSource, Device, Epochs, ExitLayers, LearningRate, Method,
     METHOD_HELP, Pooling, Progress, Seed, TrainPrecision, optional_str, parse_layers,
 )
+
+#: where the demo reads SST-2 when no GLUE folder is given
+HUB_SST2 = {"data": "nyu-mll/glue", "data_config": "sst2", "eval_split": "validation"}
 
 #: The demo's time, measured: docs/results/demo-sst2.md is the one place that records every measured run, with its
 #: machine; the README and this help quote its first row.
@@ -45,12 +53,23 @@ def run_and_report(config: RunConfig, output: Path, *, overwrite: bool = False, 
 
 @app.command()
 def train(
-    task: Annotated[str, typer.Option("--task", "-t", help="sst2, mrpc, cola, mnli, qnli, qqp or rte.")],
     method: Method,
     output: Annotated[Path, typer.Option("--output", "-o", help="Run directory to create (config, model, metrics).")],
+    task: Annotated[Optional[str], typer.Option("--task", "-t", help="A GLUE preset: sst2, mrpc, cola, mnli, qnli, qqp or rte (its columns, labels, metric and files). Give --task, --data, or both.")] = None,
+    data: Data = None,
+    eval_data: EvalData = None,
+    data_config: DataConfig = None,
+    train_split: TrainSplit = "train",
+    eval_split: EvalSplit = None,
+    text_column: TextColumn = None,
+    text_columns: TextColumns = None,
+    label_column: LabelColumn = None,
+    metric: Metric = None,
+    positive_label: PositiveLabel = None,
+    drop_invalid: DropInvalid = False,
     backbone: Backbone = "default",
     exit_layers: ExitLayers = None,
-    n_train: Annotated[int, typer.Option(metavar=POSITIVE, help="Training examples drawn at random per seed (all if the pool is smaller).")] = 6000,
+    n_train: Annotated[Optional[int], typer.Option(metavar=POSITIVE, help="Training examples drawn at random per seed (all if the pool is smaller). Default: 6000 for a GLUE preset (the paper's protocol), every row left after the hold-outs for --data.")] = None,
     seed: Seed = 0,
     learning_rate: LearningRate = 5e-5,
     epochs: Epochs = 2,
@@ -68,9 +87,18 @@ def train(
     precision: TrainPrecision = "auto",
     progress: Progress = True,
 ) -> None:
-    """Fine-tune a multi-exit model on a GLUE task, calibrate it on held-out data, and evaluate it (the confidence
-    curve in metrics.json 'evaluation'; the entropy, patience and, with --learn-exit, learned curves under 'policies')."""
+    """Fine-tune a multi-exit model on a GLUE task preset (--task) or your own labelled data (--data), calibrate it on
+    held-out data, and evaluate it (the confidence curve in metrics.json 'evaluation'; the entropy, patience and, with
+    --learn-exit, learned curves under 'policies'; per-class precision, recall, F1 and the confusion matrix under
+    'classes')."""
+    if data_source == "hub" and data is None:
+        warnings.warn("--data-source hub is deprecated and goes in the next release: use --data nyu-mll/glue "
+                      f"--data-config {task or 'TASK'} --task {task or 'TASK'}", FutureWarning, stacklevel=1)
+    if n_train is None and data is None:
+        n_train = 6000
     config = RunConfig(
+        **data_fields(data, eval_data, data_config, train_split, eval_split, text_column, text_columns, label_column,
+                      metric, positive_label, drop_invalid),
         task=task, method=method, backbone=backbone, exit_layers=parse_layers(exit_layers), n_train=n_train, seed=seed,
         learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, max_length=max_length, pooling=pooling,
         data_dir=optional_str(data_dir), data_source=data_source, allow_partial_depth=allow_partial_depth,
@@ -98,12 +126,25 @@ def demo(
     from ..experiments import write_run_curve
 
     methods = list(PAPER_METHODS) if method == "all" else [method]
+    source = {}
+    if data_dir is None and not os.environ.get(DATA_DIR_ENV):
+        typer.echo(f"no GLUE folder given (--data-dir or ${DATA_DIR_ENV}): reading SST-2 from the Hugging Face hub "
+                   f"({HUB_SST2['data']}, config {HUB_SST2['data_config']})", err=True)
+        source = HUB_SST2
     summary = []
     for m in methods:
         typer.echo(f"=== demo: SST-2, {m}, default backbone, exits 1,2,4,6 ===")
         config = RunConfig(task="sst2", method=m, n_train=n_train, seed=seed, learning_rate=learning_rate,
-                           epochs=epochs, data_dir=optional_str(data_dir), device=device, precision=precision)
-        metrics = run_and_report(config, output / f"sst2-{m}", overwrite=True, progress=progress)
+                           epochs=epochs, data_dir=optional_str(data_dir), device=device, precision=precision,
+                           **source)
+        try:
+            metrics = run_and_report(config, output / f"sst2-{m}", overwrite=True, progress=progress)
+        except SweetError as exc:
+            if source and "network" in str(exc):
+                raise SweetError(f"the demo needs SST-2: pass --data-dir DIR (a GLUE folder; for this project "
+                                 f"../shared/glue) or give it network access to read {HUB_SST2['data']} from the "
+                                 f"Hugging Face hub ({exc})") from None
+            raise
         typer.echo(f"speed-accuracy curve: {write_run_curve(output / f'sst2-{m}', metrics)}")
         summary.append(metrics)
         typer.echo("")
