@@ -105,6 +105,7 @@ def test_a_sweet_model_is_refused():
         analysed_weights(tiny_model("bert", "sweet"))
 
 
+@pytest.mark.slow
 def test_analyze_gradients_command_writes_json_and_png(tmp_path, tiny_backbone_dir, tiny_glue_dir):
     from .test_cli import sweet
 

@@ -144,6 +144,7 @@ def test_bench_no_peers_and_bad_options(tiny_run):
             benchmark(out, progress=False, **{"device": "cpu", **bad})
 
 
+@pytest.mark.slow
 def test_cli_bench(tiny_run, tmp_path):
     from .test_cli import sweet
 

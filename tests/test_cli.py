@@ -10,6 +10,9 @@ import pytest
 
 from sweet.io import read_json
 
+# every test here runs the CLI in a subprocess on a trained tiny run: integration tests
+pytestmark = pytest.mark.slow
+
 
 def sweet(*args, input_text=None, env_extra=None):
     import os

@@ -149,6 +149,7 @@ def run_cli(args: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+@pytest.mark.slow
 @CLI_FUZZ
 @given(args=argv())
 def test_cli_parser_never_crashes(scratch, args):

@@ -261,6 +261,7 @@ def test_grid_runs_every_combination_once_and_skips_finished_runs(local_grid, ti
     assert [x["status"] for x in launches[-2:]] == ["completed", "completed"] and launches[-1]["executed"] == 0
 
 
+@pytest.mark.slow
 def test_a_different_spec_in_the_same_directory_needs_update_spec(local_grid, tiny_backbone_dir, tiny_glue_dir):
     _, grid_dir, _ = local_grid
     other = tiny_spec(tiny_backbone_dir, epochs=2)
@@ -360,6 +361,7 @@ def _cli(*args, **kw):
     return subprocess.Popen([sys.executable, "-m", "sweet.cli", *args], env=env, start_new_session=True, **kw)
 
 
+@pytest.mark.slow
 def test_killed_grid_continues_without_rerunning_finished_runs(tmp_path, tiny_backbone_dir, tiny_glue_dir):
     spec = tiny_spec(tiny_backbone_dir, tasks=["sst2"], methods=["early_exit", "multi_model"], learning_rates=[1e-3, 3e-3])
     spec_file = tmp_path / "spec.toml"
@@ -389,6 +391,7 @@ def test_killed_grid_continues_without_rerunning_finished_runs(tmp_path, tiny_ba
     assert not set(again.executed) & set(done_before)
 
 
+@pytest.mark.slow
 def test_cli_grid_errors_are_one_line_and_name_the_field(tmp_path, tiny_glue_dir):
     for args, needle in [
         (["--preset", "quick", "--lrs", "1e-5,fast"], "--lrs: 'fast' is not a valid value"),
@@ -405,6 +408,7 @@ def test_cli_grid_errors_are_one_line_and_name_the_field(tmp_path, tiny_glue_dir
     assert p.returncode == 2 and "not a sweet grid directory" in err
 
 
+@pytest.mark.slow
 def test_cli_dry_run_and_report(local_grid, tmp_path):
     _, grid_dir, _ = local_grid
     p = _cli("grid", "--output", str(grid_dir), "--dry-run", stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -428,6 +432,7 @@ def _comparable_metrics(path: Path) -> dict:
     return m
 
 
+@pytest.mark.slow
 def test_ray_backend_writes_the_same_runs_as_the_local_backend(local_grid, tmp_path, tiny_backbone_dir, tiny_glue_dir):
     ray = pytest.importorskip("ray")
     import torch
@@ -497,6 +502,7 @@ def _never(*args, **kwargs):
     raise AssertionError("a finished run was run again")
 
 
+@pytest.mark.slow
 def test_committed_results_continue_on_a_fresh_clone_elsewhere(local_grid, tmp_path, tiny_glue_dir, monkeypatch):
     import shutil
 

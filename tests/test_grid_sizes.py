@@ -145,6 +145,7 @@ def _cli(*args):
                           timeout=120)
 
 
+@pytest.mark.slow
 def test_cli_takes_a_comma_separated_size_list(tmp_path, tiny_glue_dir):
     common = ["grid", "--output", str(tmp_path / "g"), "--data-dir", str(tiny_glue_dir), "--tasks", "sst2",
               "--methods", "early_exit,sweet", "--seeds", "0,1", "--lrs", "1e-3", "--dry-run"]

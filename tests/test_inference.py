@@ -145,6 +145,7 @@ def test_predict_returns_rows_in_input_order(tiny_backbone_dir):
     assert a.exit_index.tolist() == [int(r.exit_index[0]) for r in one]
 
 
+@pytest.mark.slow
 def test_bench_accounting_matches_the_evaluation_curve(tmp_path, tiny_backbone_dir, tiny_glue_dir):
     from sweet.bench import benchmark, format_bench
     from sweet.runs import RunConfig, run

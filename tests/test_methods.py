@@ -382,6 +382,7 @@ def test_pcgrad_training_is_deterministic_and_counts_projections():
 # ------------------------------------------------------------------------------------------------- grids
 
 
+@pytest.mark.slow
 def test_grid_specs_take_method_names_with_parameters(tmp_path, tiny_glue_dir):
     from sweet.experiments import spec_from_dict
 

@@ -183,3 +183,15 @@ def test_train_with_data_from_the_command_line_and_a_bad_column(tickets, tiny_ba
     metrics = read_json(tmp_path / "out" / "metrics.json")
     assert metrics["n_train"] == 100 and metrics["evaluation"]["metric"] == "matthews"
     assert read_json(tmp_path / "out" / "run_config.json")["task"] is None
+
+
+def test_sweet_train_from_python_runs_what_the_cli_runs(tickets, tiny_backbone_dir, tmp_path):
+    import sweet
+
+    metrics = sweet.train(data=str(tickets / "tickets.csv"), text_column="body", label_column="queue", method="sweet",
+                          output=tmp_path / "run", backbone=str(tiny_backbone_dir), exit_layers=[1, 4], epochs=1,
+                          checkpoint_every=0, progress=False)
+    assert metrics["data"]["label_names"] == ["billing", "login", "outage"] and metrics["n_train"] == 480 - 48 - 96
+    assert read_json(tmp_path / "run" / "run_config.json")["text_columns"] == ["body"]
+    with pytest.raises(SweetError, match="text_column .* or text_columns .*, not both"):
+        sweet.train(data="x.csv", text_column="a", text_columns=["a", "b"], method="sweet", output=tmp_path / "x")

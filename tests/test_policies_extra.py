@@ -260,6 +260,7 @@ def test_evaluate_with_each_policy_matches_train_and_keeps_the_confidence_evalua
     assert saved["evaluation"]["curve"] == metrics["evaluation"]["curve"]
 
 
+@pytest.mark.slow
 def test_cli_policy_option(learned_run):
     from .test_cli import sweet
 

@@ -70,6 +70,7 @@ def test_bf16_without_native_support_warns_but_runs():
             assert resolve_precision("bf16", CPU) == "bf16"
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_precision_before_doing_anything(tmp_path):
     out = tmp_path / "run"
     r = subprocess.run([sys.executable, "-m", "sweet.cli", "train", "--task", "sst2", "--method", "sweet", "--output",

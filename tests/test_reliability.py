@@ -419,6 +419,7 @@ def test_debug_shows_the_traceback(workspace):
         cli(["--debug", *workspace.train(method="fast")])
 
 
+@pytest.mark.slow
 def test_user_errors_from_a_real_process(tmp_path, tiny_glue_dir):
     """The same contract at the process level: exit code 2, one line, no traceback, nothing written."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
@@ -475,6 +476,7 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_killed_training_resumes_and_ends_as_an_uninterrupted_run(tmp_path, dropout_backbone, tiny_glue_dir):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "KILL_AT_STEP": str(KILL_AT_STEP)}
 

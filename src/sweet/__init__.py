@@ -11,7 +11,7 @@ import importlib
 from .errors import SweetError
 from .version import __version__
 
-#: public name -> the module that defines it
+#: public name -> the module that defines it (or (module, name there))
 _LAZY = {
     "METHODS": "modeling",
     "MultiExitConfig": "modeling",
@@ -23,6 +23,7 @@ _LAZY = {
     "load": "predictor",
     "RunConfig": "config",
     "run": "runs",
+    "train": ("runs", "train_run"),
 }
 
 __all__ = sorted([*_LAZY, "SweetError", "__version__"])
@@ -30,7 +31,8 @@ __all__ = sorted([*_LAZY, "SweetError", "__version__"])
 
 def __getattr__(name: str):
     if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        module, attribute = _LAZY[name] if isinstance(_LAZY[name], tuple) else (_LAZY[name], name)
+        value = getattr(importlib.import_module(f".{module}", __name__), attribute)
         globals()[name] = value
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -38,7 +38,7 @@ from .rundir import (
 from .sources import NO_EVAL_SPLIT, LabelledTable, SourceSpec, load_source
 from .training import seed_everything, train
 
-__all__ = ["RunConfig", "run", "evaluate_run", "evaluation_split"]
+__all__ = ["RunConfig", "run", "train_run", "evaluate_run", "evaluation_split"]
 
 
 def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwrite: bool = False,
@@ -168,6 +168,20 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
     atomic_write_json(out / METRICS, metrics)
     checkpointer.remove()  # the run is finished; the trained model is in model/
     return metrics
+
+
+def train_run(*, output: str | Path, text_column: str | None = None, progress: bool = True, overwrite: bool = False,
+              resume: bool = False, **fields) -> dict:
+    """``sweet.train(data="tickets.csv", text_column="body", label_column="queue", method="sweet",
+    output="runs/tickets")``: what ``sweet train`` runs, from Python. ``fields`` are :class:`RunConfig`'s (``task``
+    or ``data``, ``method``, ...); ``text_column`` is a shorthand for ``text_columns=[NAME]``. Returns the metrics."""
+    if text_column is not None:
+        if fields.get("text_columns"):
+            raise SweetError("give text_column (single texts) or text_columns (pairs), not both")
+        fields["text_columns"] = [text_column]
+    if fields.get("data") is not None:
+        fields.setdefault("n_train", None)  # own data: every row left after the hold-outs
+    return run(RunConfig(**fields), output, progress=progress, overwrite=overwrite, resume=resume)
 
 
 def _warn_if_capped(config: RunConfig, used: int) -> None:
