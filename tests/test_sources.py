@@ -383,8 +383,8 @@ def test_each_format_gives_the_same_table(fmt, tmp_path):
     assert data.files == {"pool": str(path)}
     assert data.fingerprint == {"pool": hashlib.sha256(path.read_bytes()).hexdigest()}
     assert data.notes[0] == (
-        "using text column 'text' and label column 'label' (detected from the column names; "
-        "--text-column/--label-column choose others)"
+        "using text column 'text' (detected) and label column 'label' (detected); "
+        "pass --text-column or --label-column to choose others"
     )
 
 
@@ -532,7 +532,7 @@ def test_pairs_are_detected(tmp_path):
     assert data.text_columns == ("premise", "hypothesis")
     assert data.label_names == ["contradiction", "entailment", "neutral"] and data.pool.labels.tolist() == [1, 0, 2]
     assert data.pool.text_tuples()[0] == ("a man sleeps", "a man rests")
-    assert data.notes[0].startswith("using text columns 'premise', 'hypothesis' and label column 'label'")
+    assert data.notes[0].startswith("using text columns 'premise', 'hypothesis' (detected) and label column 'label' (detected)")
 
 
 def test_detect_columns_rules():
@@ -556,7 +556,7 @@ def test_given_columns_need_no_note(tmp_path):
     assert not any(n.startswith("using ") for n in data.notes)
     data = load_source(SourceSpec(str(path), label_column="queue"))
     assert data.notes[0] == (
-        "using text column 'body' and label column 'queue' (detected from the column names; --text-column choose others)"
+        "using text column 'body' (detected) and label column 'queue' (given); pass --text-column to choose others"
     )
 
 

@@ -132,5 +132,7 @@ def columns_note(text_columns: tuple[str, ...], label_column: str, detected_text
     if not (detected_text or detected_label):
         return None
     texts = f"text column '{text_columns[0]}'" if len(text_columns) == 1 else f"text columns {quoted(text_columns)}"
+    parts = [f"{texts} ({'detected' if detected_text else 'given'})",
+             f"label column '{label_column}' ({'detected' if detected_label else 'given'})"]
     flags = [f for f, on in (("--text-column", detected_text), ("--label-column", detected_label)) if on]
-    return f"using {texts} and label column '{label_column}' (detected from the column names; {'/'.join(flags)} choose others)"
+    return f"using {' and '.join(parts)}; pass {' or '.join(flags)} to choose others"
