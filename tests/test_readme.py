@@ -65,6 +65,14 @@ def workspace(tmp_path_factory, tiny_default_backbone) -> Path:
             out.append([i, " ".join(words), y])
         return out
 
+    # tickets.csv for the "Your own data" block: a body and one of three queues, decided by a keyword
+    queues = {"billing": pos, "outage": neg, "login": ["plot", "actor"]}
+    with open(root / "tickets.csv", "w", encoding="utf-8") as fh:
+        fh.write("ticket_id,body,queue\n")
+        for i in range(240):
+            queue = rng.choice(sorted(queues))
+            words = rng.sample(WORDS_NEUTRAL, 3) + [rng.choice(queues[queue])]
+            fh.write(f"{i},{' '.join(words)},{queue}\n")
     glue = root / "glue"
     write_tsv(glue / "SST-2" / "train.tsv", ["idx", "sentence", "label"], rows(700))
     write_tsv(glue / "SST-2" / "dev.tsv", ["idx", "sentence", "label"], rows(60))
@@ -125,10 +133,14 @@ def test_the_readme_has_python_blocks_and_they_show_outputs():
 def test_a_readme_python_block_runs_and_prints_what_it_shows(index, workspace, tiny_default_backbone, monkeypatch,
                                                             capsys):
     import sweet.backbones
+    import sweet.config
+    import sweet.modeling
+    import sweet.runs
 
     real = sweet.backbones.resolve_backbone
-    monkeypatch.setattr(sweet.backbones, "resolve_backbone",
-                        lambda name: str(tiny_default_backbone) if name == "default" else real(name))
+    for module in (sweet.backbones, sweet.config, sweet.modeling, sweet.runs):  # every module that imported it
+        monkeypatch.setattr(module, "resolve_backbone",
+                            lambda name: str(tiny_default_backbone) if name == "default" else real(name))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.chdir(workspace)
     block = BLOCKS[index]
