@@ -10,7 +10,6 @@ that load from other processes affects both alike. Also times the forward/backwa
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time

@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from sweet.config import RunConfig
-from sweet.data import TaskData, make_splits
+from sweet.data import make_splits
 from sweet.datasource import TableExamples, load_run_data
 from sweet.errors import SweetError
 from sweet.experiments.plan import run_key
 from sweet.io import read_json
 from sweet.predictor import Predictor
 from sweet.runs import evaluate_run, run
-from tests.conftest import WORDS_NEG, WORDS_NEUTRAL, WORDS_POS
+from tests.conftest import WORDS_NEG, WORDS_POS
 
 QUEUES = {"billing": WORDS_POS, "outage": WORDS_NEG, "login": ["plot", "actor", "story"]}
 

@@ -134,11 +134,11 @@ def test_a_readme_python_block_runs_and_prints_what_it_shows(index, workspace, t
                                                             capsys):
     import sweet.backbones
     import sweet.config
-    import sweet.modeling
+    import sweet.modeling.model
     import sweet.runs
 
     real = sweet.backbones.resolve_backbone
-    for module in (sweet.backbones, sweet.config, sweet.modeling, sweet.runs):  # every module that imported it
+    for module in (sweet.backbones, sweet.config, sweet.modeling.model, sweet.runs):  # every module that imported it
         monkeypatch.setattr(module, "resolve_backbone",
                             lambda name: str(tiny_default_backbone) if name == "default" else real(name))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import importlib
 
-from .errors import SweetError
-from .version import __version__
+from .errors import SweetError  # noqa: F401 (public)
+from .version import __version__  # noqa: F401 (public)
 
 #: public name -> the module that defines it (or (module, name there))
 _LAZY = {

@@ -205,7 +205,6 @@ def analyze_gradients(
     if not analysed:
         raise SweetError("the gradient analysis needs at least two exits")
     weights = [w for _, _, w in analysed]
-    n_exits = model.num_exits
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
     scheduler = get_linear_schedule_with_warmup(optimizer, 0, steps)

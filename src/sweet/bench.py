@@ -148,7 +148,7 @@ def benchmark(
     from .inference import EarlyExitEngine
     from .metrics import score
     from .peers import onnx_missing, onnxruntime_version
-    from .precision import placement, resolve_device
+    from .precision import resolve_device
     from .predictor import Predictor
     from .rundir import environment, load_run_config
     from .runs import evaluation_split

@@ -1,48 +1,11 @@
-"""Multi-exit classifiers over any Hugging Face encoder, trained as Early-Exit, SWEET or Multi-Model.
-
-Methods (an explicit choice; there is no default). The paper's three are below; the candidates beyond the
-paper (``grad_scale@ALPHA``, ``pcgrad``, ``sweet_then_ee@F``, ``ee_then_sweet@F``, ``distill@W``) and the
-method-name grammar are described in :mod:`sweet.methods`:
-
-``early_exit``
-    One encoder, one classifier head after each exit layer. Loss = unweighted sum of the heads'
-    cross-entropies, so every head's gradient reaches every layer below it.
-``sweet``
-    Same network and loss, and identical forward values, but the hidden state handed on to the layer
-    after an exit is a *detached* copy. Exit *i*'s gradient therefore reaches only the layers after exit
-    *i-1* up to its own layer (and its head). The embeddings and the layers up to the first exit are
-    trained by the first exit alone.
-``multi_model``
-    Independent copies of the backbone truncated to ``L_i`` layers, one head each. Parameters are
-    disjoint, so summing the losses trains each as if alone (and the trainer clips their gradient norms
-    separately). At inference they run one after another with no reuse of computation.
-
-How SWEET is implemented
-------------------------
-A forward *pre*-hook on every encoder layer after the first exit. At the layer that follows an exit, the
-incoming hidden state is recorded as that exit's representation (with its gradient path intact, for the
-head) and a detached copy is passed into the layer. This works for any encoder whose layers take the
-hidden state as first argument, without re-implementing its forward.
-
-Parameters that every layer uses (MPNet's ``relative_attention_bias``, DeBERTa-v2's ``rel_embeddings``
-and the encoder LayerNorm applied to them) reach the layers as extra tensor arguments. They are computed
-once, before layer 1, so we treat them as part of the *first segment*: the pre-hook also detaches every
-other gradient-carrying tensor argument of the layers after the first exit. Under SWEET these shared
-parameters are therefore trained by the first exit only, like the embeddings (tested).
-
-Exit representations are taken *between* layers (the input of layer ``L_i + 1``), so anything an encoder
-does between layers (e.g. DeBERTa-v2's convolution after layer 1) is included. The last exit reads the
-encoder's output. The encoder is truncated to the last exit layer.
-"""
+"""``MultiExitModel``: one or several backbones with an exit head after each exit layer (see :mod:`sweet.modeling`)."""
 
 from __future__ import annotations
 
 import copy
-import inspect
 import json
 import os
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -52,201 +15,16 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
-from .backbones import default_exit_layers, resolve_backbone, resolve_pooling
-from .errors import SweetError
-from .gradients import distillation_loss, scale_grad
-from .io import atomic_write_json
-from .methods import PAPER_METHODS, Method, check_method, parse_method
+from ..backbones import default_exit_layers, resolve_backbone, resolve_pooling
+from ..errors import SweetError
+from ..gradients import distillation_loss, scale_grad
+from ..io import atomic_write_json
+from ..methods import Method, check_method, parse_method
 
-METHODS = PAPER_METHODS  # the paper's three ('all'); every accepted name: sweet.methods.METHOD_NAMES
-POOLINGS = ("cls", "mean")
-CONFIG_NAME = "sweet_config.json"
-WEIGHTS_NAME = "model.safetensors"
-FORMAT_VERSION = 1
-
-
-#: First bytes of files written by pickle (protocol 2-5) or torch.save (a zip archive holding a pickle).
-PICKLE_MAGIC = (b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05", b"PK\x03\x04")
-
-
-def refuse_pickle(path: str | os.PathLike) -> None:
-    """Refuse, without unpickling anything, a pickle / torch.save file offered where safetensors is expected.
-    (Loading goes through safetensors only, which never unpickles; this check just names the problem.)"""
-    with open(path, "rb") as fh:
-        head = fh.read(9)
-    # safetensors: an 8-byte little-endian header length, then the JSON header
-    looks_like_safetensors = len(head) == 9 and head[8:9] == b"{"
-    if not looks_like_safetensors and head.startswith(PICKLE_MAGIC):
-        raise SweetError(
-            f"{path} is a pickle (torch.save) file, not safetensors; sweet never loads pickle because it can run "
-            "arbitrary code: convert it with safetensors.torch.save_file in a trusted environment"
-        )
-
-
-def validate_exit_layers(exit_layers: Sequence[int], depth: int, allow_partial_depth: bool = False) -> list[int]:
-    """Exit layers must be strictly increasing integers in 1..depth, the last equal to depth unless
-    ``allow_partial_depth`` (then the encoder is cut after the last exit)."""
-    layers = list(exit_layers)
-    if not layers:
-        raise SweetError("exit layers are empty; give at least one layer, e.g. --exit-layers 1,2,4,6")
-    if any(isinstance(x, bool) or int(x) != x for x in layers):
-        raise SweetError(f"exit layers must be integers, got {layers}")
-    layers = [int(x) for x in layers]
-    if any(b <= a for a, b in zip(layers, layers[1:])):
-        raise SweetError(f"exit layers must be strictly increasing, got {layers}")
-    if layers[0] < 1 or layers[-1] > depth:
-        raise SweetError(f"exit layers must lie in 1..{depth} (the backbone's depth), got {layers}")
-    if layers[-1] != depth and not allow_partial_depth:
-        raise SweetError(
-            f"the last exit layer is {layers[-1]} but the backbone has {depth} layers; add {depth} to the exit "
-            "layers, or pass allow_partial_depth=True (--allow-partial-depth) to cut the encoder after the last exit"
-        )
-    return layers
-
-
-@dataclass
-class MultiExitConfig:
-    """Everything needed to rebuild a :class:`MultiExitModel` without the original backbone files."""
-
-    method: str
-    exit_layers: list[int]
-    num_labels: int
-    backbone: str  # the name or path it was created from (provenance only)
-    backbone_config: dict  # the Hugging Face config of the full backbone
-    pooling: str = "cls"
-    head_dropout: float | None = None  # None: the backbone's hidden_dropout_prob (or 0.1)
-    allow_partial_depth: bool = False
-    temperatures: list[float] | None = None  # per-exit temperature, fitted after training
-    label_names: list[str] | None = None
-    task: str | None = None
-    format_version: int = FORMAT_VERSION
-    extra: dict = field(default_factory=dict)
-    exit_predictors: bool = False  # learning-to-exit modules present (sweet.learn_exit); older models: absent
-
-    def __post_init__(self) -> None:
-        self.method = check_method(self.method)
-        if self.pooling not in POOLINGS:
-            raise SweetError(f"unknown pooling '{self.pooling}'; choose one of: {', '.join(POOLINGS)}")
-        if int(self.num_labels) < 2:
-            raise SweetError(f"num_labels must be at least 2, got {self.num_labels}")
-        if self.temperatures is not None and len(self.temperatures) != len(self.exit_layers):
-            raise SweetError("one temperature per exit is required")
-
-    @property
-    def depth(self) -> int:
-        """Depth of the model as run: the last exit layer (L_M in the cost formulas)."""
-        return self.exit_layers[-1]
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "MultiExitConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise SweetError(f"model config has unknown key(s): {', '.join(unknown)}")
-        missing = [k for k in ("method", "exit_layers", "num_labels", "backbone", "backbone_config") if k not in d]
-        if missing:
-            raise SweetError(f"model config lacks required key(s): {', '.join(missing)}")
-        if int(d.get("format_version", FORMAT_VERSION)) > FORMAT_VERSION:
-            raise SweetError("model was saved by a newer version of sweet; upgrade sweet to load it")
-        return cls(**d)
-
-
-@dataclass
-class MultiExitOutput:
-    """``logits``: one [batch, num_labels] tensor per exit. ``loss``: sum of the exits' cross-entropies
-    (when labels were given); ``exit_losses``: each exit's own. ``hidden``: each exit's pooled
-    representation (what learned exit policies read)."""
-
-    logits: tuple[torch.Tensor, ...]
-    loss: torch.Tensor | None = None
-    exit_losses: tuple[torch.Tensor, ...] | None = None
-    hidden: tuple[torch.Tensor, ...] | None = None
-
-
-class ExitHead(nn.Module):
-    """One exit's classifier, with its own pooler: pool -> dense -> tanh -> dropout -> linear."""
-
-    def __init__(self, hidden_size: int, num_labels: int, dropout: float, pooling: str, init_std: float):
-        super().__init__()
-        self.pooling = pooling
-        self.dense = nn.Linear(hidden_size, hidden_size)
-        self.dropout = nn.Dropout(dropout)
-        self.classifier = nn.Linear(hidden_size, num_labels)
-        for lin in (self.dense, self.classifier):
-            nn.init.normal_(lin.weight, std=init_std)
-            nn.init.zeros_(lin.bias)
-
-    def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        if self.pooling == "cls" or attention_mask is None:
-            return hidden[:, 0] if self.pooling == "cls" else hidden.mean(dim=1)
-        m = attention_mask.to(hidden.dtype).unsqueeze(-1)
-        return (hidden * m).sum(1) / m.sum(1).clamp_min(1.0)
-
-    def forward(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        # an encoder cast to bf16/fp16 for inference (sweet.precision) feeds this float32 head: pool in float32
-        hidden = hidden.to(self.dense.weight.dtype)
-        pooled = torch.tanh(self.dense(self.pool(hidden, attention_mask)))
-        return self.classifier(self.dropout(pooled)), pooled
-
-
-class ExitPredictor(nn.Module):
-    """Learning-to-exit module of one exit (BERxiT, Xin et al. 2021): Linear(hidden, 1) + sigmoid on the exit's
-    pooled representation, predicting whether that exit's prediction is correct. Zero-initialised (no random
-    numbers are drawn, so adding it never changes the random stream of anything else)."""
-
-    def __init__(self, hidden_size: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.zeros(1, hidden_size))
-        self.bias = nn.Parameter(torch.zeros(1))
-
-    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(F.linear(pooled.float(), self.weight, self.bias)).squeeze(-1)
-
-
-# ----------------------------------------------------------------------------------- backbone surgery
-
-
-def find_layer_list(backbone: nn.Module) -> nn.ModuleList:
-    """The encoder's list of transformer layers (BERT/MPNet/DeBERTa: ``encoder.layer``)."""
-    for path in ("encoder.layer", "encoder.layers", "transformer.layer", "layers", "layer"):
-        mod: Any = backbone
-        for part in path.split("."):
-            mod = getattr(mod, part, None)
-            if mod is None:
-                break
-        if isinstance(mod, nn.ModuleList):
-            return mod
-    depth = getattr(backbone.config, "num_hidden_layers", None)
-    for _, mod in backbone.named_modules():
-        if isinstance(mod, nn.ModuleList) and len(mod) == depth:
-            return mod
-    raise SweetError(f"cannot find the layer list of {type(backbone).__name__}; it is not a supported encoder")
-
-
-def truncate(backbone: nn.Module, depth: int) -> nn.Module:
-    layers = find_layer_list(backbone)
-    if depth > len(layers):
-        raise SweetError(f"cannot keep {depth} layers of a {len(layers)}-layer backbone")
-    del layers[depth:]
-    backbone.config.num_hidden_layers = depth
-    return backbone
-
-
-def drop_pooler(backbone: nn.Module) -> None:
-    # Each exit has its own pooler; the backbone's would be shared by all exits (a defect of the
-    # reference implementation), so it is removed.
-    if getattr(backbone, "pooler", None) is not None:
-        backbone.pooler = None
-
-
-def backbone_input_names(backbone: nn.Module) -> set[str]:
-    return set(inspect.signature(backbone.forward).parameters)
-
-
-# ------------------------------------------------------------------------------------------- the model
+from .config import (
+    CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, MultiExitConfig, MultiExitOutput, refuse_pickle, validate_exit_layers,
+)
+from .parts import ExitHead, ExitPredictor, backbone_input_names, drop_pooler, find_layer_list, truncate
 
 
 class MultiExitModel(nn.Module):
