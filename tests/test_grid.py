@@ -139,11 +139,11 @@ GOOD = 'tasks = ["sst2", "rte"]\nmethods = ["sweet"]\nseeds = [0, 1]\nlearning_r
 @pytest.mark.parametrize(
     "extra, field, message",
     [
-        ("epochs = -1\n", "epochs", "positive integer"),
+        ("epochs = -1\n", "epochs", "epochs must be positive, got -1"),
         ("n_train = 2.5\n", "n_train", "positive integer"),
         ('backbone = ""\n', "backbone", "non-empty"),
         ("exit_layers = [4, 2]\n", "exit_layers", "strictly increasing"),
-        ('pooling = "max"\n', "pooling", "one of auto, cls, mean"),
+        ('pooling = "max"\n', "pooling", "unknown pooling 'max'; choose one of: auto, cls, mean"),
         ("learning_rate = 1e-5\n", "learning_rate", "unknown field"),
         ('preset = "huge"\n', "preset", "unknown preset"),
         ("cpus_per_run = 0\n", "cpus_per_run", "positive number"),

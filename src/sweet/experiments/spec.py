@@ -20,13 +20,17 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from ..config import RunConfig
 from ..errors import SweetError
+from ..precision import TRAINING_PRECISIONS
 from ..methods import parse_method
 
-POOLINGS = ("auto", "cls", "mean")
 #: how the learning rate is chosen (see the module docstring)
 LR_SELECTIONS = ("all_seeds", "first_seed")
-DATA_SOURCES = ("local", "hub")
+#: the shared settings of a grid's runs: RunConfig's own fields, with RunConfig's defaults and checks
+RUN_FIELDS = ("backbone", "exit_layers", "epochs", "batch_size", "max_length", "pooling", "calibration_size",
+              "heldout_eval_size", "data_source", "data_dir", "precision")
+_RUN_DEFAULTS = {f.name: f.default for f in fields(RunConfig)}
 #: spec fields that do not change any result (where the data is, how much hardware a run gets).
 _NON_RESULT_SPEC_FIELDS = ("data_dir", "cpus_per_run", "gpus_per_run")
 
@@ -40,20 +44,21 @@ class GridSpec:
     seeds: list[int]
     learning_rates: list[float]
     name: str = "custom"
-    backbone: str = "default"
-    exit_layers: list[int] | None = None  # None: the backbone's default (paper-shaped) ladder
-    n_train: int | list[int] = 6000  # a list of 2+ sizes: a training-set size sweep
-    epochs: int = 2
-    batch_size: int = 16
-    max_length: int = 256
-    pooling: str = "auto"
-    calibration_size: int = 1000
-    heldout_eval_size: int = 2000
-    data_source: str = "local"
-    data_dir: str | None = None  # default: --data-dir, else $SWEET_GLUE_DIR
+    # The settings every run shares are RunConfig's fields (RUN_FIELDS): the same defaults, checked by RunConfig.
+    backbone: str = _RUN_DEFAULTS["backbone"]
+    exit_layers: list[int] | None = _RUN_DEFAULTS["exit_layers"]  # None: the backbone's default (paper-shaped) ladder
+    n_train: int | list[int] = _RUN_DEFAULTS["n_train"]  # a list of 2+ sizes: a training-set size sweep
+    epochs: int = _RUN_DEFAULTS["epochs"]
+    batch_size: int = _RUN_DEFAULTS["batch_size"]
+    max_length: int = _RUN_DEFAULTS["max_length"]
+    pooling: str = _RUN_DEFAULTS["pooling"]
+    calibration_size: int = _RUN_DEFAULTS["calibration_size"]
+    heldout_eval_size: int = _RUN_DEFAULTS["heldout_eval_size"]
+    data_source: str = _RUN_DEFAULTS["data_source"]
+    data_dir: str | None = _RUN_DEFAULTS["data_dir"]  # default: --data-dir, else $SWEET_GLUE_DIR
     cpus_per_run: float = 1.0  # Ray back-end: CPUs requested per run (also its torch thread count)
     gpus_per_run: float = 0.0  # Ray back-end: GPUs requested per run
-    precision: str = "auto"  # training precision (sweet.precision): auto, fp32, bf16, fp16; resolved when planned
+    precision: str = _RUN_DEFAULTS["precision"]  # training precision (sweet.precision); resolved when planned
     lr_selection: str = "all_seeds"  # or "first_seed": only the first seed runs every learning rate
 
     def to_dict(self) -> dict:
@@ -164,10 +169,27 @@ def _list(source: str, name: str, value: Any) -> list:
     return list(value)
 
 
-def _positive_int(source: str, name: str, value: Any) -> int:
-    if not _is_int(value) or value <= 0:
-        raise _err(source, name, f"must be a positive integer, got {value!r}")
-    return int(value)
+def _check_as_run_field(source: str, name: str, value: Any) -> Any:
+    """A shared setting is checked by RunConfig itself, as every run of the grid will be (one set of rules); the
+    message names the spec field. A few checks RunConfig leaves to the machine are made here: the precision's
+    name, the exit-ladder's form, the backbone's and data directory's type."""
+    if name in ("backbone", "data_dir") and not (isinstance(value, str) and value.strip()):
+        if name == "data_dir" and value is None:
+            return None
+        raise _err(source, name, f"must be a non-empty string, got {value!r}")
+    if name == "precision" and value not in TRAINING_PRECISIONS:
+        raise _err(source, name, f"must be one of {', '.join(TRAINING_PRECISIONS)}, got {value!r}")
+    if name == "exit_layers":
+        if value is None or (isinstance(value, str) and value.strip().lower() == "default"):
+            return None
+        value = _list(source, name, value)
+        if not all(_is_int(x) and x > 0 for x in value):
+            raise _err(source, name, f"must be strictly increasing positive integers such as [1, 2, 4, 6], got {value!r}")
+    try:
+        RunConfig(task="sst2", method="early_exit", **{name: value})
+    except SweetError as exc:
+        raise _err(source, name, str(exc)) from None
+    return value.strip() if isinstance(value, str) and name == "backbone" else value
 
 
 def check_field(name: str, value: Any, source: str = "spec") -> Any:
@@ -212,13 +234,6 @@ def check_field(name: str, value: Any, source: str = "spec") -> Any:
             if not _is_number(lr) or lr <= 0:
                 raise _err(source, name, f"learning rates must be positive numbers, got {lr!r}")
         return [float(x) for x in items]
-    if name == "exit_layers":
-        if value is None or (isinstance(value, str) and value.strip().lower() == "default"):
-            return None
-        items = _list(source, name, value)
-        if not all(_is_int(x) and x > 0 for x in items) or items != sorted(items):
-            raise _err(source, name, f"must be strictly increasing positive integers such as [1, 2, 4, 6], got {value!r}")
-        return items
     if name == "n_train" and isinstance(value, (list, tuple)):
         # a training-set size sweep; one size in a list is the same grid as that size alone
         items = _list(source, name, value)
@@ -226,24 +241,12 @@ def check_field(name: str, value: Any, source: str = "spec") -> Any:
             if not _is_int(n) or n <= 0:
                 raise _err(source, name, f"training sizes must be positive integers, got {n!r}")
         return int(items[0]) if len(items) == 1 else [int(n) for n in items]
-    if name in ("n_train", "epochs", "batch_size", "max_length", "calibration_size", "heldout_eval_size"):
-        return _positive_int(source, name, value)
-    if name in ("name", "backbone"):
+    if name in RUN_FIELDS or name == "n_train":
+        return _check_as_run_field(source, name, value)
+    if name == "name":
         if not isinstance(value, str) or not value.strip():
             raise _err(source, name, f"must be a non-empty string, got {value!r}")
         return value.strip()
-    if name == "pooling":
-        if value not in POOLINGS:
-            raise _err(source, name, f"must be one of {', '.join(POOLINGS)}, got {value!r}")
-        return value
-    if name == "data_source":
-        if value not in DATA_SOURCES:
-            raise _err(source, name, f"must be one of {', '.join(DATA_SOURCES)}, got {value!r}")
-        return value
-    if name == "data_dir":
-        if value is not None and (not isinstance(value, str) or not value.strip()):
-            raise _err(source, name, f"must be a path (string), got {value!r}")
-        return value
     if name == "cpus_per_run":
         if not _is_number(value) or value <= 0:
             raise _err(source, name, f"must be a positive number, got {value!r}")
@@ -255,12 +258,6 @@ def check_field(name: str, value: Any, source: str = "spec") -> Any:
     if name == "lr_selection":
         if value not in LR_SELECTIONS:
             raise _err(source, name, f"must be one of {', '.join(LR_SELECTIONS)}, got {value!r}")
-        return value
-    if name == "precision":
-        from ..precision import TRAINING_PRECISIONS
-
-        if value not in TRAINING_PRECISIONS:
-            raise _err(source, name, f"must be one of {', '.join(TRAINING_PRECISIONS)}, got {value!r}")
         return value
     raise SweetError(f"{source}: unknown field '{name}'; known fields: {', '.join(SPEC_FIELDS)} (and 'preset')")
 
