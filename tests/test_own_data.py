@@ -195,3 +195,21 @@ def test_sweet_train_from_python_runs_what_the_cli_runs(tickets, tiny_backbone_d
     assert read_json(tmp_path / "run" / "run_config.json")["text_columns"] == ["body"]
     with pytest.raises(SweetError, match="text_column .* or text_columns .*, not both"):
         sweet.train(data="x.csv", text_column="a", text_columns=["a", "b"], method="sweet", output=tmp_path / "x")
+
+
+def test_predict_scores_a_file_with_label_names(ticket_run, tickets, tmp_path, monkeypatch):
+    import pyarrow.csv as pacsv
+
+    from tests.test_cli_help import run as cli
+
+    out, _ = ticket_run
+    code, stdout, err = cli(["predict", str(out), "--input", str(tickets / "eval.csv"), "--output",
+                             str(tmp_path / "scored.csv"), "--threshold", "0.5", "--no-progress"])
+    assert code == 0, err
+    assert stdout.startswith("scored 60 rows") and str(tmp_path / "scored.csv") in stdout
+    table = pacsv.read_csv(tmp_path / "scored.csv").to_pydict()
+    # the input's columns, in order; its gold 'queue' kept; the predictions added after them
+    assert list(table)[:3] == ["ticket_id", "body", "queue"] and {"label", "exit_layer", "confidence"} <= set(table)
+    assert set(table["label"]) <= {"billing", "login", "outage"}
+    code, _, err = cli(["predict", str(out), "--output", str(tmp_path / "x.csv")])
+    assert code == 2 and "--output needs --input FILE" in err

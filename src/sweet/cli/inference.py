@@ -78,10 +78,23 @@ def predict(
     batch_size: Annotated[int, typer.Option(metavar=POSITIVE, help="Rows per batch at every depth (the engine refills batches as rows leave).")] = 64,
     device: Device = "auto",
     precision: Precision = "auto",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Score a table instead: --input FILE (.csv, .tsv, .jsonl or .parquet, with the run's text columns by name) is read in batches and written to this file (format by its extension) with label, exit_layer and confidence added to every row (sweet_label, ... where the input has those names).")] = None,
+    progress: Progress = True,
 ) -> None:
-    """Predict labels for unlabelled text; one line out per example: label, exit layer, confidence."""
-    from ..predictor import predict_texts  # heavy (torch): only when the command runs
+    """Predict labels for unlabelled text; one line out per example: label, exit layer, confidence. With --output,
+    score a whole file (CSV, TSV, JSON Lines or Parquet), streaming in batches."""
+    from ..predictor import Predictor, predict_texts  # heavy (torch): only when the command runs
+    from ..scoring import score_file
 
+    if output is not None:
+        if input == "-":
+            raise SweetError("--output needs --input FILE (.csv, .tsv, .jsonl or .parquet); standard input is read as lines")
+        predictor = Predictor.load(run_dir, device=device, precision=precision, task=task, threshold=threshold,
+                                   policy=policy, batch_size=batch_size)
+        summary = score_file(predictor, input, output, threshold=threshold, policy=policy, progress=progress)
+        counts = ", ".join(f"layer {k}: {v}" for k, v in summary["exit_counts"].items())
+        typer.echo(f"scored {summary['rows']} rows in {summary['seconds']:.1f}s ({counts}). Written: {summary['output']}")
+        return
     lines = _read_input_lines(input)
     rows = predict_texts(run_dir, lines, threshold, task, batch_size=batch_size, policy=policy, device=device,
                          precision=precision)
