@@ -383,6 +383,28 @@ BAD_INPUTS = [
     ("learned-policy-without-predictors", lambda ws: ["evaluate", str(ws.run), "--policy", "learned"],
      "this model has no learning-to-exit predictors: train it with 'sweet train ... --learn-exit'"),
     ("predict-unknown-format", lambda ws: (["predict", str(ws.run), "--format", "xml"], b"good\n"), "--format must be tsv or jsonl"),
+    # your own data: the options (the data itself: tests/test_sources.py, docs/errors.md "Your own data (--data)")
+    ("no-task-no-data", lambda ws: ["train", "-m", "sweet", "-o", str(ws.out)],
+     "give a GLUE task preset (--task, one of: sst2, mrpc, cola, mnli, qnli, qqp, rte) or your own data (--data FILE, FOLDER or HUB_ID)"),
+    ("data-options-without-data", lambda ws: [*ws.train(), "--label-column", "y"],
+     "--eval-data, --data-config, --train-split, --eval-split, --text-column(s), --label-column and --drop-invalid describe --data; give --data too"),
+    ("text-column-and-text-columns", lambda ws: ["train", "-m", "sweet", "-o", str(ws.out), "--data",
+                                                 str(ws.glue / "SST-2" / "train.tsv"), "--text-column", "a", "--text-columns", "a,b"],
+     "give --text-column (single texts) or --text-columns A,B (pairs), not both"),
+    ("unknown-metric", lambda ws: [*ws.train(), "--metric", "auc"], "unknown metric 'auc'; choose one of: accuracy, f1_macro, f1, mcc"),
+    ("positive-label-without-f1", lambda ws: ["train", "-m", "sweet", "-o", str(ws.out), "--data",
+                                              str(ws.glue / "SST-2" / "train.tsv"), "--positive-label", "1"],
+     "--positive-label goes with --metric f1 (binary F1 of that class)"),
+    ("f1-with-three-classes", lambda ws: ["train", "-m", "sweet", "-o", str(ws.out), "--data",
+                                          str(ws.glue / "MNLI" / "train_pool.tsv"), "--metric", "f1"],
+     "--metric f1 is the binary F1 of one class and needs 2 classes, but the data has 3; use --metric f1_macro"),
+    ("positive-label-not-a-class", lambda ws: ["train", "-m", "sweet", "-o", str(ws.out), "--data",
+                                               str(ws.glue / "SST-2" / "train.tsv"), "--metric", "f1", "--positive-label", "7"],
+     "--positive-label '7' is not a class of the data; its classes are: 0, 1"),
+    ("evaluate-overwrite-with-file", lambda ws: ["evaluate", str(ws.run), "--file", str(ws.glue / "SST-2" / "dev.tsv"), "--overwrite"],
+     "--overwrite replaces the run's own results in metrics.json; it does not apply to --file"),
+    ("predict-output-without-input", lambda ws: ["predict", str(ws.run), "--output", str(ws.root / "scored.csv")],
+     "--output needs --input FILE (.csv, .tsv, .jsonl or .parquet); standard input is read as lines"),
 ]
 
 
