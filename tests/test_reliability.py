@@ -366,7 +366,7 @@ BAD_INPUTS = [
      "predict input is empty"),
     ("predict-input-file-missing", lambda ws: ["predict", str(ws.run), "--input", str(ws.root / "in.txt")], "input file not found"),
     ("predict-input-non-utf8", lambda ws: (["predict", str(ws.run)], b"good film\ncaf\xe9\n"),
-     "standard input, line 2: not valid UTF-8 (byte offset 13)"),
+     "standard input:2: not valid UTF-8 (byte offset 13, byte 0xe9)"),
     ("predict-input-wrong-field-count", lambda ws: (["predict", str(ws.run)], b"good\tfilm\n"),
      "input line 1: sst2 expects 1 tab-separated text(s) (sentence), found 2"),
     ("predict-pair-with-empty-text", lambda ws: (["predict", str(ws.run), "--task", "rte"], b"a film\t \n"),

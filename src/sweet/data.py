@@ -31,6 +31,7 @@ from typing import Sequence
 import numpy as np
 
 from .errors import SweetError
+from .io import decode_utf8
 from .metrics import metric_label
 
 DATA_DIR_ENV = "SWEET_GLUE_DIR"
@@ -170,24 +171,12 @@ def is_blank(text: str) -> bool:
                or 0xE0100 <= ord(ch) <= 0xE01EF for ch in text)
 
 
-def _decode_utf8(raw: bytes, path: Path) -> str:
-    """Strict UTF-8 (a leading byte-order mark is dropped); the error names the line and byte."""
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise SweetError(
-            f"{path}:{line}: not valid UTF-8 (byte offset {exc.start}, byte 0x{raw[exc.start]:02x}); "
-            "re-encode the file as UTF-8"
-        ) from exc
-
-
 def read_tsv(path: Path, task: Task, require_labels: bool = True) -> Examples:
     """Read one GLUE TSV (header row, tab-separated, no quoting)."""
     path = Path(path)
     if not path.is_file():
         raise SweetError(f"TSV file not found: {path}")
-    text = _decode_utf8(path.read_bytes(), path)
+    text = decode_utf8(path.read_bytes(), path)
     # A text may be far longer than csv's default field limit (128 KiB); it is truncated at tokenisation.
     csv.field_size_limit(2**31 - 1)
     reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)

@@ -9,6 +9,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from .errors import SweetError
+
 
 def _json_default(obj: Any) -> Any:
     # numpy scalars and arrays, Paths: everything else is a bug and should fail loudly.
@@ -75,3 +77,14 @@ def atomic_save_figure(fig, path: str | os.PathLike) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def decode_utf8(raw: bytes, where: str) -> str:
+    """Strict UTF-8 (a leading byte-order mark is dropped). The one error for text that is not UTF-8, wherever it
+    comes from (a data file, ``predict`` input, a load test's texts): it names the line and the byte."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise SweetError(f"{where}:{line}: not valid UTF-8 (byte offset {exc.start}, byte 0x{raw[exc.start]:02x}); "
+                         "re-encode the file as UTF-8") from None

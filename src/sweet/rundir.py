@@ -28,6 +28,7 @@ import numpy
 import torch
 import transformers
 from transformers import AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from .batching import Collator
 from .checkpoint import CHECKPOINT_DIR, checkpoint_step
@@ -115,6 +116,12 @@ def prepare_output_dir(path: Path, overwrite: bool, resume: bool = False) -> Non
 
 
 # ------------------------------------------------------------------------------------- tokenizer and batches
+
+
+def hide_hf_progress_bars() -> None:
+    """Turn off transformers' own progress bars ("Loading weights", "Writing model shards"): for --no-progress and
+    for grid runs, whose output is a log."""
+    hf_logging.disable_progress_bar()
 
 
 def load_tokenizer(path: str):

@@ -36,12 +36,11 @@ def analyze_gradients_cmd(
     similarity, averaged over rows; pairs of classifiers, and each classifier vs the sum of the others). The
     learning rate defaults to 2e-5, the paper's analysis setting."""
     # heavy (torch, transformers): imported when the command runs, so that `sweet --help` stays fast
-    from transformers.utils import logging as hf_logging
-
     from ..analysis import GRADIENTS_JSON, GRADIENTS_PNG, analyze_gradients
+    from ..rundir import hide_hf_progress_bars
 
     if not progress:
-        hf_logging.disable_progress_bar()
+        hide_hf_progress_bars()
     res = analyze_gradients(task=task, output=output, backbone=backbone, exit_layers=parse_layers(exit_layers),
                             steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                             max_length=max_length, pooling=pooling, probe_batches=probe_batches,

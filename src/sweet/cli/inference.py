@@ -10,6 +10,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..errors import SweetError
+from ..io import decode_utf8
 from ..precision import PRECISIONS
 from .base import app
 from .options import (
@@ -59,11 +60,7 @@ def _read_input_lines(source: str) -> list[str]:
         if not path.is_file():
             raise SweetError(f"input file not found: {path}")
         raw, where = path.read_bytes(), str(path)
-    try:
-        return raw.decode("utf-8-sig").splitlines()
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise SweetError(f"{where}, line {line}: not valid UTF-8 (byte offset {exc.start}); re-encode it as UTF-8") from exc
+    return decode_utf8(raw, where).splitlines()
 
 
 @app.command()

@@ -34,13 +34,12 @@ def run_and_report(config: RunConfig, output: Path, *, overwrite: bool = False, 
                    progress: bool = True) -> dict:
     """Run ``config`` into ``output`` and print its per-exit table, curve and time."""
     # heavy (torch, transformers): imported when a run starts, so that `sweet --help` stays fast
-    from transformers.utils import logging as hf_logging
-
     from ..evaluation import format_report
+    from ..rundir import hide_hf_progress_bars
     from ..runs import run
 
     if not progress:
-        hf_logging.disable_progress_bar()  # e.g. "Loading weights"
+        hide_hf_progress_bars()
     metrics = run(config, output, progress=progress, overwrite=overwrite, resume=resume)
     typer.echo(format_report(metrics))
     t, placed = metrics["timing"], metrics["placement"]["train"]

@@ -17,14 +17,13 @@ from typing import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
-from transformers.utils import logging as hf_logging
 
 from .. import runs as _runs
 from ..config import RunConfig
 from ..errors import SweetError, install_hint
 from ..evaluation import Evaluation
 from ..io import atomic_write_json, atomic_write_text
-from ..rundir import METRICS, RUN_CONFIG
+from ..rundir import METRICS, RUN_CONFIG, hide_hf_progress_bars
 from .plan import GridRun, TaskInfo, WaitingRun, expand_stages, plan, run_state
 from .continuation import DATA_SHA256, check_continuation
 from .spec import GridSpec, spec_to_toml
@@ -42,7 +41,7 @@ def execute_run(config: dict, out_dir: str, progress: bool = False, num_threads:
     if num_threads:
         torch.set_num_threads(max(1, int(num_threads)))
     if not progress:
-        hf_logging.disable_progress_bar()  # "Loading weights", "Writing model shards"
+        hide_hf_progress_bars()
     cfg = RunConfig.from_dict(config)
     out = Path(out_dir)
     started = (out / RUN_CONFIG).is_file() and not (out / METRICS).is_file()

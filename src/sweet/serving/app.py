@@ -40,7 +40,7 @@ from fastapi import FastAPI, Request  # no "from __future__ import annotations" 
 from fastapi.responses import JSONResponse, PlainTextResponse, Response  # handlers' annotations at runtime
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import SweetError
+from ..errors import SweetError, one_line
 from ..policies import check_threshold
 from ..predictor import Predictor
 from .batcher import Batcher, BatchLimits, ServerClosing
@@ -118,11 +118,9 @@ class _CountResponses:
 class BadRequest(Exception):
     def __init__(self, status: int, message: str, reason: str = "bad_request"):
         super().__init__(message)
-        self.status, self.message, self.reason = status, _one_line(message), reason
+        self.status, self.message, self.reason = status, one_line(message), reason
 
 
-def _one_line(text: Any) -> str:
-    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
 def _type_name(value: Any) -> str:
@@ -180,7 +178,7 @@ def create_app(predictor_or_run_dir, *, max_batch_size: int = 64, max_wait_ms: f
     app.add_middleware(_CountResponses, metrics=metrics)
 
     def error(status: int, message: str) -> JSONResponse:
-        return JSONResponse({"error": _one_line(message)}, status_code=status)
+        return JSONResponse({"error": one_line(message)}, status_code=status)
 
     def authorised(request: Request) -> bool:
         if key is None:

@@ -28,7 +28,8 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from ..errors import SweetError
+from ..errors import SweetError, one_line
+from ..io import decode_utf8
 
 EXIT_REQUESTS_FAILED = 1  # `sweet loadtest`: some requests failed (bad input, e.g. no server, is 2 like every error)
 DEFAULT_TEXTS = (
@@ -108,7 +109,7 @@ def check_load_test(result: dict) -> None:
     if result.get("first_error"):
         hints.append(f"first error: {result['first_error']}")
     message = f"{errors} of {sent} requests failed ({why})"
-    raise LoadtestFailed(_one_line("; ".join([message, *hints])))
+    raise LoadtestFailed(one_line("; ".join([message, *hints])))
 
 
 def wait_until_ready(url: str, process=None, timeout: float = 60.0, interval: float = 0.25) -> None:
@@ -120,7 +121,7 @@ def wait_until_ready(url: str, process=None, timeout: float = 60.0, interval: fl
     while True:
         if process is not None and process.poll() is not None:
             err = process.stderr.read() if process.stderr is not None else ""
-            raise SweetError(f"the server exited with {process.returncode} before answering: {_one_line(err[-2000:])}")
+            raise SweetError(f"the server exited with {process.returncode} before answering: {one_line(err[-2000:])}")
         try:
             if httpx.get(url + "/healthz", timeout=2).status_code == 200:
                 return
@@ -144,8 +145,6 @@ def _error_detail(response) -> str:
         return response.text[:300]
 
 
-def _one_line(text: str) -> str:
-    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
 
 
 def read_texts(path: str | None, pairs: bool = False) -> list:
@@ -157,10 +156,7 @@ def read_texts(path: str | None, pairs: bool = False) -> list:
         raw = open(path, "rb").read()
     except OSError as exc:
         raise SweetError(f"cannot read texts file {path}: {exc.strerror}") from None
-    try:
-        lines = [ln for ln in raw.decode("utf-8-sig").splitlines() if ln.strip()]
-    except UnicodeDecodeError as exc:
-        raise SweetError(f"{path}: not valid UTF-8 (byte offset {exc.start}); re-encode it as UTF-8") from None
+    lines = [ln for ln in decode_utf8(raw, str(path)).splitlines() if ln.strip()]
     if not lines:
         raise SweetError(f"{path}: no texts (one text per line)")
     if pairs:
@@ -204,7 +200,7 @@ async def _run(url: str, texts: list, concurrency: int, requests: int, per_reque
     def error(kind: str, detail: str = "") -> None:
         errors[kind] = errors.get(kind, 0) + 1
         if not first_error:
-            first_error.append(_one_line(f"{kind}: {detail}" if detail else kind)[:300])
+            first_error.append(one_line(f"{kind}: {detail}" if detail else kind)[:300])
 
     async def client_loop() -> None:
         nonlocal sent, done_texts

@@ -23,6 +23,7 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from ..errors import SweetError
+from ..io import decode_utf8
 from .part import Part, Raw, first_line
 from .spec import SUPPORTED_EXTENSIONS
 
@@ -37,15 +38,10 @@ def sha256_of(path: Path) -> str:
 
 def utf8_error(path: Path, where: str) -> SweetError | None:
     """The one-line error for the first byte of ``path`` that is not UTF-8 (None when it all is)."""
-    raw = path.read_bytes()
     try:
-        raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        return SweetError(
-            f"{where}:{line}: not valid UTF-8 (byte offset {exc.start}, byte 0x{raw[exc.start]:02x}); "
-            "re-encode the file as UTF-8"
-        )
+        decode_utf8(path.read_bytes(), where)
+    except SweetError as exc:
+        return exc
     return None
 
 
