@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sweet.batching import Collator, bucketed_batches, encode, sorted_batches
+from sweet.encoding import Collator, bucketed_batches, encode, sorted_batches
 from sweet.data import Examples
 
 

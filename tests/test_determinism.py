@@ -33,7 +33,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import BertConfig
 from sweet import MultiExitConfig, MultiExitModel
-from sweet.batching import Collator, Encoded
+from sweet.encoding import Collator, Encoded
 from sweet.training import TrainConfig, train
 
 torch.set_num_threads(threads)
@@ -139,7 +139,7 @@ def test_fixed_thread_team_restores_the_openmp_setting():
 def test_resuming_with_another_thread_count_warns(tmp_path):
     """The log records each entry's thread count; a run resumed with another count says that its weights will
     not be those of an uninterrupted run."""
-    from sweet.batching import Collator, Encoded
+    from sweet.encoding import Collator, Encoded
     from sweet.checkpoint import Checkpointer
     from sweet.training import TrainConfig, train
 

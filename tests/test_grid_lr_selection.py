@@ -12,7 +12,7 @@ from sweet.errors import SweetError
 from sweet.experiments import GRID_FILE, grid_status, run_grid, select_learning_rates, spec_from_dict, write_report
 from sweet.io import atomic_write_json, read_json
 from sweet.config import RunConfig
-from sweet.rundir import METRICS, RUN_CONFIG
+from sweet.rundir import METRICS_FILE, RUN_CONFIG
 
 from .test_grid import _never, local_grid, tiny_spec  # noqa: F401  (local_grid is a fixture)
 
@@ -45,7 +45,7 @@ class FakeRuns:
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_json(out / RUN_CONFIG, cfg.to_dict())
         auc = _auc(cfg)
-        atomic_write_json(out / METRICS, {
+        atomic_write_json(out / METRICS_FILE, {
             "task": cfg.task, "method": cfg.method, "backbone": cfg.backbone, "seed": cfg.seed,
             "learning_rate": cfg.learning_rate, "n_train": cfg.n_train,
             "selection": {"split": "calibration", "auc": auc}, "evaluation": {"split": "validation", "auc": auc},
@@ -84,7 +84,7 @@ def test_later_seeds_wait_then_run_at_the_rate_chosen_on_the_first_seed(tmp_path
     assert grid_status(spec, tmp_path / "g", str(tiny_glue_dir))["finished"] == 16
 
     # the report chooses the same rates by the same rule, and says so
-    records = [read_json(tmp_path / "g" / r["dir"] / METRICS) for r in manifest["runs"]]
+    records = [read_json(tmp_path / "g" / r["dir"] / METRICS_FILE) for r in manifest["runs"]]
     chosen = {k[1]: v["chosen"] for k, v in select_learning_rates(records, on_seed=0).items() if k[0] == "rte"}
     assert chosen == {"early_exit": 3e-3, "multi_model": 1e-3}
     assert select_learning_rates(records, on_seed=0)[("rte", "early_exit", str(tiny_backbone_dir))]["criterion"].startswith(

@@ -129,7 +129,7 @@ def test_predict_returns_rows_in_input_order(tiny_backbone_dir):
     from transformers import AutoTokenizer
 
     from sweet import MultiExitModel
-    from sweet.batching import Collator, encode
+    from sweet.encoding import Collator, encode
     from sweet.data import Examples
 
     tok = AutoTokenizer.from_pretrained(str(tiny_backbone_dir))

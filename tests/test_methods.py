@@ -259,7 +259,7 @@ def test_schedules_switch_between_sweet_and_early_exit():
 
 def test_training_drives_the_schedule(monkeypatch):
     """train() tells the model its progress before each step: the first 40% of steps run as SWEET."""
-    from sweet.batching import Collator, Encoded
+    from sweet.encoding import Collator, Encoded
 
     seen = []
     model = tiny_model("bert", "sweet_then_ee@0.4", exit_layers=(1, 2), num_labels=2)
@@ -365,7 +365,7 @@ def test_gradient_blocks_partition_the_parameters(kind):
 
 
 def test_pcgrad_training_is_deterministic_and_counts_projections():
-    from sweet.batching import Collator, Encoded
+    from sweet.encoding import Collator, Encoded
 
     enc = Encoded(input_ids=[[2, 5 + i % 7, 6 + i % 3, 3] for i in range(32)], token_type_ids=None,
                   labels=[i % 2 for i in range(32)], n_truncated=0)

@@ -167,7 +167,7 @@ def test_fit_predictor_beats_the_constant_prediction():
 def test_fit_exit_predictors_changes_nothing_else_and_survives_save_load(tmp_path, tiny_backbone_dir):
     from transformers import AutoTokenizer
 
-    from sweet.batching import Collator, encode
+    from sweet.encoding import Collator, encode
     from sweet.data import Examples
     from sweet.learn_exit import fit_exit_predictors
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from sweet import SweetError
-from sweet.batching import Collator, Encoded
+from sweet.encoding import Collator, Encoded
 from sweet.evaluation import collect_logits
 from sweet.inference import EarlyExitEngine
 from sweet.modeling import find_layer_list

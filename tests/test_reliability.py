@@ -73,7 +73,7 @@ class Crash(Exception):
 
 def crash_at_step(monkeypatch, step: int) -> None:
     """Make the training collator raise when it is asked for the batch of ``step`` (1-based)."""
-    from sweet.batching import Collator
+    from sweet.encoding import Collator
 
     original, calls = Collator.__call__, {"n": 0}
 
@@ -484,7 +484,7 @@ def test_far_too_long_text_is_truncated_and_reported_once(workspace):
 
 KILL_SCRIPT = textwrap.dedent("""
     import os, signal, sys
-    from sweet.batching import Collator
+    from sweet.encoding import Collator
     original, calls = Collator.__call__, [0]
     def counting(self, encoded, rows):
         calls[0] += 1

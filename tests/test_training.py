@@ -7,7 +7,7 @@ import torch
 from transformers import AutoTokenizer
 
 from sweet import MultiExitModel, SweetError
-from sweet.batching import Collator, encode
+from sweet.encoding import Collator, encode
 from sweet.data import load_task, make_splits
 from sweet.evaluation import collect_logits, per_exit_scores
 from sweet.training import TrainConfig, seed_everything, train

@@ -51,7 +51,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from .backbones import resolve_backbone
-from .batching import bucketed_batches, encode
+from .encoding import bucketed_batches, encode
 from .data import get_task, load_task, make_splits
 from .errors import SweetError
 from .io import atomic_save_figure, atomic_write_json
@@ -302,7 +302,7 @@ def plot_gradients(result: dict, path: Path) -> Path:
     for ax, lay in zip(axes[0], layers):
         m = np.asarray([[np.nan if v is None else v for v in row] for row in lay["pairwise_mean"]], dtype=float)
         mask = np.triu(np.ones_like(m, dtype=bool), k=1)  # lower triangle + diagonal, as a correlation plot
-        shown = np.where(mask, np.nan, m)
+        shown = np.placed(mask, np.nan, m)
         im = ax.imshow(shown, cmap="RdBu_r", vmin=-1.0, vmax=1.0)
         names = lay["classifiers"]
         ax.set_xticks(range(len(names)), names, fontsize=8)

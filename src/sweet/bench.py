@@ -143,7 +143,7 @@ def benchmark(
 ) -> dict:
     """Time the engine against the full model (torch at each precision, ONNX Runtime fp32/int8); see the module
     docstring. ``precisions``: a comma list or sequence, ``default`` or ``all`` (:func:`parse_precisions`)."""
-    from .batching import encode
+    from .encoding import encode
     from .cost import cost_ratio
     from .inference import EarlyExitEngine
     from .metrics import score
@@ -284,7 +284,7 @@ def benchmark(
 
 
 def _head(encoded, k: int):
-    from .batching import Encoded
+    from .encoding import Encoded
 
     return Encoded(encoded.input_ids[:k], None if encoded.token_type_ids is None else encoded.token_type_ids[:k],
                    None, 0)

@@ -13,7 +13,7 @@ replaced (temporary file + rename), then older weights files are deleted. A chec
 through ``state.json``, so a crash at any moment leaves either the previous complete checkpoint or the new one.
 Nothing is pickled, and only a ``.safetensors`` file whose size and hash match ``state.json`` is loaded.
 
-The data order is a function of (seed, epoch) (:func:`sweet.batching.bucketed_batches`), so the data position
+The data order is a function of (seed, epoch) (:func:`sweet.encoding.bucketed_batches`), so the data position
 is the number of optimizer steps done: ``epoch, batch = divmod(step, steps_per_epoch)``.
 """
 

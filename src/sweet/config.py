@@ -160,9 +160,9 @@ class RunConfig:
 def training_config(config: RunConfig) -> TrainConfig:
     """The checks that depend on this machine: a device or precision it cannot run, a backbone path that does
     not exist. Returns the run's :class:`~sweet.training.TrainConfig` (with the resolved training precision)."""
-    where = placement(config.device, config.precision, training=True)
+    placed = placement(config.device, config.precision, training=True)
     train_cfg = TrainConfig(
-        precision=where.precision,
+        precision=placed.precision,
         learning_rate=config.learning_rate,
         epochs=config.epochs,
         batch_size=config.batch_size,

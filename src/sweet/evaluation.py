@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .batching import Collator, Encoded, sorted_batches
+from .encoding import Collator, Encoded, sorted_batches
 from .cost import area_under_curve, auc_range, cost_ratio, fixed_cost_points, interpolate
 from .errors import SweetError
 from .metrics import score as task_score
@@ -158,7 +158,7 @@ def collect_logits(
     [N, hidden] float32 arrays (what the learned exit policy reads)."""
     was_training = model.training
     model.eval()
-    where = model_placement(model)  # fp32 unless prepared for inference (sweet.precision.prepare_for_inference)
+    placed = model_placement(model)  # fp32 unless prepared for inference (sweet.precision.prepare_for_inference)
     n = len(encoded)
     out = [np.zeros((n, model.config.num_labels), dtype=np.float32) for _ in range(model.num_exits)]
     hid = None
@@ -166,8 +166,8 @@ def collect_logits(
     for rows in tqdm(batches, desc=desc, disable=not progress, leave=False, unit="batch"):
         batch = collator(encoded, rows)
         batch.pop("labels", None)
-        with where.no_autocast():  # fp32, or weights already cast: whatever autocast context the caller opened
-            result = model(**to_device(batch, where.device), return_hidden=with_hidden)
+        with placed.no_autocast():  # fp32, or weights already cast: whatever autocast context the caller opened
+            result = model(**to_device(batch, placed.device), return_hidden=with_hidden)
         for i, lg in enumerate(result.logits):
             out[i][rows] = lg.float().cpu().numpy()
         if with_hidden:

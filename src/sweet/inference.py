@@ -123,7 +123,7 @@ class EarlyExitEngine:
     @torch.inference_mode()
     def predict(self, encoded, collator, batch_size: int = 64, sort_by_length: bool = True,
                 window_batches: int = 16) -> BatchResult:
-        """Predict every row of an :class:`~sweet.batching.Encoded` set; results in input order.
+        """Predict every row of an :class:`~sweet.encoding.Encoded` set; results in input order.
 
         Rows are processed in windows of ``batch_size * window_batches`` rows; within a window every segment's
         queue is cut into full batches. ``sort_by_length`` orders rows by length first (less padding); without it

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .batching import Collator, Encoded
+from .encoding import Collator, Encoded
 from .errors import SweetError
 
 LR = 1e-2

@@ -215,7 +215,7 @@ def trainer_missing() -> str | None:
 def training_sample(task: str, n_train: int, seed: int, data_dir: str | None, tokenizer, max_length: int = 256):
     """(task, encoded training sample, encoded evaluation split, evaluation split name): the sample sweet's runs
     draw for (task, n_train, seed) (:func:`sweet.data.make_splits`), tokenised once for both trainers."""
-    from .batching import encode
+    from .encoding import encode
     from .data import load_task, make_splits
 
     data = load_task(task, data_dir)
@@ -227,7 +227,7 @@ def training_sample(task: str, n_train: int, seed: int, data_dir: str | None, to
 
 @torch.inference_mode()
 def _score_logits(predict_batch, encoded, collator, batch_size: int, metric: str) -> float:
-    from .batching import sorted_batches
+    from .encoding import sorted_batches
     from .metrics import score
 
     preds = np.zeros(len(encoded), dtype=np.int64)
@@ -250,14 +250,14 @@ def ours_finetune(backbone: str, task, enc_train, enc_eval, *, method: str = "sw
     from .rundir import load_tokenizer, make_collator
     from .training import TrainConfig, seed_everything, train
 
-    where = placement("cpu", precision, training=True)
+    placed = placement("cpu", precision, training=True)
     with _threads(threads):
         seed_everything(seed)
         model = MultiExitModel.from_backbone(backbone, num_labels=task.num_labels, method=method,
                                              label_names=task.label_names, task=task.name)
         collator = make_collator(load_tokenizer(resolve_backbone(backbone)), model)
         cfg = TrainConfig(learning_rate=learning_rate, epochs=epochs, batch_size=batch_size, seed=seed,
-                          precision=where.precision)
+                          precision=placed.precision)
         t0 = time.perf_counter()
         log = train(model, enc_train, collator, cfg, progress=progress)
         seconds = time.perf_counter() - t0
@@ -266,13 +266,13 @@ def ours_finetune(backbone: str, task, enc_train, enc_eval, *, method: str = "sw
 
         logits = collect_logits(model, enc_eval, collator, 64, progress=False)
         per_exit = [score(task.metric, enc_eval.labels, lg.argmax(-1)) for lg in logits]
-    return {"trainer": "sweet", "method": method, "precision": where.precision, "seconds": seconds,
+    return {"trainer": "sweet", "method": method, "precision": placed.precision, "seconds": seconds,
             "train_log_seconds": log["seconds"], "steps": log["steps"], "exit_layers": list(model.exit_layers),
             "exit_scores": per_exit, "last_exit_score": per_exit[-1], "threads": log["threads"]}
 
 
 class _EncodedDataset(torch.utils.data.Dataset):
-    """Rows of an :class:`~sweet.batching.Encoded` set as the dicts the Trainer's data collator pads."""
+    """Rows of an :class:`~sweet.encoding.Encoded` set as the dicts the Trainer's data collator pads."""
 
     def __init__(self, encoded, use_token_type_ids: bool):
         self.encoded = encoded
@@ -306,7 +306,7 @@ def hf_trainer_finetune(backbone: str, task, enc_train, enc_eval, *, bf16: bool 
     from transformers.trainer_callback import PrinterCallback
     from transformers.utils import logging as hf_logging
 
-    from .batching import Collator
+    from .encoding import Collator
 
     path = resolve_backbone(backbone)
     tokenizer = AutoTokenizer.from_pretrained(path)

@@ -172,33 +172,33 @@ def placement(device: str | torch.device | None = "auto", precision: str | None 
     return Placement(dev, resolve_precision(precision, dev, training=training))
 
 
-def prepare_for_inference(model: nn.Module, where: Placement, *, copy_model: bool = False) -> nn.Module:
+def prepare_for_inference(model: nn.Module, placed: Placement, *, copy_model: bool = False) -> nn.Module:
     """Put a :class:`~sweet.modeling.MultiExitModel` on ``where.device`` in ``where.precision`` for inference
     (eval mode). fp32: as is. bf16/fp16: the encoder's weights cast (heads and exit predictors stay float32).
     int8: the encoder's Linear layers dynamically quantized. ``copy_model=True`` leaves the given model untouched."""
     if copy_model:
         model = copy.deepcopy(model)
     model.eval()
-    model.to(where.device)
-    if where.precision in ("bf16", "fp16"):
+    model.to(placed.device)
+    if placed.precision in ("bf16", "fp16"):
         for bb in model.backbones:
-            bb.to(dtype=DTYPES[where.precision])
-    elif where.precision == "int8":
+            bb.to(dtype=DTYPES[placed.precision])
+    elif placed.precision == "int8":
         from torch.ao.quantization import quantize_dynamic
 
         with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
             warnings.simplefilter("ignore")
             for i, bb in enumerate(model.backbones):
                 model.backbones[i] = quantize_dynamic(bb, {nn.Linear}, dtype=torch.qint8)
-    model.placement = where
+    model.placement = placed
     return model
 
 
 def model_placement(model: nn.Module) -> Placement:
     """The placement a model was prepared with (fp32 on its parameters' device if it was not prepared)."""
-    where = getattr(model, "placement", None)
-    if where is not None:
-        return where
+    placed = getattr(model, "placement", None)
+    if placed is not None:
+        return placed
     param = next(model.parameters(), None)
     return Placement(param.device if param is not None else torch.device("cpu"), "fp32")
 

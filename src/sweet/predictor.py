@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from .batching import encode
+from .encoding import encode
 from .data import Examples, is_blank, read_unlabelled
 from .errors import SweetError
 from .inference import EarlyExitEngine
@@ -54,10 +54,10 @@ class Predictor:
              threshold: float = DEFAULT_THRESHOLD, policy: str = "confidence", batch_size: int = 64) -> "Predictor":
         """Load a run directory (or its ``model/`` directory) onto ``device`` in ``precision``
         (:mod:`sweet.precision`)."""
-        where = placement(device, precision)  # a bad device/precision fails before the model is read
+        placed = placement(device, precision)  # a bad device/precision fails before the model is read
         model, tokenizer, t = load_model(run_dir, task, suggest_task=True)
         max_length = load_run_config(run_dir).max_length if (Path(run_dir) / RUN_CONFIG).is_file() else 256
-        model = prepare_for_inference(model, where)
+        model = prepare_for_inference(model, placed)
         return cls(model, tokenizer, t, max_length=max_length, threshold=threshold, policy=policy,
                    batch_size=batch_size, source=str(run_dir))
 

@@ -30,7 +30,7 @@ import transformers
 from transformers import AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from .batching import Collator
+from .encoding import Collator
 from .checkpoint import CHECKPOINT_DIR, checkpoint_step
 from .config import RESUME_MAY_CHANGE, RunConfig
 from .data import Task, get_task
@@ -40,7 +40,7 @@ from .modeling import CONFIG_NAME, MultiExitModel
 from .version import __version__
 
 RUN_CONFIG = "run_config.json"
-METRICS = "metrics.json"
+METRICS_FILE = "metrics.json"
 MODEL_DIR = "model"
 TRAIN_LOG = "train_log.json"
 SPLITS = "splits.json"
@@ -75,7 +75,7 @@ def check_output_dir(path: Path, overwrite: bool, resume: bool = False) -> None:
         raise SweetError("--resume continues a run and --overwrite starts it over; pass only one of them")
     if path.exists() and not path.is_dir():
         raise SweetError(f"output path {path} exists and is not a directory")
-    is_run, finished = (path / RUN_CONFIG).is_file(), (path / METRICS).is_file()
+    is_run, finished = (path / RUN_CONFIG).is_file(), (path / METRICS_FILE).is_file()
     if resume:
         if not is_run:
             raise SweetError(f"nothing to resume: {path} is not a sweet run directory ({RUN_CONFIG} is missing); "
@@ -108,7 +108,7 @@ def check_resume_config(path: Path, config: RunConfig) -> None:
 def prepare_output_dir(path: Path, overwrite: bool, resume: bool = False) -> None:
     check_output_dir(path, overwrite, resume)
     path.mkdir(parents=True, exist_ok=True)
-    stale = path / METRICS
+    stale = path / METRICS_FILE
     if stale.exists():
         stale.unlink()
     if not resume:  # a checkpoint of an earlier attempt must not be mixed into this one

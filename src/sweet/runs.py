@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .backbones import resolve_backbone
-from .batching import encode, truncation_note
+from .encoding import encode, truncation_note
 from .calibration import expected_calibration_error, fit_temperatures
 from .checkpoint import CHECKPOINT_DIR, Checkpointer, checkpoint_step, training_fingerprint
 from .config import RunConfig, training_config
@@ -32,7 +32,7 @@ from .modeling import MultiExitModel
 from .policies import DEFAULT_THRESHOLD, ConfidencePolicy, decide, make_policy
 from .precision import Placement, placement, prepare_for_inference, resolve_device
 from .rundir import (
-    METRICS, MODEL_DIR, RUN_CONFIG, SPLITS, TRAIN_LOG, check_output_dir, check_resume_config, effective_max_length,
+    METRICS_FILE, MODEL_DIR, RUN_CONFIG, SPLITS, TRAIN_LOG, check_output_dir, check_resume_config, effective_max_length,
     TASK_KEY, environment, load_run, load_tokenizer, make_collator, prepare_output_dir,
 )
 from .sources import NO_EVAL_SPLIT, LabelledTable, SourceSpec, load_source
@@ -53,7 +53,7 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
     write the config, train, calibrate, evaluate, write the metrics. Each step is one named call."""
     t0 = time.perf_counter()
     train_cfg = training_config(config)
-    where = Placement(resolve_device(config.device), train_cfg.precision)
+    placed = Placement(resolve_device(config.device), train_cfg.precision)
     out = Path(output_dir)
     check_output_dir(out, overwrite, resume)
     if resume:
@@ -72,7 +72,7 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
         task=task.name,
     )
     model.config.extra[TASK_KEY] = task.to_dict()  # so that the model answers without the data (own data)
-    model.to(where.device)
+    model.to(placed.device)
     collator = make_collator(tokenizer, model)
     max_length = effective_max_length(config.max_length, tokenizer, model)
     encoded = {name: encode(tokenizer, part, max_length, warn=False) for name, part in
@@ -86,7 +86,7 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
     prepare_output_dir(out, overwrite, resume)
     if not resume:
         atomic_write_json(out / RUN_CONFIG, {**config.to_dict(), "task": config.task and task.name, "max_length_used": max_length,
-                                             "environment": environment(), "placement": where.to_dict()})
+                                             "environment": environment(), "placement": placed.to_dict()})
     if not resume or not (out / SPLITS).is_file():
         atomic_write_json(out / SPLITS,
                           {**splits.info, "train_ids": splits.train.ids, "calibration_ids": splits.calibration.ids})
@@ -163,9 +163,9 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
         },
         "data_files": data.files,
         # training ran in train_log's precision; calibration and evaluation in fp32 on the same device
-        "placement": {"train": where.to_dict(), "evaluation": Placement(where.device, "fp32").to_dict()},
+        "placement": {"train": placed.to_dict(), "evaluation": Placement(placed.device, "fp32").to_dict()},
     }
-    atomic_write_json(out / METRICS, metrics)
+    atomic_write_json(out / METRICS_FILE, metrics)
     checkpointer.remove()  # the run is finished; the trained model is in model/
     return metrics
 
@@ -258,7 +258,7 @@ def read_evaluation_file(cfg: RunConfig, task: Task, path: str) -> Examples:
 def run_evaluation_precision(run_dir: str | Path) -> str:
     """The precision a run's own results were computed in (``placement.evaluation`` of its metrics.json; fp32
     for runs from before it was recorded): the default of a re-evaluation, so that its numbers compare."""
-    path = Path(run_dir) / METRICS
+    path = Path(run_dir) / METRICS_FILE
     if path.is_file():
         recorded = (read_json(path).get("placement") or {}).get("evaluation") or {}
         if recorded.get("precision"):
@@ -296,10 +296,10 @@ def evaluate_run(
     ``placement.evaluation`` with the placement used."""
     if overwrite and eval_file:
         raise SweetError("--overwrite replaces the run's own results in metrics.json; it does not apply to --file")
-    where = placement(device, precision or run_evaluation_precision(run_dir))
+    placed = placement(device, precision or run_evaluation_precision(run_dir))
     cfg, model, tokenizer, task = load_run(run_dir)
     exit_policy = make_policy(policy, model)
-    model = prepare_for_inference(model, where)
+    model = prepare_for_inference(model, placed)
     if eval_file:
         examples = read_evaluation_file(cfg, task, eval_file)
         split_name = f"file:{eval_file}"
@@ -312,27 +312,27 @@ def evaluate_run(
     evaluation = evaluate_logits(
         logits, examples.labels, exit_layers=model.exit_layers, method=model.config.method, metric=task.metric,
         num_labels=task.num_labels, policy=exit_policy, hidden_per_exit=hidden, split=split_name,
-        placement=where.to_dict(),
+        placement=placed.to_dict(),
     )
     result = {"task": task.name, "method": model.config.method, "backbone": cfg.backbone,
               "exit_layers": model.exit_layers, "seed": cfg.seed, "evaluation": evaluation.to_dict()}
     if write:
-        result["written"] = str(_write_evaluation(Path(run_dir), result, eval_file, policy, where, overwrite))
+        result["written"] = str(_write_evaluation(Path(run_dir), result, eval_file, policy, placed, overwrite))
     return result
 
 
-def _write_evaluation(run_dir: Path, result: dict, eval_file: str | None, policy: str, where: Placement,
+def _write_evaluation(run_dir: Path, result: dict, eval_file: str | None, policy: str, placed: Placement,
                       overwrite: bool) -> Path:
     evaluation = Evaluation.of_run(result)
-    if not overwrite or not (run_dir / METRICS).is_file():
-        path = run_dir / evaluation_file_name(eval_file, policy, where.precision)
+    if not overwrite or not (run_dir / METRICS_FILE).is_file():
+        path = run_dir / evaluation_file_name(eval_file, policy, placed.precision)
         atomic_write_json(path, result)
         return path
-    previous = read_json(run_dir / METRICS)
+    previous = read_json(run_dir / METRICS_FILE)
     if policy == "confidence":
         previous["evaluation"] = evaluation.to_dict()
-        previous.setdefault("placement", {})["evaluation"] = where.to_dict()
+        previous.setdefault("placement", {})["evaluation"] = placed.to_dict()
     else:
         previous.setdefault("policies", {})[policy] = evaluation.curve.to_dict()
-    atomic_write_json(run_dir / METRICS, previous)
-    return run_dir / METRICS
+    atomic_write_json(run_dir / METRICS_FILE, previous)
+    return run_dir / METRICS_FILE

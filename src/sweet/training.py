@@ -45,7 +45,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from .batching import Collator, Encoded, bucketed_batches
+from .encoding import Collator, Encoded, bucketed_batches
 from .checkpoint import Checkpointer, TrainState, training_fingerprint
 from .errors import SweetError
 from .gradients import pcgrad_backward
@@ -180,7 +180,7 @@ def _train(model, encoded: Encoded, collator: Collator, config: TrainConfig, pro
     steps_per_epoch = math.ceil(len(encoded) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
     device = next(model.parameters()).device
-    where = Placement(device, config.precision)
+    placed = Placement(device, config.precision)
     optimizer = make_optimizer(model, config, device)
     scaler = torch.amp.GradScaler(device.type) if config.precision == "fp16" else None
     scheduler = get_linear_schedule_with_warmup(optimizer, int(config.warmup_ratio * total_steps), total_steps)
@@ -207,13 +207,13 @@ def _train(model, encoded: Encoded, collator: Collator, config: TrainConfig, pro
     first_epoch, first_batch = divmod(state.step, steps_per_epoch)  # the data position
     # autocast is off for the whole step (backward, clipping, optimizer) whatever the caller opened, and on
     # (bf16/fp16) for the forward only; a caller's outer context would otherwise also reach the backward pass
-    with where.no_autocast():
+    with placed.no_autocast():
         for epoch in range(first_epoch, config.epochs):
             batches = bucketed_batches(lengths, config.batch_size, config.seed, epoch)
             for rows in batches[first_batch if epoch == first_epoch else 0 :]:
                 batch = to_device(collator(encoded, rows), device)
                 model.set_progress(state.step / total_steps)
-                with where.autocast():
+                with placed.autocast():
                     out = model(**batch)
                 optimizer.zero_grad(set_to_none=True)
                 if blocks is not None:
@@ -261,7 +261,7 @@ def _train(model, encoded: Encoded, collator: Collator, config: TrainConfig, pro
         "examples_per_second": round(len(encoded) * config.epochs / max(seconds, 1e-9), 2),
         "threads": threads,
         "openmp_dynamic_off": team["openmp_dynamic_off"],
-        **where.to_dict(),
+        **placed.to_dict(),
         "resumed_at_steps": state.resumed_at,
         **({"pcgrad": state.projections} if blocks is not None else {}),
         "log": state.log,

@@ -54,13 +54,13 @@ def evaluate(
 
 def _read_input_lines(source: str) -> list[str]:
     if source == "-":
-        raw, where = sys.stdin.buffer.read(), "standard input"
+        raw, source_name = sys.stdin.buffer.read(), "standard input"
     else:
         path = Path(source)
         if not path.is_file():
             raise SweetError(f"input file not found: {path}")
-        raw, where = path.read_bytes(), str(path)
-    return decode_utf8(raw, where).splitlines()
+        raw, source_name = path.read_bytes(), str(path)
+    return decode_utf8(raw, source_name).splitlines()
 
 
 @app.command()

@@ -23,7 +23,7 @@ from ..config import RunConfig
 from ..errors import SweetError, install_hint
 from ..evaluation import Evaluation
 from ..io import atomic_write_json, atomic_write_text
-from ..rundir import METRICS, RUN_CONFIG, hide_hf_progress_bars
+from ..rundir import METRICS_FILE, RUN_CONFIG, hide_hf_progress_bars
 from .plan import GridRun, TaskInfo, WaitingRun, expand_stages, plan, run_state
 from .continuation import DATA_SHA256, check_continuation
 from .spec import GridSpec, spec_to_toml
@@ -44,7 +44,7 @@ def execute_run(config: dict, out_dir: str, progress: bool = False, num_threads:
         hide_hf_progress_bars()
     cfg = RunConfig.from_dict(config)
     out = Path(out_dir)
-    started = (out / RUN_CONFIG).is_file() and not (out / METRICS).is_file()
+    started = (out / RUN_CONFIG).is_file() and not (out / METRICS_FILE).is_file()
     metrics = None
     if started and "resume" in inspect.signature(run).parameters:
         try:

@@ -154,7 +154,7 @@ def check_claims(chosen: dict, tasks: list[str], seeds: list[int] | None = None)
                 continue
             pairs[key] = g
         g = pairs[key]
-        points, where = _scope(g, claim.scope)
+        points, scope_name = _scope(g, claim.scope)
         if not points:
             continue
 
@@ -164,7 +164,7 @@ def check_claims(chosen: dict, tasks: list[str], seeds: list[int] | None = None)
         stats = stat_row(t_interval([float(np.mean([value(g["_runs"][(t, s)][0]) - value(g["_runs"][(t, s)][1])
                                                     for t in g["tasks"]])) for s in g["seeds"]]))
         out.append({"key": claim.key, "claim": claim.text, "paper": claim.paper, "a": claim.a, "b": claim.b,
-                    "over": where, "direction": claim.direction, "tasks": g["tasks"], "seeds": g["seeds"],
+                    "over": scope_name, "direction": claim.direction, "tasks": g["tasks"], "seeds": g["seeds"],
                     "gap": stats, "verdict": claim.verdict(stats)})
     if not out:
         return None

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from ..errors import SweetError
 from ..io import read_json
-from ..rundir import METRICS, RUN_CONFIG
+from ..rundir import METRICS_FILE, RUN_CONFIG
 from .plan import GridRun, TaskInfo, comparable_config
 from .store import GRID_FILE, read_splits_digest, splits_digest, write_splits_digest
 
@@ -66,7 +66,7 @@ def check_changed_runs(grid_dir: Path, runs: list[GridRun], tasks: dict[str, Tas
     planned = {run_slot(r.rel_dir): r for r in runs}
     for entry in manifest.get("runs", []):
         r = planned.get(run_slot(entry["dir"]))
-        if r is None or entry["dir"] == r.rel_dir or not (grid_dir / entry["dir"] / METRICS).is_file():
+        if r is None or entry["dir"] == r.rel_dir or not (grid_dir / entry["dir"] / METRICS_FILE).is_file():
             continue
         cfg_path = grid_dir / entry["dir"] / RUN_CONFIG
         stored = read_json(cfg_path) if cfg_path.is_file() else {}
@@ -105,7 +105,7 @@ def check_splits(grid_dir: Path, runs: list[GridRun], tasks: dict[str, TaskInfo]
     stored: dict[str, str] = {}
     for r in runs:
         d = grid_dir / r.rel_dir
-        if not (d / METRICS).is_file():
+        if not (d / METRICS_FILE).is_file():
             continue
         digest = read_splits_digest(d)
         if digest is None and write:

@@ -36,7 +36,7 @@ from ..errors import SweetError
 from ..io import read_json
 from ..methods import parse_method
 from ..precision import native_bf16, resolve_precision
-from ..rundir import METRICS, PROVENANCE_KEYS, RUN_CONFIG
+from ..rundir import METRICS_FILE, PROVENANCE_KEYS, RUN_CONFIG
 from .selection import select_learning_rates
 from .spec import GridSpec
 from .store import RUNS_DIR, last_data_dir
@@ -262,7 +262,7 @@ def _chosen_on_first_seed(grid_dir: str | Path | None, first_runs: list[GridRun]
     """The learning rate chosen on the first seed's runs (one per rate), or None until all of them finished."""
     if grid_dir is None or any(run_state(Path(grid_dir), r) != "finished" for r in first_runs):
         return None
-    records = [read_json(Path(grid_dir) / r.rel_dir / METRICS) for r in first_runs]
+    records = [read_json(Path(grid_dir) / r.rel_dir / METRICS_FILE) for r in first_runs]
     (choice,) = select_learning_rates(records, on_seed=first_seed).values()
     return choice["chosen"]
 
@@ -275,7 +275,7 @@ def comparable_config(d: dict) -> dict:
 def run_state(grid_dir: Path, r: GridRun) -> str:
     """'finished' (metrics.json present), 'partial' (started, not finished) or 'pending'."""
     d = grid_dir / r.rel_dir
-    if (d / METRICS).is_file():
+    if (d / METRICS_FILE).is_file():
         cfg_path = d / RUN_CONFIG
         if cfg_path.is_file():
             stored = comparable_config(read_json(cfg_path))

@@ -21,7 +21,7 @@ from ..errors import SweetError
 from ..evaluation import Evaluation
 from ..io import atomic_save_figure, read_json
 from ..methods import SELECTED_ALPHA, method_label
-from ..rundir import METRICS
+from ..rundir import METRICS_FILE
 from .tables import TASK_LABELS, gap_label, metric_label
 
 RUN_CURVE = "curve.png"  # one run's speed-accuracy curve, in its run directory
@@ -135,9 +135,9 @@ def write_run_curve(run_dir: str | Path, metrics: dict | None = None) -> Path:
     threshold grid) as ``RUN_DIR/curve.png``. ``metrics``: the run's metrics, if at hand (else read)."""
     run_dir = Path(run_dir)
     if metrics is None:
-        if not (run_dir / METRICS).is_file():
-            raise SweetError(f"{run_dir} has no {METRICS}: it is not a finished run, so it has no curve to draw")
-        metrics = read_json(run_dir / METRICS)
+        if not (run_dir / METRICS_FILE).is_file():
+            raise SweetError(f"{run_dir} has no {METRICS_FILE}: it is not a finished run, so it has no curve to draw")
+        metrics = read_json(run_dir / METRICS_FILE)
     ev, method = Evaluation.of_run(metrics), metrics["method"]
     points = sorted(ev.curve.points, key=lambda p: (p.cost_ratio, p.threshold))
     curve = {"cost": [p.cost_ratio for p in points], "mean": [p.score for p in points],

@@ -34,7 +34,7 @@ from ..errors import SweetError
 from ..evaluation import Evaluation
 from ..io import atomic_write_json, atomic_write_text, read_json
 from ..methods import SELECTED_ALPHA
-from ..rundir import METRICS, RUN_CONFIG
+from ..rundir import METRICS_FILE, RUN_CONFIG
 from .aggregate import (CONFIDENCE, aggregate_curves, average_over_tasks, chosen_runs, is_size_sweep, selection_key,
                         size_sweep, stat_row, t_interval, versus_best)
 from .claims import check_claims
@@ -51,7 +51,7 @@ def collect(grid_dir: str | Path, partial: bool = False) -> tuple[dict, list[dic
     grid = load_grid(grid_dir)
     records, missing = [], []
     for entry in grid["runs"]:
-        path = grid_dir / entry["dir"] / METRICS
+        path = grid_dir / entry["dir"] / METRICS_FILE
         if not path.is_file():
             missing.append(entry["dir"])
             continue

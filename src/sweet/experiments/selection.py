@@ -49,11 +49,11 @@ def select_learning_rates(records: Sequence[dict], by_size: bool = False, on_see
     groups: dict[tuple, dict[float, dict[int, float]]] = {}
     for m in records:
         sel = m.get("selection")
-        where = f"{m.get('task')}/{m.get('method')}/lr={m.get('learning_rate')}/seed={m.get('seed')}"
+        run_label = f"{m.get('task')}/{m.get('method')}/lr={m.get('learning_rate')}/seed={m.get('seed')}"
         if not sel:
-            raise SweetError(f"run {where} has no 'selection' metrics (made by an older sweet); re-run it")
+            raise SweetError(f"run {run_label} has no 'selection' metrics (made by an older sweet); re-run it")
         if sel.get("split") == m.get("evaluation", {}).get("split"):
-            raise SweetError(f"run {where}: the selection split is the reported split; refusing to select on it")
+            raise SweetError(f"run {run_label}: the selection split is the reported split; refusing to select on it")
         key = (m["task"], m["method"], m["backbone"]) + ((int(m["n_train"]),) if by_size else ())
         groups.setdefault(key, {}).setdefault(float(m["learning_rate"]), {})[int(m["seed"])] = sel["auc"]
     out = {}

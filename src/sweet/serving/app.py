@@ -13,7 +13,7 @@ Endpoints
     :meth:`Predictor.info <sweet.predictor.Predictor.info>` (task, labels, method, exit layers, precision,
     device, default threshold and policy) plus the server's settings under ``"server"``.
 ``GET /metrics``
-    Prometheus text format (:mod:`sweet.serving.metrics`).
+    Prometheus text format (:mod:`sweet.serving.prometheus`).
 
 Every error is a one-line JSON body ``{"error": "..."}``: 400 for bad input (not UTF-8, not JSON, wrong fields,
 wrong types, threshold outside [0, 1], unknown policy), 413 for a body over ``max_body_bytes`` or more than
@@ -44,7 +44,7 @@ from ..errors import SweetError, one_line
 from ..policies import check_threshold
 from ..predictor import Predictor
 from .batcher import Batcher, BatchLimits, ServerClosing
-from .metrics import UNMATCHED_ROUTE, Metrics
+from .prometheus import UNMATCHED_ROUTE, Metrics
 
 DEFAULT_MAX_ITEMS = 256
 DEFAULT_MAX_BODY_BYTES = 1 << 20  # 1 MiB
@@ -191,11 +191,11 @@ def create_app(predictor_or_run_dir, *, max_batch_size: int = 64, max_wait_ms: f
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, exc):  # 404 / 405 as one-line JSON
-        where = f"{request.method} {request.url.path}"
+        route = f"{request.method} {request.url.path}"
         if exc.status_code == 404:
-            return error(404, f"no endpoint {where}; the endpoints are {routes}")
+            return error(404, f"no endpoint {route}; the endpoints are {routes}")
         if exc.status_code == 405:
-            return error(405, f"method not allowed: {where}; the endpoints are {routes}")
+            return error(405, f"method not allowed: {route}; the endpoints are {routes}")
         return error(exc.status_code, str(exc.detail))
 
     async def read_body(request: Request) -> bytes:

@@ -28,10 +28,10 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..batching import encode
+from ..encoding import encode
 from ..data import Examples
 from ..errors import SweetError
-from .metrics import Metrics
+from .prometheus import Metrics
 
 
 class ServerClosing(SweetError):
