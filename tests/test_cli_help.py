@@ -53,6 +53,7 @@ def test_every_command_answers_help(command):
     (["train"], ["[auto|cls|mean]", "[local|hub]", "[auto|fp32|bf16|fp16]", "INTEGER >= 8", "FLOAT > 0"]),
     (["serve"], ["[local|ray]", "INTEGER >= 1"]),
     (["grid"], ["[local|ray]"]),
+    (["bench"], ["pip install 'sweet[onnx]'"]),  # rich markup must not swallow the extra's brackets
 ])
 def test_help_shows_choices_and_ranges(command, shown, monkeypatch):
     monkeypatch.setenv("COLUMNS", "250")  # a wide terminal: rich shortens long values in narrow ones

@@ -172,7 +172,9 @@ def analyze_gradients(
 ) -> dict:
     """Fine-tune an Early-Exit model for ``steps`` steps and measure, at every step, how the classifiers'
     gradients on the last FFN matrix of each layer preceding an exit align (see the module docstring).
-    Writes ``OUTPUT/gradients.json`` and ``OUTPUT/gradients.png``; returns the JSON's content."""
+    Writes ``OUTPUT/gradients.json`` and ``OUTPUT/gradients.png``; returns the JSON's content.
+
+    Long on purpose: the analysis is one training loop read top to bottom (data, model, steps, probes, write), like the trainer."""
     if steps < 1 or batch_size < 1 or probe_batches < 0:
         raise SweetError("steps and batch size must be positive and probe batches non-negative")
     if not (math.isfinite(learning_rate) and learning_rate > 0):

@@ -142,7 +142,9 @@ def benchmark(
     peers: bool = True,
 ) -> dict:
     """Time the engine against the full model (torch at each precision, ONNX Runtime fp32/int8); see the module
-    docstring. ``precisions``: a comma list or sequence, ``default`` or ``all`` (:func:`parse_precisions`)."""
+    docstring. ``precisions``: a comma list or sequence, ``default`` or ``all`` (:func:`parse_precisions`).
+
+    Long on purpose: one measurement in the order it runs (load, warm up, time each configuration, the peers, write), so that what is timed is visible in one place."""
     from .encoding import encode
     from .cost import cost_ratio
     from .inference import EarlyExitEngine

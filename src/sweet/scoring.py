@@ -80,7 +80,9 @@ def score_file(predictor, input_path: str | os.PathLike, output_path: str | os.P
     ``threshold``/``policy`` default to the predictor's). ``batch_rows`` rows are read, predicted and written at a
     time (the engine batches them further by ``predictor.batch_size``). Returns a summary: ``input``, ``output``,
     ``format``, ``rows``, ``batches``, ``seconds``, ``columns`` (the prediction columns written) and
-    ``exit_counts`` (exit layer -> rows)."""
+    ``exit_counts`` (exit layer -> rows).
+
+    Long on purpose: the streaming loop (read a batch, check, predict, write) reads top to bottom."""
     start = time.perf_counter()
     src, dst = Path(input_path), Path(output_path)
     if isinstance(batch_rows, bool) or not isinstance(batch_rows, int) or batch_rows < 1:

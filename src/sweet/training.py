@@ -174,6 +174,7 @@ def train(model, encoded: Encoded, collator: Collator, config: TrainConfig, prog
 
 def _train(model, encoded: Encoded, collator: Collator, config: TrainConfig, progress: bool,
            checkpointer: Checkpointer | None, resume: bool, team: dict) -> dict:
+    """Long on purpose: the training loop read top to bottom (forward, backward, clip, step, log, checkpoint), as in nanoGPT."""
     threads = team["threads"]
     seed_everything(config.seed)
     lengths = encoded.lengths

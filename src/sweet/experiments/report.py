@@ -76,7 +76,9 @@ def collect(grid_dir: str | Path, partial: bool = False) -> tuple[dict, list[dic
 
 
 def build_report(grid_dir: str | Path, partial: bool = False, command: str | None = None) -> dict:
-    """Everything the report shows, as one JSON-able dict."""
+    """Everything the report shows, as one JSON-able dict.
+
+    Long on purpose: it assembles report.json in the order the report reads (status, selection, tables, claims, provenance)."""
     grid_dir = Path(grid_dir)
     grid, records, missing = collect(grid_dir, partial)
     spec = grid["spec"]

@@ -137,6 +137,8 @@ def _candidate_cell(value: str, candidate: dict, chosen: bool) -> str:
 
 
 def render_markdown(report: dict, figures: dict[str, str]) -> str:
+    """report.md from report.json, written top to bottom, one section after another, in the order a reader meets
+    them (long on purpose: splitting it would scatter the page's order over many functions)."""
     spec = report["grid"]["spec"]
     prov = report["provenance"]
     methods = [m for m in report["methods"] if m in report["average"]]

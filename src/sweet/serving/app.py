@@ -139,7 +139,9 @@ def create_app(predictor_or_run_dir, *, max_batch_size: int = 64, max_wait_ms: f
     app; its batching worker starts with the app's lifespan (or on the first request) and drains on shutdown.
 
     The limits (``max_batch_size``, ``max_wait_ms``, ``max_items``, ``max_body_bytes``) are checked first, before
-    a run directory is loaded; a bad one is a :class:`SweetError` naming the ``sweet serve`` option."""
+    a run directory is loaded; a bad one is a :class:`SweetError` naming the ``sweet serve`` option.
+
+    Long on purpose: FastAPI's route handlers are closures over the app's predictor, batcher, limits and metrics; each handler is short."""
     batch_limits, request_limits = check_app_options(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms,
                                                      batching=batching, max_items=max_items,
                                                      max_body_bytes=max_body_bytes)
