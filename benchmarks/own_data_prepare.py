@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from sweet.backbones import resolve_backbone
-from sweet.batching import encode
+from sweet.encoding import encode
 from sweet.config import RunConfig
 from sweet.data import make_splits
 from sweet.datasource import load_run_data

@@ -103,7 +103,7 @@ class Offline:
         import numpy as np
 
         import sweet
-        from sweet.batching import encode
+        from sweet.encoding import encode
         from sweet.data import Examples
         from sweet.inference import EarlyExitEngine
 

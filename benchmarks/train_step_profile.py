@@ -30,7 +30,7 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from sweet.batching import bucketed_batches, encode
+    from sweet.encoding import bucketed_batches, encode
     from sweet.data import load_task, make_splits
     from sweet.modeling import MultiExitModel
     from sweet.precision import Placement, native_bf16
