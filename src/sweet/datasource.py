@@ -32,6 +32,9 @@ class TableExamples(Examples):
     def __len__(self) -> int:
         return len(self.table)
 
+    def __repr__(self) -> str:  # the dataclass repr would turn every row into Python strings
+        return f"TableExamples({len(self)} rows, name={self.name!r})"
+
     @property
     def texts(self) -> list[tuple[str, ...]]:
         return self.table.text_tuples()
