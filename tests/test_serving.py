@@ -490,6 +490,7 @@ def sweet_serve(run_dir: Path, *args: str, ready_timeout: float = 120.0, env_ext
             pass
 
 
+@pytest.mark.slow
 def test_sigterm_finishes_requests_in_flight_and_exits_0(sst2_run, predictor):
     # a long batching wait keeps the requests queued in the server when SIGTERM arrives
     requests = [sentences(3, seed=200 + i) for i in range(8)]
@@ -513,6 +514,7 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(sst2_run, predictor):
             httpx.post(url + "/predict", json={"texts": ["good"]}, timeout=5)
 
 
+@pytest.mark.slow
 def test_cli_serve_and_loadtest_end_to_end(sst2_run, predictor, tmp_path):
     from sweet.serving.loadtest import load_test
 
@@ -540,6 +542,7 @@ def test_cli_serve_and_loadtest_end_to_end(sst2_run, predictor, tmp_path):
         assert proc.wait(timeout=60) == 0
 
 
+@pytest.mark.slow
 def test_loadtest_refuses_other_hosts_and_bad_limits():
     from sweet.serving.loadtest import check_loopback_url, load_test
 
@@ -558,6 +561,7 @@ def test_loadtest_refuses_other_hosts_and_bad_limits():
     assert r.stderr.strip() == "error: loadtest only targets this machine (127.0.0.1, ::1 or localhost), got host '93.184.216.34'"
 
 
+@pytest.mark.slow
 def test_loadtest_without_a_server_is_a_one_line_error():
     from sweet.serving.loadtest import load_test
 
@@ -639,6 +643,7 @@ def test_loadtest_with_failed_requests_is_not_ok_and_says_why():
     (["--max-body-bytes", "-1"], "--max-body-bytes must be positive, got -1"),
     (["--max-wait-ms", "-1"], "--max-wait-ms must be a non-negative number, got -1.0"),
 ])
+@pytest.mark.slow
 def test_serve_option_errors_are_one_line(sst2_run, args, message):
     r = subprocess.run([sys.executable, "-m", "sweet.cli", "serve", str(sst2_run), "--port", "0", *args],
                        capture_output=True, text=True, timeout=120, env={**os.environ, "HF_HUB_OFFLINE": "1"})
