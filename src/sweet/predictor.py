@@ -90,13 +90,16 @@ class Predictor:
 
     def predict(self, inputs: Sequence, threshold: float | None = None, policy: str | None = None,
                 batch_size: int | None = None) -> list[dict]:
-        """Answer every input, in input order."""
+        """Answer every input, in input order. ``threshold`` and ``policy`` are checked here, where they enter."""
+        threshold = None if threshold is None else check_threshold(threshold)
         return self.predict_encoded(encode(self.tokenizer, self.examples(inputs), self.max_length, warn=False),
                                     threshold, policy, batch_size)
 
     def predict_encoded(self, encoded, threshold: float | None = None, policy: str | None = None,
                         batch_size: int | None = None, sort_by_length: bool = True) -> list[dict]:
-        threshold = self.threshold if threshold is None else check_threshold(threshold)
+        """Answer encoded inputs. The threshold is trusted: it was checked where it entered (:meth:`predict`, the
+        server's request model, the predictor's own default)."""
+        threshold = self.threshold if threshold is None else threshold
         name = policy or self.policy
         engine = EarlyExitEngine(self.model, self.get_policy(name), threshold)
         result = engine.predict(encoded, self.collator, batch_size or self.batch_size, sort_by_length=sort_by_length)
