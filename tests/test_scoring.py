@@ -266,9 +266,9 @@ def test_rows_are_read_predicted_and_written_per_batch(tmp_path, monkeypatch):
 def test_a_large_csv_is_never_held_in_memory(tmp_path, monkeypatch):
     """50,000 rows (about 8 MB): Arrow holds the blocks its CSV reader parses ahead (a bounded number, about 40:
     made small here with 32 KiB blocks, 1 MiB by default) and one batch, Python one batch of strings."""
-    import sweet.scoring
+    import sweet.scoring.readers
 
-    monkeypatch.setattr(sweet.scoring, "CSV_BLOCK_BYTES", 1 << 15)
+    monkeypatch.setattr(sweet.scoring.readers, "CSV_BLOCK_BYTES", 1 << 15)  # the name the reader uses
     n = 50_000
     src = tmp_path / "big.csv"
     with open(src, "w", encoding="utf-8") as fh:
