@@ -583,9 +583,11 @@ def test_a_continued_grid_refuses_changed_data_options_or_samples(local_grid, tm
     assert "warmup_ratio (0.0 then, 0.1 now)" in msg and "data file" not in msg
 
     # the code that draws the training samples changed
-    real = sweet.data.make_splits
-    with monkeypatch.context() as mp:
-        mp.setattr(sweet.data, "make_splits", lambda data, n, seed, *a: real(data, n, seed + 7, *a))
+    import sweet.experiments.continuation as continuation
+
+    real = continuation.make_splits
+    with monkeypatch.context() as mp:  # the name the continuation check calls
+        mp.setattr(continuation, "make_splits", lambda data, n, seed, *a: real(data, n, seed + 7, *a))
         msg = refused(tiny_glue_dir)
     assert "its training sample or calibration split (splits_digest.json) is not the one" in msg
     assert "seed 0" in msg or "seed 1" in msg

@@ -51,8 +51,8 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from .backbones import resolve_backbone
-from .encoding import bucketed_batches, encode
 from .data import get_task, load_task, make_splits
+from .encoding import bucketed_batches, encode
 from .errors import SweetError
 from .io import atomic_save_figure, atomic_write_json
 from .methods import parse_method

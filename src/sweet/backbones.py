@@ -15,6 +15,8 @@ local directory. Two short names resolve to models that ship inside PyPI package
 from __future__ import annotations
 
 import importlib
+import importlib.metadata as md
+import json
 import os
 import shutil
 import tempfile
@@ -90,7 +92,6 @@ def cache_dir() -> Path:
 
 def _part_file(distribution: str) -> Path:
     """The one ``*.zip.NNN`` file a part distribution installs."""
-    import importlib.metadata as md
 
     dist = md.distribution(distribution)  # PackageNotFoundError when the part is not installed
     parts = [f for f in (dist.files or []) if ".zip." in f.name and not f.name.endswith(".py")]
@@ -103,7 +104,6 @@ def assemble_split_zip(distributions: tuple[str, ...], dirname: str, what: str) 
     """Join a zip split across installed distributions and extract it once into :func:`cache_dir`; return the
     model folder (the one with ``config.json``). Extraction goes to a temporary folder that is renamed into
     place, so an interrupted first use leaves nothing half-written behind."""
-    import importlib.metadata as md
 
     target = cache_dir() / "backbones" / dirname
     if (target / "config.json").is_file():
@@ -164,7 +164,6 @@ def resolve_pooling(pooling: str, backbone_path: str) -> str:
     """``auto``: the pooling the backbone was pretrained with, if it says (sentence-transformers models
     declare it in ``1_Pooling/config.json``; all-MiniLM-L6-v2 uses mean pooling), else ``cls`` (the
     paper's BERT setting). Explicit ``cls`` / ``mean`` are returned unchanged."""
-    import json
 
     if pooling != "auto":
         return pooling

@@ -29,6 +29,7 @@ recorded with the device and precisions.
 
 from __future__ import annotations
 
+import copy
 import statistics
 import tempfile
 import time
@@ -40,14 +41,36 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .cost import cost_ratio
+from .encoding import Encoded, encode
 from .errors import SweetError
+from .inference import EarlyExitEngine
+from .metrics import score
+from .peers import (
+    FullModel,
+    OnnxClassifier,
+    export_onnx,
+    onnx_missing,
+    onnx_providers,
+    onnxruntime_version,
+    quantize_onnx_int8,
+)
+from .precision import (
+    model_placement,
+    native_bf16,
+    resolve_device,
+    resolve_precision,
+    to_device,
+)
+from .predictor import Predictor
+from .rundir import environment, load_run_config
+from .runs import evaluation_split
 
 BASELINE = "torch fp32 full"
 
 
 def runnable_precisions(device: torch.device) -> list[str]:
     """Every inference precision this device can run (bf16 on a CPU without native bf16 runs, emulated)."""
-    from .precision import resolve_precision
 
     out = []
     for p in ("fp32", "bf16", "fp16", "int8"):
@@ -64,7 +87,6 @@ def runnable_precisions(device: torch.device) -> list[str]:
 def default_precisions(device: torch.device) -> list[str]:
     """The precisions worth comparing on ``device``: fp32 plus what it runs fast (CPU: int8, and bf16 where the
     processor has native bf16; GPU: bf16 where supported, else fp16)."""
-    from .precision import native_bf16
 
     if device.type == "cpu":
         return ["fp32", *(["bf16"] if native_bf16(device) else []), "int8"]
@@ -76,7 +98,6 @@ def default_precisions(device: torch.device) -> list[str]:
 def parse_precisions(text: str | Sequence[str] | None, device: torch.device) -> list[str]:
     """``None``/``default`` -> :func:`default_precisions`; ``all`` -> :func:`runnable_precisions`; else a comma list,
     each checked against the device. fp32 is always included (it is the reference)."""
-    from .precision import resolve_precision
 
     if text is None:
         items = ["default"]
@@ -145,15 +166,6 @@ def benchmark(
     docstring. ``precisions``: a comma list or sequence, ``default`` or ``all`` (:func:`parse_precisions`).
 
     Long on purpose: one measurement in the order it runs (load, warm up, time each configuration, the peers, write), so that what is timed is visible in one place."""
-    from .encoding import encode
-    from .cost import cost_ratio
-    from .inference import EarlyExitEngine
-    from .metrics import score
-    from .peers import onnx_missing, onnxruntime_version
-    from .precision import resolve_device
-    from .predictor import Predictor
-    from .rundir import environment, load_run_config
-    from .runs import evaluation_split
 
     if repeats < 1 or warmup < 0 or not batch_sizes or any(int(b) < 1 for b in batch_sizes):
         raise SweetError("repeats and batch sizes must be positive (and warm-up batches non-negative)")
@@ -286,15 +298,12 @@ def benchmark(
 
 
 def _head(encoded, k: int):
-    from .encoding import Encoded
 
     return Encoded(encoded.input_ids[:k], None if encoded.token_type_ids is None else encoded.token_type_ids[:k],
                    None, 0)
 
 
 def _torch_full(model, batches: list[dict]) -> Callable[[], np.ndarray]:
-    from .peers import FullModel
-    from .precision import model_placement, to_device
 
     full = FullModel(model, use_token_type_ids=True)
     device = model_placement(model).device
@@ -327,7 +336,6 @@ def _engine_run(engine, encoded, collator, batch_size: int) -> Callable[[], obje
 def _onnx_sessions(model, collator, device: torch.device, threads: int, folder: Path, notes: list[str],
                    info: dict) -> dict:
     """ONNX Runtime sessions (fp32, int8) over the exported full model; {} with a note where they cannot run."""
-    from .peers import OnnxClassifier, export_onnx, onnx_missing, onnx_providers, quantize_onnx_int8
 
     reason = onnx_missing()
     if reason:
@@ -337,7 +345,6 @@ def _onnx_sessions(model, collator, device: torch.device, threads: int, folder: 
     if providers is None:
         notes.append(f"ONNX Runtime rows skipped: this onnxruntime has no execution provider for {device}")
         return {}
-    import copy
 
     cpu_model = copy.deepcopy(model).cpu().float().eval()
     t0 = time.perf_counter()

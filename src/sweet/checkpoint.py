@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 
 from .errors import SweetError
 from .io import atomic_write_json
+from .modeling import refuse_pickle
 
 CHECKPOINT_DIR = "checkpoint"
 STATE_NAME = "state.json"
@@ -206,7 +207,6 @@ class Checkpointer:
         start_over = f"delete {self.directory} (or pass --overwrite) to start over"
         if not path.is_file():
             raise SweetError(f"checkpoint weights file {path} is missing; {start_over}")
-        from .modeling import refuse_pickle
 
         refuse_pickle(path)
         size = path.stat().st_size

@@ -20,13 +20,18 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .cost import (
+    area_under_curve,
+    auc_range,
+    cost_ratio,
+    fixed_cost_points,
+    interpolate,
+)
 from .encoding import Collator, Encoded, sorted_batches
-from .cost import area_under_curve, auc_range, cost_ratio, fixed_cost_points, interpolate
 from .errors import SweetError
 from .metrics import score as task_score
 from .policies import ExitPolicy, decide
 from .precision import model_placement, to_device
-
 
 # ------------------------------------------------------------------------------------------- the results
 

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 
 from .methods import DISTILL_TEMPERATURE
 
-
 # ------------------------------------------------------------------------------------------- gradient scaling
 
 

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from .encoding import Collator, Encoded
 from .errors import SweetError
+from .evaluation import collect_logits
 
 LR = 1e-2
 EPOCHS = 10
@@ -80,7 +81,6 @@ def fit_exit_predictors(model, encoded: Encoded, collator: Collator, seed: int =
     """Add learning-to-exit modules to ``model`` (if it has none) and fit them on ``encoded`` (labelled; the
     held-out calibration split in a run, see the module docstring), with everything else frozen. Returns a log:
     per exit, the fitting MSE before/after and the correct rate; ``split`` names what ``encoded`` is."""
-    from .evaluation import collect_logits
 
     if encoded.labels is None:
         raise SweetError("learning to exit needs labelled data to fit on")

@@ -23,6 +23,8 @@ training wall time and the accuracy on the evaluation split. The Trainer needs `
 from __future__ import annotations
 
 import contextlib
+import logging
+import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -33,7 +35,15 @@ import torch
 from torch import nn
 
 from .backbones import resolve_backbone
+from .data import load_task, make_splits
+from .encoding import Collator, encode, sorted_batches
 from .errors import SweetError, install_hint
+from .evaluation import collect_logits
+from .metrics import score
+from .modeling import MultiExitModel
+from .precision import placement
+from .rundir import environment, load_tokenizer, make_collator
+from .training import TrainConfig, seed_everything, train
 
 ONNX_OPSET = 17
 ONNX_INSTALL_HINT = f"{install_hint('onnx')} (onnx and onnxruntime)"
@@ -142,7 +152,6 @@ def quantize_onnx_int8(src: str | Path, dst: str | Path) -> Path:
         raise SweetError(f"cannot quantize with ONNX Runtime: {reason}")
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    import logging
 
     root = logging.getLogger()
     level = root.level
@@ -215,8 +224,6 @@ def trainer_missing() -> str | None:
 def training_sample(task: str, n_train: int, seed: int, data_dir: str | None, tokenizer, max_length: int = 256):
     """(task, encoded training sample, encoded evaluation split, evaluation split name): the sample sweet's runs
     draw for (task, n_train, seed) (:func:`sweet.data.make_splits`), tokenised once for both trainers."""
-    from .encoding import encode
-    from .data import load_task, make_splits
 
     data = load_task(task, data_dir)
     splits = make_splits(data, n_train, seed)
@@ -227,8 +234,6 @@ def training_sample(task: str, n_train: int, seed: int, data_dir: str | None, to
 
 @torch.inference_mode()
 def _score_logits(predict_batch, encoded, collator, batch_size: int, metric: str) -> float:
-    from .encoding import sorted_batches
-    from .metrics import score
 
     preds = np.zeros(len(encoded), dtype=np.int64)
     for rows in sorted_batches(encoded.lengths, batch_size):
@@ -245,10 +250,6 @@ def ours_finetune(backbone: str, task, enc_train, enc_eval, *, method: str = "sw
     ``precision`` (``auto``, ``fp32``, ``bf16``; resolved for training on the CPU as ``sweet train`` does).
     Returns the training wall time (model building and evaluation not included) and each exit's score on the
     evaluation split (the last one is what the Trainer's single head is compared with)."""
-    from .modeling import MultiExitModel
-    from .precision import placement
-    from .rundir import load_tokenizer, make_collator
-    from .training import TrainConfig, seed_everything, train
 
     placed = placement("cpu", precision, training=True)
     with _threads(threads):
@@ -261,8 +262,6 @@ def ours_finetune(backbone: str, task, enc_train, enc_eval, *, method: str = "sw
         t0 = time.perf_counter()
         log = train(model, enc_train, collator, cfg, progress=progress)
         seconds = time.perf_counter() - t0
-        from .evaluation import collect_logits
-        from .metrics import score
 
         logits = collect_logits(model, enc_eval, collator, 64, progress=False)
         per_exit = [score(task.metric, enc_eval.labels, lg.argmax(-1)) for lg in logits]
@@ -296,17 +295,21 @@ def hf_trainer_finetune(backbone: str, task, enc_train, enc_eval, *, bf16: bool 
     the sample, with the Trainer's defaults except what the comparison fixes: learning rate, epochs, batch size,
     seed, no checkpoints, no logging integrations, CPU; ``bf16=True`` turns on its bf16 autocast. Returns the
     training wall time (``trainer.train()``) and the score on the evaluation split."""
-    import tempfile
 
     reason = trainer_missing()
     if reason:
         raise SweetError(reason)
-    from transformers import (AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer,
-                              TrainingArguments, set_seed)
+    from transformers import (
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
     from transformers.trainer_callback import PrinterCallback
     from transformers.utils import logging as hf_logging
 
-    from .encoding import Collator
 
     path = resolve_backbone(backbone)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -352,8 +355,6 @@ def train_benchmark(task: str = "sst2", n_train: int = 3000, *, epochs: int = 1,
     already measured (``auto`` is fp32 for training on a CPU) is recorded as that one, not run twice. With
     ``repeats`` > 1 the configurations run interleaved (A B C A B C ...) and times are medians; ratios are medians
     of the per-repeat ratios against the Trainer in fp32."""
-    from .precision import placement
-    from .rundir import environment, load_tokenizer
 
     if repeats < 1:
         raise SweetError(f"repeats must be positive, got {repeats}")

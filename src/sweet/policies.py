@@ -38,6 +38,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
+from .cost import threshold_grid
 from .errors import SweetError
 
 
@@ -58,7 +59,6 @@ class ExitPolicy(ABC):
         return _probabilities(self.temperatures, exit_index, logits)
 
     def threshold_grid(self, num_labels: int, n: int = 11) -> np.ndarray:
-        from .cost import threshold_grid
 
         return threshold_grid(num_labels, n)
 

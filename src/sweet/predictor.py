@@ -18,14 +18,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from .encoding import encode
 from .data import Examples, is_blank, read_unlabelled
+from .encoding import encode
 from .errors import SweetError
 from .inference import EarlyExitEngine
 from .policies import DEFAULT_THRESHOLD, check_threshold, make_policy
 from .precision import model_placement, placement, prepare_for_inference
-from .rundir import RUN_CONFIG, effective_max_length, load_model, load_run_config, make_collator
-
+from .rundir import (
+    RUN_CONFIG,
+    effective_max_length,
+    load_model,
+    load_run_config,
+    make_collator,
+)
 
 
 class Predictor:

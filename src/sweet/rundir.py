@@ -30,10 +30,10 @@ import transformers
 from transformers import AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from .encoding import Collator
 from .checkpoint import CHECKPOINT_DIR, checkpoint_step
 from .config import RESUME_MAY_CHANGE, RunConfig
 from .data import Task, get_task
+from .encoding import Collator
 from .errors import SweetError
 from .io import read_json
 from .modeling import CONFIG_NAME, MultiExitModel

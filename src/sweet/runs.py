@@ -17,12 +17,17 @@ import numpy as np
 import torch
 
 from .backbones import resolve_backbone
-from .encoding import encode, truncation_note
 from .calibration import expected_calibration_error, fit_temperatures
-from .checkpoint import CHECKPOINT_DIR, Checkpointer, checkpoint_step, training_fingerprint
+from .checkpoint import (
+    CHECKPOINT_DIR,
+    Checkpointer,
+    checkpoint_step,
+    training_fingerprint,
+)
 from .config import RunConfig, training_config
 from .data import Examples, Task, make_splits, read_tsv
 from .datasource import TableExamples, load_run_data
+from .encoding import encode, truncation_note
 from .errors import SweetError
 from .evaluation import Evaluation, collect_logits, collect_outputs, evaluate_logits
 from .io import atomic_write_json, read_json
@@ -32,8 +37,20 @@ from .modeling import MultiExitModel
 from .policies import DEFAULT_THRESHOLD, ConfidencePolicy, decide, make_policy
 from .precision import Placement, placement, prepare_for_inference, resolve_device
 from .rundir import (
-    METRICS_FILE, MODEL_DIR, RUN_CONFIG, SPLITS, TRAIN_LOG, check_output_dir, check_resume_config, effective_max_length,
-    TASK_KEY, environment, load_run, load_tokenizer, make_collator, prepare_output_dir,
+    METRICS_FILE,
+    MODEL_DIR,
+    RUN_CONFIG,
+    SPLITS,
+    TASK_KEY,
+    TRAIN_LOG,
+    check_output_dir,
+    check_resume_config,
+    effective_max_length,
+    environment,
+    load_run,
+    load_tokenizer,
+    make_collator,
+    prepare_output_dir,
 )
 from .sources import NO_EVAL_SPLIT, LabelledTable, SourceSpec, load_source
 from .training import seed_everything, train

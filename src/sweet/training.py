@@ -45,8 +45,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from .encoding import Collator, Encoded, bucketed_batches
 from .checkpoint import Checkpointer, TrainState, training_fingerprint
+from .encoding import Collator, Encoded, bucketed_batches
 from .errors import SweetError
 from .gradients import pcgrad_backward
 from .precision import Placement, to_device

@@ -9,8 +9,19 @@ import typer
 
 from .base import analyze_app
 from .options import (
-    MIN_TOKENS, POSITIVE, Backbone, DataDir, DataSource, ExitLayers, LearningRate, Pooling, Progress, Seed,
-    command_line, optional_str, parse_layers,
+    MIN_TOKENS,
+    POSITIVE,
+    Backbone,
+    DataDir,
+    DataSource,
+    ExitLayers,
+    LearningRate,
+    Pooling,
+    Progress,
+    Seed,
+    command_line,
+    optional_str,
+    parse_layers,
 )
 
 

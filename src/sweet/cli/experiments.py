@@ -11,7 +11,15 @@ from ..errors import SweetError
 from ..methods import METHODS_HELP
 from ..precision import TRAIN_PRECISION_HELP
 from .base import app
-from .options import POSITIVE, DataDir, one_of, Progress, command_line, optional_str, split_flag
+from .options import (
+    POSITIVE,
+    DataDir,
+    Progress,
+    command_line,
+    one_of,
+    optional_str,
+    split_flag,
+)
 
 
 def _grid_flags(**given) -> dict:
@@ -70,7 +78,14 @@ def grid(
     """Run an experiment grid (tasks x methods x seeds x learning rates). Resumable: finished runs are skipped,
     so a killed grid continues where it stopped. Then 'sweet report GRID_DIR'."""
     # heavy (torch, transformers, ray): imported when the command runs, so that `sweet --help` stays fast
-    from ..experiments import grid_status, load_spec_file, preset as get_preset, run_grid, spec_from_dict, stored_spec
+    from ..experiments import (
+        grid_status,
+        load_spec_file,
+        run_grid,
+        spec_from_dict,
+        stored_spec,
+    )
+    from ..experiments import preset as get_preset
 
     flags = _grid_flags(
         tasks=split_flag("--tasks", tasks, str), methods=split_flag("--methods", methods, str), name=name,
@@ -106,7 +121,10 @@ def report(
 ) -> None:
     """Aggregate a grid: choose learning rates on the calibration split, then mean and 95% CI over seeds of every
     per-exit score and interpolated point; Markdown + JSON + speed-accuracy PNGs."""
-    from ..experiments import REPORT_MD, write_report  # heavy (matplotlib): only when the command runs
+    from ..experiments import (  # heavy (matplotlib): only when the command runs
+        REPORT_MD,
+        write_report,
+    )
 
     out = output if output is not None else grid_dir / "report"
     rep = write_report(grid_dir, out, partial=partial, command=command_line())

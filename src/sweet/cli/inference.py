@@ -14,7 +14,16 @@ from ..io import decode_utf8
 from ..precision import PRECISIONS
 from .base import app
 from .options import (
-    POSITIVE, DataDir, Device, one_of, Policy, Precision, Progress, Threshold, optional_str, split_flag,
+    POSITIVE,
+    DataDir,
+    Device,
+    Policy,
+    Precision,
+    Progress,
+    Threshold,
+    one_of,
+    optional_str,
+    split_flag,
 )
 
 EVALUATE_PRECISION_HELP = ("Inference precision (auto, fp32, bf16, fp16 or int8). Default: the precision the run's "
@@ -80,7 +89,10 @@ def predict(
 ) -> None:
     """Predict labels for unlabelled text; one line out per example: label, exit layer, confidence. With --output,
     score a whole file (CSV, TSV, JSON Lines or Parquet), streaming in batches."""
-    from ..predictor import Predictor, predict_texts  # heavy (torch): only when the command runs
+    from ..predictor import (  # heavy (torch): only when the command runs
+        Predictor,
+        predict_texts,
+    )
     from ..scoring import score_file
 
     if output is not None:
@@ -121,7 +133,10 @@ def bench(
     """Measure throughput and accuracy of early-exit inference over the threshold grid, at each precision, against
     the full model in torch (fp32 = the baseline, and each precision) and in ONNX Runtime (fp32, int8), on the same
     examples: cost ratio, ideal speedup (1/cost), realised speedup and their ratio."""
-    from ..bench import benchmark, format_bench  # heavy (torch): only when the command runs
+    from ..bench import (  # heavy (torch): only when the command runs
+        benchmark,
+        format_bench,
+    )
     from ..io import atomic_write_json
 
     sizes = split_flag("--batch-sizes", batch_sizes, int) or [64]

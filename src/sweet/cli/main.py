@@ -11,7 +11,9 @@ import sys
 import warnings
 
 import typer
-from typer._click.exceptions import NoArgsIsHelpError  # typer ships its own click; this is its class
+from typer._click.exceptions import (
+    NoArgsIsHelpError,  # typer ships its own click; this is its class
+)
 
 from ..errors import SweetError, one_line
 from .base import STATE, app

@@ -18,9 +18,15 @@ from typing import Annotated, Callable, Optional, Sequence
 import typer
 
 from ..errors import SweetError
-from ..metrics import METRIC_CHOICES
 from ..methods import METHODS_HELP
-from ..precision import DEVICE_HELP, PRECISION_HELP, PRECISIONS, TRAIN_PRECISION_HELP, TRAINING_PRECISIONS
+from ..metrics import METRIC_CHOICES
+from ..precision import (
+    DEVICE_HELP,
+    PRECISION_HELP,
+    PRECISIONS,
+    TRAIN_PRECISION_HELP,
+    TRAINING_PRECISIONS,
+)
 
 
 def one_of(choices: Sequence[str], message: Callable[[str], str]) -> dict:

@@ -13,7 +13,14 @@ import typer
 from ..errors import SweetError, install_hint, one_line
 from .base import app
 from .options import (
-    NON_NEGATIVE, POSITIVE, Device, one_of, Policy, Precision, Threads, Threshold,
+    NON_NEGATIVE,
+    POSITIVE,
+    Device,
+    Policy,
+    Precision,
+    Threads,
+    Threshold,
+    one_of,
 )
 
 
@@ -52,7 +59,13 @@ def serve(
     # optional extra (fastapi, uvicorn, ray): imported only when the command runs
     import torch
 
-    from ..serving.server import LOOPBACK_HOSTS, announce, check_port_free, serve_local, serve_ray
+    from ..serving.server import (
+        LOOPBACK_HOSTS,
+        announce,
+        check_port_free,
+        serve_local,
+        serve_ray,
+    )
 
     check_port_free(host, port)  # before the model is loaded (seconds): a busy port fails at once
     if backend == "local" and replicas != 1:
@@ -103,7 +116,13 @@ def loadtest(
     need_serving_packages("httpx")
     # optional extra (httpx): imported only when the command runs
     from ..io import atomic_write_json
-    from ..serving.loadtest import LoadtestFailed, check_load_test, format_load_test, load_test, read_texts
+    from ..serving.loadtest import (
+        LoadtestFailed,
+        check_load_test,
+        format_load_test,
+        load_test,
+        read_texts,
+    )
 
     items = read_texts(str(texts), pairs) if texts is not None else None
     result = load_test(url, concurrency=concurrency, requests=requests, texts_per_request=texts_per_request,

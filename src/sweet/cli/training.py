@@ -15,9 +15,36 @@ from ..errors import SweetError
 from ..methods import PAPER_METHODS
 from .base import app
 from .options import (
-    Data, DataConfig, DropInvalid, EvalData, EvalSplit, LabelColumn, Metric, PositiveLabel, TextColumn, TextColumns,
-    TrainSplit, data_fields, MIN_TOKENS, NON_NEGATIVE, POSITIVE, Backbone, DataDir, DataSource, Device, Epochs, ExitLayers, LearningRate, Method,
-    METHOD_HELP, Pooling, Progress, Seed, TrainPrecision, optional_str, parse_layers,
+    METHOD_HELP,
+    MIN_TOKENS,
+    NON_NEGATIVE,
+    POSITIVE,
+    Backbone,
+    Data,
+    DataConfig,
+    DataDir,
+    DataSource,
+    Device,
+    DropInvalid,
+    Epochs,
+    EvalData,
+    EvalSplit,
+    ExitLayers,
+    LabelColumn,
+    LearningRate,
+    Method,
+    Metric,
+    Pooling,
+    PositiveLabel,
+    Progress,
+    Seed,
+    TextColumn,
+    TextColumns,
+    TrainPrecision,
+    TrainSplit,
+    data_fields,
+    optional_str,
+    parse_layers,
 )
 
 #: where the demo reads SST-2 when no GLUE folder is given
@@ -121,7 +148,9 @@ def demo(
     progress: Progress = True,
 ) -> None:
     # the docstring is set below from DEMO_TIME, the one place that quotes the demo's time
-    from ..evaluation import Evaluation  # heavy (torch, matplotlib): only when the demo runs
+    from ..evaluation import (
+        Evaluation,  # heavy (torch, matplotlib): only when the demo runs
+    )
     from ..experiments import write_run_curve
 
     methods = list(PAPER_METHODS) if method == "all" else [method]

@@ -20,19 +20,63 @@ One module per concept:
 - :mod:`~sweet.experiments.report`: collecting a grid's runs and writing the report (:func:`write_report`).
 """
 
-from .aggregate import VERSUS, aggregate_curves, curve_on_grid, is_size_sweep, t_interval, versus_point
+from .aggregate import (
+                   VERSUS,
+                   aggregate_curves,
+                   curve_on_grid,
+                   is_size_sweep,
+                   t_interval,
+                   versus_point,
+)
 from .backends import BACKENDS, GridResult, execute_run, grid_status, run_grid
-from .continuation import check_continuation, describe_changes
-from .plan import (GridRun, TaskInfo, WaitingRun, expand, expand_stages, inspect_tasks, resolve_grid_data_dir, run_key, run_rel_dir, run_state,
-                   sha256_file)
 from .claims import CLAIMS, Claim, check_claims, paired_gaps
-from .plots import (METHOD_COLORS, RUN_CURVE, method_color, method_colors, plot_curves, plot_gaps,
-                    write_run_curve)
+from .continuation import check_continuation, describe_changes
+from .plan import (
+                   GridRun,
+                   TaskInfo,
+                   WaitingRun,
+                   expand,
+                   expand_stages,
+                   inspect_tasks,
+                   resolve_grid_data_dir,
+                   run_key,
+                   run_rel_dir,
+                   run_state,
+                   sha256_file,
+)
+from .plots import (
+                   METHOD_COLORS,
+                   RUN_CURVE,
+                   method_color,
+                   method_colors,
+                   plot_curves,
+                   plot_gaps,
+                   write_run_curve,
+)
 from .report import build_report, collect, write_figures, write_report
 from .selection import SELECTION_CRITERION, select_alpha, select_learning_rates
-from .spec import LR_SELECTIONS, PRESETS, SPEC_FIELDS, GridSpec, check_field, load_spec_file, preset, spec_from_dict, spec_to_toml
-from .store import (GITIGNORE, GRID_FILE, LAUNCHES_FILE, RUNS_DIR, SPEC_TOML, SPLITS_DIGEST, load_grid, splits_digest,
-                    stored_spec)
+from .spec import (
+                   LR_SELECTIONS,
+                   PRESETS,
+                   SPEC_FIELDS,
+                   GridSpec,
+                   check_field,
+                   load_spec_file,
+                   preset,
+                   spec_from_dict,
+                   spec_to_toml,
+)
+from .store import (
+                   GITIGNORE,
+                   GRID_FILE,
+                   LAUNCHES_FILE,
+                   RUNS_DIR,
+                   SPEC_TOML,
+                   SPLITS_DIGEST,
+                   load_grid,
+                   splits_digest,
+                   stored_spec,
+)
 from .tables import REPORT_JSON, REPORT_MD, TASK_LABELS, cost_label, render_markdown
 
 __all__ = [

@@ -24,10 +24,19 @@ from ..errors import SweetError, install_hint
 from ..evaluation import Evaluation
 from ..io import atomic_write_json, atomic_write_text
 from ..rundir import METRICS_FILE, RUN_CONFIG, hide_hf_progress_bars
-from .plan import GridRun, TaskInfo, WaitingRun, expand_stages, plan, run_state
 from .continuation import DATA_SHA256, check_continuation
+from .plan import GridRun, TaskInfo, WaitingRun, expand_stages, plan, run_state
 from .spec import GridSpec, spec_to_toml
-from .store import GRID_FILE, SPEC_TOML, Launch, check_grid_dir, machine, now, write_gitignore, write_splits_digest
+from .store import (
+    GRID_FILE,
+    SPEC_TOML,
+    Launch,
+    check_grid_dir,
+    machine,
+    now,
+    write_gitignore,
+    write_splits_digest,
+)
 
 BACKENDS = ("local", "ray")
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..data import load_task, make_splits
 from ..errors import SweetError
 from ..io import read_json
 from ..rundir import METRICS_FILE, RUN_CONFIG
@@ -78,7 +79,6 @@ def check_changed_runs(grid_dir: Path, runs: list[GridRun], tasks: dict[str, Tas
 
 def expected_digests(runs: list[GridRun], tasks: dict[str, TaskInfo], data_dir: str | None) -> dict[str, str]:
     """rel_dir -> the splits digest that this version of sweet gives each run (local data only)."""
-    from ..data import load_task, make_splits
 
     out: dict[str, str] = {}
     loaded: dict[str, object] = {}

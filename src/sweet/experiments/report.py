@@ -35,8 +35,18 @@ from ..evaluation import Evaluation
 from ..io import atomic_write_json, atomic_write_text, read_json
 from ..methods import SELECTED_ALPHA
 from ..rundir import METRICS_FILE, RUN_CONFIG
-from .aggregate import (CONFIDENCE, aggregate_curves, average_over_tasks, chosen_runs, is_size_sweep, selection_key,
-                        size_sweep, stat_row, t_interval, versus_best)
+from .aggregate import (
+    CONFIDENCE,
+    aggregate_curves,
+    average_over_tasks,
+    chosen_runs,
+    is_size_sweep,
+    selection_key,
+    size_sweep,
+    stat_row,
+    t_interval,
+    versus_best,
+)
 from .claims import check_claims
 from .plots import plot_curves, plot_gaps
 from .selection import select_alpha, select_learning_rates

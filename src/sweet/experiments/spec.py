@@ -20,10 +20,13 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+import tomllib
+
 from ..config import RunConfig
+from ..data import get_task
 from ..errors import SweetError
+from ..methods import PAPER_METHODS, parse_method
 from ..precision import TRAINING_PRECISIONS
-from ..methods import parse_method
 
 #: how the learning rate is chosen (see the module docstring)
 LR_SELECTIONS = ("all_seeds", "first_seed")
@@ -194,8 +197,6 @@ def _check_as_run_field(source: str, name: str, value: Any) -> Any:
 
 def check_field(name: str, value: Any, source: str = "spec") -> Any:
     """Validate and normalise one spec field; raises SweetError naming the field."""
-    from ..data import get_task
-    from ..methods import PAPER_METHODS
 
     if name == "tasks":
         out = []
@@ -304,7 +305,6 @@ def load_spec_file(path: str | Path) -> GridSpec:
     suffix = path.suffix.lower()
     try:
         if suffix == ".toml":
-            import tomllib
 
             raw = tomllib.loads(text)
         elif suffix in (".yaml", ".yml"):

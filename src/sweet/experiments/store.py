@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import platform
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -109,8 +111,6 @@ def write_gitignore(grid_dir: Path) -> None:
 
 def machine() -> dict:
     """Which machine a launch ran on (its launch record; the report counts the machines a grid ran on)."""
-    import os
-    import platform
 
     cpu = platform.processor() or platform.machine()
     try:

@@ -36,11 +36,26 @@ encoder's output. The encoder is truncated to the last exit layer.
 """
 
 from .config import (
-    CONFIG_NAME, FORMAT_VERSION, METHODS, PICKLE_MAGIC, POOLINGS, WEIGHTS_NAME, MultiExitConfig, MultiExitOutput,
-    refuse_pickle, validate_exit_layers,
+    CONFIG_NAME,
+    FORMAT_VERSION,
+    METHODS,
+    PICKLE_MAGIC,
+    POOLINGS,
+    WEIGHTS_NAME,
+    MultiExitConfig,
+    MultiExitOutput,
+    refuse_pickle,
+    validate_exit_layers,
 )
 from .model import MultiExitModel
-from .parts import ExitHead, ExitPredictor, backbone_input_names, drop_pooler, find_layer_list, truncate
+from .parts import (
+    ExitHead,
+    ExitPredictor,
+    backbone_input_names,
+    drop_pooler,
+    find_layer_list,
+    truncate,
+)
 
 __all__ = [
     "CONFIG_NAME", "FORMAT_VERSION", "METHODS", "PICKLE_MAGIC", "POOLINGS", "WEIGHTS_NAME", "ExitHead", "ExitPredictor",

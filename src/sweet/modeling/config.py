@@ -12,7 +12,6 @@ import torch
 from ..errors import SweetError
 from ..methods import PAPER_METHODS, check_method
 
-
 METHODS = PAPER_METHODS  # the paper's three ('all'); every accepted name: sweet.methods.METHOD_NAMES
 POOLINGS = ("cls", "mean")
 CONFIG_NAME = "sweet_config.json"

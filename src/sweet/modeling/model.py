@@ -20,11 +20,23 @@ from ..errors import SweetError
 from ..gradients import distillation_loss, scale_grad
 from ..io import atomic_write_json
 from ..methods import Method, check_method, parse_method
-
 from .config import (
-    CONFIG_NAME, FORMAT_VERSION, WEIGHTS_NAME, MultiExitConfig, MultiExitOutput, refuse_pickle, validate_exit_layers,
+    CONFIG_NAME,
+    FORMAT_VERSION,
+    WEIGHTS_NAME,
+    MultiExitConfig,
+    MultiExitOutput,
+    refuse_pickle,
+    validate_exit_layers,
 )
-from .parts import ExitHead, ExitPredictor, backbone_input_names, drop_pooler, find_layer_list, truncate
+from .parts import (
+    ExitHead,
+    ExitPredictor,
+    backbone_input_names,
+    drop_pooler,
+    find_layer_list,
+    truncate,
+)
 
 
 class MultiExitModel(nn.Module):

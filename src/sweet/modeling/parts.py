@@ -13,7 +13,6 @@ from torch import nn
 from ..errors import SweetError
 
 
-
 class ExitHead(nn.Module):
     """One exit's classifier, with its own pooler: pool -> dense -> tanh -> dropout -> linear."""
 

@@ -3,6 +3,7 @@ temporary file renamed at the end."""
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import os
@@ -52,7 +53,6 @@ def _json_default(obj: Any) -> Any:
         try:
             return obj.decode("utf-8")
         except UnicodeDecodeError:
-            import base64
 
             return base64.b64encode(obj).decode("ascii")
     if hasattr(obj, "total_seconds"):  # timedelta

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 def create_app(*args, **kwargs):
     """See :func:`sweet.serving.app.create_app`."""
-    from .app import create_app as _create_app  # FastAPI is an optional extra: needed only when an app is made
+    from .app import (
+        create_app as _create_app,  # FastAPI is an optional extra: needed only when an app is made
+    )
 
     return _create_app(*args, **kwargs)
 

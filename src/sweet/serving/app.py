@@ -36,8 +36,15 @@ from typing import Any
 
 # FastAPI is an optional extra ("sweet[serve]"): this module is only imported when an app is made (sweet.serving's
 # create_app, `sweet serve`), never by `import sweet` or `sweet --help`.
-from fastapi import FastAPI, Request  # no "from __future__ import annotations" here: FastAPI reads the
-from fastapi.responses import JSONResponse, PlainTextResponse, Response  # handlers' annotations at runtime
+from fastapi import (  # no "from __future__ import annotations" here: FastAPI reads the
+    FastAPI,
+    Request,
+)
+from fastapi.responses import (  # handlers' annotations at runtime
+    JSONResponse,
+    PlainTextResponse,
+    Response,
+)
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import SweetError, one_line

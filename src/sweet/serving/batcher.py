@@ -28,8 +28,8 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from ..encoding import encode
 from ..data import Examples
+from ..encoding import encode
 from ..errors import SweetError
 from .prometheus import Metrics
 

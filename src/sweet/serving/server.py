@@ -102,7 +102,9 @@ def serve_ray(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
         raise SweetError(f"--replicas must be positive, got {replicas}")
     if cpus_per_replica <= 0:
         raise SweetError(f"CPUs per replica must be positive, got {cpus_per_replica}")
-    from .app import check_app_options  # needs FastAPI, an optional extra (sweet[serve])
+    from .app import (
+        check_app_options,  # needs FastAPI, an optional extra (sweet[serve])
+    )
 
     # wrong options or a wrong run directory fail here, in one line, not inside every replica
     check_app_options(**dict(app_options or {}))
@@ -156,7 +158,9 @@ def make_deployment(replicas: int, cpus_per_replica: float):
         def __init__(self, run_dir: str, app_options: dict, load_options: dict, threads: int | None):
             if threads:
                 torch.set_num_threads(int(threads))
-            from sweet.serving.app import create_app  # FastAPI: an optional extra, imported where it is used
+            from sweet.serving.app import (
+                create_app,  # FastAPI: an optional extra, imported where it is used
+            )
 
             self._sweet_app = create_app(run_dir, **app_options, **load_options)
 

@@ -16,7 +16,13 @@ The same files give the same tables in the same row order.
 
 from .columns import LABEL_NAMES, PAIR_TEXT_NAMES, SINGLE_TEXT_NAMES, detect_columns
 from .load import SMALL_CLASS_ROWS, load_source
-from .spec import NO_EVAL_SPLIT, SUPPORTED_EXTENSIONS, LabelledTable, SourceData, SourceSpec
+from .spec import (
+    NO_EVAL_SPLIT,
+    SUPPORTED_EXTENSIONS,
+    LabelledTable,
+    SourceData,
+    SourceSpec,
+)
 
 __all__ = [
     "LABEL_NAMES",
