@@ -554,7 +554,6 @@ def test_a_continued_grid_refuses_changed_data_options_or_samples(local_grid, tm
     import functools
     import shutil
 
-    import sweet.data
     import sweet.experiments.plan as plan_module
 
     spec, grid_dir, _ = local_grid
