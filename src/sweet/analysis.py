@@ -304,7 +304,7 @@ def plot_gradients(result: dict, path: Path) -> Path:
     for ax, lay in zip(axes[0], layers):
         m = np.asarray([[np.nan if v is None else v for v in row] for row in lay["pairwise_mean"]], dtype=float)
         mask = np.triu(np.ones_like(m, dtype=bool), k=1)  # lower triangle + diagonal, as a correlation plot
-        shown = np.placed(mask, np.nan, m)
+        shown = np.where(mask, np.nan, m)
         im = ax.imshow(shown, cmap="RdBu_r", vmin=-1.0, vmax=1.0)
         names = lay["classifiers"]
         ax.set_xticks(range(len(names)), names, fontsize=8)
