@@ -1,5 +1,6 @@
 """The own-data results page (docs/results/own-data/README.md) from the runs benchmarks/own_data_runs.sh made:
-per-exit scores, fixed-cost scores and AUC, the per-class table at the last exit, and each run's curve.png.
+per-exit scores, fixed-cost scores and AUC, the per-class table at the last exit, and each run's curve.png; then
+NOTES.md (the reading of the numbers, written by hand) if the folder has one.
 
     python benchmarks/own_data_report.py docs/results/own-data
 """
@@ -82,6 +83,9 @@ def main() -> None:
                        f"{s['tokenize_used_rows']} | {s['total_to_first_step']} | {r['peak_rss_mib']:,.0f} | "
                        f"{r['machine']['cpu']}, {r['machine']['cpus']} cores |")
         out.append("")
+    notes = args.folder / "NOTES.md"  # the reading of the numbers, written by hand
+    if notes.is_file():
+        out += [notes.read_text(encoding="utf-8").rstrip(), ""]
     atomic_write_text(args.folder / "README.md", "\n".join(out))
     print(f"wrote {args.folder / 'README.md'}")
 
