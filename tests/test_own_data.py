@@ -213,3 +213,15 @@ def test_predict_scores_a_file_with_label_names(ticket_run, tickets, tmp_path, m
     assert set(table["label"]) <= {"billing", "login", "outage"}
     code, _, err = cli(["predict", str(out), "--output", str(tmp_path / "x.csv")])
     assert code == 2 and "--output needs --input FILE" in err
+
+
+def test_analyze_gradients_on_own_data(tickets, tiny_backbone_dir, tmp_path, monkeypatch):
+    from tests.test_cli_help import run as cli
+
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(["analyze", "gradients", "--data", str(tickets / "tickets.csv"), "--label-column", "queue",
+                          "--steps", "3", "--batch-size", "8", "--probe-batches", "1", "--backbone",
+                          str(tiny_backbone_dir), "--exit-layers", "1,2,4", "--output", "grad", "--no-progress"])
+    assert code == 0, err
+    assert "using text column 'body' (detected)" in err and "layer 1: pairs" in out
+    assert read_json(tmp_path / "grad" / "gradients.json")["task"] == "tickets"

@@ -38,6 +38,7 @@ the classifiers that reach it, the shape of the paper's Figure 3; mean over step
 from __future__ import annotations
 
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -51,7 +52,9 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from .backbones import resolve_backbone
-from .data import get_task, load_task, make_splits
+from .config import RunConfig
+from .data import make_splits
+from .datasource import load_run_data
 from .encoding import bucketed_batches, encode
 from .errors import SweetError
 from .io import atomic_save_figure, atomic_write_json
@@ -169,22 +172,28 @@ def analyze_gradients(
     data_source: str = "local",
     progress: bool = True,
     command: str | None = None,
+    own_data: dict | None = None,
 ) -> dict:
     """Fine-tune an Early-Exit model for ``steps`` steps and measure, at every step, how the classifiers'
     gradients on the last FFN matrix of each layer preceding an exit align (see the module docstring).
-    Writes ``OUTPUT/gradients.json`` and ``OUTPUT/gradients.png``; returns the JSON's content.
+    Writes ``OUTPUT/gradients.json`` and ``OUTPUT/gradients.png``; returns the JSON's content. ``own_data``: the
+    own-data fields of a :class:`~sweet.config.RunConfig` (``data``, ``text_columns``, ``label_column``, ...) to
+    analyse your own data instead of (or under) the ``task`` preset.
 
     Long on purpose: the analysis is one training loop read top to bottom (data, model, steps, probes, write), like the trainer."""
     if steps < 1 or batch_size < 1 or probe_batches < 0:
         raise SweetError("steps and batch size must be positive and probe batches non-negative")
     if not (math.isfinite(learning_rate) and learning_rate > 0):
         raise SweetError(f"learning rate must be a positive number, got {learning_rate}")
-    t_task = get_task(task)
+    config = RunConfig(task=task, method="early_exit", data_dir=data_dir, data_source=data_source, **(own_data or {}))
     out_dir = Path(output)
     if out_dir.exists() and not out_dir.is_dir():
         raise SweetError(f"output path {out_dir} exists and is not a directory")
     t0 = time.perf_counter()
-    data = load_task(t_task, data_dir, source=data_source)
+    data = load_run_data(config)
+    t_task = data.task
+    for note in data.notes:
+        print(f"note: {note}", file=sys.stderr)
     n_probe = probe_batches * batch_size
     splits = make_splits(data, steps * batch_size + n_probe, seed)
     sample = splits.train

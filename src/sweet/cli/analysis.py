@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -12,14 +12,20 @@ from .options import (
     MIN_TOKENS,
     POSITIVE,
     Backbone,
+    Data,
     DataDir,
     DataSource,
+    DropInvalid,
     ExitLayers,
+    LabelColumn,
     LearningRate,
     Pooling,
     Progress,
     Seed,
+    TextColumn,
+    TextColumns,
     command_line,
+    data_fields,
     optional_str,
     parse_layers,
 )
@@ -28,7 +34,12 @@ from .options import (
 @analyze_app.command("gradients")
 def analyze_gradients_cmd(
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory for gradients.json and gradients.png.")],
-    task: Annotated[str, typer.Option("--task", "-t", help="Task to fine-tune on (the paper: mnli).")] = "mnli",
+    task: Annotated[Optional[str], typer.Option("--task", "-t", help="GLUE task preset to fine-tune on (the paper: mnli; the default without --data).")] = None,
+    data: Data = None,
+    text_column: TextColumn = None,
+    text_columns: TextColumns = None,
+    label_column: LabelColumn = None,
+    drop_invalid: DropInvalid = False,
     steps: Annotated[int, typer.Option(metavar=POSITIVE, help="Training steps (the paper: 400).")] = 400,
     backbone: Backbone = "default",
     exit_layers: ExitLayers = None,
@@ -52,7 +63,10 @@ def analyze_gradients_cmd(
 
     if not progress:
         hide_hf_progress_bars()
-    res = analyze_gradients(task=task, output=output, backbone=backbone, exit_layers=parse_layers(exit_layers),
+    if task is None and data is None:
+        task = "mnli"
+    own = data_fields(data, None, None, "train", None, text_column, text_columns, label_column, None, None, drop_invalid)
+    res = analyze_gradients(own_data={k: v for k, v in own.items() if k not in ("metric", "positive_label")}, task=task, output=output, backbone=backbone, exit_layers=parse_layers(exit_layers),
                             steps=steps, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
                             max_length=max_length, pooling=pooling, probe_batches=probe_batches,
                             data_dir=optional_str(data_dir), data_source=data_source, progress=progress,
