@@ -225,3 +225,41 @@ def test_analyze_gradients_on_own_data(tickets, tiny_backbone_dir, tmp_path, mon
     assert code == 0, err
     assert "using text column 'body' (detected)" in err and "layer 1: pairs" in out
     assert read_json(tmp_path / "grad" / "gradients.json")["task"] == "tickets"
+
+
+def test_a_grid_with_a_data_source_entry_runs_reports_and_continues(tickets, tiny_backbone_dir, tmp_path):
+    from sweet.experiments import grid_status, load_spec_file, run_grid, write_report
+
+    data = tmp_path / "tickets.csv"
+    data.write_text((tickets / "tickets.csv").read_text(encoding="utf-8"), encoding="utf-8")
+    spec_file = tmp_path / "grid.toml"
+    spec_file.write_text(f'''tasks = [{{data = "{data}", label_column = "queue", metric = "f1_macro"}}]
+methods = ["early_exit", "sweet"]
+seeds = [0]
+learning_rates = [3e-3]
+backbone = "{tiny_backbone_dir}"
+exit_layers = [1, 2, 4]
+n_train = 200
+epochs = 1
+calibration_size = 40
+heldout_eval_size = 60
+''', encoding="utf-8")
+    spec = load_spec_file(spec_file)
+    assert spec.tasks[0]["label_column"] == "queue"
+    grid_dir = tmp_path / "grid"
+    result = run_grid(spec, grid_dir, progress=False)
+    assert not result.failed and len(result.executed) == 2
+    assert sorted(p.relative_to(grid_dir).parts[1] for p in grid_dir.glob("runs/*/*/*/*/metrics.json")) == ["tickets"] * 2
+    status = grid_status(spec, grid_dir)
+    assert status["finished"] == 2 and status["pending"] == 0  # continued: nothing to run again
+    report = write_report(grid_dir, tmp_path / "report")
+    assert report["status"]["n_finished"] == 2
+    # the run key holds the data file's content: changed data is refused, as for the presets
+    data.write_text(data.read_text(encoding="utf-8").replace(",billing\n", ",login\n", 1), encoding="utf-8")
+    with pytest.raises(SweetError, match="other settings|different config|changed"):
+        run_grid(spec, grid_dir, progress=False)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('tasks = [{data = "x.csv", metric = "auc"}]\nmethods = ["sweet"]\nseeds = [0]\nlearning_rates = [1e-4]\n',
+                   encoding="utf-8")
+    with pytest.raises(SweetError, match=r"field 'tasks': x.csv: unknown metric 'auc'"):
+        load_spec_file(bad)

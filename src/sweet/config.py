@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from .backbones import resolve_backbone
 from .data import TASKS, get_task
@@ -34,6 +35,15 @@ OWN_DATA_DEFAULTS = {"data": None, "eval_data": None, "data_config": None, "trai
 #: as long as the precision it resolves to is the same (checked against the training fingerprint). The same
 #: fields are left out of a grid run's key.
 RESUME_MAY_CHANGE = ("data_dir", "checkpoint_every", "device")
+
+
+def data_name(source: str) -> str:
+    """A short name for a data source (a file's stem, a folder's or hub id's last part), used where a preset's task
+    name would be (reports, metrics.json, grid directories)."""
+    path = Path(source)
+    if path.suffix and path.name:
+        return path.stem
+    return path.name or source.rstrip("/").rsplit("/", 1)[-1] or source
 
 
 def _is_int(value) -> bool:
@@ -136,6 +146,11 @@ class RunConfig:
         every = self.checkpoint_every
         if isinstance(every, bool) or not isinstance(every, int) or every < 0:
             raise SweetError(f"--checkpoint-every must be 0 (no checkpoints) or a positive number of steps, got {every}")
+
+    @property
+    def task_name(self) -> str:
+        """What reports and grid directories call the run's data: the preset's name, else the data's short name."""
+        return self.task if self.task is not None else data_name(self.data)
 
     @property
     def own_data(self) -> bool:

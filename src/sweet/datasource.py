@@ -10,12 +10,11 @@ a split is drawn (:class:`TableExamples`): only the rows a run uses become Pytho
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from .config import RunConfig
+from .config import RunConfig, data_name
 from .data import Examples, Task, TaskData, get_task, load_task
 from .errors import SweetError
 from .sources import LabelledTable, SourceSpec, load_source
@@ -49,14 +48,6 @@ class TableExamples(Examples):
         rows = part.rows if part.rows is not None else np.asarray(indices, dtype=np.int64) + 1
         return Examples(part.text_tuples(), [int(x) for x in part.labels], [str(int(r)) for r in rows],
                         name=self.name if name is None else name)
-
-
-def data_name(source: str) -> str:
-    """A short name for a data source, used where a preset's task name would be (reports, metrics.json)."""
-    path = Path(source)
-    if path.suffix and path.name:
-        return path.stem
-    return path.name or source.rstrip("/").rsplit("/", 1)[-1] or source
 
 
 def _metric(config: RunConfig, preset: Task | None, label_names: list[str]) -> str:

@@ -228,7 +228,7 @@ class _Schedule:
             "spec": self.spec.to_dict(),
             "updated": now(),
             "data": {t: info.data for t, info in self.tasks.items()},
-            "runs": [{"dir": r.rel_dir, "key": r.key, "task": r.config.task, "method": r.config.method,
+            "runs": [{"dir": r.rel_dir, "key": r.key, "task": r.config.task_name, "method": r.config.method,
                       "seed": r.config.seed, "learning_rate": r.config.learning_rate, "backbone": r.config.backbone,
                       "n_train": r.config.n_train}
                      for r in self.runs],

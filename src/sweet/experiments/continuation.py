@@ -22,6 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data import load_task, make_splits
+from ..datasource import load_run_data
 from ..errors import SweetError
 from ..io import read_json
 from ..rundir import METRICS_FILE, RUN_CONFIG
@@ -73,7 +74,7 @@ def check_changed_runs(grid_dir: Path, runs: list[GridRun], tasks: dict[str, Tas
         stored = read_json(cfg_path) if cfg_path.is_file() else {}
         raise SweetError(
             f"{grid_dir}: the finished run {entry['dir']} was made with other settings than this launch would use: "
-            f"{describe_changes(stored, r.config.to_dict(), tasks[r.config.task].data.get('files'))}. Restore them to continue the grid, pass --update-spec "
+            f"{describe_changes(stored, r.config.to_dict(), tasks[r.config.task_name].data.get('files'))}. Restore them to continue the grid, pass --update-spec "
             "to run it with the new settings (the old runs are kept but leave the grid), or choose another --output")
 
 
@@ -85,14 +86,15 @@ def expected_digests(runs: list[GridRun], tasks: dict[str, TaskInfo], data_dir: 
     by_draw: dict[tuple, str] = {}
     for r in runs:
         c = r.config
-        sha = tasks[c.task].data.get("sha256")
-        if c.data_source != "local" or not sha:
+        name = c.task_name
+        sha = tasks[name].data.get("sha256")
+        if (c.data_source != "local" and not c.own_data) or not sha:
             continue
-        draw = (c.task, c.seed, c.n_train, c.calibration_size, c.heldout_eval_size)
+        draw = (name, c.seed, c.n_train, c.calibration_size, c.heldout_eval_size)
         if draw not in by_draw:
-            if c.task not in loaded:
-                loaded[c.task] = load_task(c.task, data_dir, source="local")
-            s = make_splits(loaded[c.task], c.n_train, c.seed, c.calibration_size, c.heldout_eval_size)
+            if name not in loaded:
+                loaded[name] = load_run_data(c) if c.own_data else load_task(c.task, data_dir, source="local")
+            s = make_splits(loaded[name], c.n_train, c.seed, c.calibration_size, c.heldout_eval_size)
             by_draw[draw] = splits_digest(s.train.ids, s.calibration.ids, sha)
         out[r.rel_dir] = by_draw[draw]
     return out
@@ -120,7 +122,7 @@ def check_splits(grid_dir: Path, runs: list[GridRun], tasks: dict[str, TaskInfo]
             c = r.config
             raise SweetError(
                 f"{grid_dir / r.rel_dir}: its training sample or calibration split (splits_digest.json) is not the one "
-                f"this version of sweet draws for {c.task}, seed {c.seed}, {c.n_train} examples from the same data; "
+                f"this version of sweet draws for {c.task_name}, seed {c.seed}, {c.n_train} examples from the same data; "
                 "the sampling code changed since it ran. Use the sweet it ran with, or remove that run directory to "
                 "run it again")
 

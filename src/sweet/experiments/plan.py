@@ -32,13 +32,14 @@ import torch
 from ..backbones import canonical_alias
 from ..config import OWN_DATA_DEFAULTS, RESUME_MAY_CHANGE, RunConfig
 from ..data import fixed_holdout_sizes, load_task, resolve_data_dir
+from ..datasource import load_run_data
 from ..errors import SweetError
 from ..io import read_json
 from ..methods import parse_method
 from ..precision import native_bf16, resolve_precision
 from ..rundir import METRICS_FILE, PROVENANCE_KEYS, RUN_CONFIG
 from .selection import select_learning_rates
-from .spec import GridSpec
+from .spec import GridSpec, task_entry_name
 from .store import RUNS_DIR, last_data_dir
 
 #: RunConfig fields that say where things are or how often to checkpoint, not what is computed: left out of
@@ -58,7 +59,7 @@ class GridRun:
     def label(self) -> str:
         c = self.config
         size = f"/n={c.n_train}" if self.sized else ""
-        return f"{c.task}/{c.method}{size}/lr={c.learning_rate:g}/seed={c.seed}"
+        return f"{c.task_name}/{c.method}{size}/lr={c.learning_rate:g}/seed={c.seed}"
 
 
 @dataclass
@@ -116,7 +117,7 @@ def run_key(config: RunConfig) -> str:
 def run_rel_dir(config: RunConfig, key: str, sized: bool = False) -> str:
     """``runs/TASK/METHOD/lrLR/seedS-KEY``; in a training-set size sweep ``runs/TASK/METHOD/nN/lrLR/seedS-KEY``."""
     size = f"/n{config.n_train}" if sized else ""
-    return f"{RUNS_DIR}/{config.task}/{config.method}{size}/lr{config.learning_rate:g}/seed{config.seed}-{key}"
+    return f"{RUNS_DIR}/{config.task_name}/{config.method}{size}/lr{config.learning_rate:g}/seed{config.seed}-{key}"
 
 
 def sha256_file(path: str | Path) -> str:
@@ -163,11 +164,20 @@ def inspect_tasks(spec: GridSpec, data_dir: str | None) -> dict[str, TaskInfo]:
     training-set size sweep every size must fit in what the pool leaves for training (a larger one would be
     clamped to the same sample as its neighbour): refused, naming the task, the size and the maximum."""
     out: dict[str, TaskInfo] = {}
-    for task in spec.tasks:
-        if spec.data_source != "local":
+    for entry in spec.tasks:
+        task = task_entry_name(entry)
+        if isinstance(entry, dict):  # your own data (sweet.sources)
+            data = load_run_data(RunConfig(method="early_exit", **entry))
+            local = {role: p for role, p in sorted(data.files.items()) if Path(p).is_file()}
+            info_data = {"source": "data", "files": dict(data.files),
+                         "sha256": {role: sha256_file(p) for role, p in local.items()}}
+        elif spec.data_source != "local":
             out[task] = TaskInfo(data={"source": spec.data_source})
             continue
-        data = load_task(task, data_dir, source="local")
+        else:
+            data = load_task(task, data_dir, source="local")
+            info_data = {"source": "local", "files": dict(data.files),
+                         "sha256": {role: sha256_file(p) for role, p in sorted(data.files.items())}}
         n_cal, n_held = fixed_holdout_sizes(len(data.pool), data.dev is not None, spec.calibration_size,
                                             spec.heldout_eval_size)
         n_eval = len(data.dev) if data.dev is not None else n_held
@@ -180,10 +190,9 @@ def inspect_tasks(spec: GridSpec, data_dir: str | None) -> dict[str, TaskInfo]:
                 f"{len(data.pool)} rows less {held}); training size{'s' if len(too_big) > 1 else ''} "
                 f"{', '.join(map(str, too_big))} {'are' if len(too_big) > 1 else 'is'} larger. Use "
                 f"sizes up to {available}: in a size sweep sizes are not clamped (two sizes would become the same)")
-        texts = data.pool.texts[:2000]
+        texts = data.pool.subset(range(min(2000, len(data.pool)))).texts
         out[task] = TaskInfo(
-            data={"source": "local", "files": dict(data.files),
-                  "sha256": {role: sha256_file(p) for role, p in sorted(data.files.items())}},
+            data=info_data,
             n_train_available=available,
             n_eval_examples=n_cal + n_eval,
             mean_chars=sum(sum(len(t) for t in ex) for ex in texts) / max(1, len(texts)),
@@ -193,7 +202,7 @@ def inspect_tasks(spec: GridSpec, data_dir: str | None) -> dict[str, TaskInfo]:
 
 def resolve_grid_data_dir(spec: GridSpec, data_dir: str | None) -> str | None:
     """The data directory for this launch, as an absolute path (Ray workers do not share our cwd)."""
-    if spec.data_source != "local":
+    if spec.data_source != "local" or all(isinstance(t, dict) for t in spec.tasks):  # only own data: no GLUE folder
         return None
     return str(resolve_data_dir(data_dir or spec.data_dir).resolve())
 
@@ -223,10 +232,11 @@ def expand_stages(spec: GridSpec, data_dir: str | None, tasks: dict[str, TaskInf
     backbone = _resolve_backbone_path(spec.backbone)
     sized = spec.is_size_sweep
 
-    def make(task: str, n_train: int, lr: float, method: str, seed: int) -> GridRun:
-        info = tasks[task]
+    def make(entry: str | dict, n_train: int, lr: float, method: str, seed: int) -> GridRun:
+        info = tasks[task_entry_name(entry)]
+        own = entry if isinstance(entry, dict) else {"task": entry}
         cfg = RunConfig(
-            task=task, method=method, backbone=backbone, exit_layers=spec.exit_layers,
+            **own, method=method, backbone=backbone, exit_layers=spec.exit_layers,
             n_train=n_train, seed=seed, learning_rate=lr, epochs=spec.epochs,
             batch_size=spec.batch_size, max_length=spec.max_length, pooling=spec.pooling,
             calibration_size=spec.calibration_size, heldout_eval_size=spec.heldout_eval_size,
@@ -251,8 +261,9 @@ def expand_stages(spec: GridSpec, data_dir: str | None, tasks: dict[str, TaskInf
             for seed in later:
                 for m in spec.methods:
                     if chosen[m] is None:
-                        waiting.append(WaitingRun(task, m, seed, n, first,
-                                                  _estimate_seconds(tasks[task], spec, m, n), sized))
+                        name = task_entry_name(task)
+                        waiting.append(WaitingRun(name, m, seed, n, first,
+                                                  _estimate_seconds(tasks[name], spec, m, n), sized))
                     else:
                         runs.append(make(task, n, chosen[m], m, seed))
     return runs, waiting

@@ -50,7 +50,7 @@ from .aggregate import (
 from .claims import check_claims
 from .plots import plot_curves, plot_gaps
 from .selection import select_alpha, select_learning_rates
-from .spec import lr_selection_seed
+from .spec import lr_selection_seed, task_entry_name
 from .store import LAUNCHES_FILE, load_grid, machine_label
 from .tables import REPORT_JSON, REPORT_MD, TASK_LABELS, metric_label, render_markdown
 
@@ -100,7 +100,7 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
             m["n_train"] = m["_n_train"]
     selection = select_learning_rates(records, by_size=sized, on_seed=lr_selection_seed(spec))
     methods = [m for m in spec["methods"] if any(r["method"] == m for r in records)]
-    tasks = [t for t in spec["tasks"] if any(r["task"] == t for r in records)]
+    tasks = [t for t in map(task_entry_name, spec["tasks"]) if any(r["task"] == t for r in records)]
 
     sizes = sorted({r["n_train"] for r in records}) if sized else [None]
     chosen_by_size = {size: chosen_runs(records, selection, size) for size in sizes}

@@ -22,7 +22,7 @@ from typing import Any
 
 import tomllib
 
-from ..config import RunConfig
+from ..config import OWN_DATA_DEFAULTS, RunConfig, data_name
 from ..data import get_task
 from ..errors import SweetError
 from ..methods import PAPER_METHODS, parse_method
@@ -172,6 +172,38 @@ def _list(source: str, name: str, value: Any) -> list:
     return list(value)
 
 
+#: what a data entry of ``tasks`` may say: your own data instead of a preset (and ``task``: a preset's columns and
+#: labels over that source, e.g. the hub's nyu-mll/glue)
+DATA_ENTRY_FIELDS = ("task", *OWN_DATA_DEFAULTS)
+
+
+def task_entry_name(entry: str | dict) -> str:
+    """The name a ``tasks`` entry goes by (run directories, reports): a preset's name, else the data's short name."""
+    if isinstance(entry, str):
+        return entry
+    return entry.get("task") or data_name(entry["data"])
+
+
+def _task_entry(source: str, entry: Any) -> str | dict:
+    """A preset name, or a table naming a data source, its columns and its metric (checked by RunConfig)."""
+    if isinstance(entry, str):
+        try:
+            return get_task(entry).name
+        except SweetError as exc:
+            raise _err(source, "tasks", str(exc)) from None
+    if not isinstance(entry, dict):
+        raise _err(source, "tasks", f"an entry is a task name or a table with 'data' (your own data), got {entry!r}")
+    unknown = sorted(set(entry) - set(DATA_ENTRY_FIELDS))
+    if unknown or "data" not in entry:
+        raise _err(source, "tasks", f"a data entry needs 'data' and may have {', '.join(DATA_ENTRY_FIELDS[1:])}"
+                                    f" and 'task'; got {', '.join(unknown) or 'no data'}")
+    try:
+        RunConfig(method="early_exit", **entry)
+    except SweetError as exc:
+        raise _err(source, "tasks", f"{entry['data']}: {exc}") from None
+    return dict(entry)
+
+
 def _check_as_run_field(source: str, name: str, value: Any) -> Any:
     """A shared setting is checked by RunConfig itself, as every run of the grid will be (one set of rules); the
     message names the spec field. A few checks RunConfig leaves to the machine are made here: the precision's
@@ -199,16 +231,10 @@ def check_field(name: str, value: Any, source: str = "spec") -> Any:
     """Validate and normalise one spec field; raises SweetError naming the field."""
 
     if name == "tasks":
-        out = []
-        for t in _list(source, name, value):
-            if not isinstance(t, str):
-                raise _err(source, name, f"task names must be strings, got {t!r}")
-            try:
-                out.append(get_task(t).name)
-            except SweetError as exc:
-                raise _err(source, name, str(exc)) from None
-        if len(set(out)) != len(out):
-            raise _err(source, name, f"names the same task twice: {value!r}")
+        out = [_task_entry(source, t) for t in _list(source, name, value)]
+        names = [task_entry_name(t) for t in out]
+        if len(set(names)) != len(names):
+            raise _err(source, name, f"names the same task twice: {names!r}")
         return out
     if name == "methods":
         items = _list(source, name, value)
@@ -333,6 +359,8 @@ def _toml_value(v: Any) -> str:
         return json.dumps(v)  # a JSON string is a valid TOML basic string
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):  # a data entry of 'tasks': an inline table
+        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items() if x is not None) + "}"
     raise TypeError(f"cannot write {type(v).__name__} as TOML")
 
 
