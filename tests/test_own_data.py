@@ -263,3 +263,23 @@ heldout_eval_size = 60
                    encoding="utf-8")
     with pytest.raises(SweetError, match=r"field 'tasks': x.csv: unknown metric 'auc'"):
         load_spec_file(bad)
+
+
+def test_serve_answers_with_the_label_names(ticket_run):
+    import asyncio
+
+    pytest.importorskip("fastapi")
+    from sweet.serving.app import create_app
+    from tests.test_serving import serving
+
+    out, _ = ticket_run
+    app = create_app(out, api_key="", device="cpu", precision="fp32")
+
+    async def go():
+        async with serving(app) as c:
+            return (await c.post("/predict", json={"texts": ["refund great", "awful was"], "threshold": 1.0})).json(), \
+                (await c.get("/info")).json()
+
+    answer, info = asyncio.run(go())
+    assert info["labels"] == ["billing", "login", "outage"] and info["text_fields"] == ["body"]
+    assert {row["label"] for row in answer["predictions"]} <= {"billing", "login", "outage"}
