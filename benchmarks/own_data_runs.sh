@@ -4,7 +4,7 @@
 #
 #   benchmarks/own_data_runs.sh [GLUE_DIR] [OUT_DIR]     (defaults: ../shared/glue, docs/results/own-data)
 #
-# Each run writes OUT_DIR/runs/NAME-METHOD (its model/ is git-ignored); SWEET='path/to/sweet' picks the command (it may have arguments: SWEET='python -m sweet.cli').
+# Each run writes OUT_DIR/runs/NAME-METHOD (docs/results/own-data/.gitignore leaves its model/ out); SWEET='path/to/sweet' picks the command (it may have arguments: SWEET='python -m sweet.cli').
 set -euo pipefail
 cd "$(dirname "$0")/.."
 GLUE=${1:-../shared/glue}
@@ -14,7 +14,6 @@ PY=${PY:-.venv/bin/python}
 DATA=$(mktemp -d)
 "$PY" examples/make_own_data.py --glue "$GLUE" --output "$DATA"
 mkdir -p "$OUT/runs"
-printf 'model/\ncheckpoint/\n' > "$OUT/runs/.gitignore"
 for method in early_exit sweet; do
   "${SWEET_CMD[@]}" train --data "$DATA/reviews" --label-column sentiment --method "$method" --n-train 6000 --lr 1e-4 \
     --output "$OUT/runs/reviews-$method" --overwrite --no-progress
