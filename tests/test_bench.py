@@ -40,13 +40,15 @@ def test_parse_precisions_defaults_all_and_errors(monkeypatch):
     from sweet import bench, precision
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(precision, "native_bf16", lambda device: False)
+    for module in (precision, bench):  # the name each module calls
+        monkeypatch.setattr(module, "native_bf16", lambda device: False)
     assert bench.parse_precisions(None, cpu) == ["fp32", "int8"]
     assert bench.parse_precisions("default", cpu) == ["fp32", "int8"]
     assert bench.parse_precisions("int8", cpu) == ["fp32", "int8"]  # fp32 is always the reference
     assert bench.parse_precisions(" int8 , fp32 ", cpu) == ["fp32", "int8"]
     assert bench.parse_precisions("all", cpu) == ["fp32", "bf16", "int8"]  # bf16 runs (emulated); fp16 cannot
-    monkeypatch.setattr(precision, "native_bf16", lambda device: True)
+    for module in (precision, bench):
+        monkeypatch.setattr(module, "native_bf16", lambda device: True)
     assert bench.parse_precisions("default", cpu) == ["fp32", "bf16", "int8"]
     assert bench.parse_precisions("auto", cpu) == ["fp32", "bf16"]
     with pytest.raises(SweetError, match="fp16 is not supported on the CPU"):
