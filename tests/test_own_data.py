@@ -283,3 +283,23 @@ def test_serve_answers_with_the_label_names(ticket_run):
     answer, info = asyncio.run(go())
     assert info["labels"] == ["billing", "login", "outage"] and info["text_fields"] == ["body"]
     assert {row["label"] for row in answer["predictions"]} <= {"billing", "login", "outage"}
+
+
+def test_the_proportional_ladder_by_name(tiny_backbone_dir):
+    from sweet.backbones import exit_layers_for, proportional_exit_layers
+    from sweet.experiments.spec import spec_from_dict
+    from sweet.modeling import MultiExitModel
+
+    assert proportional_exit_layers(6) == [1, 2, 3, 6]
+    assert proportional_exit_layers(12) == [1, 4, 6, 12] and proportional_exit_layers(24) == [1, 6, 12, 24]
+    assert exit_layers_for(None, 6) == [1, 2, 4, 6] and exit_layers_for([1, 6], 6) == [1, 6]
+    model = MultiExitModel.from_backbone(str(tiny_backbone_dir), exit_layers="proportional", num_labels=2,
+                                         method="sweet")  # 4 layers
+    assert model.exit_layers == [1, 2, 3, 4]  # 4 layers: first, a third (at least 2), a half (at least 3), last
+    cfg = RunConfig(task="sst2", method="sweet", exit_layers="proportional")
+    assert run_key(cfg) != run_key(RunConfig(task="sst2", method="sweet"))  # a run on it keeps its own key
+    with pytest.raises(SweetError, match="unknown exit ladder 'thirds'"):
+        RunConfig(task="sst2", method="sweet", exit_layers="thirds")
+    spec = spec_from_dict({"tasks": ["sst2"], "methods": ["sweet"], "seeds": [0], "learning_rates": [1e-4],
+                           "exit_layers": "proportional"})
+    assert spec.exit_layers == "proportional"

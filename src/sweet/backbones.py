@@ -160,6 +160,31 @@ def default_exit_layers(num_layers: int) -> list[int]:
     return ladder
 
 
+#: exit ladders a user can name (``--exit-layers proportional``): a function of the backbone's depth
+NAMED_LADDERS = ("default", "proportional")
+
+
+def proportional_exit_layers(num_layers: int) -> list[int]:
+    """The paper's ladders by proportion: [1, 2, 3, 6] at 6 layers, the paper's own [1, 4, 6, 12] at 12 and
+    [1, 6, 12, 24] at 24 (under SWEET the last exit owns half the layers); elsewhere the first layer, a third, a
+    half and the last."""
+    if num_layers in (12, 24):
+        return list(PAPER_LADDERS[num_layers])
+    if num_layers < 4:
+        return list(range(1, num_layers + 1))
+    return sorted({1, max(2, num_layers // 3), max(3, num_layers // 2), num_layers})
+
+
+def exit_layers_for(spec: list[int] | str | None, num_layers: int) -> list[int]:
+    """The exit layers a config names: a list as given, None or ``"default"`` for the default ladder
+    (:func:`default_exit_layers`), ``"proportional"`` for :func:`proportional_exit_layers`."""
+    if spec is None or spec == "default":
+        return default_exit_layers(num_layers)
+    if spec == "proportional":
+        return proportional_exit_layers(num_layers)
+    return list(spec)
+
+
 def resolve_pooling(pooling: str, backbone_path: str) -> str:
     """``auto``: the pooling the backbone was pretrained with, if it says (sentence-transformers models
     declare it in ``1_Pooling/config.json``; all-MiniLM-L6-v2 uses mean pooling), else ``cls`` (the

@@ -13,7 +13,7 @@ import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .backbones import resolve_backbone
+from .backbones import NAMED_LADDERS, resolve_backbone
 from .data import TASKS, get_task
 from .errors import SweetError
 from .methods import check_method
@@ -63,7 +63,7 @@ class RunConfig:
     task: str | None = None
     method: str
     backbone: str = "default"
-    exit_layers: list[int] | None = None  # None: the backbone's default ladder ([1, 2, 4, 6] for 6 layers)
+    exit_layers: list[int] | str | None = None  # None: the default ladder ([1, 2, 4, 6] at 6 layers); "proportional"
     n_train: int | None = 6000  # per seed; None (own data): every row left after the hold-outs
     seed: int = 0
     learning_rate: float = 5e-5
@@ -121,7 +121,11 @@ class RunConfig:
             raise SweetError(f"unknown pooling {self.pooling!r}; choose one of: {', '.join(POOLING_CHOICES)}")
         if self.data_source not in DATA_SOURCES:
             raise SweetError(f"unknown data source {self.data_source!r}; use 'local' or 'hub'")
-        if self.exit_layers is not None and min(self.exit_layers, default=1) >= 1:
+        if isinstance(self.exit_layers, str):
+            if self.exit_layers not in NAMED_LADDERS:
+                raise SweetError(f"unknown exit ladder {self.exit_layers!r}; give layers such as 1,2,4,6 or one of: "
+                                 f"{', '.join(NAMED_LADDERS)}")
+        elif self.exit_layers is not None and min(self.exit_layers, default=1) >= 1:
             # shape only (non-empty, increasing); the range is checked against the backbone's depth when it is loaded
             validate_exit_layers(self.exit_layers, max(self.exit_layers, default=1), allow_partial_depth=True)
         if self.n_train is None and not self.own_data:

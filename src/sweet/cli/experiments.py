@@ -27,7 +27,8 @@ def _grid_flags(**given) -> dict:
     exit_layers = given.pop("exit_layers")
     flags = {k: v for k, v in given.items() if v is not None}
     if exit_layers is not None:
-        flags["exit_layers"] = (None if exit_layers.strip().lower() == "default"
+        named = exit_layers.strip().lower()
+        flags["exit_layers"] = (None if named == "default" else named if named == "proportional"
                                 else split_flag("--exit-layers", exit_layers, int))
     return flags
 
@@ -57,7 +58,7 @@ def grid(
     tasks: Annotated[Optional[str], typer.Option(help="Comma-separated tasks, e.g. sst2,mrpc.")] = None,
     methods: Annotated[Optional[str], typer.Option(help="Comma-separated methods (" + METHODS_HELP + "), or 'all' for the paper's three.")] = None,
     backbone: Annotated[Optional[str], typer.Option(help="Backbone ('default', a local model directory or a hub id).")] = None,
-    exit_layers: Annotated[Optional[str], typer.Option(help="Comma-separated exit layers, or 'default'.")] = None,
+    exit_layers: Annotated[Optional[str], typer.Option(help="Comma-separated exit layers, 'default', or 'proportional' (the paper's proportions at the backbone's depth: 1,2,3,6 at 6 layers).")] = None,
     seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds, e.g. 0,1,2.")] = None,
     lrs: Annotated[Optional[str], typer.Option("--lrs", help="Comma-separated learning rates, e.g. 1e-5,3e-5,5e-5.")] = None,
     n_train: Annotated[Optional[str], typer.Option(help="Training examples per seed; a comma-separated list (e.g. 1000,3000,6000) is a training-set size sweep.")] = None,

@@ -99,7 +99,9 @@ Progress = Annotated[bool, typer.Option(help="Show progress bars.")]
 Method = Annotated[str, typer.Option("--method", "-m", help=METHOD_HELP)]
 Backbone = Annotated[str, typer.Option(help="'default' (packaged all-MiniLM-L6-v2), a hub id, or a local model directory.")]
 ExitLayers = Annotated[Optional[str], typer.Option(
-    help="Comma-separated exit layers, e.g. 1,2,4,6. Default: the paper-shaped ladder for the backbone's depth.")]
+    help="Comma-separated exit layers, e.g. 1,2,4,6; or 'proportional': the paper's proportions at the backbone's "
+         "depth (first layer, a third, a half, the last: 1,2,3,6 at 6 layers, 1,4,6,12 at 12). Default: "
+         "1,2,4,6 at 6 layers, the paper's ladder at 12 and 24.")]
 Threshold = Annotated[float, typer.Option(metavar=UNIT_INTERVAL, help=THRESHOLD_HELP)]
 Seed = Annotated[int, typer.Option(metavar=NON_NEGATIVE,
                                    help="Seed for the training sample, initialisation, dropout and batch order.")]
@@ -140,9 +142,11 @@ def data_fields(data, eval_data, data_config, train_split, eval_split, text_colu
             "positive_label": positive_label, "drop_invalid": drop_invalid}
 
 
-def parse_layers(text: Optional[str]) -> Optional[list[int]]:
+def parse_layers(text: Optional[str]) -> Optional[list[int] | str]:
     if text is None or text.strip().lower() in ("", "default"):
         return None
+    if text.strip().lower() == "proportional":
+        return "proportional"
     try:
         return [int(x) for x in text.replace(" ", "").split(",") if x != ""]
     except ValueError:

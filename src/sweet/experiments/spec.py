@@ -49,7 +49,7 @@ class GridSpec:
     name: str = "custom"
     # The settings every run shares are RunConfig's fields (RUN_FIELDS): the same defaults, checked by RunConfig.
     backbone: str = _RUN_DEFAULTS["backbone"]
-    exit_layers: list[int] | None = _RUN_DEFAULTS["exit_layers"]  # None: the backbone's default (paper-shaped) ladder
+    exit_layers: list[int] | str | None = _RUN_DEFAULTS["exit_layers"]  # None: the default ladder; or "proportional"
     n_train: int | list[int] = _RUN_DEFAULTS["n_train"]  # a list of 2+ sizes: a training-set size sweep
     epochs: int = _RUN_DEFAULTS["epochs"]
     batch_size: int = _RUN_DEFAULTS["batch_size"]
@@ -217,6 +217,8 @@ def _check_as_run_field(source: str, name: str, value: Any) -> Any:
     if name == "exit_layers":
         if value is None or (isinstance(value, str) and value.strip().lower() == "default"):
             return None
+        if isinstance(value, str) and value.strip().lower() == "proportional":  # named: resolved at the depth
+            return "proportional"
         value = _list(source, name, value)
         if not all(_is_int(x) and x > 0 for x in value):
             raise _err(source, name, f"must be strictly increasing positive integers such as [1, 2, 4, 6], got {value!r}")

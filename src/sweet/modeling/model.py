@@ -15,7 +15,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel
 
-from ..backbones import default_exit_layers, resolve_backbone, resolve_pooling
+from ..backbones import exit_layers_for, resolve_backbone, resolve_pooling
 from ..errors import SweetError
 from ..gradients import distillation_loss, scale_grad
 from ..io import atomic_write_json
@@ -113,7 +113,7 @@ class MultiExitModel(nn.Module):
         except OSError as exc:
             raise SweetError(f"cannot load backbone '{name_or_path}': {exc}") from exc
         depth = int(base.config.num_hidden_layers)
-        layers = default_exit_layers(depth) if exit_layers is None else list(exit_layers)
+        layers = exit_layers_for(exit_layers, depth)
         layers = validate_exit_layers(layers, depth, allow_partial_depth)
         config = MultiExitConfig(
             method=method,
