@@ -33,7 +33,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from .errors import SweetError
-from .io import atomic_write_json
+from .io import atomic_write_json, sha256_file
 from .modeling import refuse_pickle
 
 CHECKPOINT_DIR = "checkpoint"
@@ -76,14 +76,6 @@ def training_fingerprint(model, encoded, config) -> dict:
         "data_sha256": digest.hexdigest(),
     }
     return json.loads(json.dumps(fingerprint))  # the form it has after a round trip through state.json
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
@@ -159,7 +151,7 @@ class Checkpointer:
             "steps_per_epoch": steps_per_epoch,
             "total_steps": total_steps,
             "weights": {"file": name, "bytes": (self.directory / name).stat().st_size,
-                        "sha256": _sha256(self.directory / name)},
+                        "sha256": sha256_file(self.directory / name)},
             "fingerprint": fingerprint,
             "optimizer": {"param_groups": opt["param_groups"]},
             "scheduler": scheduler.state_dict(),
@@ -213,7 +205,7 @@ class Checkpointer:
         if size != weights.get("bytes"):
             raise SweetError(f"checkpoint weights file {path} is truncated or damaged ({size} bytes, expected "
                              f"{weights.get('bytes')}); {start_over}")
-        if _sha256(path) != weights.get("sha256"):
+        if sha256_file(path) != weights.get("sha256"):
             raise SweetError(f"checkpoint weights file {path} is damaged (SHA-256 differs from {STATE_NAME}); {start_over}")
         return path
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -88,3 +89,12 @@ def decode_utf8(raw: bytes, where: str) -> str:
         line = raw[: exc.start].count(b"\n") + 1
         raise SweetError(f"{where}:{line}: not valid UTF-8 (byte offset {exc.start}, byte 0x{raw[exc.start]:02x}); "
                          "re-encode the file as UTF-8") from None
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's content, read in 1 MiB blocks (data files, checkpoint weights)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

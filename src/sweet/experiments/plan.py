@@ -34,7 +34,7 @@ from ..config import OWN_DATA_DEFAULTS, RESUME_MAY_CHANGE, RunConfig
 from ..data import fixed_holdout_sizes, load_task, resolve_data_dir
 from ..datasource import load_run_data
 from ..errors import SweetError
-from ..io import read_json
+from ..io import read_json, sha256_file
 from ..methods import parse_method
 from ..precision import native_bf16, resolve_precision
 from ..rundir import METRICS_FILE, PROVENANCE_KEYS, RUN_CONFIG
@@ -118,14 +118,6 @@ def run_rel_dir(config: RunConfig, key: str, sized: bool = False) -> str:
     """``runs/TASK/METHOD/lrLR/seedS-KEY``; in a training-set size sweep ``runs/TASK/METHOD/nN/lrLR/seedS-KEY``."""
     size = f"/n{config.n_train}" if sized else ""
     return f"{RUNS_DIR}/{config.task_name}/{config.method}{size}/lr{config.learning_rate:g}/seed{config.seed}-{key}"
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass

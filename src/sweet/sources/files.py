@@ -11,7 +11,6 @@ Lines whose values change type, with the standard ``json`` module), Parquet with
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -23,17 +22,9 @@ import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 from ..errors import SweetError
-from ..io import decode_utf8
+from ..io import decode_utf8, sha256_file
 from .part import Part, Raw, first_line
 from .spec import SUPPORTED_EXTENSIONS
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def utf8_error(path: Path, where: str) -> SweetError | None:
@@ -63,7 +54,7 @@ def file_part(path: Path, name: str) -> Part:
         )
     if path.stat().st_size == 0:
         raise SweetError(f"{where}: file is empty")
-    fingerprint = sha256_of(path)
+    fingerprint = sha256_file(path)
     if suffix in (".csv", ".tsv"):
         return _csv_part(path, name, where, fingerprint, tsv=suffix == ".tsv")
     if suffix == ".parquet":
