@@ -68,51 +68,50 @@ def _json_text(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=_json_default)
 
 
-class _CsvSink:
+class _ArrowSink:
+    """Batches written as Arrow tables through a pyarrow writer opened on the first batch; later batches are cast to
+    its schema. Subclasses say how the writer opens and how a table is prepared for it."""
+
+    def __init__(self, tmp: str, where: str, columns: list[str]):
+        self.tmp, self.where = tmp, where
+        self.writer = None
+
+    def prepare(self, table: pa.Table) -> pa.Table:
+        return table
+
+    def open(self, schema: pa.Schema):
+        raise NotImplementedError
+
+    def write(self, batch, extra: dict, types: dict) -> None:
+        table = self.prepare(batch.to_table(extra, types))
+        if self.writer is None:
+            self.schema = table.schema
+            self.writer = self.open(table.schema)
+        elif table.schema != self.schema:
+            table = table.cast(self.schema)
+        self.writer.write_table(table)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+    abort = close
+
+
+class _CsvSink(_ArrowSink):
     """CSV through pyarrow's streaming writer (strings quoted, RFC 4180)."""
 
-    def __init__(self, tmp: str, where: str, columns: list[str]):
-        self.tmp, self.where = tmp, where
-        self.writer = None
+    def prepare(self, table: pa.Table) -> pa.Table:
+        return _csv_ready(table)
 
-    def write(self, batch, extra: dict, types: dict) -> None:
-        table = _csv_ready(batch.to_table(extra, types))
-        if self.writer is None:
-            self.schema = table.schema
-            self.writer = pa_csv.CSVWriter(self.tmp, table.schema, write_options=pa_csv.WriteOptions(
-                include_header=True, delimiter=","))
-        elif table.schema != self.schema:
-            table = table.cast(self.schema)
-        self.writer.write_table(table)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-    abort = close
+    def open(self, schema: pa.Schema):
+        return pa_csv.CSVWriter(self.tmp, schema, write_options=pa_csv.WriteOptions(include_header=True, delimiter=","))
 
 
-class _ParquetSink:
-    def __init__(self, tmp: str, where: str, columns: list[str]):
-        self.tmp, self.where = tmp, where
-        self.writer = None
-
-    def write(self, batch, extra: dict, types: dict) -> None:
-        table = batch.to_table(extra, types)
-        if self.writer is None:
-            self.schema = table.schema
-            self.writer = pq.ParquetWriter(self.tmp, table.schema)
-        elif table.schema != self.schema:
-            table = table.cast(self.schema)
-        self.writer.write_table(table)
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-
-    abort = close
+class _ParquetSink(_ArrowSink):
+    def open(self, schema: pa.Schema):
+        return pq.ParquetWriter(self.tmp, schema)
 
 
 class _TextSink:
