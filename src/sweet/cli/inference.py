@@ -11,10 +11,10 @@ import typer
 
 from ..errors import SweetError
 from ..io import decode_utf8
-from ..precision import PRECISIONS
 from .base import app
 from .options import (
     POSITIVE,
+    PRECISION_CHOICE,
     DataDir,
     Device,
     Policy,
@@ -39,7 +39,7 @@ def evaluate(
     policy: Policy = "confidence",
     device: Device = "auto",
     precision: Annotated[Optional[str], typer.Option(
-        **one_of(PRECISIONS, lambda v: f"unknown precision {v!r}; choose one of: {', '.join(PRECISIONS)}"),
+        **PRECISION_CHOICE,
         help=EVALUATE_PRECISION_HELP)] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace the run's own results in RUN_DIR/metrics.json (and its placement) with this evaluation. Without it the result goes to a file of its own, RUN_DIR/metrics-eval[-POLICY]-PRECISION.json (with --file X.tsv: metrics-X[-POLICY]-PRECISION.json).")] = False,
     progress: Progress = True,

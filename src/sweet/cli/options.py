@@ -79,8 +79,9 @@ THRESHOLD_HELP = ("Threshold in [0, 1]: leave at the first exit whose policy sco
                   "max probability; 1 = always run to the last exit).")
 
 Device = Annotated[str, typer.Option(metavar="[auto|cpu|cuda|cuda:N|mps]", help="Device: " + DEVICE_HELP)]
-Precision = Annotated[str, typer.Option(
-    **one_of(PRECISIONS, _unknown("precision", PRECISIONS)), help="Inference precision: " + PRECISION_HELP)]
+#: the inference precisions as option settings (also for evaluate, whose default is the run's own precision)
+PRECISION_CHOICE = one_of(PRECISIONS, _unknown("precision", PRECISIONS))
+Precision = Annotated[str, typer.Option(**PRECISION_CHOICE, help="Inference precision: " + PRECISION_HELP)]
 TrainPrecision = Annotated[str, typer.Option(
     **one_of(TRAINING_PRECISIONS, lambda v: _unknown(
         "precision", TRAINING_PRECISIONS,
