@@ -12,17 +12,22 @@ advantage of bf16/int8 matrix units (and of GPUs), because small matrices use th
 * :meth:`EarlyExitEngine.predict_batch` takes one padded batch (e.g. what a server merged from concurrent
   requests); later segments then run on the rows that remain (compaction).
 
-How a segment runs: the model's own forward is called with the encoder's layer list temporarily replaced by the
-segment's layers. A pre-hook on the first of them substitutes the stored hidden states; a pre-hook on the layer
-after the segment records its input (the exit's representation, exactly what :mod:`sweet.modeling` reads) and
-stops the forward. So each encoder builds its own attention masks and relative-position tables (BERT-, MPNet- and
-DeBERTa-v2-style), at the cost of recomputing the embeddings per segment (a lookup and a LayerNorm). DeBERTa-v2's
-convolution, which its encoder applies after layer 1 only, is switched off for segments that start later.
+How a segment runs: for BERT (MiniLM included), MPNet and DeBERTa-v2 through explicit segment functions
+(:class:`~sweet.modeling.SegmentRunner`): the embeddings are computed once, in segment 0; each segment then calls
+its layers directly on the stored hidden states, with the attention mask and the relative-position tables its
+encoder needs built once per batch from the attention mask. No backbone forward, no hooks, no exception. Each exit
+decides on the model's device; its results (leave, label, score, probabilities) come to the host in one transfer
+per batch. The rows that go on keep their hidden states as the batches that produced them (one ``index_select`` per
+source batch gathers the next batch). Other encoders fall back to the backbone's own forward with the encoder's
+layer list temporarily replaced by the segment's layers, hooks substituting the stored hidden states and recording
+the exit's representation, and an exception stopping the forward there (so it recomputes the embeddings and masks
+per segment; DeBERTa-v2's convolution, which its encoder applies after layer 1 only, is switched off for segments
+that start later). Either way exit ``s`` reads exactly what :mod:`sweet.modeling` hands exit head ``s``.
 
-Padding: a row's hidden state is kept up to its last unmasked position; rows of a batch are padded with zeros
-after it. Padded positions are masked out of attention, so real positions compute the same values whatever the
-padding (tested: decisions equal those of the evaluation path, :func:`sweet.policies.decide`, at the same
-precision).
+Padding: a row's hidden state is used up to its last unmasked position; a batch of a later segment is cut or
+zero-padded to its longest row. Padded positions are masked out of attention (and of mean pooling), so real
+positions compute the same values whatever the padding holds (tested: decisions equal those of the evaluation
+path, :func:`sweet.policies.decide`, at the same precision).
 
 Precision and device come from the model (:func:`sweet.precision.prepare_for_inference`): the engine moves each
 batch to the model's device and compares float32 logits, so decisions use full-precision probabilities.

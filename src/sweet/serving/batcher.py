@@ -13,8 +13,8 @@ a queue turn and a model thread call, and requests with the same threshold and p
 server's default) share the engine's batches. Each row's answer depends only on its own text, threshold and
 policy (padding is masked), so a request gets what ``Predictor.predict`` gives for its texts alone.
 
-There is exactly one model thread: the engine swaps the encoder's layer list while it runs, so calls on one model
-must not overlap. ``batching=False`` runs one model call per request (for comparison).
+There is exactly one model thread: the engine's fallback for other encoders swaps the encoder's layer list while it
+runs, so calls on one model must not overlap. ``batching=False`` runs one model call per request (for comparison).
 
 The batcher's own limits are a :class:`BatchLimits`, checked once when it is made (``create_app`` makes it before
 it loads the model); the batcher trusts it, and the requests it gets were checked by the app.
