@@ -114,3 +114,17 @@ def test_unsupported_models_are_refused_with_a_clear_error():
         SegmentRunner(model)
     with pytest.raises(SweetError, match="segment 0"):
         SegmentModule(SegmentRunner(tiny_model("bert", "sweet")), 0)
+
+
+def test_segment_errors_are_listed_in_the_error_table_verbatim():
+    from pathlib import Path
+
+    table = (Path(__file__).parents[1] / "docs" / "errors.md").read_text(encoding="utf-8")
+    unknown = tiny_model("bert", "early_exit")
+    unknown.backbones[0].config.model_type = "some-encoder"
+    cases = [lambda: SegmentRunner(tiny_model("bert", "multi_model")), lambda: SegmentRunner(unknown),
+             lambda: SegmentModule(SegmentRunner(tiny_model("bert", "sweet")), 0)]
+    for case in cases:
+        with pytest.raises(SweetError) as info:
+            case()
+        assert f"`{info.value}`" in table, str(info.value)
