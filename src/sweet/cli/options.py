@@ -129,6 +129,13 @@ Metric = Annotated[Optional[str], typer.Option(
     help="The score every table, curve and AUC uses: accuracy, f1_macro, f1 (binary, of --positive-label) or mcc "
          "(Matthews correlation). Default: the preset's (CoLA: mcc), else accuracy.")]
 PositiveLabel = Annotated[Optional[str], typer.Option("--positive-label", help="With --metric f1: the positive class's name (default: the class with id 1, the second in sorted order).")]
+EVALUATE_DATA_HELP = ("Score the run on this labelled data instead of its own evaluation split: a file (.csv, .tsv, "
+                      ".json, .jsonl, .parquet; all its rows), or the evaluation split (--eval-split, else validation, "
+                      "dev or test) of a folder of split files, a save_to_disk folder or a hub dataset id. Read with the "
+                      "run's text and label columns (a preset run: the task's columns and 'label'); its labels must be "
+                      "the run's classes.")
+EvaluateData = Annotated[Optional[str], typer.Option("--data", help=EVALUATE_DATA_HELP)]
+EvaluateSplit = Annotated[Optional[str], typer.Option("--eval-split", help="With --data: the split to score (default: validation, else dev, else test).")]
 DropInvalid = Annotated[bool, typer.Option("--drop-invalid", help="Skip rows with an empty text or label (and say how many, and why) instead of refusing the data.")]
 
 
