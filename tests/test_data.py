@@ -223,3 +223,17 @@ def test_a_preset_file_may_be_any_format_the_sources_read(tmp_path):
     for ex in read:
         assert ex.texts == [('a "quoted" film',), ("dull",), ("fine",)]
         assert ex.labels.tolist() == [1, 0, 1] and ex.ids == ["7", "9", "11"]
+
+
+@pytest.mark.parametrize("text", ["", " ", "\u00a0", "\u2028", "\u200b", "\u2060", "\ufeff", "\u00ad", "\ufe0f", "\u3164",
+                                  "\x00\x1f", "\u034f", "\u115f\u1160", "\U000e0100", "\u180b", "a", "\u200bgood",
+                                  "\u2764\ufe0f", "\u0301", "\u4e2d", "0"])
+def test_the_data_readers_and_predict_input_share_one_blank_rule(text):
+    """sweet.sources (training and evaluation data, vectorised) and is_blank (predict input) agree."""
+    import pyarrow as pa
+
+    from sweet.sources.part import Raw
+    from sweet.sources.texts import check_text
+
+    check = check_text(Raw(pa.table({"t": [text]})), "t")
+    assert bool(check.blank[0] or check.missing[0]) == is_blank(text)
