@@ -272,7 +272,7 @@ def read_evaluation_data(cfg: RunConfig, task: Task, data: str, data_config: str
         name = f"{data}:{split}"
     source = load_source(SourceSpec(data, data_config=data_config, train_split=split, eval_split=NO_EVAL_SPLIT,
                                     text_columns=task.text_fields,
-                                    label_column=cfg.label_column if cfg.own_data else "label"))
+                                    label_column=cfg.label_column if cfg.own_data else "label", scoring_only=True))
     table, names = source.pool, source.label_names
     if not cfg.own_data:
         mapped = to_task_ids(table, names, task, data)

@@ -43,7 +43,7 @@ def load_source(spec: SourceSpec) -> SourceData:
     pool.labels, _ = label_ids(pool_labels, label_names)
     counts = np.bincount(pool.labels, minlength=len(label_names))
     present = [name for name, count in zip(label_names, counts) if count > 0]
-    if len(present) < 2:
+    if len(present) < 2 and not spec.scoring_only:
         raise SweetError(
             f"{pool_part.where}: the training data has only one class ({quoted(present)} in column '{label_column}'); "
             "a classifier needs at least 2"

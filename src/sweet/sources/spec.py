@@ -36,6 +36,7 @@ class SourceSpec:
     label_column: str | None = None
     drop_invalid: bool = False
     id_column: str | None = None  # a column of row ids kept as strings (the GLUE presets' ``idx``), where present
+    scoring_only: bool = False  # the data is only scored (evaluate, bench): a single class is allowed
 
 
 @dataclass
