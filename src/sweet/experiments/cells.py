@@ -85,23 +85,26 @@ def interp_table(by_method: dict, methods: list[str], unit: str | None = None) -
 
 
 def average_tables(average: dict, methods: list[str], tasks_text: str) -> list[str]:
-    """Table 1 and the fixed-cost table over tasks, each with seeds and then tasks as the unit."""
+    """Table 1 and the fixed-cost table over tasks, each with seeds and then tasks as the unit (no interval with
+    tasks as the unit over one task)."""
     n_tasks = len(next(iter(average.values()))["tasks"])
+    several = n_tasks > 1
     unit_note = (f"With tasks as the unit: per task the mean over seeds, then the mean over the {n_tasks} tasks ± the "
                  f"half-width of the 95% t-interval over tasks (df {n_tasks - 1}), SD across the task means. It "
-                 "counts how much the tasks disagree, which the interval over seeds averages away.")
+                 "counts how much the tasks disagree, which the interval over seeds averages away."
+                 if several else "With one task there is no interval with tasks as the unit.")
     return [
         "## Individual exit scores, average over tasks (Table 1)", "",
         f"{tasks_text} Per seed, the mean over tasks; then the mean over seeds ± the 95% interval over seeds "
         "(SD across the seeds' averages).", "",
         *exit_table(average, methods), "", unit_note, "",
-        *exit_table(average, methods, unit="over_tasks"), "",
+        *(exit_table(average, methods, unit="over_tasks") + [""] if several else []),
         "## Scores at fixed cost ratios, average over tasks (Figures 4/5)", "",
         "The speed-accuracy curve (confidence-based early exit, calibrated, 11 thresholds) linearly interpolated "
         "at fixed cost ratios. Multi-Model pays for every model it runs, so it reaches costs above 1. "
         "AUC: the mean score over costs from the first exit to 1. Seeds as the unit:", "",
-        *interp_table(average, methods), "", "Tasks as the unit:", "",
-        *interp_table(average, methods, unit="over_tasks"), "",
+        *interp_table(average, methods), "",
+        *(["Tasks as the unit:", "", *interp_table(average, methods, unit="over_tasks"), ""] if several else []),
     ]
 
 
