@@ -280,6 +280,10 @@ heldout_eval_size = 60
     assert status["finished"] == 2 and status["pending"] == 0  # continued: nothing to run again
     report = write_report(grid_dir, tmp_path / "report")
     assert report["status"]["n_finished"] == 2
+    # the floors read the evaluation split's classes from the run's own data; macro F1 has the one-class test only
+    floors = report["floors"]["tasks"]["tickets"]
+    assert floors["evaluation"]["known"] and sum(floors["evaluation"]["counts"]) == floors["evaluation"]["n"]
+    assert floors["tests"] == "one class"
     # the run key holds the data file's content: changed data is refused, as for the presets
     data.write_text(data.read_text(encoding="utf-8").replace(",billing\n", ",login\n", 1), encoding="utf-8")
     with pytest.raises(SweetError, match="other settings|different config|changed"):
