@@ -349,7 +349,7 @@ def test_metrics_count_every_answer_404_and_405_included(predictor, monkeypatch)
             return (await c.get("/metrics", headers=auth)).text
 
     text = asyncio.run(go())
-    counted = {ln.split(" ")[0]: int(ln.split(" ")[1]) for ln in text.splitlines()
+    counted = {ln.split(" ")[0]: float(ln.split(" ")[1]) for ln in text.splitlines()  # prometheus_client writes 1.0
                if ln.startswith("sweet_requests_total{")}
     assert counted == {'sweet_requests_total{route="/predict",status="405"}': 1,
                        'sweet_requests_total{route="/metrics",status="405"}': 1,

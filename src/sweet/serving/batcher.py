@@ -164,6 +164,8 @@ class Batcher:
             batch = [j for j in batch if not j.future.done()]  # a cancelled request (client gone) is skipped
             if not batch:
                 continue
+            now = loop.time()
+            self.metrics.requests_queued([now - j.arrived for j in batch])
             try:
                 answers = await loop.run_in_executor(self._executor, self._run, batch)
             except Exception as exc:  # answered as a 500 by the app; the worker keeps serving
@@ -194,5 +196,5 @@ class Batcher:
             for i in members:
                 answers[i] = rows[at : at + batch[i].rows]
                 at += batch[i].rows
-        self.metrics.batch_done(sum(j.rows for j in batch), time.perf_counter() - start, layers)
+        self.metrics.batch_done(sum(j.rows for j in batch), time.perf_counter() - start, layers, requests=len(batch))
         return answers
