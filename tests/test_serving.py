@@ -642,6 +642,7 @@ def test_loadtest_with_failed_requests_is_not_ok_and_says_why():
     (["--max-items", "0"], "--max-items must be positive, got 0"),
     (["--max-body-bytes", "-1"], "--max-body-bytes must be positive, got -1"),
     (["--max-wait-ms", "-1"], "--max-wait-ms must be a non-negative number, got -1.0"),
+    (["--max-concurrent-requests", "0"], "--max-concurrent-requests must be positive, got 0"),
 ])
 @pytest.mark.slow
 def test_serve_option_errors_are_one_line(sst2_run, args, message):
@@ -657,6 +658,7 @@ LIMIT_ERRORS = [
     ({"max_wait_ms": float("nan")}, "--max-wait-ms must be a non-negative number, got nan"),
     ({"max_items": 0}, "--max-items must be positive, got 0"),
     ({"max_body_bytes": -1}, "--max-body-bytes must be positive, got -1"),
+    ({"max_concurrent_requests": 0}, "--max-concurrent-requests must be positive, got 0"),
 ]
 
 
