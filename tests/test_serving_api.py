@@ -22,10 +22,10 @@ pytest.importorskip("fastapi")
 uvicorn = pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-import sweet  # noqa: E402
-from sweet.serving import create_app  # noqa: E402
+import sweet
+from sweet.serving import create_app
 
-from .test_serving import BAD_INPUTS, make_run, sentences, serving  # noqa: E402
+from .test_serving import BAD_INPUTS, make_run, sentences, serving
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -79,7 +79,9 @@ def test_a_burst_past_max_concurrent_requests_gets_429_and_the_server_keeps_serv
     with uvicorn_on_loopback(app) as url, ThreadPoolExecutor(8) as pool:
         monkeypatch.setattr(predictor, "predict_encoded", held)  # after the warm-up, which runs at startup
         try:
-            post = lambda body: httpx.post(url + "/predict", json=body, timeout=30)  # noqa: E731
+            def post(body):
+                return httpx.post(url + "/predict", json=body, timeout=30)
+
             admitted = [pool.submit(post, {"texts": t}) for t in texts[:2]]
             deadline = time.monotonic() + 20
             while metrics.in_flight < 2:  # one request in the (held) model call, one queued behind it

@@ -57,7 +57,7 @@ def serve(
     list of two-text lists), GET /healthz, /info, /metrics, and the OpenAPI schema at /openapi.json and /docs. Concurrent requests
     are batched dynamically. With $SWEET_API_KEY set, requests need 'Authorization: Bearer KEY'. SIGTERM: finish the requests in
     flight, then exit 0."""
-    need_serving_packages("fastapi", "uvicorn")
+    need_serving_packages("fastapi", "uvicorn", "prometheus_client")
     # optional extra (fastapi, uvicorn, ray): imported only when the command runs
     import torch
 

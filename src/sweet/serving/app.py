@@ -312,8 +312,8 @@ def create_app(predictor_or_run_dir, *, max_batch_size: int = 64, max_wait_ms: f
 
     predict_router = APIRouter(route_class=PredictRoute)  # FastAPI's documented way to a custom route class
 
-    @predict_router.post("/predict", response_model=PredictResponse, response_model_exclude_none=True, responses=refusals,
-              dependencies=bearer, summary="Early-exit predictions for texts (or pairs)")
+    @predict_router.post("/predict", response_model=PredictResponse, response_model_exclude_none=True,
+                         responses=refusals, dependencies=bearer, summary="Early-exit predictions for texts (or pairs)")
     async def predict(body: schema.model):
         policy = body.policy or predictor.policy
         try:

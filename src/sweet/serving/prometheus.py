@@ -28,10 +28,10 @@ every counter.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 
 from .. import cost
@@ -130,10 +130,6 @@ class Metrics:
         (0.0.4) unless it asks for OpenMetrics."""
         encoder, content_type = choose_encoder(accept or "")
         return encoder(self.registry), content_type
-
-    def text(self) -> str:
-        """The Prometheus text format."""
-        return generate_latest(self.registry).decode("utf-8")
 
     @property
     def requests(self) -> dict[tuple[str, str], int]:

@@ -14,7 +14,8 @@ and message. Messages about values have one owner each: the threshold's range is
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Callable, Literal, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -35,7 +36,7 @@ class Prediction(BaseModel):
     label_id: int = Field(description="The predicted label's index.")
     exit_layer: int = Field(description="The layer whose exit answered.")
     confidence: float = Field(description="Calibrated max class probability at that exit.")
-    score: Optional[float] = Field(None, description="The policy's exit score (only for a policy other than "
+    score: float | None = Field(None, description="The policy's exit score (only for a policy other than "
                                    "confidence).")
 
 
@@ -46,9 +47,9 @@ class PredictResponse(BaseModel):
 class _RequestBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    threshold: Optional[float] = Field(None, ge=0.0, le=1.0, strict=True,
+    threshold: float | None = Field(None, ge=0.0, le=1.0, strict=True,
                                        description="Exit threshold (default: the server's --threshold).")
-    policy: Optional[PolicyName] = Field(None, description="Exit policy (default: the server's --policy).")
+    policy: PolicyName | None = Field(None, description="Exit policy (default: the server's --policy).")
 
 
 class Refusal(Exception):
