@@ -27,6 +27,7 @@ every counter.
 
 from __future__ import annotations
 
+import collections
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -114,7 +115,7 @@ class Metrics:
         self._model_seconds.inc(seconds)
         for _ in range(requests):
             self._inference.observe(seconds)
-        for layer, n in zip(*_tally(exit_layers)):
+        for layer, n in collections.Counter(exit_layers).items():
             self._exits.labels(str(layer)).inc(n)
 
     def add_in_flight(self, delta: int) -> None:
@@ -134,7 +135,8 @@ class Metrics:
     @property
     def requests(self) -> dict[tuple[str, str], int]:
         """(route, status) -> answered requests."""
-        return {(s.labels["route"], s.labels["status"]): int(s.value) for s in _samples(self._requests, "sweet_requests_total")}
+        return {(s.labels["route"], s.labels["status"]): int(s.value)
+                for s in _samples(self._requests, "sweet_requests_total")}
 
     @property
     def errors(self) -> dict[str, int]:
@@ -188,13 +190,6 @@ class Metrics:
     def cost_ratio(self) -> float | None:
         exits = self.exits
         return cost.cost_ratio(exits, self.exit_layers, self.method) if sum(exits) else None
-
-
-def _tally(layers: Sequence[int]) -> tuple[list[int], list[int]]:
-    counts: dict[int, int] = {}
-    for layer in layers:
-        counts[layer] = counts.get(layer, 0) + 1
-    return list(counts), list(counts.values())
 
 
 def _samples(metric, name: str) -> list:

@@ -37,7 +37,7 @@ class Prediction(BaseModel):
     exit_layer: int = Field(description="The layer whose exit answered.")
     confidence: float = Field(description="Calibrated max class probability at that exit.")
     score: float | None = Field(None, description="The policy's exit score (only for a policy other than "
-                                   "confidence).")
+                                "confidence).")
 
 
 class PredictResponse(BaseModel):
@@ -48,7 +48,7 @@ class _RequestBase(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     threshold: float | None = Field(None, ge=0.0, le=1.0, strict=True,
-                                       description="Exit threshold (default: the server's --threshold).")
+                                    description="Exit threshold (default: the server's --threshold).")
     policy: PolicyName | None = Field(None, description="Exit policy (default: the server's --policy).")
 
 
@@ -90,7 +90,7 @@ class RequestSchema:
         if first == "body":
             return Refusal(400, f"request body must be a JSON object with {self.want}, got {_type_name(body)}")
         if first == "extra":
-            extra = [str(loc[0]) for loc, _ in problems[first]]
+            extra = [str(where[0]) for where, _ in problems[first]]
             unknown = [k for k in extra if k != self.other]
             if unknown:
                 return Refusal(400, f"unknown field(s) in request body: {', '.join(unknown)}; expected {self.field}, "
