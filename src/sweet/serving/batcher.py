@@ -13,6 +13,10 @@ a queue turn and a model thread call, and requests with the same threshold and p
 server's default) share the engine's batches. Each row's answer depends only on its own text, threshold and
 policy (padding is masked), so a request gets what ``Predictor.predict`` gives for its texts alone.
 
+Each request's wait in the queue (arrival to the start of its model call) and the time of the model call that
+answered it go to the ``sweet_queue_duration_seconds`` and ``sweet_inference_duration_seconds`` histograms
+(:mod:`~sweet.serving.prometheus`).
+
 There is exactly one model thread: the engine swaps the encoder's layer list while it runs, so calls on one model
 must not overlap. ``batching=False`` runs one model call per request (for comparison).
 
