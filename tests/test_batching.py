@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from sweet.encoding import Collator, bucketed_batches, encode, sorted_batches
 from sweet.data import Examples
@@ -53,3 +54,23 @@ def test_collator_pads_and_masks(tiny_backbone_dir):
     assert b["input_ids"][0, 3:].tolist() == [tok.pad_token_id] * 2
     assert b["labels"].tolist() == [1, 0]
     assert "token_type_ids" not in Collator(0, use_token_type_ids=False)(enc, [0, 1])
+
+
+def test_collator_pads_each_row_with_its_own_tokens_and_token_types():
+    from sweet.encoding import Encoded
+
+    rng = np.random.default_rng(0)
+    ids = [rng.integers(5, 90, int(n)).tolist() for n in rng.integers(1, 12, 40)]
+    types = [[int(j >= len(r) // 2) for j in range(len(r))] for r in ids]
+    enc = Encoded(ids, types, list(range(40)), 0)
+    rows = rng.permutation(40)[:17]
+    b = Collator(7, use_token_type_ids=True)(enc, rows)
+    width = max(len(ids[r]) for r in rows)
+    assert b["input_ids"].shape == b["attention_mask"].shape == b["token_type_ids"].shape == (17, width)
+    for i, r in enumerate(rows):
+        n = len(ids[r])
+        assert b["input_ids"][i].tolist() == ids[r] + [7] * (width - n)
+        assert b["attention_mask"][i].tolist() == [1] * n + [0] * (width - n)
+        assert b["token_type_ids"][i].tolist() == types[r] + [0] * (width - n)
+    assert b["labels"].tolist() == [int(r) for r in rows]
+    assert b["input_ids"].dtype == b["attention_mask"].dtype == torch.long

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from itertools import chain
 from typing import Iterator
 
 import numpy as np
@@ -74,19 +75,22 @@ class Collator:
 
     def __call__(self, encoded: Encoded, rows: np.ndarray | list[int]) -> dict[str, torch.Tensor]:
         rows = [int(r) for r in rows]
-        width = max(len(encoded.input_ids[r]) for r in rows)
-        ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        tt = torch.zeros((len(rows), width), dtype=torch.long) if self.use_token_type_ids else None
-        for i, r in enumerate(rows):
-            seq = encoded.input_ids[r]
-            ids[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-            mask[i, : len(seq)] = 1
-            if tt is not None and encoded.token_type_ids is not None:
-                tt[i, : len(seq)] = torch.tensor(encoded.token_type_ids[r], dtype=torch.long)
-        batch = {"input_ids": ids, "attention_mask": mask}
-        if tt is not None:
-            batch["token_type_ids"] = tt
+        seqs = [encoded.input_ids[r] for r in rows]
+        lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))
+        width = int(lengths.max())
+        # one vectorised fill (row-major order = each row's tokens left to right), not a tensor per row: the
+        # engine collates its windows inside the timed path, where per-row tensors cost a few % at bf16 speed
+        real = np.arange(width)[None, :] < lengths[:, None]
+        total = int(lengths.sum())
+        ids = np.full((len(rows), width), self.pad_token_id, dtype=np.int64)
+        ids[real] = np.fromiter(chain.from_iterable(seqs), dtype=np.int64, count=total)
+        batch = {"input_ids": torch.from_numpy(ids), "attention_mask": torch.from_numpy(real.astype(np.int64))}
+        if self.use_token_type_ids:
+            tt = np.zeros((len(rows), width), dtype=np.int64)
+            if encoded.token_type_ids is not None:
+                tt[real] = np.fromiter(chain.from_iterable(encoded.token_type_ids[r] for r in rows), dtype=np.int64,
+                                       count=total)
+            batch["token_type_ids"] = torch.from_numpy(tt)
         if encoded.labels is not None:
             batch["labels"] = torch.tensor([encoded.labels[r] for r in rows], dtype=torch.long)
         return batch

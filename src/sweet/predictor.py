@@ -9,7 +9,8 @@ Pair tasks take pairs: ``clf.predict([("premise", "hypothesis"), ...])``. Each a
 the example left at and the calibrated max probability there (``confidence``); with a policy other than
 ``confidence`` also that policy's ``score``.
 
-A predictor runs one engine call at a time (the engine swaps the encoder's layer list while it runs a segment):
+A predictor runs one engine call at a time (the engine's fallback for encoders other than BERT, MPNet and
+DeBERTa-v2 swaps the encoder's layer list while it runs a segment):
 share it between threads behind a lock, as :mod:`sweet.serving` does.
 """
 

@@ -17,8 +17,8 @@ Each request's wait in the queue (arrival to the start of its model call) and th
 answered it go to the ``sweet_queue_duration_seconds`` and ``sweet_inference_duration_seconds`` histograms
 (:mod:`~sweet.serving.prometheus`).
 
-There is exactly one model thread: the engine swaps the encoder's layer list while it runs, so calls on one model
-must not overlap. ``batching=False`` runs one model call per request (for comparison).
+There is exactly one model thread: the engine's fallback for other encoders swaps the encoder's layer list while it
+runs, so calls on one model must not overlap. ``batching=False`` runs one model call per request (for comparison).
 
 The batcher's own limits are a :class:`BatchLimits`, checked once when it is made (``create_app`` makes it before
 it loads the model); the batcher trusts it, and the requests it gets were checked by the app.
