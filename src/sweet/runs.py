@@ -33,6 +33,7 @@ from .evaluation import Evaluation, collect_logits, collect_outputs, evaluate_lo
 from .io import atomic_write_json, read_json
 from .learn_exit import fit_exit_predictors
 from .metrics import class_report
+from .modelcard import write_model_card
 from .modeling import MultiExitModel
 from .policies import DEFAULT_THRESHOLD, ConfidencePolicy, decide, make_policy
 from .precision import Placement, placement, prepare_for_inference, resolve_device
@@ -55,7 +56,7 @@ from .rundir import (
 from .sources import NO_EVAL_SPLIT, LabelledTable, SourceSpec, evaluation_split_name, load_source
 from .training import seed_everything, train
 
-__all__ = ["RunConfig", "run", "train_run", "evaluate_run", "evaluation_split"]
+__all__ = ["RunConfig", "run", "train_run", "evaluate_run", "evaluation_split", "run_splits"]
 
 
 def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwrite: bool = False,
@@ -183,6 +184,7 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
         "placement": {"train": placed.to_dict(), "evaluation": Placement(placed.device, "fp32").to_dict()},
     }
     atomic_write_json(out / METRICS_FILE, metrics)
+    write_model_card(out / MODEL_DIR, model.config, metrics)  # now with the per-exit table, curve and threshold
     checkpointer.remove()  # the run is finished; the trained model is in model/
     return metrics
 
@@ -248,10 +250,16 @@ def _ece_pairs(logits_per_exit, labels, policy) -> list[dict]:
 # ------------------------------------------------------------------------------------- re-evaluation
 
 
+def run_splits(cfg: RunConfig, data_dir: str | None = None):
+    """The run's splits (:class:`~sweet.data.Splits`: the same rows as at training time), its data read again
+    (from ``data_dir`` if given, else the run's own)."""
+    data = load_run_data(dataclasses.replace(cfg, data_dir=data_dir or cfg.data_dir))
+    return make_splits(data, cfg.n_train, cfg.seed, cfg.calibration_size, cfg.heldout_eval_size)
+
+
 def evaluation_split(cfg: RunConfig, data_dir: str | None = None):
     """The run's evaluation split (the same rows as at training time) and its name."""
-    data = load_run_data(dataclasses.replace(cfg, data_dir=data_dir or cfg.data_dir))
-    splits = make_splits(data, cfg.n_train, cfg.seed, cfg.calibration_size, cfg.heldout_eval_size)
+    splits = run_splits(cfg, data_dir)
     return splits.evaluation, splits.evaluation_name
 
 
