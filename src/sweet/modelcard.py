@@ -88,7 +88,7 @@ def card_text(config, metrics: dict | None = None, threshold: dict | None = None
     labels = list(config.label_names or task.get("label_names") or [str(i) for i in range(config.num_labels)])
     method = METHOD_NAMES.get(config.method, config.method)
     base = base_model_id(config.backbone)
-    lines = [f"# {task_name}: a {method} early-exit classifier", "",
+    lines = [f"# {task_name}: an early-exit classifier ({method})", "",
              f"Fine-tuned with sweet ({method}; *Finding the SWEET Spot*, Rotem et al. 2023) from "
              f"{f'[`{base}`](https://huggingface.co/{base})' if base else f'`{config.backbone}`'}, with a classifier "
              f"head (an *exit*) after layers {', '.join(map(str, config.exit_layers))}. At inference an example leaves "
