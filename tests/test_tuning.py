@@ -341,3 +341,40 @@ def test_tune_errors_are_one_line_and_documented(tmp_path):
         expected = table[case].replace("RUN", str(dirs["bare"])).replace("DIR", str(dirs["dir"]))
         assert line[len("error: "):] == expected, case
         assert not (dirs["curve"] / "threshold.json").exists()
+
+
+def test_serve_answers_with_the_tuned_threshold_and_info_says_how(tiny_run, tiny_glue_dir):
+    import asyncio
+
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("fastapi")
+    import sweet
+    from sweet.serving.app import create_app
+    from sweet.tuning import tune_run
+
+    result = tune_run(tiny_run, Budget(target_cost=0.6), data_dir=str(tiny_glue_dir))
+    app = create_app(tiny_run, api_key="", warmup=False)
+    texts = ["the movie was good", "a dull plot"]
+
+    async def go():
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://sweet.test", timeout=60) as c:
+                return (await c.get("/info")).json(), (await c.post("/predict", json={"texts": texts})).json()
+
+    info, answer = asyncio.run(go())
+    assert info["threshold"] == result.threshold and info["threshold_origin"]["how"] == "sweet tune"
+    assert info["threshold_origin"]["budget"] == {"target_cost": 0.6}
+    expected = sweet.load(tiny_run, threshold=result.threshold).predict(texts)
+    assert [a["exit_layer"] for a in answer["predictions"]] == [e["exit_layer"] for e in expected]
+
+
+def test_retraining_a_run_deletes_its_tuned_threshold(tmp_path):
+    from sweet.rundir import prepare_output_dir
+
+    run_dir = tmp_path / "run"
+    (run_dir / "model").mkdir(parents=True)
+    for name in ("run_config.json", "metrics.json", "threshold.json", "model/threshold.json"):
+        (run_dir / name).write_text("{}", encoding="utf-8")
+    prepare_output_dir(run_dir, overwrite=True)
+    assert not (run_dir / "threshold.json").exists() and not (run_dir / "model" / "threshold.json").exists()
