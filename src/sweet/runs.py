@@ -7,7 +7,6 @@ All JSON is written atomically (temporary file + rename).
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 import warnings
@@ -26,7 +25,7 @@ from .checkpoint import (
 )
 from .config import RunConfig, training_config
 from .data import Examples, TableExamples, Task, make_splits, to_task_ids
-from .datasource import load_run_data
+from .datasource import load_run_data, run_splits
 from .encoding import encode, truncation_note
 from .errors import SweetError
 from .evaluation import Evaluation, collect_logits, collect_outputs, evaluate_logits
@@ -56,7 +55,7 @@ from .rundir import (
 from .sources import NO_EVAL_SPLIT, LabelledTable, SourceSpec, evaluation_split_name, load_source
 from .training import seed_everything, train
 
-__all__ = ["RunConfig", "run", "train_run", "evaluate_run", "evaluation_split", "run_splits"]
+__all__ = ["RunConfig", "run", "train_run", "evaluate_run", "evaluation_split"]
 
 
 def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwrite: bool = False,
@@ -248,13 +247,6 @@ def _ece_pairs(logits_per_exit, labels, policy) -> list[dict]:
 
 
 # ------------------------------------------------------------------------------------- re-evaluation
-
-
-def run_splits(cfg: RunConfig, data_dir: str | None = None):
-    """The run's splits (:class:`~sweet.data.Splits`: the same rows as at training time), its data read again
-    (from ``data_dir`` if given, else the run's own)."""
-    data = load_run_data(dataclasses.replace(cfg, data_dir=data_dir or cfg.data_dir))
-    return make_splits(data, cfg.n_train, cfg.seed, cfg.calibration_size, cfg.heldout_eval_size)
 
 
 def evaluation_split(cfg: RunConfig, data_dir: str | None = None):

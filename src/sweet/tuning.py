@@ -39,6 +39,7 @@ from typing import Sequence
 import numpy as np
 
 from .cost import cost_ratio
+from .datasource import run_splits
 from .encoding import encode
 from .errors import SweetError
 from .evaluation import Evaluation, collect_outputs
@@ -56,7 +57,6 @@ from .rundir import (
     load_run,
     make_collator,
 )
-from .runs import run_splits
 
 #: thresholds in the fine grid used when the calibration split's logits are at hand
 FINE_GRID = 1001
