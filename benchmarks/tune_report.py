@@ -26,6 +26,10 @@ METHODS = ("early_exit", "sweet")
 LABELS = {"early_exit": "EE", "sweet": "SWEET"}
 
 
+def _mean(per_seed: list[dict], key: str, split: str) -> float:
+    return statistics.fmean(s[split][key] for s in per_seed)
+
+
 def tune_grid(grid_dir: Path, budget: Budget) -> dict:
     grid, records, missing = collect(grid_dir, partial=True)
     for m in records:  # the manifest's backbone string is the grouping key, as in sweet report
@@ -44,12 +48,11 @@ def tune_grid(grid_dir: Path, budget: Budget) -> dict:
                                  "calibration": r.calibration, "evaluation": r.evaluation})
             if not per_seed:
                 continue
-            mean = lambda key, split: statistics.fmean(s[split][key] for s in per_seed)  # noqa: E731
             rows.append({"task": task, "method": method, "learning_rate": float(runs[0]["learning_rate"]),
                          "metric": runs[0]["evaluation"]["metric"], "seeds": [s["seed"] for s in per_seed],
                          "mean_threshold": statistics.fmean(s["threshold"] for s in per_seed),
-                         "calibration_drop": mean("drop", "calibration"), "calibration_cost": mean("cost_ratio", "calibration"),
-                         "evaluation_drop": mean("drop", "evaluation"), "evaluation_cost": mean("cost_ratio", "evaluation"),
+                         "calibration_drop": _mean(per_seed, "drop", "calibration"), "calibration_cost": _mean(per_seed, "cost_ratio", "calibration"),
+                         "evaluation_drop": _mean(per_seed, "drop", "evaluation"), "evaluation_cost": _mean(per_seed, "cost_ratio", "evaluation"),
                          "per_seed": per_seed})
     lo, hi = budget.max_drop - 1.0, budget.max_drop + 1.0
     for row in rows:

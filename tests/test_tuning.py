@@ -18,7 +18,14 @@ from sweet.cli import main
 from sweet.errors import SweetError
 from sweet.io import atomic_write_json, read_json
 from sweet.policies import ConfidencePolicy
-from sweet.tuning import Budget, Point, choose, segment_points, tune_from_curves, tune_from_logits
+from sweet.tuning import (
+    Budget,
+    Point,
+    choose,
+    segment_points,
+    tune_from_curves,
+    tune_from_logits,
+)
 
 from .conftest import one_torch_thread
 
@@ -252,7 +259,7 @@ def test_a_damaged_threshold_file_is_one_line(tiny_run, tmp_path):
 
 def test_load_reads_a_hub_id_through_snapshot_download(tiny_run, monkeypatch):
     import sweet
-    import sweet.rundir as rundir
+    from sweet import rundir
 
     calls = []
     monkeypatch.setattr(rundir, "snapshot_download", lambda repo_id, **kw: calls.append(repo_id) or str(tiny_run / "model"))
@@ -262,9 +269,10 @@ def test_load_reads_a_hub_id_through_snapshot_download(tiny_run, monkeypatch):
 
 
 def test_load_hub_id_offline_is_one_line(monkeypatch):
-    import sweet
-    import sweet.rundir as rundir
     from huggingface_hub.errors import LocalEntryNotFoundError
+
+    import sweet
+    from sweet import rundir
 
     def offline(repo_id, **kw):
         raise LocalEntryNotFoundError("cannot reach the hub and the model is not in the cache\nmore detail")

@@ -144,7 +144,7 @@ def draw_curve(metrics: dict, path: Path, threshold: float | None = None) -> Pat
     """The evaluation split's speed-accuracy curve as a PNG (atomic), the default threshold marked."""
     # matplotlib only when a card with a curve is written: importing it would add about a second to every import of
     # sweet.modeling (whose save_pretrained writes cards)
-    from matplotlib.figure import Figure  # noqa: PLC0415
+    from matplotlib.figure import Figure
 
     ev = metrics["evaluation"]
     pts = sorted(ev["curve"], key=lambda p: (p["cost_ratio"], p["threshold"]))
