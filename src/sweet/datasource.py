@@ -10,8 +10,10 @@ a split is drawn (:class:`~sweet.data.TableExamples`): only the rows a run uses 
 
 from __future__ import annotations
 
+import dataclasses
+
 from .config import RunConfig, data_name
-from .data import TableExamples, Task, TaskData, get_task, load_task, to_task_ids
+from .data import Splits, TableExamples, Task, TaskData, get_task, load_task, make_splits, to_task_ids
 from .errors import SweetError
 from .sources import SourceSpec, load_source
 
@@ -57,3 +59,10 @@ def load_run_data(config: RunConfig) -> TaskData:
     dev = TableExamples(evaluation, name=source.evaluation_name or "evaluation") if evaluation is not None else None
     return TaskData(task, TableExamples(pool, name="pool"), dev, dict(source.files),
                     dev_name=source.evaluation_name or "validation", stratify=preset is None, notes=list(source.notes))
+
+
+def run_splits(cfg: RunConfig, data_dir: str | None = None) -> Splits:
+    """A run's splits, the same rows as at training time (the training sample, the calibration split, the evaluation
+    split), its data read again (a preset's from ``data_dir`` if given, else the run's own)."""
+    data = load_run_data(dataclasses.replace(cfg, data_dir=data_dir or cfg.data_dir))
+    return make_splits(data, cfg.n_train, cfg.seed, cfg.calibration_size, cfg.heldout_eval_size)

@@ -7,7 +7,6 @@ All JSON is written atomically (temporary file + rename).
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 import warnings
@@ -26,13 +25,14 @@ from .checkpoint import (
 )
 from .config import RunConfig, training_config
 from .data import Examples, TableExamples, Task, make_splits, to_task_ids
-from .datasource import load_run_data
+from .datasource import load_run_data, run_splits
 from .encoding import encode, truncation_note
 from .errors import SweetError
 from .evaluation import Evaluation, collect_logits, collect_outputs, evaluate_logits
 from .io import atomic_write_json, read_json
 from .learn_exit import fit_exit_predictors
 from .metrics import class_report
+from .modelcard import write_model_card
 from .modeling import MultiExitModel
 from .policies import DEFAULT_THRESHOLD, ConfidencePolicy, decide, make_policy
 from .precision import Placement, placement, prepare_for_inference, resolve_device
@@ -183,6 +183,7 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
         "placement": {"train": placed.to_dict(), "evaluation": Placement(placed.device, "fp32").to_dict()},
     }
     atomic_write_json(out / METRICS_FILE, metrics)
+    write_model_card(out / MODEL_DIR, model.config, metrics)  # now with the per-exit table, curve and threshold
     checkpointer.remove()  # the run is finished; the trained model is in model/
     return metrics
 
@@ -250,8 +251,7 @@ def _ece_pairs(logits_per_exit, labels, policy) -> list[dict]:
 
 def evaluation_split(cfg: RunConfig, data_dir: str | None = None):
     """The run's evaluation split (the same rows as at training time) and its name."""
-    data = load_run_data(dataclasses.replace(cfg, data_dir=data_dir or cfg.data_dir))
-    splits = make_splits(data, cfg.n_train, cfg.seed, cfg.calibration_size, cfg.heldout_eval_size)
+    splits = run_splits(cfg, data_dir)
     return splits.evaluation, splits.evaluation_name
 
 

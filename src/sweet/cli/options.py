@@ -104,6 +104,11 @@ ExitLayers = Annotated[Optional[str], typer.Option(
          "depth (first layer, a third, a half, the last: 1,2,3,6 at 6 layers, 1,4,6,12 at 12). Default: "
          "1,2,4,6 at 6 layers, the paper's ladder at 12 and 24.")]
 Threshold = Annotated[float, typer.Option(metavar=UNIT_INTERVAL, help=THRESHOLD_HELP)]
+#: the threshold of commands that answer with a trained run: default, the run's tuned one (sweet.tuning)
+DefaultThreshold = Annotated[Optional[float], typer.Option(
+    "--threshold", metavar=UNIT_INTERVAL,
+    help=THRESHOLD_HELP + " Default: the run's threshold chosen by 'sweet tune' for this policy (RUN_DIR/threshold.json), "
+                          "else 0.9.")]
 Seed = Annotated[int, typer.Option(metavar=NON_NEGATIVE,
                                    help="Seed for the training sample, initialisation, dropout and batch order.")]
 LearningRate = Annotated[float, typer.Option("--lr", metavar=POSITIVE_FLOAT, help="Initial learning rate (AdamW, linear decay).")]

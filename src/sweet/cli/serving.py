@@ -15,11 +15,11 @@ from .base import app
 from .options import (
     NON_NEGATIVE,
     POSITIVE,
+    DefaultThreshold,
     Device,
     Policy,
     Precision,
     Threads,
-    Threshold,
     one_of,
 )
 
@@ -35,7 +35,7 @@ def serve(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by 'sweet train' (or its model/ directory).")],
     host: Annotated[str, typer.Option(help="Address to bind (127.0.0.1: this machine only; 0.0.0.0 exposes the server to the network, set SWEET_API_KEY then).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(metavar=NON_NEGATIVE, help="TCP port (1-65535).")] = 8000,
-    threshold: Threshold = 0.9,
+    threshold: DefaultThreshold = None,
     policy: Policy = "confidence",
     task: Annotated[Optional[str], typer.Option(help="Task (default: the one the model was trained on).")] = None,
     device: Device = "auto",
