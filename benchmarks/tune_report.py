@@ -93,7 +93,8 @@ def render(report: dict, command: str) -> str:
              "grid commits no weights, so this is what `sweet tune RUN --from-curve` gives. The evaluation numbers "
              "are read off the curve, not measured at the exact threshold. Runs: Early-Exit and SWEET at the learning "
              "rate `sweet report`'s selection chooses (calibration-split AUC), every seed the grid has.", "",
-             f"Made by `{command}`; numbers per seed in [tune.json](tune.json).", "",
+             f"Made by `{command}`; numbers per seed in [tune.json](tune.json). One trained run tuned from its logits "
+             "next to its stored curve: [sst2-run.md](sst2-run.md).", "",
              "| task | method | lr | seeds | mean threshold | calibration drop | calibration cost | evaluation drop | "
              "evaluation cost | evaluation drop per seed | in target |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
