@@ -56,8 +56,14 @@ def test_verdicts_follow_the_interval_and_say_when_there_is_one_seed():
     assert claim.verdict(t_interval([-1.0, 2.0, 0.5])) == "inconclusive"
     assert claim.verdict(t_interval([0.7])) == "one seed: same sign as claimed"
     assert claim.verdict(t_interval([])) == "no data"
+    assert claim.verdict(t_interval([0.7]), unit="task") == "one task: same sign as claimed"
+    # "comparable or better" states what passes and what does not
     comparable = Claim("y", "sweet", "multi_model", "fast", ">=0", "", "")
-    assert comparable.verdict(t_interval([-1.0, 2.0, 0.5])) == "supported"  # comparable
+    assert comparable.verdict(t_interval([1.0, 2.0, 1.5])) == "supported (better)"
+    assert comparable.verdict(t_interval([-1.0, 2.0, 0.5])) == "supported (comparable)"
+    assert comparable.verdict(t_interval([-1.0, 2.0, 0.5]), point_gaps=[-0.5, 0.2]) == "supported (comparable)"
+    # behind at every point of the scope: not comparable, even though the interval reaches 0
+    assert comparable.verdict(t_interval([-1.0, 2.0, -2.5]), point_gaps=[-0.9, -0.6, -0.1]) == "behind at every point"
     assert comparable.verdict(t_interval([-1.0, -2.0, -1.5])) == "contradicted"
     assert {c.key for c in CLAIMS} >= {"mm_vs_ee_exits", "sweet_vs_ee_exits", "sweet_vs_ee_fast", "sweet_vs_mm_fast"}
 
@@ -136,3 +142,22 @@ def test_a_task_with_only_its_first_seed_does_not_shrink_the_averages_to_that_se
     assert rep["average_scope"] == {"tasks": ["sst2"], "seeds": [0, 1], "left_out": ["rte"]}
     assert all(c["seeds"] == [0, 1] for c in rep["paper_claims"]["claims"])
     assert rep["per_task"]["rte"]["early_exit"]["seeds"] == [0]
+
+
+def test_each_claim_has_an_interval_over_tasks_a_bonferroni_one_and_its_point_gaps():
+    # SWEET - EE at exit 1: task a +1, +3, +2 (seeds 0-2); task b +5, +7, +9 -> per seed (3, 5, 5.5); per task (2, 7)
+    chosen = _grid({0: 1.0, 1: 3.0, 2: 2.0}, tasks=("a",)) | {
+        k: v for k, v in _grid({0: 5.0, 1: 7.0, 2: 9.0}, tasks=("b",)).items()}
+    res = check_claims(chosen, ["a", "b"])
+    first = next(c for c in res["claims"] if c["key"] == "sweet_vs_ee_first_exit")
+    assert first["gap"]["values"] == pytest.approx([3.0, 5.0, 5.5])
+    assert first["gap_over_tasks"]["values"] == pytest.approx([2.0, 7.0])
+    assert first["gap_over_tasks"]["ci"] == pytest.approx(t_interval([2.0, 7.0])["ci"])  # df 1: t 12.7
+    assert first["verdict"] == "supported" and first["verdict_over_tasks"] == "inconclusive"
+    assert res["n_claims"] == 5 and res["bonferroni_confidence"] == pytest.approx(0.99)
+    assert first["gap_bonferroni"]["ci"] == pytest.approx(t_interval([3.0, 5.0, 5.5], confidence=0.99)["ci"])
+    assert first["points"] == [{"exit_layer": 1, "gap": pytest.approx(4.5)}]
+    fast = next(c for c in res["claims"] if c["key"] == "sweet_vs_ee_fast")
+    assert [p["cost_ratio"] for p in fast["points"]] == [0.25, 0.5]
+    # the paired gaps per exit and cost have the interval over tasks too
+    assert res["pairs"][0]["per_exit"][0]["over_tasks"]["values"] == pytest.approx([2.0, 7.0])

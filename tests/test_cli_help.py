@@ -15,7 +15,7 @@ from sweet.cli import options
 from sweet.config import POOLING_CHOICES
 from sweet.policies import POLICIES
 
-COMMANDS = [["train"], ["demo"], ["evaluate"], ["predict"], ["bench"], ["grid"], ["report"], ["tasks"], ["serve"],
+COMMANDS = [["train"], ["demo"], ["evaluate"], ["predict"], ["bench"], ["tune"], ["grid"], ["report"], ["tasks"], ["serve"],
             ["loadtest"], ["analyze", "gradients"]]
 
 

@@ -94,12 +94,12 @@ def test_missing_directory_and_files_are_named(tiny_glue_dir, tmp_path, monkeypa
     "content, message",
     [
         ("", "file is empty"),
-        ("idx\tsentence\tlabel\n", "no examples"),
-        ("idx\ttext\tlabel\n0\thello\t1\n", "missing column"),
-        ("idx\tsentence\tlabel\n0\thello\t7\n", "label '7' is not one of 0..1"),
-        ("idx\tsentence\tlabel\n0\t   \t1\n", "empty text"),
-        ("idx\tsentence\tlabel\n0\t\u200b\t1\n", "empty text"),  # a zero-width space only
-        ("idx\tsentence\tlabel\n0\tgood\t1\n1\t\u200d \ufeff\u2060\t0\n", ":3: empty text"),
+        ("idx\tsentence\tlabel\n", "no rows after the header"),
+        ("idx\ttext\tlabel\n0\thello\t1\n", "text column 'sentence' not found; the data has columns: idx, text, label"),
+        ("idx\tsentence\tlabel\n0\thello\t7\n1\tbye\t0\n", "label '7' is not one of sst2's labels"),
+        ("idx\tsentence\tlabel\n0\t   \t1\n", "row 1: blank text in column 'sentence'"),
+        ("idx\tsentence\tlabel\n0\t\u200b\t1\n", "row 1: blank text"),  # a zero-width space only
+        ("idx\tsentence\tlabel\n0\tgood\t1\n1\t\u200d \ufeff\u2060\t0\n", "row 2: blank text"),
         ("idx\tsentence\tlabel\n0\thello\n", "expected 3 tab-separated fields, found 2"),
     ],
 )
@@ -118,14 +118,14 @@ def test_non_utf8_file_is_a_clear_error(tmp_path):
 
 
 def test_quotes_are_kept_verbatim(tmp_path):
-    write_tsv(tmp_path / "SST-2" / "train.tsv", ["idx", "sentence", "label"], [[0, 'he said "no', 1]] * 30)
+    write_tsv(tmp_path / "SST-2" / "train.tsv", ["idx", "sentence", "label"], [[0, 'he said "no', 1]] * 30 + [[1, "fine", 0]])
     assert load_task("sst2", tmp_path).pool.texts[0] == ('he said "no',)
 
 
 def test_string_labels_are_mapped(tmp_path):
     write_tsv(tmp_path / "RTE" / "train.tsv", ["idx", "sentence1", "sentence2", "label"],
               [[0, "a", "b", "not_entailment"], [1, "c", "d", "entailment"]])
-    assert load_task("rte", tmp_path).pool.labels == [1, 0]
+    assert load_task("rte", tmp_path).pool.labels.tolist() == [1, 0]
 
 
 def test_invalid_sample_size():
@@ -198,16 +198,42 @@ def test_predict_input_treats_zero_width_lines_as_the_tsv_readers_do():
         read_unlabelled(["a\tb\n", "a film\t\u200b\n"], rte)
 
 
-@pytest.mark.parametrize("require_labels, columns", [(True, "sentence, label"), (False, "sentence")])
-def test_a_headerless_tsv_is_told_that_the_first_row_must_be_a_header(tmp_path, require_labels, columns):
-    from sweet.data import read_tsv
+def test_a_headerless_tsv_is_told_which_columns_it_has(tmp_path):
+    from sweet.data import read_task_file
 
     path = tmp_path / "mine.tsv"
     path.write_text("a gripping film\t1\nflat and dull\t0\n", encoding="utf-8")
-    missing = "sentence, label" if require_labels else "sentence"
     with pytest.raises(SweetError) as err:
-        read_tsv(path, get_task("sst2"), require_labels=require_labels)
-    assert str(err.value) == (
-        f"{path}: missing column(s) {missing}; header is: a gripping film, 1 (the first row must be a header row "
-        f"naming the columns, tab-separated: {columns}; other columns are ignored)"
-    )
+        read_task_file(path, get_task("sst2"))
+    assert str(err.value) == f"{path}: text column 'sentence' not found; the data has columns: a gripping film, 1"
+
+
+def test_a_preset_file_may_be_any_format_the_sources_read(tmp_path):
+    """One reader: a preset's file in CSV or Parquet reads as its TSV does (same texts, labels and idx ids)."""
+    from sweet.data import read_task_file
+
+    rows = [[7, 'a "quoted" film', 1], [9, "dull", 0], [11, "fine", 1]]
+    write_tsv(tmp_path / "a.tsv", ["idx", "sentence", "label"], rows)
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=["idx", "sentence", "label"])
+    frame.to_csv(tmp_path / "a.csv", index=False)
+    frame.to_parquet(tmp_path / "a.parquet")
+    read = [read_task_file(tmp_path / f"a.{ext}", get_task("sst2")) for ext in ("tsv", "csv", "parquet")]
+    for ex in read:
+        assert ex.texts == [('a "quoted" film',), ("dull",), ("fine",)]
+        assert ex.labels.tolist() == [1, 0, 1] and ex.ids == ["7", "9", "11"]
+
+
+@pytest.mark.parametrize("text", ["", " ", "\u00a0", "\u2028", "\u200b", "\u2060", "\ufeff", "\u00ad", "\ufe0f", "\u3164",
+                                  "\x00\x1f", "\u034f", "\u115f\u1160", "\U000e0100", "\u180b", "a", "\u200bgood",
+                                  "\u2764\ufe0f", "\u0301", "\u4e2d", "0"])
+def test_the_data_readers_and_predict_input_share_one_blank_rule(text):
+    """sweet.sources (training and evaluation data, vectorised) and is_blank (predict input) agree."""
+    import pyarrow as pa
+
+    from sweet.sources.part import Raw
+    from sweet.sources.texts import check_text
+
+    check = check_text(Raw(pa.table({"t": [text]})), "t")
+    assert bool(check.blank[0] or check.missing[0]) == is_blank(text)

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from sweet import SweetError
 from sweet.cost import cost_ratio, exit_costs, threshold_grid
-from sweet.data import get_task, read_tsv, read_unlabelled
+from sweet.data import get_task, read_task_file, read_unlabelled
 from sweet.policies import ConfidencePolicy, decide
 
 FUZZ = settings(deadline=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
@@ -57,12 +57,12 @@ def test_tsv_reader_gives_valid_examples_or_one_clear_error(scratch, header, row
         lines = ["\t".join(header)] + ["\t".join(r) for r in rows]
         path.write_bytes(newline.join(lines).encode("utf-8") + newline.encode())
     try:
-        ex = read_tsv(path, task)
+        ex = read_task_file(path, task)
     except SweetError as exc:
         assert_one_line(exc)
         return
     assert len(ex) >= 1 and len(ex.labels) == len(ex.texts) == len(ex.ids)
-    assert all(0 <= y < task.num_labels for y in ex.labels)
+    assert all(0 <= int(y) < task.num_labels for y in ex.labels)
     assert all(len(t) == len(task.text_fields) and all(s.strip() for s in t) for t in ex.texts)
 
 

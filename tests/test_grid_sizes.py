@@ -258,10 +258,12 @@ def test_report_of_a_sweep_has_per_size_scores_and_paired_gaps(tmp_path):
     assert (tmp_path / "rep" / "gap-vs-size-mnli.png").read_bytes()[:8] == PNG
     md = (tmp_path / "rep" / "report.md").read_text(encoding="utf-8")
     assert "## Training-set size sweep (Appendix)" in md and "![mnli: gap to Early-Exit vs training size](gap-vs-size-mnli.png)" in md
-    assert "| 100 | SWEET − EE | +3.5 ± 6.4 | -2.5 ± 6.4 |" in md
-    assert "| 400 | MM − EE | +0.5 ± 0.0 | +1.5 ± 0.0 |" in md
-    assert "| 100 | SWEET | 54.5 ± 19.1 | 58.5 ± 6.4 |" in md
-    assert "| MNLI | 100 | 0.0001 | 0.0001 | 0.0001 |" in md and "training sizes 100, 400 per seed" in md
+    assert "| 100 | SWEET − EE | +3.5 ± 6.4 (SD 0.7) | -2.5 ± 6.4 (SD 0.7) |" in md
+    assert "| 400 | MM − EE | +0.5 ± 0.0 (SD 0.0) | +1.5 ± 0.0 (SD 0.0) |" in md
+    assert "| 100 | SWEET | 54.5 ± 19.1 (SD 2.1) | 58.5 ± 6.4 (SD 0.7) |" in md
+    # 1e-4 is the top of the rates searched: flagged; 1e-5 at 400 examples is not
+    assert "| MNLI | 100 | 0.0001 ↑ | 0.0001 ↑ | 0.0001 ↑ |" in md and "| MNLI | 400 | 1e-05 | 1e-05 | 1e-05 |" in md
+    assert "training sizes 100, 400 per seed" in md
 
 
 def test_report_of_one_size_has_no_sweep_section(tmp_path):

@@ -76,8 +76,34 @@ def test_predict_and_evaluate_answer_with_the_label_names(ticket_run, tickets):
     rows = clf.predict(["refund great good", "awful awful was"], threshold=1.0)
     assert {r["label"] for r in rows} <= {"billing", "login", "outage"}
     assert clf.info()["labels"] == ["billing", "login", "outage"] and clf.info()["text_fields"] == ["body"]
-    res = evaluate_run(out, eval_file=str(tickets / "eval.csv"), progress=False, device="cpu")
+    res = evaluate_run(out, eval_data=str(tickets / "eval.csv"), progress=False, device="cpu")
     assert res["evaluation"]["n_examples"] == 60 and res["evaluation"]["split"].startswith("file:")
+
+
+def test_evaluate_and_bench_take_other_data_a_folder_split_or_a_file(ticket_run, tickets, tmp_path):
+    """--data on evaluate (and bench): a folder's evaluation split by the default rule or --eval-split, a file whole."""
+    import shutil
+
+    from sweet.bench import benchmark
+
+    out, _ = ticket_run
+    folder = tmp_path / "splits"
+    folder.mkdir()
+    shutil.copy(tickets / "tickets.csv", folder / "train.csv")
+    shutil.copy(tickets / "eval.csv", folder / "dev.csv")
+    res = evaluate_run(out, eval_data=str(folder), progress=False, device="cpu", write=False)
+    assert res["evaluation"]["n_examples"] == 60 and res["evaluation"]["split"] == f"{folder}:dev"
+    res = evaluate_run(out, eval_data=str(folder), eval_split="train", progress=False, device="cpu", write=False)
+    assert res["evaluation"]["n_examples"] == 480
+    with pytest.raises(SweetError, match="no file for split 'test'"):
+        evaluate_run(out, eval_data=str(folder), eval_split="test", progress=False, device="cpu", write=False)
+    with pytest.raises(SweetError, match="does not apply: .* is a single file"):
+        evaluate_run(out, eval_data=str(tickets / "eval.csv"), eval_split="dev", progress=False, write=False)
+    with pytest.raises(SweetError, match="give --data SOURCE with them"):
+        evaluate_run(out, eval_split="dev", progress=False, write=False)
+    report = benchmark(out, (16,), repeats=1, warmup=0, progress=False, device="cpu", precisions="fp32", peers=False,
+                       data=str(tickets / "eval.csv"))
+    assert report["n_examples"] == 60 and report["split"] == f"file:{tickets / 'eval.csv'}"
 
 
 def test_an_evaluation_file_with_an_unknown_class_is_refused(ticket_run, tmp_path):
@@ -85,7 +111,7 @@ def test_an_evaluation_file_with_an_unknown_class_is_refused(ticket_run, tmp_pat
     bad = tmp_path / "bad.csv"
     bad.write_text("body,queue\nthe film,refunds\nthe plot,billing\n", encoding="utf-8")
     with pytest.raises(SweetError, match=r"label\(s\) 'refunds' are not classes of this run"):
-        evaluate_run(out, eval_file=str(bad), progress=False, device="cpu")
+        evaluate_run(out, eval_data=str(bad), progress=False, device="cpu")
 
 
 def test_stratified_holdout_keeps_class_shares_and_is_the_same_for_every_seed(tickets):
@@ -254,6 +280,10 @@ heldout_eval_size = 60
     assert status["finished"] == 2 and status["pending"] == 0  # continued: nothing to run again
     report = write_report(grid_dir, tmp_path / "report")
     assert report["status"]["n_finished"] == 2
+    # the floors read the evaluation split's classes from the run's own data; macro F1 has the one-class test only
+    floors = report["floors"]["tasks"]["tickets"]
+    assert floors["evaluation"]["known"] and sum(floors["evaluation"]["counts"]) == floors["evaluation"]["n"]
+    assert floors["tests"] == "one class"
     # the run key holds the data file's content: changed data is refused, as for the presets
     data.write_text(data.read_text(encoding="utf-8").replace(",billing\n", ",login\n", 1), encoding="utf-8")
     with pytest.raises(SweetError, match="other settings|different config|changed"):

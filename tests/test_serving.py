@@ -349,7 +349,7 @@ def test_metrics_count_every_answer_404_and_405_included(predictor, monkeypatch)
             return (await c.get("/metrics", headers=auth)).text
 
     text = asyncio.run(go())
-    counted = {ln.split(" ")[0]: int(ln.split(" ")[1]) for ln in text.splitlines()
+    counted = {ln.split(" ")[0]: float(ln.split(" ")[1]) for ln in text.splitlines()  # prometheus_client writes 1.0
                if ln.startswith("sweet_requests_total{")}
     assert counted == {'sweet_requests_total{route="/predict",status="405"}': 1,
                        'sweet_requests_total{route="/metrics",status="405"}': 1,
@@ -642,6 +642,7 @@ def test_loadtest_with_failed_requests_is_not_ok_and_says_why():
     (["--max-items", "0"], "--max-items must be positive, got 0"),
     (["--max-body-bytes", "-1"], "--max-body-bytes must be positive, got -1"),
     (["--max-wait-ms", "-1"], "--max-wait-ms must be a non-negative number, got -1.0"),
+    (["--max-concurrent-requests", "0"], "--max-concurrent-requests must be positive, got 0"),
 ])
 @pytest.mark.slow
 def test_serve_option_errors_are_one_line(sst2_run, args, message):
@@ -657,6 +658,7 @@ LIMIT_ERRORS = [
     ({"max_wait_ms": float("nan")}, "--max-wait-ms must be a non-negative number, got nan"),
     ({"max_items": 0}, "--max-items must be positive, got 0"),
     ({"max_body_bytes": -1}, "--max-body-bytes must be positive, got -1"),
+    ({"max_concurrent_requests": 0}, "--max-concurrent-requests must be positive, got 0"),
 ]
 
 

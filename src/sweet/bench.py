@@ -64,7 +64,7 @@ from .precision import (
 )
 from .predictor import Predictor
 from .rundir import environment, load_run_config
-from .runs import evaluation_split
+from .runs import evaluation_examples
 
 BASELINE = "torch fp32 full"
 
@@ -161,6 +161,9 @@ def benchmark(
     device: str = "auto",
     precisions: str | Sequence[str] | None = None,
     peers: bool = True,
+    data: str | None = None,
+    data_config: str | None = None,
+    eval_split: str | None = None,
 ) -> dict:
     """Time the engine against the full model (torch at each precision, ONNX Runtime fp32/int8); see the module
     docstring. ``precisions``: a comma list or sequence, ``default`` or ``all`` (:func:`parse_precisions`).
@@ -179,7 +182,7 @@ def benchmark(
     predictors = {p: Predictor.load(run_dir, device=str(dev), precision=p, policy=policy) for p in precs}
     ref = predictors["fp32"]
     model, task, collator = ref.model, ref.task, ref.collator
-    examples, split_name = evaluation_split(cfg, data_dir)
+    examples, split_name = evaluation_examples(cfg, task, data_dir, data, data_config, eval_split)
     if max_examples is not None:
         if max_examples < 1:
             raise SweetError(f"max examples must be positive, got {max_examples}")

@@ -5,7 +5,8 @@ Data location
 Local TSVs in the layout of ``../shared/glue`` (one folder per task, ``train.tsv`` or ``train_pool.tsv``,
 ``dev.tsv``; tab-separated, header row, no quoting). The directory is given by ``--data-dir`` or the
 environment variable ``SWEET_GLUE_DIR``. Users with network can instead read the Hugging Face hub
-``glue`` dataset (``source="hub"``).
+``glue`` dataset (``source="hub"``). Both are read by :mod:`sweet.sources`, the reader of ``--data`` too: a
+preset only names the files, the columns, the labels and the metric (one reader, one set of checks).
 
 Splits (see :func:`make_splits`)
 --------------------------------
@@ -20,8 +21,6 @@ Splits (see :func:`make_splits`)
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import unicodedata
 from dataclasses import dataclass, field
@@ -31,12 +30,14 @@ from typing import Sequence
 import numpy as np
 
 from .errors import SweetError
-from .io import decode_utf8
 from .metrics import metric_label
+from .sources import NO_EVAL_SPLIT, LabelledTable, SourceSpec, load_source
 
 DATA_DIR_ENV = "SWEET_GLUE_DIR"
 #: Seed of the fixed (seed-independent) calibration / held-out permutation of each task's pool.
 SPLIT_SEED = 20230709
+#: The presets' row-id column (GLUE's ``idx``): the ids that the split digests hash.
+ID_COLUMN = "idx"
 
 
 @dataclass(frozen=True)
@@ -171,117 +172,112 @@ def is_blank(text: str) -> bool:
                or 0xE0100 <= ord(ch) <= 0xE01EF for ch in text)
 
 
-def read_tsv(path: Path, task: Task, require_labels: bool = True) -> Examples:
-    """Read one GLUE TSV (header row, tab-separated, no quoting)."""
-    path = Path(path)
-    if not path.is_file():
-        raise SweetError(f"TSV file not found: {path}")
-    text = decode_utf8(path.read_bytes(), path)
-    # A text may be far longer than csv's default field limit (128 KiB); it is truncated at tokenisation.
-    csv.field_size_limit(2**31 - 1)
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t", quoting=csv.QUOTE_NONE)
-    try:
-        rows = list(reader)
-    except csv.Error as exc:
-        raise SweetError(f"{path}:{reader.line_num}: not a readable TSV line ({exc})") from exc
-    if not rows:
-        raise SweetError(f"{path}: file is empty (expected a header row with {', '.join(task.text_fields)}, label)")
-    header = rows[0]
-    duplicated = sorted({c for c in header if header.count(c) > 1})
-    if duplicated:
-        raise SweetError(f"{path}: column(s) {', '.join(duplicated)} appear more than once in the header; keep one of each")
-    missing = [c for c in task.text_fields if c not in header]
-    if require_labels and "label" not in header:
-        missing.append("label")
-    if missing:
-        needed = [*task.text_fields, *(["label"] if require_labels else [])]
-        raise SweetError(
-            f"{path}: missing column(s) {', '.join(missing)}; header is: {', '.join(header)} (the first row must be a "
-            f"header row naming the columns, tab-separated: {', '.join(needed)}; other columns are ignored)"
-        )
-    cols = [header.index(c) for c in task.text_fields]
-    label_col = header.index("label") if "label" in header else None
-    idx_col = header.index("idx") if "idx" in header else None
-    texts, labels, ids = [], [], []
-    for lineno, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise SweetError(f"{path}:{lineno}: expected {len(header)} tab-separated fields, found {len(row)}")
-        text = tuple(row[c] for c in cols)
-        if any(is_blank(t) for t in text):
-            raise SweetError(f"{path}:{lineno}: empty text in column(s) {', '.join(task.text_fields)}")
-        texts.append(text)
-        ids.append(row[idx_col] if idx_col is not None else str(lineno - 2))
-        if label_col is not None:
-            raw = row[label_col].strip()
-            try:
-                label = int(raw)
-            except ValueError:
-                label = task.label_names.index(raw) if raw in task.label_names else -1
-            if not 0 <= label < task.num_labels:
-                raise SweetError(
-                    f"{path}:{lineno}: label '{raw}' is not one of 0..{task.num_labels - 1} "
-                    f"({', '.join(task.label_names)})"
-                )
-            labels.append(label)
-    if not texts:
-        raise SweetError(f"{path}: no examples after the header row")
-    return Examples(texts, labels if label_col is not None else None, ids, name=path.name)
+class TableExamples(Examples):
+    """Examples backed by an Arrow table (:class:`~sweet.sources.LabelledTable`): ``len``, ``labels`` (numpy) and
+    :meth:`subset` without a Python string per row; ``texts`` materialises every row (for small tables only).
+    Row ids are the data's id column where it has one (the presets' ``idx``), else the 1-based data row."""
+
+    def __init__(self, table: LabelledTable, name: str = ""):  # noqa: D107 (no dataclass init: lazy texts)
+        self.table, self.name = table, name
+        self.labels = table.labels
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __repr__(self) -> str:  # the dataclass repr would turn every row into Python strings
+        return f"TableExamples({len(self)} rows, name={self.name!r})"
+
+    @property
+    def texts(self) -> list[tuple[str, ...]]:
+        return self.table.text_tuples()
+
+    @property
+    def ids(self) -> list[str]:
+        return _ids(self.table, np.arange(len(self.table), dtype=np.int64))
+
+    def subset(self, indices: Sequence[int], name: str | None = None) -> Examples:
+        idx = np.asarray(indices, dtype=np.int64)
+        part = self.table.take(idx)
+        return Examples(part.text_tuples(), [int(x) for x in part.labels], _ids(part, idx),
+                        name=self.name if name is None else name)
+
+
+def _ids(table: LabelledTable, positions: np.ndarray) -> list[str]:
+    if table.ids is not None:
+        return table.ids.to_pylist()
+    rows = table.rows if table.rows is not None else positions + 1
+    return [str(int(r)) for r in rows]
+
+
+def to_task_ids(table: LabelledTable | None, names: Sequence[str], task: Task, where: str) -> LabelledTable | None:
+    """Map a source's label ids (into its sorted ``names``) onto ``task``'s: by name, or for integer labels by
+    value as a position (GLUE's 0..K-1). ``where`` names the data in the error."""
+    if table is None:
+        return None
+    mapping = []
+    for name in names:
+        if name in task.label_names:
+            mapping.append(task.label_names.index(name))
+        elif name.isdigit() and int(name) < task.num_labels:
+            mapping.append(int(name))
+        else:
+            raise SweetError(f"{where}: label {name!r} is not one of {task.name}'s labels "
+                             f"({', '.join(task.label_names)}, or their positions 0..{task.num_labels - 1})")
+    return LabelledTable(table.texts, np.asarray(mapping, dtype=np.int64)[table.labels], table.rows, table.ids)
+
+
+def read_task_file(path: str | os.PathLike, task: Task, name: str | None = None) -> TableExamples:
+    """One labelled file in ``task``'s layout (its text columns and ``label``), in any format :mod:`sweet.sources`
+    reads (a GLUE TSV: tab-separated, header row, no quoting), with the task's label ids."""
+    source = load_source(_preset_spec(str(path), task, eval_split=NO_EVAL_SPLIT))
+    return TableExamples(to_task_ids(source.pool, source.label_names, task, str(path)), name=name or Path(path).name)
+
+
+def _preset_data(task: Task, source, pool_name: str, dev_source=None) -> TaskData:
+    """The preset's TaskData from what :func:`load_source` read: the pool, and the evaluation split from
+    ``source`` (the hub) or from ``dev_source`` (the folder's dev file, read on its own); labels map onto the
+    preset's own (its names, or GLUE's positions), each file's checked against them."""
+    pool = TableExamples(to_task_ids(source.pool, source.label_names, task, source.files["pool"]), name=pool_name)
+    # the roles keep the names the presets always had ("pool", "dev"): grid run keys hash the files' digests by role
+    files = {"pool": source.files["pool"]}
+    dev = None
+    if dev_source is not None:
+        source, evaluation = dev_source, dev_source.pool
+        files["dev"] = source.files["pool"]
+    else:
+        evaluation = source.evaluation
+        if evaluation is not None:
+            files["dev"] = source.files["evaluation"]
+    if evaluation is not None:
+        dev = TableExamples(to_task_ids(evaluation, source.label_names, task, files["dev"]), name="validation")
+    return TaskData(task, pool, dev, files, notes=list(source.notes))
+
+
+def _preset_spec(data: str, task: Task, **kw) -> SourceSpec:
+    return SourceSpec(data, text_columns=task.text_fields, label_column="label", id_column=ID_COLUMN, **kw)
 
 
 def load_local(task: Task, data_dir: str | os.PathLike | None) -> TaskData:
+    """A preset from the GLUE folder: ``FOLDER/train.tsv`` (or ``train_pool.tsv``) and the first of
+    ``task.dev_files`` present, each read by :mod:`sweet.sources` with the preset's columns, labels and ids."""
     root = resolve_data_dir(data_dir)
     folder = root / task.folder
-    files: dict[str, str] = {}
-    for candidate in ("train.tsv", "train_pool.tsv"):
-        if (folder / candidate).is_file():
-            files["pool"] = str(folder / candidate)
-            break
-    else:
+    pool_file = next((folder / f for f in ("train.tsv", "train_pool.tsv") if (folder / f).is_file()), None)
+    if pool_file is None:
         raise SweetError(
             f"{task.folder}: no training file; expected {folder / 'train.tsv'} (or {folder / 'train_pool.tsv'})"
         )
-    pool = read_tsv(Path(files["pool"]), task)
-    pool.name = "train" if files["pool"].endswith("train.tsv") else "train_pool"
-    dev = None
-    for candidate in task.dev_files:
-        if (folder / candidate).is_file():
-            files["dev"] = str(folder / candidate)
-            dev = read_tsv(folder / candidate, task)
-            dev.name = "validation"
-            break
-    return TaskData(task, pool, dev, files)
+    source = load_source(_preset_spec(str(pool_file), task))
+    dev_file = next((folder / f for f in task.dev_files if (folder / f).is_file()), None)
+    dev_source = None if dev_file is None else load_source(_preset_spec(str(dev_file), task))
+    return _preset_data(task, source, "train" if pool_file.name == "train.tsv" else "train_pool", dev_source)
 
 
-def load_hub(task: Task, dataset_name: str = "nyu-mll/glue") -> TaskData:  # pragma: no cover - network
-    """Read a task from the Hugging Face hub ``glue`` dataset (or any dataset repo/dir with that layout)."""
-    import datasets
-
-    try:
-        ds = datasets.load_dataset(dataset_name, task.hub_config)
-    except Exception as exc:  # the datasets library raises many kinds here; name the cause once
-        raise SweetError(f"could not load '{dataset_name}' config '{task.hub_config}' from the hub: {exc}") from exc
-    return hub_to_taskdata(task, ds, dataset_name)
-
-
-def hub_to_taskdata(task: Task, ds, dataset_name: str) -> TaskData:
-    def convert(split: str, name: str) -> Examples:
-        part = ds[split]
-        missing = [c for c in (*task.text_fields, "label") if c not in part.column_names]
-        if missing:
-            raise SweetError(f"{dataset_name}/{task.hub_config}/{split}: missing column(s) {', '.join(missing)}")
-        texts = list(zip(*(part[c] for c in task.text_fields)))
-        labels = [int(x) for x in part["label"]]
-        ids = [str(x) for x in part["idx"]] if "idx" in part.column_names else []
-        return Examples([tuple(t) for t in texts], labels, ids, name=name)
-
-    if "train" not in ds:
-        raise SweetError(f"{dataset_name}/{task.hub_config}: no 'train' split")
-    pool = convert("train", "train")
-    dev = convert(task.hub_eval_split, "validation") if task.hub_eval_split in ds else None
-    files = {"pool": f"{dataset_name}:{task.hub_config}/train"}
-    if dev is not None:
-        files["dev"] = f"{dataset_name}:{task.hub_config}/{task.hub_eval_split}"
-    return TaskData(task, pool, dev, files)
+def load_hub(task: Task, dataset_name: str = "nyu-mll/glue") -> TaskData:
+    """A preset from the Hugging Face hub ``glue`` dataset (or any dataset repo or folder with that layout), read
+    by :mod:`sweet.sources` as any hub id is."""
+    source = load_source(_preset_spec(dataset_name, task, data_config=task.hub_config, eval_split=task.hub_eval_split))
+    return _preset_data(task, source, "train")
 
 
 def load_task(

@@ -25,8 +25,9 @@ per segment; DeBERTa-v2's convolution, which its encoder applies after layer 1 o
 that start later). Either way exit ``s`` reads exactly what :mod:`sweet.modeling` hands exit head ``s``.
 
 Padding: a row's hidden state is used up to its last unmasked position; a batch of a later segment is cut or
-zero-padded to its longest row. Padded positions are masked out of attention (and of mean pooling), so real
-positions compute the same values whatever the padding holds (tested: decisions equal those of the evaluation
+padded to its longest row, with every position past a row's length zeroed (padded positions are masked out of
+attention and of mean pooling, but SDPA's CPU kernels round real positions slightly differently when they hold
+values), so a row's numbers do not depend on its batch partners (tested: decisions equal those of the evaluation
 path, :func:`sweet.policies.decide`, at the same precision).
 
 Precision and device come from the model (:func:`sweet.precision.prepare_for_inference`): the engine moves each
@@ -179,6 +180,11 @@ class EarlyExitEngine:
                 width = int(widths[rows].max())
                 mask = attention_mask[rows, :width].to(dev)
                 hidden_in = store.gather(rows, width) if s > 0 and self.segmented else None
+                if hidden_in is not None:
+                    # zero each row past its own length: what a padded position holds is masked out of attention,
+                    # yet SDPA's CPU kernels round real positions differently when it is not zero (seen: 1.5e-5 in
+                    # a probability, against 1e-7), so a row's answer would depend on the batch it shares
+                    hidden_in = hidden_in * mask[..., None].to(hidden_in.dtype)
                 if self.runner is not None:
                     if s == 0:
                         tt = None if token_type_ids is None else token_type_ids[rows, :width].to(dev)
@@ -313,7 +319,8 @@ class _HiddenStore:
 
 def _fit_width(hidden: torch.Tensor, width: int) -> torch.Tensor:
     """``hidden`` [k, W, d] cut to ``width`` positions or zero-padded to it. Positions past a row's own length are
-    masked out of attention (and of pooling), so what they hold does not change the row's real positions."""
+    masked out of attention (and of pooling); the engine zeroes them before the next segment runs (see
+    ``_run_segments``), so that a row's numbers do not depend on the rows it shares a batch with."""
     w = hidden.shape[1]
     if w >= width:
         return hidden[:, :width]

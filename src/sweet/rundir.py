@@ -10,6 +10,8 @@ A run directory holds everything a person or a later command needs::
       splits.json       ids of the training sample and the calibration rows (provenance)
       metrics.json      per-exit scores, speed-accuracy curve, interpolated scores, AUC (written last:
                         its presence marks a finished run)
+      threshold.json    only after 'sweet tune': the default threshold chosen from a budget on the calibration
+                        split (sweet.tuning); predict and serve use it when no threshold is given
       checkpoint/       while training: the latest training checkpoint (sweet.checkpoint); removed once
                         metrics.json is written
 
@@ -27,9 +29,12 @@ from pathlib import Path
 import numpy
 import torch
 import transformers
+from huggingface_hub import snapshot_download
+from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 from transformers import AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from .backbones import looks_like_path
 from .checkpoint import CHECKPOINT_DIR, checkpoint_step
 from .config import RESUME_MAY_CHANGE, RunConfig
 from .data import Task, get_task
@@ -44,6 +49,8 @@ METRICS_FILE = "metrics.json"
 MODEL_DIR = "model"
 TRAIN_LOG = "train_log.json"
 SPLITS = "splits.json"
+#: the run's default threshold, chosen from a budget by ``sweet tune`` (:mod:`sweet.tuning`); a copy in model/
+THRESHOLD_FILE = "threshold.json"
 
 #: keys of run_config.json that record what the options resolved to on the machine that ran it, not what was
 #: asked: the environment (versions, threads), the placement (device, precision) and the token limit used
@@ -108,9 +115,10 @@ def check_resume_config(path: Path, config: RunConfig) -> None:
 def prepare_output_dir(path: Path, overwrite: bool, resume: bool = False) -> None:
     check_output_dir(path, overwrite, resume)
     path.mkdir(parents=True, exist_ok=True)
-    stale = path / METRICS_FILE
-    if stale.exists():
-        stale.unlink()
+    # a threshold tuned for an earlier model must not outlive it
+    for stale in (path / METRICS_FILE, path / THRESHOLD_FILE, path / MODEL_DIR / THRESHOLD_FILE):
+        if stale.exists():
+            stale.unlink()
     if not resume:  # a checkpoint of an earlier attempt must not be mixed into this one
         shutil.rmtree(path / CHECKPOINT_DIR, ignore_errors=True)
 
@@ -159,6 +167,22 @@ def make_collator(tokenizer, model) -> Collator:
 
 
 # ------------------------------------------------------------------------------------- reading a run
+
+
+def fetch_model(path: str | Path) -> Path:
+    """A local run or model directory as given, or a Hugging Face hub id (``org/name``) that is not a local path,
+    downloaded with ``huggingface_hub.snapshot_download`` (into its cache; later calls reuse it)."""
+    p = Path(path)
+    name = str(path)
+    if p.exists() or looks_like_path(name):
+        return p
+    try:
+        return Path(snapshot_download(repo_id=name, library_name="sweet"))
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SweetError(f"{name} is not a local directory and could not be downloaded from the Hugging Face hub "
+                         f"({reason}); check the id and the network (offline: pass a local run or model directory)"
+                         ) from exc
 
 
 def model_dir_of(path: str | Path) -> Path:

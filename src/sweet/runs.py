@@ -7,7 +7,6 @@ All JSON is written atomically (temporary file + rename).
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 import warnings
@@ -25,14 +24,15 @@ from .checkpoint import (
     training_fingerprint,
 )
 from .config import RunConfig, training_config
-from .data import Examples, Task, make_splits, read_tsv
-from .datasource import TableExamples, load_run_data
+from .data import Examples, TableExamples, Task, make_splits, to_task_ids
+from .datasource import load_run_data, run_splits
 from .encoding import encode, truncation_note
 from .errors import SweetError
 from .evaluation import Evaluation, collect_logits, collect_outputs, evaluate_logits
 from .io import atomic_write_json, read_json
 from .learn_exit import fit_exit_predictors
 from .metrics import class_report
+from .modelcard import write_model_card
 from .modeling import MultiExitModel
 from .policies import DEFAULT_THRESHOLD, ConfidencePolicy, decide, make_policy
 from .precision import Placement, placement, prepare_for_inference, resolve_device
@@ -52,7 +52,7 @@ from .rundir import (
     make_collator,
     prepare_output_dir,
 )
-from .sources import NO_EVAL_SPLIT, LabelledTable, SourceSpec, load_source
+from .sources import NO_EVAL_SPLIT, LabelledTable, SourceSpec, evaluation_split_name, load_source
 from .training import seed_everything, train
 
 __all__ = ["RunConfig", "run", "train_run", "evaluate_run", "evaluation_split"]
@@ -183,6 +183,7 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
         "placement": {"train": placed.to_dict(), "evaluation": Placement(placed.device, "fp32").to_dict()},
     }
     atomic_write_json(out / METRICS_FILE, metrics)
+    write_model_card(out / MODEL_DIR, model.config, metrics)  # now with the per-exit table, curve and threshold
     checkpointer.remove()  # the run is finished; the trained model is in model/
     return metrics
 
@@ -250,26 +251,50 @@ def _ece_pairs(logits_per_exit, labels, policy) -> list[dict]:
 
 def evaluation_split(cfg: RunConfig, data_dir: str | None = None):
     """The run's evaluation split (the same rows as at training time) and its name."""
-    data = load_run_data(dataclasses.replace(cfg, data_dir=data_dir or cfg.data_dir))
-    splits = make_splits(data, cfg.n_train, cfg.seed, cfg.calibration_size, cfg.heldout_eval_size)
+    splits = run_splits(cfg, data_dir)
     return splits.evaluation, splits.evaluation_name
 
 
-def read_evaluation_file(cfg: RunConfig, task: Task, path: str) -> Examples:
-    """A labelled file to evaluate a run on: a GLUE-shaped TSV for a preset run, any source (sweet.sources, with
-    the run's text columns) for an own-data run; its labels must be the run's classes."""
+def read_evaluation_data(cfg: RunConfig, task: Task, data: str, data_config: str | None = None,
+                         eval_split: str | None = None) -> tuple[Examples, str]:
+    """Labelled data to evaluate a run on instead of its own evaluation split: a file (all its rows), or the
+    evaluation split of a folder, a ``save_to_disk`` folder or a hub id (``eval_split``, else validation, dev or a
+    labelled test split), in any format :mod:`sweet.sources` reads, with the run's text and label columns (a
+    preset run: the preset's columns and ``label``). Its labels must be the run's classes. Returns the examples
+    and the split's name for the results (``file:PATH``, or ``SOURCE:SPLIT``)."""
+    if Path(data).expanduser().is_file():
+        if eval_split is not None:
+            raise SweetError(f"--eval-split '{eval_split}' does not apply: {data} is a single file (all its rows are "
+                             "evaluated)")
+        split, name = "train", f"file:{data}"  # a single file is read whole, as its pool
+    else:
+        split = evaluation_split_name(data, data_config, eval_split)
+        name = f"{data}:{split}"
+    source = load_source(SourceSpec(data, data_config=data_config, train_split=split, eval_split=NO_EVAL_SPLIT,
+                                    text_columns=task.text_fields,
+                                    label_column=cfg.label_column if cfg.own_data else "label", scoring_only=True))
+    table, names = source.pool, source.label_names
     if not cfg.own_data:
-        return read_tsv(Path(path), task)
-    source = load_source(SourceSpec(path, eval_split=NO_EVAL_SPLIT, text_columns=task.text_fields,
-                                    label_column=cfg.label_column))
-    unknown = sorted(set(source.label_names) - set(task.label_names))
-    if unknown:
-        raise SweetError(f"{path}: label(s) {', '.join(map(repr, unknown))} are not classes of this run "
-                         f"({', '.join(task.label_names)})")
-    ids = np.asarray([task.label_names.index(n) for n in source.label_names], dtype=np.int64)
-    table = source.pool
-    return TableExamples(LabelledTable(table.texts, ids[table.labels], table.rows), name=f"file:{path}").subset(
-        range(len(table)))
+        mapped = to_task_ids(table, names, task, data)
+    else:
+        unknown = sorted(set(names) - set(task.label_names))
+        if unknown:
+            raise SweetError(f"{data}: label(s) {', '.join(map(repr, unknown))} are not classes of this run "
+                             f"({', '.join(task.label_names)})")
+        ids = np.asarray([task.label_names.index(n) for n in names], dtype=np.int64)
+        mapped = LabelledTable(table.texts, ids[table.labels], table.rows)
+    return TableExamples(mapped, name=name).subset(range(len(mapped))), name
+
+
+def evaluation_examples(cfg: RunConfig, task: Task, data_dir: str | None = None, data: str | None = None,
+                        data_config: str | None = None, eval_split: str | None = None) -> tuple[Examples, str]:
+    """What ``evaluate`` and ``bench`` score: ``data`` (:func:`read_evaluation_data`) when given, else the run's
+    own evaluation split (:func:`evaluation_split`, its data found again under ``data_dir`` for a preset)."""
+    if data is None:
+        if data_config is not None or eval_split is not None:
+            raise SweetError("--data-config and --eval-split choose the split of --data; give --data SOURCE with them")
+        return evaluation_split(cfg, data_dir)
+    return read_evaluation_data(cfg, task, data, data_config, eval_split)
 
 
 def run_evaluation_precision(run_dir: str | Path) -> str:
@@ -295,33 +320,32 @@ def evaluation_file_name(eval_file: str | None, policy: str, precision: str) -> 
 def evaluate_run(
     run_dir: str | Path,
     data_dir: str | None = None,
-    eval_file: str | None = None,
+    eval_data: str | None = None,
     write: bool = True,
     progress: bool = True,
     policy: str = "confidence",
     device: str = "auto",
     precision: str | None = None,
     overwrite: bool = False,
+    data_config: str | None = None,
+    eval_split: str | None = None,
 ) -> dict:
-    """Re-evaluate a trained run (its own evaluation split, or a labelled TSV file of the same task) with an
-    exit policy (:data:`sweet.policies.POLICIES`) on ``device`` in ``precision`` (:mod:`sweet.precision`;
-    default: the precision the run's results were computed in, :func:`run_evaluation_precision`).
+    """Re-evaluate a trained run (its own evaluation split, or other labelled data: ``eval_data``, a file or the
+    evaluation split of a folder or hub dataset, :func:`read_evaluation_data`) with an exit policy
+    (:data:`sweet.policies.POLICIES`) on ``device`` in ``precision`` (:mod:`sweet.precision`; default: the
+    precision the run's results were computed in, :func:`run_evaluation_precision`).
 
     The result is written to its own file in the run directory (:func:`evaluation_file_name`; the returned
     dict's ``written`` names it). With ``overwrite=True`` on the run's own split it replaces the run's results
     in metrics.json instead: ``evaluation`` for the confidence policy, ``policies.NAME`` for another, and
     ``placement.evaluation`` with the placement used."""
-    if overwrite and eval_file:
-        raise SweetError("--overwrite replaces the run's own results in metrics.json; it does not apply to --file")
+    if overwrite and eval_data:
+        raise SweetError("--overwrite replaces the run's own results in metrics.json; it does not apply to --data/--file")
     placed = placement(device, precision or run_evaluation_precision(run_dir))
     cfg, model, tokenizer, task = load_run(run_dir)
     exit_policy = make_policy(policy, model)
     model = prepare_for_inference(model, placed)
-    if eval_file:
-        examples = read_evaluation_file(cfg, task, eval_file)
-        split_name = f"file:{eval_file}"
-    else:
-        examples, split_name = evaluation_split(cfg, data_dir)
+    examples, split_name = evaluation_examples(cfg, task, data_dir, eval_data, data_config, eval_split)
     collator = make_collator(tokenizer, model)
     enc = encode(tokenizer, examples, effective_max_length(cfg.max_length, tokenizer, model))
     logits, hidden = collect_outputs(model, enc, collator, cfg.eval_batch_size, progress,
@@ -334,7 +358,7 @@ def evaluate_run(
     result = {"task": task.name, "method": model.config.method, "backbone": cfg.backbone,
               "exit_layers": model.exit_layers, "seed": cfg.seed, "evaluation": evaluation.to_dict()}
     if write:
-        result["written"] = str(_write_evaluation(Path(run_dir), result, eval_file, policy, placed, overwrite))
+        result["written"] = str(_write_evaluation(Path(run_dir), result, eval_data, policy, placed, overwrite))
     return result
 
 

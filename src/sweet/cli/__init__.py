@@ -1,8 +1,9 @@
-"""Command line interface: ``sweet train | demo | evaluate | predict | bench | grid | report | tasks | serve |
+"""Command line interface: ``sweet train | demo | evaluate | predict | bench | tune | grid | report | tasks | serve |
 loadtest`` and ``sweet analyze gradients``, one module per command group:
 
 - :mod:`~sweet.cli.training`: train, demo
 - :mod:`~sweet.cli.inference`: evaluate, predict, bench
+- :mod:`~sweet.cli.tuning`: tune
 - :mod:`~sweet.cli.experiments`: grid, report, tasks
 - :mod:`~sweet.cli.analysis`: analyze gradients
 - :mod:`~sweet.cli.serving`: serve, loadtest
@@ -11,7 +12,7 @@ Options shared by several commands are declared once in :mod:`~sweet.cli.options
 ``--version`` in :mod:`~sweet.cli.base`; the entry point and its error handling in :mod:`~sweet.cli.main`.
 """
 
-from . import analysis, experiments, inference, serving, training  # noqa: F401  (each registers its commands)
+from . import analysis, experiments, inference, serving, training, tuning  # noqa: F401  (each registers its commands)
 from .base import app
 from .main import main
 

@@ -120,8 +120,10 @@ def report(
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write report.md, report.json and the PNGs (default: GRID_DIR/report).")] = None,
     partial: Annotated[bool, typer.Option(help="Report an unfinished grid (what is finished; marked incomplete).")] = False,
 ) -> None:
-    """Aggregate a grid: choose learning rates on the calibration split, then mean and 95% CI over seeds of every
-    per-exit score and interpolated point; Markdown + JSON + speed-accuracy PNGs."""
+    """Aggregate a grid: choose learning rates on the calibration split, then mean, 95% CI and SD over seeds of every
+    per-exit score and interpolated point (averages and the paper's claims also with tasks as the unit); floor
+    cells marked and the averages and claims repeated without the tasks that have them; Markdown + JSON +
+    speed-accuracy PNGs."""
     from ..experiments import (  # heavy (matplotlib): only when the command runs
         REPORT_MD,
         write_report,

@@ -15,12 +15,15 @@ from .base import app
 from .options import (
     POSITIVE,
     PRECISION_CHOICE,
+    DataConfig,
     DataDir,
+    DefaultThreshold,
     Device,
+    EvaluateData,
+    EvaluateSplit,
     Policy,
     Precision,
     Progress,
-    Threshold,
     one_of,
     optional_str,
     split_flag,
@@ -34,7 +37,10 @@ EVALUATE_PRECISION_HELP = ("Inference precision (auto, fp32, bf16, fp16 or int8)
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by 'sweet train'.")],
     data_dir: DataDir = None,
-    file: Annotated[Optional[Path], typer.Option(help="Evaluate on this labelled TSV instead (a header row naming the task's columns, as in GLUE's files).")] = None,
+    data: EvaluateData = None,
+    data_config: DataConfig = None,
+    eval_split: EvaluateSplit = None,
+    file: Annotated[Optional[Path], typer.Option(help="Evaluate on this labelled file instead (the same as --data FILE).")] = None,
     output_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON instead of a table.")] = False,
     policy: Policy = "confidence",
     device: Device = "auto",
@@ -51,7 +57,10 @@ def evaluate(
     from ..evaluation import Evaluation, format_report
     from ..runs import evaluate_run
 
-    result = evaluate_run(run_dir, optional_str(data_dir), optional_str(file), progress=progress, policy=policy,
+    if data is not None and file is not None:
+        raise SweetError("give --data or --file (the same thing for a file), not both")
+    result = evaluate_run(run_dir, optional_str(data_dir), data if data is not None else optional_str(file),
+                          data_config=data_config, eval_split=eval_split, progress=progress, policy=policy,
                           device=device, precision=precision, overwrite=overwrite)
     placed = Evaluation.of_run(result).curve.placement
     if output_json:
@@ -76,7 +85,7 @@ def _read_input_lines(source: str) -> list[str]:
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="A run directory (or its model/ directory).")],
     input: Annotated[str, typer.Option("--input", "-i", help="Text file with one example per line (pairs: two texts separated by a tab); '-' reads stdin.")] = "-",
-    threshold: Threshold = 0.9,
+    threshold: DefaultThreshold = None,
     policy: Policy = "confidence",
     task: Annotated[Optional[str], typer.Option(help="Task (default: the one the model was trained on).")] = None,
     fmt: Annotated[str, typer.Option("--format", **one_of(("tsv", "jsonl"), lambda v: f"--format must be tsv or jsonl, got {v!r}"),
@@ -126,6 +135,9 @@ def bench(
     precisions: Annotated[str, typer.Option(help="Comma list of inference precisions for the engine and the torch full model (fp32 is always included: it is the reference): fp32, bf16, fp16, int8; 'default' = fp32 plus what this device runs fast (CPU: int8, and bf16 where the processor has native bf16); 'all' = every one it can run.")] = "default",
     peers: Annotated[bool, typer.Option(help="Also time ONNX Runtime fp32 and int8 on the full model (needs the onnx extra: pip install 'sweet\\[onnx]', or pip install -e '.\\[onnx]' in a clone; skipped with a note without it).")] = True,
     data_dir: DataDir = None,
+    data: EvaluateData = None,
+    data_config: DataConfig = None,
+    eval_split: EvaluateSplit = None,
     output: Annotated[Optional[Path], typer.Option(help="Where to write the JSON (default: RUN_DIR/bench.json).")] = None,
     policy: Policy = "confidence",
     progress: Progress = True,
@@ -142,7 +154,7 @@ def bench(
     sizes = split_flag("--batch-sizes", batch_sizes, int) or [64]
     report = benchmark(run_dir, sizes, repeats=repeats, max_examples=max_examples, threads=threads,
                        data_dir=optional_str(data_dir), progress=progress, policy=policy, device=device,
-                       precisions=precisions, peers=peers)
+                       precisions=precisions, peers=peers, data=data, data_config=data_config, eval_split=eval_split)
     path = output or (run_dir / ("bench.json" if policy == "confidence" else f"bench-{policy}.json"))
     atomic_write_json(path, report)
     typer.echo(format_bench(report))

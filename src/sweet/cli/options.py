@@ -104,6 +104,11 @@ ExitLayers = Annotated[Optional[str], typer.Option(
          "depth (first layer, a third, a half, the last: 1,2,3,6 at 6 layers, 1,4,6,12 at 12). Default: "
          "1,2,4,6 at 6 layers, the paper's ladder at 12 and 24.")]
 Threshold = Annotated[float, typer.Option(metavar=UNIT_INTERVAL, help=THRESHOLD_HELP)]
+#: the threshold of commands that answer with a trained run: default, the run's tuned one (sweet.tuning)
+DefaultThreshold = Annotated[Optional[float], typer.Option(
+    "--threshold", metavar=UNIT_INTERVAL,
+    help=THRESHOLD_HELP + " Default: the run's threshold chosen by 'sweet tune' for this policy (RUN_DIR/threshold.json), "
+                          "else 0.9.")]
 Seed = Annotated[int, typer.Option(metavar=NON_NEGATIVE,
                                    help="Seed for the training sample, initialisation, dropout and batch order.")]
 LearningRate = Annotated[float, typer.Option("--lr", metavar=POSITIVE_FLOAT, help="Initial learning rate (AdamW, linear decay).")]
@@ -129,6 +134,13 @@ Metric = Annotated[Optional[str], typer.Option(
     help="The score every table, curve and AUC uses: accuracy, f1_macro, f1 (binary, of --positive-label) or mcc "
          "(Matthews correlation). Default: the preset's (CoLA: mcc), else accuracy.")]
 PositiveLabel = Annotated[Optional[str], typer.Option("--positive-label", help="With --metric f1: the positive class's name (default: the class with id 1, the second in sorted order).")]
+EVALUATE_DATA_HELP = ("Score the run on this labelled data instead of its own evaluation split: a file (.csv, .tsv, "
+                      ".json, .jsonl, .parquet; all its rows), or the evaluation split (--eval-split, else validation, "
+                      "dev or test) of a folder of split files, a save_to_disk folder or a hub dataset id. Read with the "
+                      "run's text and label columns (a preset run: the task's columns and 'label'); its labels must be "
+                      "the run's classes.")
+EvaluateData = Annotated[Optional[str], typer.Option("--data", help=EVALUATE_DATA_HELP)]
+EvaluateSplit = Annotated[Optional[str], typer.Option("--eval-split", help="With --data: the split to score (default: validation, else dev, else test).")]
 DropInvalid = Annotated[bool, typer.Option("--drop-invalid", help="Skip rows with an empty text or label (and say how many, and why) instead of refusing the data.")]
 
 

@@ -15,11 +15,11 @@ from .base import app
 from .options import (
     NON_NEGATIVE,
     POSITIVE,
+    DefaultThreshold,
     Device,
     Policy,
     Precision,
     Threads,
-    Threshold,
     one_of,
 )
 
@@ -35,7 +35,7 @@ def serve(
     run_dir: Annotated[Path, typer.Argument(help="A run directory written by 'sweet train' (or its model/ directory).")],
     host: Annotated[str, typer.Option(help="Address to bind (127.0.0.1: this machine only; 0.0.0.0 exposes the server to the network, set SWEET_API_KEY then).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(metavar=NON_NEGATIVE, help="TCP port (1-65535).")] = 8000,
-    threshold: Threshold = 0.9,
+    threshold: DefaultThreshold = None,
     policy: Policy = "confidence",
     task: Annotated[Optional[str], typer.Option(help="Task (default: the one the model was trained on).")] = None,
     device: Device = "auto",
@@ -45,6 +45,7 @@ def serve(
     batching: Annotated[bool, typer.Option("--batching/--no-batching", help="Merge concurrent requests (--no-batching: one model call per request).")] = True,
     max_items: Annotated[int, typer.Option(metavar=POSITIVE, help="Most texts (or pairs) per request; more is refused with 413.")] = 256,
     max_body_bytes: Annotated[int, typer.Option(metavar=POSITIVE, help="Largest request body in bytes; larger is refused with 413.")] = 1 << 20,
+    max_concurrent_requests: Annotated[int, typer.Option(metavar=POSITIVE, help="Most /predict requests in flight; past it a request is refused at once with 429 (backpressure: the client retries later). Ray: per replica.")] = 512,
     threads: Threads = None,
     backend: Annotated[str, typer.Option(**one_of(("local", "ray"), lambda v: f"--backend must be local or ray, got {v!r}"),
                                          help="'local' (one uvicorn process) or 'ray' (a Ray Serve deployment of --replicas replicas).")] = "local",
@@ -53,9 +54,10 @@ def serve(
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster to join ('auto', 'ray://host:10001'); default: $RAY_ADDRESS, else a local Ray instance.")] = None,
 ) -> None:
     """Serve a trained run over HTTP: POST /predict with a JSON body {"texts": ["...", ...]} (pair tasks: "pairs", a
-    list of two-text lists), GET /healthz, /info, /metrics. Concurrent requests are batched dynamically. With $SWEET_API_KEY set, requests
-    need 'Authorization: Bearer KEY'. SIGTERM: finish the requests in flight, then exit 0."""
-    need_serving_packages("fastapi", "uvicorn")
+    list of two-text lists), GET /healthz, /info, /metrics, and the OpenAPI schema at /openapi.json and /docs. Concurrent requests
+    are batched dynamically. With $SWEET_API_KEY set, requests need 'Authorization: Bearer KEY'. SIGTERM: finish the requests in
+    flight, then exit 0."""
+    need_serving_packages("fastapi", "uvicorn", "prometheus_client")
     # optional extra (fastapi, uvicorn, ray): imported only when the command runs
     import torch
 
@@ -76,7 +78,7 @@ def serve(
     if host not in LOOPBACK_HOSTS and api_key is None:
         typer.echo(f"warning: serving on {host} without an API key: anyone who can reach it can use it (set SWEET_API_KEY)", err=True)
     app_options = dict(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, batching=batching, max_items=max_items,
-                       max_body_bytes=max_body_bytes, api_key=api_key or "")
+                       max_body_bytes=max_body_bytes, max_concurrent_requests=max_concurrent_requests, api_key=api_key or "")
     load_options = dict(device=device, precision=precision, threshold=threshold, policy=policy, task=task)
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     if backend == "ray":

@@ -13,9 +13,13 @@ One module per concept:
   runs are reused, a change of data, options or sampling since they ran is refused, naming what changed;
 - :mod:`~sweet.experiments.backends`: executing a grid (:func:`run_grid`) on the local or the Ray back-end;
 - :mod:`~sweet.experiments.selection`: learning rate and gradient scale chosen on the calibration split;
-- :mod:`~sweet.experiments.aggregate`: t-intervals over seeds, averaged curves, comparisons, size sweeps;
+- :mod:`~sweet.experiments.aggregate`: t-intervals over seeds (and over tasks), averaged curves, comparisons,
+  size sweeps;
 - :mod:`~sweet.experiments.claims`: the paper's claims checked on a grid (paired gaps between methods, verdicts);
-- :mod:`~sweet.experiments.tables`: the report's Markdown;
+- :mod:`~sweet.experiments.floors`: floor cells (one class predicted, at the majority rate) and the tasks free of them;
+- :mod:`~sweet.experiments.cells`: the report's cells (mean ± CI (SD), floor markers) and shared tables;
+- :mod:`~sweet.experiments.tables`: the report's Markdown page;
+- :mod:`~sweet.experiments.claims_tables`: its floors and claims sections;
 - :mod:`~sweet.experiments.plots`: the report's figures, one distinct colour per method, and one run's curve;
 - :mod:`~sweet.experiments.report`: collecting a grid's runs and writing the report (:func:`write_report`).
 """

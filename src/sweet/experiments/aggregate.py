@@ -1,8 +1,9 @@
 """Aggregation over seeds: t-intervals, curves on a common cost grid, averages over tasks, the comparison
 with the better of Early-Exit and SWEET, and the training-set size sweep's gaps.
 
-Every number is a mean over seeds with a 95% confidence interval from the t-distribution (:func:`t_interval`).
-Averages over tasks are taken per seed first, then the interval is over those per-seed averages. The inputs
+Every number is a mean over seeds with a 95% confidence interval from the t-distribution (:func:`t_interval`)
+and the standard deviation over seeds. Averages over tasks are taken per seed first, then the interval is over
+those per-seed averages; a second interval takes the tasks as the unit (over the per-task means, df = tasks - 1). The inputs
 are the metrics of finished runs (``metrics.json``, as collected by :func:`sweet.experiments.report.collect`),
 whose ``evaluation`` is read as a typed :class:`~sweet.evaluation.Evaluation`.
 """
@@ -161,6 +162,7 @@ def size_sweep(chosen_by_size: dict, selection: dict, tasks: list[str], methods:
                 evs = [Evaluation.of_run(r) for r in runs]
                 by_task.setdefault(task, {})[method] = {
                     "learning_rate": selection[selection_key(task, runs[0]["method"], runs[0]["backbone"], size)]["chosen"],
+                    **({"selected_method": runs[0]["method"]} if runs[0]["method"] != method else {}),
                     "seeds": [r["seed"] for r in runs],
                     "n_train_drawn": [r.get("_n_train_drawn") for r in runs],
                     "metric": evs[0].metric,
@@ -211,8 +213,10 @@ def _exit_score(record: dict, layer: int) -> float:
 
 def average_over_tasks(per_task: dict, chosen: dict, tasks: list[str], methods: list[str],
                        seeds: list[int] | None = None) -> dict:
-    """Per method: per-exit scores, interpolated scores and AUC averaged over tasks, per seed first. ``seeds``:
-    only these seeds (default: those the method has on every task)."""
+    """Per method: per-exit scores, interpolated scores and AUC averaged over tasks, per seed first, with the
+    interval over seeds; each also with ``over_tasks``, the interval with tasks as the unit (the t-interval over
+    the per-task means over seeds, df = tasks - 1). ``seeds``: only these seeds (default: those the method has on
+    every task)."""
     out = {}
     for method in methods:
         have = [t for t in tasks if method in per_task[t]]
@@ -224,8 +228,9 @@ def average_over_tasks(per_task: dict, chosen: dict, tasks: list[str], methods: 
             continue
         by_seed = {t: {r["seed"]: Evaluation.of_run(r) for r in chosen[(t, method)]} for t in have}
 
-        def avg(get) -> dict:
-            return stat_row(t_interval([float(np.mean([get(by_seed[t][s]) for t in have])) for s in use]))
+        def avg(get) -> dict:  # seeds as the unit; and ``over_tasks``: tasks as the unit (their means over seeds)
+            return {**stat_row(t_interval([float(np.mean([get(by_seed[t][s]) for t in have])) for s in use])),
+                    "over_tasks": stat_row(t_interval([float(np.mean([get(by_seed[t][s]) for s in use])) for t in have]))}
 
         first = per_task[have[0]][method]
         per_exit = [{"exit_layer": layer, **avg(lambda ev, i=i: ev.per_exit[i].score)}
@@ -234,7 +239,8 @@ def average_over_tasks(per_task: dict, chosen: dict, tasks: list[str], methods: 
         for i, q in enumerate(first["interpolated"]):
             vals = [by_seed[t][s].curve.interpolated[i].score for t in have for s in use]
             if any(v is None for v in vals):
-                interp.append({"cost_ratio": q["cost_ratio"], **stat_row(t_interval([]))})
+                interp.append({"cost_ratio": q["cost_ratio"], **stat_row(t_interval([])),
+                               "over_tasks": stat_row(t_interval([]))})
             else:
                 interp.append({"cost_ratio": q["cost_ratio"], **avg(lambda ev, i=i: ev.curve.interpolated[i].score)})
         # the average curve: each task's curve on a common cost grid, averaged over tasks per seed

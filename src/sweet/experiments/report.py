@@ -2,9 +2,15 @@
 
 Every number is a mean over seeds with a 95% confidence interval from the t-distribution
 (:func:`~sweet.experiments.aggregate.t_interval`): ``mean +- t_{0.975, n-1} * s / sqrt(n)``, ``s`` the sample
-standard deviation.
+standard deviation (reported too, as the paper's tables do).
 Averages over tasks are taken per seed first (the mean over tasks of seed *s*'s scores), then the
-interval is over those per-seed averages, so it is still an interval over seeds.
+interval is over those per-seed averages, so it is still an interval over seeds. Each average and each claim
+also has an interval with tasks as the unit (over the per-task means, df = tasks - 1).
+
+Floor cells (:mod:`~sweet.experiments.floors`: an exit that predicts one class on a seed, or sits within one
+binomial standard error of the majority rate) are marked, and the averages and claims are repeated over the
+tasks where no method has one (``floor_free`` in the JSON). A learning rate chosen at the top of the searched
+set is flagged (``at_top``).
 
 Only runs at the chosen learning rate enter the tables; the learning rate is chosen per (task, method,
 backbone) on the calibration split (:func:`~sweet.experiments.selection.select_learning_rates`): by the mean over
@@ -48,6 +54,8 @@ from .aggregate import (
     versus_best,
 )
 from .claims import check_claims
+from .floors import HOW as FLOORS_HOW
+from .floors import evaluation_classes, floor_free_tasks, mark_floors
 from .plots import plot_curves, plot_gaps
 from .selection import select_alpha, select_learning_rates
 from .spec import lr_selection_seed, task_entry_name
@@ -99,6 +107,9 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
             m["_n_train_drawn"] = m.get("n_train")
             m["n_train"] = m["_n_train"]
     selection = select_learning_rates(records, by_size=sized, on_seed=lr_selection_seed(spec))
+    for sel in selection.values():  # a rate chosen at the top of those searched: a higher one might do better
+        sel["searched"] = [c["learning_rate"] for c in sel["candidates"] if c["eligible"]]
+        sel["at_top"] = sel["chosen"] == max(sel["searched"])
     methods = [m for m in spec["methods"] if any(r["method"] == m for r in records)]
     tasks = [t for t in map(task_entry_name, spec["tasks"]) if any(r["task"] == t for r in records)]
 
@@ -127,8 +138,10 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
             points = [q.cost_ratio for q in evs[0].curve.interpolated]
             interp = [{"cost_ratio": c, **stat_row(t_interval([ev.curve.interpolated[i].score for ev in evs]))}
                       for i, c in enumerate(points)]
+            sel = selection[selection_key(task, runs[0]["method"], runs[0]["backbone"], sizes[-1])]
             per_task[task][method] = {
-                "learning_rate": selection[selection_key(task, runs[0]["method"], runs[0]["backbone"], sizes[-1])]["chosen"],
+                "learning_rate": sel["chosen"],
+                "learning_rate_at_top": sel["at_top"],
                 **({"selected_method": runs[0]["method"]} if method == SELECTED_ALPHA else {}),
                 "seeds": [r["seed"] for r in runs],
                 "metric": evs[0].metric,
@@ -154,6 +167,8 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
     shared = [set(per_task[t][m]["seeds"]) for t in avg_tasks for m in methods if m in per_task[t]]
     avg_seeds = sorted(set.intersection(*shared)) if shared else []
     average = average_over_tasks(per_task, chosen, avg_tasks, methods, seeds=avg_seeds or None)
+    floors = mark_floors(per_task, evaluation_classes(grid_dir, records, tasks))
+    free = floor_free_tasks(floors, avg_tasks)
     versus = versus_best(chosen, avg_tasks, methods)
     report = {
         "grid": {"name": spec["name"], "grid_dir": str(grid_dir), "spec": spec},
@@ -169,6 +184,8 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
         "average_scope": {"tasks": avg_tasks, "seeds": avg_seeds,
                           "left_out": [t for t in tasks if t not in avg_tasks]},
         "per_task": per_task,
+        "floors": {"how": FLOORS_HOW, "tasks": floors, "floor_free_tasks": free,
+                   "floor_tasks": [t for t in avg_tasks if t not in free]},
         "provenance": _provenance(grid_dir, grid, records, command),
     }
     if versus:
@@ -176,6 +193,12 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
     claims = check_claims(chosen, avg_tasks, seeds=avg_seeds or None)
     if claims:
         report["paper_claims"] = claims
+    if free and free != avg_tasks:  # the averages and claims again, over the tasks where no method has a floor cell
+        report["floor_free"] = {"tasks": free, "average": average_over_tasks(per_task, chosen, free, methods,
+                                                                             seeds=avg_seeds or None)}
+        free_claims = check_claims(chosen, free, seeds=avg_seeds or None)
+        if free_claims:
+            report["floor_free"]["paper_claims"] = free_claims
     if sized:
         report["size_sweep"] = size_sweep(chosen_by_size, selection, tasks, methods)
     return report

@@ -1,75 +1,32 @@
-"""The report's Markdown: number formatting, tables (Table 1, fixed costs, chosen learning rates, the comparison
-with the better of Early-Exit and SWEET, the size sweep) and :func:`render_markdown`, which lays out the page."""
+"""The report's Markdown: :func:`render_markdown` lays out the page, with the sections of its own (the size sweep,
+the chosen learning rates, the comparison with the better of Early-Exit and SWEET, provenance); the cells and the
+shared tables are in :mod:`~sweet.experiments.cells`, the floors and claims in
+:mod:`~sweet.experiments.claims_tables`."""
 
 from __future__ import annotations
 
-from fractions import Fraction
-
 from ..methods import SELECTED_ALPHA, method_label
-from .aggregate import GAP_BASELINE
+from .cells import (
+    FLOOR_LEGEND,
+    TASK_LABELS,
+    average_tables,
+    cost_label,
+    exit_table,
+    fmt,
+    fmt_gap,
+    gap_label,
+    interp_table,
+    md_table,
+    metric_label,
+    task_list,
+)
+from .claims_tables import claims_markdown, floors_markdown
 from .spec import GridSpec, lr_selection_seed, spec_to_toml
 from .store import machine_label
 
 REPORT_MD = "report.md"
 REPORT_JSON = "report.json"  # every number of the report
-TASK_LABELS = {"sst2": "SST-2", "mrpc": "MRPC", "cola": "CoLA", "mnli": "MNLI", "qnli": "QNLI", "qqp": "QQP",
-               "rte": "RTE"}
-
-
-def _fmt(stats: dict | None, digits: int = 1, sign: str = "") -> str:
-    """Mean ± CI half-width (just the mean with one seed); ``sign="+"`` writes the sign of a difference."""
-    if not stats or stats.get("mean") is None:
-        return "n/a"
-    mean = f"{stats['mean']:{sign}.{digits}f}"
-    return mean if stats.get("ci") is None else f"{mean} ± {stats['ci']:.{digits}f}"
-
-
-def cost_label(c: float) -> str:
-    f = Fraction(c).limit_denominator(24)
-    if abs(float(f) - c) > 1e-9:
-        return f"{c:.3f}"
-    if f.denominator == 1:
-        return str(f.numerator)
-    if f > 1:
-        whole = f.numerator // f.denominator
-        rest = f - whole
-        return f"{whole} {rest.numerator}/{rest.denominator}"
-    return f"{f.numerator}/{f.denominator}"
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return out
-
-
-def _exit_table(by_method: dict, methods: list[str]) -> list[str]:
-    layers = next(iter(by_method.values()))["per_exit"]
-    header = ["method"] + [f"exit L{p['exit_layer']}" for p in layers]
-    rows = [[method_label(m)] + [_fmt(p) for p in by_method[m]["per_exit"]] for m in methods if m in by_method]
-    return _table(header, rows)
-
-
-def _interp_table(by_method: dict, methods: list[str]) -> list[str]:
-    costs = sorted({q["cost_ratio"] for m in by_method.values() for q in m["interpolated"]})
-    header = ["method"] + [f"cost {cost_label(c)}" for c in costs] + ["AUC"]
-    rows = []
-    for m in methods:
-        if m not in by_method:
-            continue
-        at = {q["cost_ratio"]: q for q in by_method[m]["interpolated"]}
-        rows.append([method_label(m)] + [_fmt(at.get(c)) if c in at else "–" for c in costs]
-                    + [_fmt(by_method[m]["auc"])])
-    return _table(header, rows)
-
-
-def _fmt_gap(stats: dict | None, digits: int = 1) -> str:
-    """A difference: signed mean ± CI half-width."""
-    return _fmt(stats, digits, sign="+")
-
-
-def gap_label(method: str, baseline: str = GAP_BASELINE) -> str:
-    return f"{method_label(method)} − {method_label(baseline)}"
+__all__ = ["REPORT_JSON", "REPORT_MD", "TASK_LABELS", "cost_label", "gap_label", "metric_label", "render_markdown"]
 
 
 def _size_sweep_markdown(sweep: dict, figures: dict[str, str], methods: list[str]) -> list[str]:
@@ -87,9 +44,9 @@ def _size_sweep_markdown(sweep: dict, figures: dict[str, str], methods: list[str
             for m in methods:
                 if m in by_method:
                     layers = layers or by_method[m]["exit_layers"]
-                    rows.append([str(ps["n_train"]), method_label(m)] + [_fmt(p) for p in by_method[m]["per_exit"]])
+                    rows.append([str(ps["n_train"]), method_label(m)] + [fmt(p) for p in by_method[m]["per_exit"]])
         lines += [f"### {label}: individual exits per training size", "",
-                  *_table(["size", "method"] + [f"exit L{x}" for x in layers or []], rows), ""]
+                  *md_table(["size", "method"] + [f"exit L{x}" for x in layers or []], rows), ""]
         drawn = {n for ps in sweep["per_size"] for by_m in ps["per_task"].get(task, {}).values()
                  for n in by_m["n_train_drawn"]} - set(sizes) - {None}
         if drawn:
@@ -100,14 +57,14 @@ def _size_sweep_markdown(sweep: dict, figures: dict[str, str], methods: list[str
             continue
         gap_layers = list(dict.fromkeys(p["exit_layer"] for p in points))
         at = {(p["method"], p["n_train"], p["exit_layer"]): p for p in points}
-        gap_rows = [[str(n), gap_label(m)] + [_fmt_gap(at.get((m, n, x))) for x in gap_layers]
+        gap_rows = [[str(n), gap_label(m)] + [fmt_gap(at.get((m, n, x))) for x in gap_layers]
                     for m in dict.fromkeys(p["method"] for p in points) for n in sizes
                     if any((m, n, x) in at for x in gap_layers)]
         lines += [f"### {label}: gap to Early-Exit per exit (percentage points)", "",
                   "Per seed, the method's score minus Early-Exit's at the same exit (the same seed draws the same "
                   "training sample for every method); the mean over seeds ± the half-width of the 95% confidence "
                   "interval of those paired differences. Positive: better than Early-Exit.", "",
-                  *_table(["size", "gap"] + [f"exit L{x}" for x in gap_layers], gap_rows), ""]
+                  *md_table(["size", "gap"] + [f"exit L{x}" for x in gap_layers], gap_rows), ""]
         if f"gap-{task}" in figures:
             lines += [f"![{task}: gap to Early-Exit vs training size]({figures[f'gap-{task}']})", ""]
     return lines
@@ -123,10 +80,6 @@ def _scope_note(report: dict) -> str:
     return (f" **Partial grid:** the averages, the comparisons and the claims below are over the tasks where every "
             f"method has finished every seed of the grid (or, before any task has, the seeds they all share; here: "
             f"{seeds}); left out: {left} (see *Per task*).")
-
-
-def metric_label(metric: str) -> str:
-    return {"accuracy": "accuracy (%)", "matthews": "Matthews corr. (x100)"}.get(metric, metric)
 
 
 def _candidate_cell(value: str, candidate: dict, chosen: bool) -> str:
@@ -165,7 +118,10 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
         + f", {spec['epochs']} epoch(s), seeds {spec['seeds']}, "
         f"learning rates {', '.join(f'{x:g}' for x in spec['learning_rates'])}.",
         "- Scores in percent: accuracy, CoLA Matthews correlation x100. Each cell is the mean over seeds "
-        "± the half-width of the 95% confidence interval (t-distribution over seeds).",
+        "± the half-width of the 95% confidence interval (t-distribution over seeds), then in parentheses the standard "
+        "deviation over seeds (SD), as in the paper's tables. Averages over tasks also have an interval with tasks "
+        "as the unit.",
+        "- " + FLOOR_LEGEND,
         f"- The learning rate is chosen per task{', method and training size' if sweep else ' and method'} by the "
         "area under the speed-accuracy curve on the "
         "held-out calibration split (never the reported split); only runs at the chosen rate enter the tables. "
@@ -174,52 +130,49 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
            "Rule: every seed ran every rate; the mean AUC over seeds decides."),
         "",
         *(_size_sweep_markdown(sweep, figures, report["methods"]) if sweep else []),
-        "## Individual exit scores, average over tasks (Table 1)",
-        "",
-        f"Tasks: {', '.join(TASK_LABELS.get(t, t) for t in next(iter(report['average'].values()))['tasks'])}. "
-        "Per seed, the mean over tasks; then the interval over seeds."
-        + _scope_note(report),
-        "",
-        *_exit_table(report["average"], methods),
-        "",
-        "## Scores at fixed cost ratios, average over tasks (Figures 4/5)",
-        "",
-        "The speed-accuracy curve (confidence-based early exit, calibrated, 11 thresholds) linearly interpolated "
-        "at fixed cost ratios. Multi-Model pays for every model it runs, so it reaches costs above 1. "
-        "AUC: the mean score over costs from the first exit to 1.",
-        "",
-        *_interp_table(report["average"], methods),
-        "",
+        *average_tables(report["average"], methods,
+                         f"Tasks: {task_list(next(iter(report['average'].values()))['tasks'])}." + _scope_note(report)),
     ]
     if "average" in figures:
         lines += [f"![average over tasks]({figures['average']})", ""]
+    if report.get("floors"):
+        lines += floors_markdown(report, methods)
     if report.get("versus_best"):
         lines += _versus_markdown(report["versus_best"])
     if report.get("paper_claims"):
-        lines += _claims_markdown(report["paper_claims"])
+        lines += claims_markdown(report["paper_claims"], report.get("floor_free"), report.get("floors"))
     lines += ["## Per task", ""]
     for task, by_method in report["per_task"].items():
         first = next(iter(by_method.values()))
         lines += [f"### {TASK_LABELS.get(task, task)}", "",
                   f"{metric_label(first['metric'])} on the {first['evaluation_split']} split "
                   f"({first['n_examples']} examples).", "", "Individual exits:", "",
-                  *_exit_table(by_method, methods), "", "At fixed cost ratios:", "",
-                  *_interp_table(by_method, methods), ""]
+                  *exit_table(by_method, methods), "", "At fixed cost ratios:", "",
+                  *interp_table(by_method, methods), ""]
         if task in figures:
             lines += [f"![{task}]({figures[task]})", ""]
+    at_top = {(sel["task"], sel["method"], sel.get("n_train")): sel.get("at_top") for sel in report["learning_rates"]}
+
+    def rate(by_method: dict, task: str, m: str, size: int | None = None) -> str:  # ↑: the top of the rates searched
+        if m not in by_method:
+            return "n/a"
+        entry = by_method[m]
+        return f"{entry['learning_rate']:g}" + (" ↑" if at_top.get((task, entry.get("selected_method", m), size)) else "")
+
     if sweep:  # one row per task and training size
-        lr_table = _table(["task", "size"] + [method_label(m) for m in methods],
+        lr_table = md_table(["task", "size"] + [method_label(m) for m in methods],
                           [[TASK_LABELS.get(t, t), str(ps["n_train"])]
-                           + [f"{ps['per_task'][t][m]['learning_rate']:g}" if m in ps["per_task"][t] else "n/a"
-                              for m in methods]
+                           + [rate(ps["per_task"][t], t, m, ps["n_train"]) for m in methods]
                            for t in report["per_task"] for ps in sweep["per_size"] if t in ps["per_task"]])
     else:
-        lr_table = _table(["task"] + [method_label(m) for m in methods],
-                          [[TASK_LABELS.get(t, t)] + [f"{report['per_task'][t][m]['learning_rate']:g}"
-                                                      if m in report["per_task"][t] else "n/a" for m in methods]
+        lr_table = md_table(["task"] + [method_label(m) for m in methods],
+                          [[TASK_LABELS.get(t, t)] + [rate(report["per_task"][t], t, m) for m in methods]
                            for t in report["per_task"]])
+    n_top = sum(1 for sel in report["learning_rates"] if sel.get("at_top"))
     lines += ["## Chosen learning rates (Table 2)", "",
-              *lr_table,
+              *lr_table, "",
+              f"↑: the chosen rate is the top of the rates searched for that cell (here {n_top} of "
+              f"{len(report['learning_rates'])} choices): a higher rate was not tried and might do better.",
               "", "Selection AUC (calibration split, " + (f"seed {selecting_seed}" if selecting_seed is not None
                                                    else "mean over seeds") + ") for every candidate; the chosen one in bold:", ""]
     rows = []
@@ -228,7 +181,7 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
                  for c in sel["candidates"]]
         rows.append([TASK_LABELS.get(sel["task"], sel["task"])] + ([str(sel["n_train"])] if sweep else [])
                     + [method_label(sel["method"]), "; ".join(cells)])
-    lines += _table(["task"] + (["size"] if sweep else []) + ["method", "candidates"], rows)
+    lines += md_table(["task"] + (["size"] if sweep else []) + ["method", "candidates"], rows)
     if report.get("alpha_selection"):
         lines += ["", "## Gradient scale α chosen on the calibration split (`grad_scale@selected`)", "",
                   "Per task" + (" and training size" if sweep else "") + ", the method on the gradient-scaling line "
@@ -240,7 +193,7 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
             cells = [_candidate_cell(f"{c['alpha']:g}", c, c["method"] == pick["chosen"]) for c in pick["candidates"]]
             rows.append([TASK_LABELS.get(pick["task"], pick["task"])] + ([str(pick["n_train"])] if sweep else [])
                         + [f"{pick['alpha']:g} ({method_label(pick['chosen'])})", "; ".join(cells)])
-        lines += _table(["task"] + (["size"] if sweep else []) + ["chosen α", "candidates (α: selection AUC)"], rows)
+        lines += md_table(["task"] + (["size"] if sweep else []) + ["chosen α", "candidates (α: selection AUC)"], rows)
     lines += ["", "## Provenance", "", "Spec (`spec.toml` in the grid directory):", "", "```toml"]
     lines += [spec_to_toml(GridSpec(**spec)).rstrip(), "```", "", "Data files:", ""]
     for task, files in prov["data_files"].items():
@@ -256,13 +209,13 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
     methods = [m for m in methods if m != SELECTED_ALPHA]  # its runs are another method's: timed there
     if sweep and prov.get("mean_run_seconds_by_size"):
         lines += ["", "Mean wall time of one run (seconds; training, calibration, evaluation, saving):", ""]
-        lines += _table(["task", "size"] + [method_label(m) for m in methods],
+        lines += md_table(["task", "size"] + [method_label(m) for m in methods],
                         [[TASK_LABELS.get(t, t), str(x["n_train"])]
                          + [f"{x['mean_seconds'][m]:.0f}" if m in x["mean_seconds"] else "n/a" for m in methods]
                          for t, rows_t in prov["mean_run_seconds_by_size"].items() for x in rows_t])
     elif secs:
         lines += ["", "Mean wall time of one run (seconds; training, calibration, evaluation, saving):", ""]
-        lines += _table(["task"] + [method_label(m) for m in methods],
+        lines += md_table(["task"] + [method_label(m) for m in methods],
                         [[TASK_LABELS.get(t, t)] + [f"{secs[t][m]:.0f}" if m in secs[t] else "n/a" for m in methods]
                          for t in secs])
     lines += ["", "Launches:", ""]
@@ -280,31 +233,6 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
     return "\n".join(lines)
 
 
-def _claims_markdown(pc: dict) -> list[str]:
-    """The paper's claims, each with our paired gap (mean ± CI over seeds) and a verdict; then the paired gaps per
-    exit and per fixed cost for every pair of methods the claims compare."""
-    rows = [[c["claim"], f"{method_label(c['a'])} − {method_label(c['b'])}", c["over"], c["paper"],
-             _fmt_gap(c["gap"], 2), f"{len(c['seeds'])} seed(s), {len(c['tasks'])} task(s)", c["verdict"]]
-            for c in pc["claims"]]
-    lines = ["## The paper's claims, checked", "",
-             "Per seed, the mean over tasks of method A's score minus method B's (the same seed draws the same "
-             "training sample for both); then the mean over seeds ± the half-width of the 95% t-interval. "
-             "Verdict: *supported* where the interval lies on the claimed side of 0, *contradicted* where it lies "
-             "on the other side, *inconclusive* where it contains 0; a \"comparable or better\" claim is *supported* "
-             "unless the whole interval lies below 0. Fast speeds: cost ratio ≤ 1/2; slow: 3/4 to 1. "
-             "The paper's numbers are for BERT and DeBERTa BASE/LARGE (12/24 layers) with the GLUE validation "
-             "sets; ours are for this grid's backbone and splits.", "",
-             *_table(["claim", "gap", "over", "paper", "ours (points)", "n", "verdict"], rows), ""]
-    for g in pc["pairs"]:
-        label = f"{method_label(g['a'])} − {method_label(g['b'])}"
-        head = [f"exit L{p['exit_layer']}" for p in g["per_exit"]] + [f"cost {cost_label(p['cost_ratio'])}"
-                                                                       for p in g["per_cost"]]
-        cells = [_fmt_gap(p, 2) for p in g["per_exit"]] + [_fmt_gap(p, 2) for p in g["per_cost"]]
-        lines += [f"Paired gap {label} (points; {len(g['seeds'])} seed(s), tasks: "
-                  f"{', '.join(TASK_LABELS.get(t, t) for t in g['tasks'])}):", "", *_table(head, [cells]), ""]
-    return lines
-
-
 def _versus_markdown(vs: dict) -> list[str]:
     costs = vs["cost_ratios"]
     head = ["method"] + [cost_label(c) for c in costs] + ["AUC", "never worse?"]
@@ -315,8 +243,8 @@ def _versus_markdown(vs: dict) -> list[str]:
             return "–" if g is None else (f"**{g:+.1f}**" if g >= 0 else f"{g:+.1f}")
         gap_rows.append([method_label(m)] + [gap(p) for p in d["points"]] + [gap(d["auc"]),
                         "yes" if d["never_worse"] else "no"])
-        ee_rows.append([method_label(m)] + [_fmt_gap(p["vs_early_exit"]) for p in d["points"]] + [_fmt_gap(d["auc"]["vs_early_exit"])])
-        sw_rows.append([method_label(m)] + [_fmt_gap(p["vs_sweet"]) for p in d["points"]] + [_fmt_gap(d["auc"]["vs_sweet"])])
+        ee_rows.append([method_label(m)] + [fmt_gap(p["vs_early_exit"]) for p in d["points"]] + [fmt_gap(d["auc"]["vs_early_exit"])])
+        sw_rows.append([method_label(m)] + [fmt_gap(p["vs_sweet"]) for p in d["points"]] + [fmt_gap(d["auc"]["vs_sweet"])])
     return [
         "## Against the better of Early-Exit and SWEET",
         "",
@@ -324,16 +252,16 @@ def _versus_markdown(vs: dict) -> list[str]:
         "same cost, in points; bold where it is at least as good as both. A row bold everywhere is a method never "
         "worse than either at any cost.",
         "",
-        *_table(head, gap_rows),
+        *md_table(head, gap_rows),
         "",
         "Paired differences per seed (same seed = same training sample), mean ± 95% CI half-width over seeds, "
         "against Early-Exit:",
         "",
-        *_table(head[:-1], ee_rows),
+        *md_table(head[:-1], ee_rows),
         "",
         "and against SWEET:",
         "",
-        *_table(head[:-1], sw_rows),
+        *md_table(head[:-1], sw_rows),
         "",
     ]
 

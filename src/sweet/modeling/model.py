@@ -20,6 +20,7 @@ from ..errors import SweetError
 from ..gradients import distillation_loss, scale_grad
 from ..io import atomic_write_json
 from ..methods import Method, check_method, parse_method
+from ..modelcard import write_model_card
 from .config import (
     CONFIG_NAME,
     FORMAT_VERSION,
@@ -132,7 +133,8 @@ class MultiExitModel(nn.Module):
         return cls(config, backbones)
 
     def save_pretrained(self, directory: str | os.PathLike, tokenizer=None) -> Path:
-        """Write ``sweet_config.json`` and ``model.safetensors`` (and the tokenizer, if given). Nothing is pickled."""
+        """Write ``sweet_config.json``, ``model.safetensors`` (and the tokenizer, if given) and the model card
+        (``README.md``, :mod:`sweet.modelcard`; a run refreshes it with its metrics). Nothing is pickled."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().contiguous().clone() for k, v in self.state_dict().items()}
@@ -142,6 +144,7 @@ class MultiExitModel(nn.Module):
         atomic_write_json(directory / CONFIG_NAME, self.config.to_dict())
         if tokenizer is not None:
             tokenizer.save_pretrained(str(directory))
+        write_model_card(directory, self.config)
         return directory
 
     @classmethod

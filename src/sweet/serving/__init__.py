@@ -4,10 +4,12 @@ scaled out as a Ray Serve deployment, and ``sweet loadtest`` to measure it.
 >>> from sweet.serving import create_app
 >>> app = create_app("runs/demo/sst2-sweet", max_batch_size=64, max_wait_ms=5)   # an ASGI app; mount or run it
 
-Modules: :mod:`~sweet.serving.app` (endpoints, input checks, API key), :mod:`~sweet.serving.batcher` (dynamic
-batching, one model thread), :mod:`~sweet.serving.prometheus` (Prometheus text), :mod:`~sweet.serving.server`
-(uvicorn with graceful SIGTERM, Ray Serve), :mod:`~sweet.serving.loadtest` (bounded load generator).
-FastAPI, uvicorn and httpx come with the ``serve`` extra (``pip install "sweet[serve]"``, or from a clone ``pip install -e ".[serve]"``).
+Modules: :mod:`~sweet.serving.app` (endpoints, API key, backpressure, OpenAPI and ``/docs``),
+:mod:`~sweet.serving.schema` (the request and response bodies as pydantic models; refusals and their messages),
+:mod:`~sweet.serving.batcher` (dynamic batching, one model thread), :mod:`~sweet.serving.prometheus` (metrics in
+a ``prometheus_client`` registry per app), :mod:`~sweet.serving.server` (uvicorn with graceful SIGTERM, Ray Serve),
+:mod:`~sweet.serving.loadtest` (bounded load generator). FastAPI, pydantic, uvicorn, prometheus_client and httpx
+come with the ``serve`` extra (``pip install "sweet[serve]"``, or from a clone ``pip install -e ".[serve]"``).
 """
 
 from __future__ import annotations

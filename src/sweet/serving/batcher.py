@@ -13,6 +13,10 @@ a queue turn and a model thread call, and requests with the same threshold and p
 server's default) share the engine's batches. Each row's answer depends only on its own text, threshold and
 policy (padding is masked), so a request gets what ``Predictor.predict`` gives for its texts alone.
 
+Each request's wait in the queue (arrival to the start of its model call) and the time of the model call that
+answered it go to the ``sweet_queue_duration_seconds`` and ``sweet_inference_duration_seconds`` histograms
+(:mod:`~sweet.serving.prometheus`).
+
 There is exactly one model thread: the engine's fallback for other encoders swaps the encoder's layer list while it
 runs, so calls on one model must not overlap. ``batching=False`` runs one model call per request (for comparison).
 
@@ -164,6 +168,8 @@ class Batcher:
             batch = [j for j in batch if not j.future.done()]  # a cancelled request (client gone) is skipped
             if not batch:
                 continue
+            now = loop.time()
+            self.metrics.requests_queued([now - j.arrived for j in batch])
             try:
                 answers = await loop.run_in_executor(self._executor, self._run, batch)
             except Exception as exc:  # answered as a 500 by the app; the worker keeps serving
@@ -194,5 +200,5 @@ class Batcher:
             for i in members:
                 answers[i] = rows[at : at + batch[i].rows]
                 at += batch[i].rows
-        self.metrics.batch_done(sum(j.rows for j in batch), time.perf_counter() - start, layers)
+        self.metrics.batch_done(sum(j.rows for j in batch), time.perf_counter() - start, layers, requests=len(batch))
         return answers

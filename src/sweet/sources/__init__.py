@@ -16,6 +16,7 @@ The same files give the same tables in the same row order.
 
 from .columns import LABEL_NAMES, PAIR_TEXT_NAMES, SINGLE_TEXT_NAMES, detect_columns
 from .load import SMALL_CLASS_ROWS, load_source
+from .locate import evaluation_split_name
 from .spec import (
     NO_EVAL_SPLIT,
     SUPPORTED_EXTENSIONS,
@@ -35,5 +36,6 @@ __all__ = [
     "SourceData",
     "SourceSpec",
     "detect_columns",
+    "evaluation_split_name",
     "load_source",
 ]

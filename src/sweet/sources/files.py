@@ -105,6 +105,8 @@ def _csv_part(path: Path, name: str, where: str, fingerprint: str, tsv: bool) ->
     try:
         with pa_csv.open_csv(path, parse_options=_parse_options(tsv, lambda row: "skip")) as reader:
             names = list(reader.schema.names)
+    except UnicodeDecodeError as exc:  # a header that is not UTF-8 (pyarrow decodes the column names)
+        raise _unreadable(path, where, tsv, exc) from None
     except pa.ArrowInvalid as exc:
         if "Empty CSV file" in str(exc):
             raise SweetError(f"{where}: file is empty") from None

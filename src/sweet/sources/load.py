@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..errors import SweetError
 from .columns import columns_note, detect_columns, quoted
@@ -37,12 +38,12 @@ def load_source(spec: SourceSpec) -> SourceData:
     if eval_part is not None:
         detect_columns(eval_part.column_names, text_columns, label_column, where=eval_part.where)
 
-    pool, pool_labels = _read(pool_part, text_columns, label_column, spec.drop_invalid, notes, "train")
+    pool, pool_labels = _read(pool_part, text_columns, label_column, spec.drop_invalid, notes, "train", spec.id_column)
     label_names = label_names_of(pool_labels)
     pool.labels, _ = label_ids(pool_labels, label_names)
     counts = np.bincount(pool.labels, minlength=len(label_names))
     present = [name for name, count in zip(label_names, counts) if count > 0]
-    if len(present) < 2:
+    if len(present) < 2 and not spec.scoring_only:
         raise SweetError(
             f"{pool_part.where}: the training data has only one class ({quoted(present)} in column '{label_column}'); "
             "a classifier needs at least 2"
@@ -61,7 +62,8 @@ def load_source(spec: SourceSpec) -> SourceData:
     files = {"pool": pool_part.provenance}
     fingerprint = {"pool": pool_part.fingerprint}
     if eval_part is not None:
-        evaluation, eval_labels = _read(eval_part, text_columns, label_column, spec.drop_invalid, notes, "evaluate")
+        evaluation, eval_labels = _read(eval_part, text_columns, label_column, spec.drop_invalid, notes, "evaluate",
+                                        spec.id_column)
         evaluation.labels, unknown = label_ids(eval_labels, label_names)
         unknown += sorted({label_names[i] for i in np.unique(evaluation.labels) if i >= 0 and counts[i] == 0})
         if unknown:
@@ -145,9 +147,12 @@ def _has_labels(part: Part, label_column: str) -> bool:
     return not check_labels(part.read([label_column]), label_column, part).missing.all()
 
 
-def _read(part: Part, text_columns: tuple[str, ...], label_column: str, drop: bool, notes: list[str], purpose: str):
-    """The part's valid rows (texts, row numbers; labels still to encode) and their label check."""
-    raw = part.read([*dict.fromkeys([*text_columns, label_column])])
+def _read(part: Part, text_columns: tuple[str, ...], label_column: str, drop: bool, notes: list[str], purpose: str,
+          id_column: str | None = None):
+    """The part's valid rows (texts, row numbers, ids; labels still to encode) and their label check."""
+    with_ids = id_column is not None and id_column in part.column_names and id_column not in (*text_columns, label_column)
+    raw = part.read([*dict.fromkeys([*text_columns, label_column, *([id_column] if with_ids else [])])])
+    ids = pc.cast(raw.table.column(id_column), pa.string()) if with_ids else None
     labels = check_labels(raw, label_column, part)
     if purpose == "evaluate" and labels.missing.all():
         raise SweetError(f"{part.where}: no labels in column '{label_column}'; evaluation data needs labels")
@@ -171,9 +176,10 @@ def _read(part: Part, text_columns: tuple[str, ...], label_column: str, drop: bo
         keep = ~invalid
         mask = pa.array(keep)
         arrays = tuple(a.filter(mask) for a in arrays)
+        ids = None if ids is None else ids.filter(mask)
         rows = rows[keep]
         labels = LabelCheck(labels.column, labels.kind, labels.keys.filter(mask), labels.missing[keep], labels.declared)
-    return LabelledTable(texts=arrays, labels=np.empty(0, dtype=np.int64), rows=rows), labels
+    return LabelledTable(texts=arrays, labels=np.empty(0, dtype=np.int64), rows=rows, ids=ids), labels
 
 
 def _drop_note(part: Part, texts, labels: LabelCheck, invalid: np.ndarray, total: int) -> str:

@@ -3,6 +3,8 @@
 * An existing **file** is one part (the pool; it has no evaluation split of its own).
 * An existing **folder** written by ``save_to_disk`` is read with ``datasets.load_from_disk``: a ``Dataset`` is one
   part, a ``DatasetDict`` has one part per split.
+* An existing folder given with a config (``--data-config``) is a local copy of a hub dataset repository: it is
+  read as a hub id is (``datasets.load_dataset(folder, config)``).
 * Another existing **folder** holds split files ``SPLIT.EXT`` (EXT one of the supported extensions): the split
   names are the file names without extension (``train``, ``dev``, ``dev_matched``, ...).
 * A path that does not exist is refused when it looks like a path (it starts with ``/``, ``.`` or ``~``, has more
@@ -69,8 +71,9 @@ def open_source(given: str, config: str | None) -> Source:
     if path.is_dir():
         if is_saved_dataset(path):
             return _saved_source(given, path)
-        return _folder_source(given, path)
-    if looks_like_path(given):
+        if config is None:
+            return _folder_source(given, path)
+    elif looks_like_path(given):
         raise SweetError(f"{path}: file not found")
     dataset = load_hub(given, config)
     where = f"{given}:{config or 'default'}"
@@ -110,3 +113,21 @@ def _folder_source(given: str, path: Path) -> Source:
     splits = {split: maker(split, found) for split, found in files.items()}
     return Source(given, "folder", splits=splits, where=str(path))
 
+
+
+def evaluation_split_name(given: str, config: str | None, eval_split: str | None) -> str:
+    """The split of ``given`` (a folder, a ``save_to_disk`` folder or a hub id) to evaluate on: ``eval_split``, or
+    the first of validation, dev and test it has (a single saved ``Dataset``: all of it)."""
+    source = open_source(given, config)
+    if source.single is not None:
+        if eval_split is not None:
+            raise SweetError(f"--eval-split '{eval_split}' does not apply: {source.where} has no splits")
+        return "train"  # read whole, as load_source reads a single part
+    if eval_split is not None:
+        source.part(eval_split, "--eval-split")  # a clear error when it has no such split
+        return eval_split
+    for name in DEFAULT_EVAL_SPLITS:
+        if name in source.splits:
+            return name
+    raise SweetError(f"{source.where}: no validation, dev or test split to evaluate on "
+                     f"(it has: {', '.join(source.splits) or '(none)'}); pass --eval-split NAME")

@@ -35,6 +35,8 @@ class SourceSpec:
     text_columns: tuple[str, ...] | None = None
     label_column: str | None = None
     drop_invalid: bool = False
+    id_column: str | None = None  # a column of row ids kept as strings (the GLUE presets' ``idx``), where present
+    scoring_only: bool = False  # the data is only scored (evaluate, bench): a single class is allowed
 
 
 @dataclass
@@ -44,6 +46,7 @@ class LabelledTable:
     texts: tuple[pa.ChunkedArray, ...]  # one string array per text column, no nulls
     labels: np.ndarray  # int64 ids into SourceData.label_names
     rows: np.ndarray | None = None  # int64: each row's 1-based data row in its source (rows dropped as invalid skipped)
+    ids: pa.ChunkedArray | None = None  # the rows' ids (strings) from SourceSpec.id_column, where the data has it
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -56,6 +59,7 @@ class LabelledTable:
             texts=tuple(column.take(arrow_idx) for column in self.texts),
             labels=self.labels[idx],
             rows=None if self.rows is None else self.rows[idx],
+            ids=None if self.ids is None else self.ids.take(arrow_idx),
         )
 
     def text_tuples(self) -> list[tuple[str, ...]]:

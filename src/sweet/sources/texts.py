@@ -2,7 +2,8 @@
 
 A text is refused (or, with ``drop_invalid``, its row skipped) when it is missing (null), not a string, empty, or
 blank: a text is blank when it has no character outside the Unicode categories Z* (spaces), Cc (controls) and
-Cf (format characters such as the zero-width space U+200B or the byte-order mark U+FEFF).
+Cf (format characters such as the zero-width space U+200B or the byte-order mark U+FEFF) and the other
+default-ignorable code points (variation selectors, Hangul fillers): the rule of :func:`sweet.data.is_blank`.
 """
 
 from __future__ import annotations
@@ -18,8 +19,12 @@ import pyarrow.compute as pc
 from .files import nonstring_mask
 from .part import Raw
 
-#: Matches a character that makes a text non-blank (RE2 syntax, as pyarrow.compute uses).
-VISIBLE = r"[^\p{Z}\p{Cc}\p{Cf}]"
+#: Matches a character that makes a text non-blank (RE2 syntax, as pyarrow.compute uses): anything but spaces,
+#: controls, format characters and the other default-ignorable code points that :func:`sweet.data.is_blank` counts
+#: as blank (combining grapheme joiner, Hangul fillers, Khmer inherent vowels, Mongolian and other variation
+#: selectors): one rule for training data, evaluation data and ``predict`` input.
+VISIBLE = (r"[^\p{Z}\p{Cc}\p{Cf}\x{034F}\x{115F}\x{1160}\x{17B4}\x{17B5}\x{180B}-\x{180D}\x{180F}\x{3164}"
+           r"\x{FFA0}\x{FE00}-\x{FE0F}\x{E0100}-\x{E01EF}]")
 
 
 def is_string_type(t: pa.DataType) -> bool:

@@ -1,0 +1,195 @@
+"""The committed paper report (docs/results/paper/report.json) against its grid, recomputed here from the run
+directories' metrics.json without the report code: the learning rate chosen on seed 0's calibration AUC, every
+per-task exit cell (mean, SD, 95% half-width over seeds), the average over tasks (seeds and tasks as the unit),
+every claim's gap (over seeds and over tasks, and the mean gap at each point of its scope), the floor markers
+and the flags on learning rates at the top of the searched set.
+
+:func:`check_report` takes a report directory, so the same checks run on any report written by ``sweet report``
+with its grid beside it (the report's ``runs_from_report`` leads to the runs)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import stats
+
+ROOT = Path(__file__).resolve().parents[1]
+REPORT_DIR = ROOT / "docs" / "results" / "paper"
+GLUE = Path(os.environ.get("SWEET_GLUE_DIR") or ROOT.parent / "shared" / "glue")
+TOL = 1e-9
+
+
+def _interval(values: list[float], confidence: float = 0.95) -> dict:
+    x = np.asarray(values, dtype=float)
+    if x.size < 2:
+        return {"mean": float(x.mean()) if x.size else None, "std": None, "ci": None}
+    sd = float(np.std(x, ddof=1))
+    return {"mean": float(x.mean()), "std": sd,
+            "ci": float(stats.t.ppf(0.5 + confidence / 2, x.size - 1)) * sd / math.sqrt(x.size)}
+
+
+def _same(ours: dict, theirs: dict, what: str) -> None:
+    for k in ("mean", "std", "ci"):
+        if ours[k] is None:
+            assert theirs[k] is None, (what, k)
+        else:
+            assert theirs[k] == pytest.approx(ours[k], abs=TOL), (what, k, ours[k], theirs[k])
+
+
+def _runs(grid_dir: Path) -> list[dict]:
+    """The finished runs of the grid's manifest, read straight from their metrics.json."""
+    manifest = json.loads((grid_dir / "grid.json").read_text(encoding="utf-8"))
+    out = []
+    for entry in manifest["runs"]:
+        path = grid_dir / entry["dir"] / "metrics.json"
+        if path.is_file():
+            m = json.loads(path.read_text(encoding="utf-8"))
+            out.append({"task": m["task"], "method": entry["method"], "seed": m["seed"], "lr": float(m["learning_rate"]),
+                        "selection_auc": m["selection"]["auc"], "exits": {p["exit_layer"]: p["score"]
+                                                                        for p in m["evaluation"]["per_exit"]},
+                        "costs": {q["cost_ratio"]: q["score"] for q in m["evaluation"]["interpolated"]
+                                  if q["score"] is not None},
+                        "auc": m["evaluation"]["auc"], "n_examples": m["evaluation"]["n_examples"]})
+    return out
+
+
+def _chosen(runs: list[dict], spec: dict) -> tuple[dict, dict]:
+    """(task, method) -> runs at the rate chosen by seed 0's calibration AUC (ties: the smaller rate), by seed;
+    and (task, method) -> (chosen rate, the rates searched)."""
+    assert spec["lr_selection"] == "first_seed"
+    first = spec["seeds"][0]
+    out, rates = {}, {}
+    for key in sorted({(r["task"], r["method"]) for r in runs}):
+        cands = {r["lr"]: r["selection_auc"] for r in runs if (r["task"], r["method"]) == key and r["seed"] == first}
+        lr = max(cands, key=lambda x: (cands[x], -x))
+        rates[key] = (lr, sorted(cands))
+        out[key] = {r["seed"]: r for r in runs if (r["task"], r["method"]) == key and r["lr"] == lr}
+    return out, rates
+
+
+def _claim_points(claim: dict) -> list[tuple[str, float]]:
+    return [("exits", p["exit_layer"]) if "exit_layer" in p else ("costs", p["cost_ratio"]) for p in claim["points"]]
+
+
+def check_claims(chosen: dict, pc: dict, tasks: list[str], seeds: list[int]) -> int:
+    checked = 0
+    for c in pc["claims"]:
+        assert c["tasks"] == tasks and c["seeds"] == seeds, c["key"]
+        points = _claim_points(c)
+
+        def gap(t: str, s: int, at: list) -> float:
+            a, b = chosen[(t, c["a"])][s], chosen[(t, c["b"])][s]
+            return float(np.mean([a[kind][v] for kind, v in at]) - np.mean([b[kind][v] for kind, v in at]))
+
+        # the scope: the first exit, the last two, all exits, costs <= 1/2, costs 3/4 to 1 (of those both have)
+        a0, b0 = chosen[(tasks[0], c["a"])][seeds[0]], chosen[(tasks[0], c["b"])][seeds[0]]
+        exits = [x for x in a0["exits"] if x in b0["exits"]]
+        costs = sorted(x for x in set(a0["costs"]) & set(b0["costs"]) if x <= 1.0)
+        scope = {"all exits": [("exits", x) for x in exits], f"exit L{exits[0]}": [("exits", exits[0])],
+                 "costs <= 1/2": [("costs", x) for x in costs if x <= 0.5],
+                 "costs 3/4 to 1": [("costs", x) for x in costs if x >= 0.75]}.get(
+            c["over"], [("exits", x) for x in exits[-2:]])
+        assert points == scope, c["key"]
+        _same(_interval([float(np.mean([gap(t, s, points) for t in tasks])) for s in seeds]), c["gap"], c["key"])
+        _same(_interval([float(np.mean([gap(t, s, points) for s in seeds])) for t in tasks]), c["gap_over_tasks"],
+              c["key"] + " over tasks")
+        for p, (kind, v) in zip(c["points"], points):
+            assert p["gap"] == pytest.approx(np.mean([gap(t, s, [(kind, v)]) for t in tasks for s in seeds]), abs=TOL)
+        checked += 1
+    return checked
+
+
+def check_report(report_dir: Path, data_dir: Path | None = None) -> dict:
+    """Every check of this module on one report directory; returns how many of each it made."""
+    report = json.loads((report_dir / "report.json").read_text(encoding="utf-8"))
+    grid_dir = (report_dir / report["grid"]["runs_from_report"]).parent
+    spec = json.loads((grid_dir / "grid.json").read_text(encoding="utf-8"))["spec"]
+    runs = _runs(grid_dir)
+    chosen, rates = _chosen(runs, spec)
+    counts = Counter()
+
+    # learning rates: the choice, and the flag at the top of the rates searched
+    for sel in report["learning_rates"]:
+        lr, searched = rates[(sel["task"], sel["method"])]
+        assert sel["chosen"] == lr and sel["searched"] == searched
+        assert sel["at_top"] == (lr == max(searched))
+        counts["learning rates"] += 1
+
+    # per-task cells: mean, SD and 95% half-width over seeds; floor markers
+    floors = report["floors"]["tasks"]
+    for task, by_method in report["per_task"].items():
+        ev = floors[task]["evaluation"]
+        for method, entry in by_method.items():
+            if method == "grad_scale@selected":
+                method = entry["selected_method"]
+            by_seed = chosen[(task, method)]
+            assert entry["seeds"] == sorted(by_seed) and entry["learning_rate"] == rates[(task, method)][0]
+            for cell in entry["per_exit"]:
+                values = [by_seed[s]["exits"][cell["exit_layer"]] for s in sorted(by_seed)]
+                _same(_interval(values), cell, f"{task}/{method}/L{cell['exit_layer']}")
+                if ev["known"]:
+                    n, k = ev["n"], ev["counts"]
+                    assert sum(k) == n == by_seed[min(by_seed)]["n_examples"]
+                    constant = [100.0 * x / n for x in k] if entry["metric"] == "accuracy" else [0.0]
+                    one = [s for s, v in zip(sorted(by_seed), values) if any(abs(v - c) < 1e-6 for c in constant)]
+                    p = max(k) / n
+                    floor, se = (100 * p, 100 * math.sqrt(p * (1 - p) / n)) if entry["metric"] == "accuracy" else \
+                        (0.0, 100 / math.sqrt(n))
+                    assert cell["floor"]["one_class_seeds"] == one, (task, method, cell["exit_layer"])
+                    assert cell["floor"]["at_majority"] == (float(np.mean(values)) <= floor + se)
+                counts["per-task exit cells"] += 1
+            _same(_interval([by_seed[s]["auc"] for s in sorted(by_seed)]), entry["auc"], f"{task}/{method}/AUC")
+
+    # the averages: the tasks where every method has every seed of the grid
+    scope = report["average_scope"]
+    methods = [m for m in spec["methods"] if any(r["method"] == m for r in runs)]
+    for t in scope["tasks"]:
+        assert all(set(spec["seeds"]) <= set(chosen[(t, m)]) for m in methods), t
+    for t in scope["left_out"]:
+        assert any(not set(spec["seeds"]) <= set(chosen.get((t, m), {})) for m in methods), t
+
+    def check_average(average: dict, tasks: list[str], seeds: list[int]) -> None:
+        for method in methods:
+            got = average[method]
+            assert got["tasks"] == tasks and got["seeds"] == seeds
+            for cell in got["per_exit"]:
+                x = cell["exit_layer"]
+                per = {(t, s): chosen[(t, method)][s]["exits"][x] for t in tasks for s in seeds}
+                _same(_interval([np.mean([per[(t, s)] for t in tasks]) for s in seeds]), cell, f"avg {method} L{x}")
+                _same(_interval([np.mean([per[(t, s)] for s in seeds]) for t in tasks]), cell["over_tasks"],
+                      f"avg {method} L{x} over tasks")
+                counts["average cells"] += 1
+
+    check_average(report["average"], scope["tasks"], scope["seeds"])
+    free = [t for t in scope["tasks"] if not floors[t]["floor_cells"]]
+    assert report["floors"]["floor_free_tasks"] == free
+    if report.get("paper_claims"):
+        counts["claims"] += check_claims(chosen, report["paper_claims"], scope["tasks"], scope["seeds"])
+    if free != scope["tasks"] and free:
+        check_average(report["floor_free"]["average"], free, scope["seeds"])
+        if report["floor_free"].get("paper_claims"):
+            counts["claims without floor tasks"] += check_claims(chosen, report["floor_free"]["paper_claims"], free,
+                                                                 scope["seeds"])
+
+    # the class counts behind the floors, read straight from the data where a task's dev.tsv has a label column
+    for task, folder in (("sst2", "SST-2"), ("rte", "RTE")):
+        path = None if data_dir is None else data_dir / folder / "dev.tsv"
+        if task in floors and path is not None and path.is_file() and floors[task]["evaluation"]["known"]:
+            with open(path, encoding="utf-8", newline="") as f:
+                labels = [row["label"] for row in csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE)]
+            assert sorted(Counter(labels).values()) == sorted(floors[task]["evaluation"]["counts"])
+            counts["class counts from the data"] += 1
+    return dict(counts)
+
+
+def test_the_committed_report_recomputes_from_the_run_directories():
+    counts = check_report(REPORT_DIR, GLUE if (GLUE / "SST-2").is_dir() else None)
+    assert counts["learning rates"] >= 28 and counts["per-task exit cells"] >= 28 * 4
+    assert counts["average cells"] >= 4 and counts.get("claims", 0) >= 1
