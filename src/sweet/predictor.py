@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from .data import Examples, is_blank, read_unlabelled
+from .data import examples_from_inputs, read_unlabelled
 from .encoding import encode
 from .errors import SweetError
 from .inference import EarlyExitEngine
@@ -75,23 +75,7 @@ class Predictor:
 
     def examples(self, inputs: Sequence) -> Any:
         """Check and convert inputs: strings for single-text tasks, (text, text) pairs for pair tasks."""
-        if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
-            raise SweetError("inputs must be a list of texts (pair tasks: a list of [text, text] pairs)")
-        if len(inputs) == 0:
-            raise SweetError("inputs are empty: give at least one text")
-        arity = len(self.task.text_fields)
-        texts = []
-        for i, item in enumerate(inputs):
-            parts = (item,) if isinstance(item, str) else item
-            if isinstance(parts, (str, bytes)) or not isinstance(parts, Sequence) or len(parts) != arity:
-                want = "a text" if arity == 1 else f"a pair of {arity} texts ({', '.join(self.task.text_fields)})"
-                raise SweetError(f"item {i}: {self.task.name} expects {want} per item, got {_describe(item)}")
-            if not all(isinstance(p, str) for p in parts):
-                raise SweetError(f"item {i}: texts must be strings, got {_describe(item)}")
-            if any(is_blank(p) for p in parts):
-                raise SweetError(f"item {i}: empty text")
-            texts.append(tuple(parts))
-        return Examples(texts, None, name="input")
+        return examples_from_inputs(inputs, self.task)
 
     def predict(self, inputs: Sequence, threshold: float | None = None, policy: str | None = None,
                 batch_size: int | None = None) -> list[dict]:
@@ -127,11 +111,6 @@ class Predictor:
                 "exit_layers": list(cfg.exit_layers), "policy": self.policy, "threshold": self.threshold,
                 "max_length": self.max_length, "batch_size": self.batch_size,
                 "text_fields": list(self.task.text_fields), **self.placement.to_dict()}
-
-
-def _describe(item) -> str:
-    text = repr(item)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def load(run_dir: str | Path, **kwargs) -> Predictor:
