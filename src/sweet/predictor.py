@@ -18,8 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from .data import examples_from_inputs, read_unlabelled
-from .encoding import encode
+from .data import Examples, examples_from_inputs, read_unlabelled
+from .encoding import Encoded, encode
 from .errors import SweetError
 from .inference import EarlyExitEngine
 from .policies import DEFAULT_THRESHOLD, check_threshold, make_policy
@@ -35,6 +35,8 @@ from .rundir import (
 
 class Predictor:
     """A trained multi-exit model ready to answer: tokenizer, exit policies, device and precision."""
+
+    runtime = "torch"
 
     def __init__(self, model, tokenizer, task, *, max_length: int = 256, threshold: float = DEFAULT_THRESHOLD,
                  policy: str = "confidence", batch_size: int = 64, source: str | None = None):
@@ -68,6 +70,14 @@ class Predictor:
 
     # ------------------------------------------------------------------------------------------ answering
 
+    @property
+    def exit_layers(self) -> list[int]:
+        return self.model.exit_layers
+
+    @property
+    def method(self) -> str:
+        return self.model.config.method
+
     def get_policy(self, name: str):
         if name not in self._policies:
             self._policies[name] = make_policy(name, self.model)
@@ -76,6 +86,14 @@ class Predictor:
     def examples(self, inputs: Sequence) -> Any:
         """Check and convert inputs: strings for single-text tasks, (text, text) pairs for pair tasks."""
         return examples_from_inputs(inputs, self.task)
+
+    def encode(self, examples: Examples) -> Encoded:
+        """Tokenise examples (truncated to the model's max length)."""
+        return encode(self.tokenizer, examples, self.max_length, warn=False)
+
+    def predict_lines(self, lines: Sequence[str]) -> list[dict]:
+        """``sweet predict`` input: one example per line, pairs as two tab-separated texts."""
+        return self.predict_encoded(encode(self.tokenizer, read_unlabelled(lines, self.task), self.max_length))
 
     def predict(self, inputs: Sequence, threshold: float | None = None, policy: str | None = None,
                 batch_size: int | None = None) -> list[dict]:
@@ -110,12 +128,7 @@ class Predictor:
         return {"task": self.task.name, "labels": self.label_names, "method": cfg.method, "backbone": cfg.backbone,
                 "exit_layers": list(cfg.exit_layers), "policy": self.policy, "threshold": self.threshold,
                 "max_length": self.max_length, "batch_size": self.batch_size,
-                "text_fields": list(self.task.text_fields), **self.placement.to_dict()}
-
-
-def load(run_dir: str | Path, **kwargs) -> Predictor:
-    """``sweet.load(run_dir, device="auto", precision="auto", ...)``: see :meth:`Predictor.load`."""
-    return Predictor.load(run_dir, **kwargs)
+                "text_fields": list(self.task.text_fields), "runtime": self.runtime, **self.placement.to_dict()}
 
 
 def predict_texts(model_or_run_dir: str | Path, lines: Sequence[str], threshold: float, task: str | None = None,
@@ -126,5 +139,4 @@ def predict_texts(model_or_run_dir: str | Path, lines: Sequence[str], threshold:
     (``confidence``); with another policy also that policy's score there (``score``)."""
     predictor = Predictor.load(model_or_run_dir, device=device, precision=precision, task=task, threshold=threshold,
                                policy=policy, batch_size=batch_size)
-    examples = read_unlabelled(lines, predictor.task)
-    return predictor.predict_encoded(encode(predictor.tokenizer, examples, predictor.max_length))
+    return predictor.predict_lines(lines)

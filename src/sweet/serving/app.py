@@ -49,7 +49,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..errors import SweetError, one_line
 from ..policies import check_threshold
+from ..loader import load
 from ..predictor import Predictor
+from ..runtime import OnnxPredictor
 from .batcher import Batcher, BatchLimits, ServerClosing
 from .prometheus import UNMATCHED_ROUTE, Metrics
 
@@ -153,8 +155,8 @@ def create_app(predictor_or_run_dir, *, max_batch_size: int = 64, max_wait_ms: f
                                                      batching=batching, max_items=max_items,
                                                      max_body_bytes=max_body_bytes)
     if isinstance(predictor_or_run_dir, (str, Path)):
-        predictor = Predictor.load(predictor_or_run_dir, **load_kwargs)
-    elif isinstance(predictor_or_run_dir, Predictor):
+        predictor = load(predictor_or_run_dir, **load_kwargs)
+    elif isinstance(predictor_or_run_dir, (Predictor, OnnxPredictor)):
         if load_kwargs:
             raise SweetError(f"options {', '.join(sorted(load_kwargs))} apply to a run directory, not to a loaded predictor")
         predictor = predictor_or_run_dir
@@ -163,7 +165,7 @@ def create_app(predictor_or_run_dir, *, max_batch_size: int = 64, max_wait_ms: f
     max_items, max_body_bytes = request_limits.max_items, request_limits.max_body_bytes
     key = os.environ.get(API_KEY_ENV) if api_key is None else api_key
     key = key or None
-    metrics = Metrics(predictor.model.exit_layers, predictor.model.config.method)
+    metrics = Metrics(predictor.exit_layers, predictor.method)
     batcher = Batcher(predictor, metrics, batch_limits)
     pair_task = len(predictor.task.text_fields) > 1
     field_name = "pairs" if pair_task else "texts"
