@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sweet.inference import EarlyExitEngine
-from sweet.modeling import find_layer_list
+from sweet.modeling import SegmentRunner, find_layer_list
 from sweet.policies import ConfidencePolicy, ExitPolicy, decide
 
 from .conftest import padded_batch, tiny_model
@@ -42,6 +42,23 @@ def test_engine_decisions_equal_the_evaluation_path(kind, method):
         assert np.allclose(res.probabilities.sum(1), 1.0, atol=1e-5)
         spread |= set(chosen.tolist())
     assert spread == {0, 1, 2, 3}  # the test exercised every exit
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_the_fallback_through_the_backbone_forward_decides_the_same(kind, monkeypatch):
+    """Encoders SegmentRunner does not know run through the backbone's own forward (layer list swapped, hooks);
+    forced here on the known ones, the decisions are the same."""
+    model = _model(kind, "sweet")
+    ids, mask = padded_batch()
+    policy = ConfidencePolicy([1.0, 1.3, 0.7, 1.0])
+    fast = EarlyExitEngine(model, policy, 0.8)
+    monkeypatch.setattr(SegmentRunner, "supports", staticmethod(lambda m: False))
+    slow = EarlyExitEngine(model, policy, 0.8)
+    assert fast.runner is not None and slow.runner is None
+    a, b = fast.predict_batch(ids, mask), slow.predict_batch(ids, mask)
+    assert len(set(a.exit_index.tolist())) > 1
+    assert np.array_equal(a.exit_index, b.exit_index) and np.array_equal(a.label, b.label)
+    assert np.allclose(a.probabilities, b.probabilities, atol=1e-5)
 
 
 @pytest.mark.parametrize("kind", KINDS)

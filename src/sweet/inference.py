@@ -36,13 +36,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .modeling import MultiExitModel, find_layer_list
+from .modeling import MultiExitModel, SegmentRunner, find_layer_list
 from .policies import ExitPolicy
-from .precision import model_placement, to_device
-
-
-class _SegmentDone(Exception):
-    """Raised inside the forward at the layer after a segment, to stop the forward there."""
+from .precision import model_placement
 
 
 @dataclass
@@ -102,7 +98,9 @@ class EarlyExitEngine:
         self.placement = model_placement(model)
         self.device = self.placement.device
         self.num_exits = model.num_exits
-        if self.segmented:
+        # explicit segment functions where the encoder family is supported; else the backbone's own forward
+        self.runner = SegmentRunner(model) if SegmentRunner.supports(model) else None
+        if self.segmented and self.runner is None:
             backbone = model.backbones[0]
             self.layers = list(find_layer_list(backbone))
             self._owner, self._attr = _layer_list_owner(backbone)
@@ -158,60 +156,78 @@ class EarlyExitEngine:
     def _run_segments(self, input_ids, attention_mask, token_type_ids, batch_size: int, sort: bool,
                       out: BatchResult) -> BatchResult:
         n = input_ids.shape[0]
+        dev = self.device
         # the last used column of each row (right padding: its length); a row's hidden state is kept up to it
         cols = torch.arange(attention_mask.shape[1])
         widths = ((attention_mask != 0) * (cols + 1)).amax(1).clamp_min(1)
         state = self.policy.init_state(n)
         alive = torch.arange(n)
-        stored: dict[int, torch.Tensor] | None = None  # row -> hidden state entering the next segment
+        store: _HiddenStore | None = None  # where each remaining row's hidden state (the next segment's input) is
         for s in range(self.num_exits):
             if len(alive) == 0:
                 break
             queue = alive[torch.argsort(-widths[alive], stable=True)] if sort else alive
-            survivors, next_stored = [], {}
+            survivors, next_store = [], _HiddenStore(n)
+            last = s == self.num_exits - 1
             for b in range(0, len(queue), batch_size):
                 rows = queue[b : b + batch_size]
                 width = int(widths[rows].max())
-                ids, mask = input_ids[rows, :width], attention_mask[rows, :width]
-                tt = None if token_type_ids is None else token_type_ids[rows, :width]
-                hidden_in = None
-                if s > 0 and self.segmented:
-                    hidden_in = torch.nn.utils.rnn.pad_sequence([stored[int(r)] for r in rows], batch_first=True)
-                hidden = self._segment(s, ids, mask, tt, hidden_in)
+                mask = attention_mask[rows, :width].to(dev)
+                hidden_in = store.gather(rows, width) if s > 0 and self.segmented else None
+                if self.runner is not None:
+                    if s == 0:
+                        tt = None if token_type_ids is None else token_type_ids[rows, :width].to(dev)
+                        hidden_in = self.runner.embed(input_ids[rows, :width].to(dev), mask, tt)
+                    hidden = self.runner.run(s, hidden_in, mask)
+                else:
+                    tt = None if token_type_ids is None else token_type_ids[rows, :width]
+                    hidden = self._segment_via_forward(s, input_ids[rows, :width], mask, tt, hidden_in)
                 keep, state = self._apply_exit(s, hidden, mask, rows, state, out)
+                if last or not keep.any():
+                    continue
                 kept = rows[keep]
-                if len(kept) and s < self.num_exits - 1:
-                    survivors.append(kept)
-                    if self.segmented:
-                        h = hidden[keep.to(hidden.device)]
-                        for j, r in enumerate(kept.tolist()):
-                            next_stored[r] = h[j, : int(widths[r])]
+                survivors.append(kept)
+                if self.segmented:
+                    next_store.add(kept, hidden if keep.all() else hidden[torch.from_numpy(keep).to(hidden.device)])
             alive = torch.cat(survivors) if survivors else torch.zeros(0, dtype=torch.long)
-            stored = next_stored
+            store = next_store
         assert (out.exit_index >= 0).all()
         return out
 
-    def _apply_exit(self, i: int, hidden: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, state, out: BatchResult):
-        """Exit ``i`` on a batch of ``rows``: record the rows that leave; return (keep-mask, window state)."""
-        logits, pooled = self.model.heads[i](hidden, to_device(mask, self.device))
+    def _apply_exit(self, i: int, hidden: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, state,
+                    out: BatchResult) -> tuple[np.ndarray, object]:
+        """Exit ``i`` on a batch of ``rows``: record the rows that leave; return (keep-mask as numpy, window state).
+        The decision is taken on the model's device; its results come to the host in one transfer."""
+        logits, pooled = self.model.heads[i](hidden, mask)
         logits = logits.float()
         sub = self.policy.select_state(state, rows) if state is not None else None
         score, sub = self.policy.score(i, logits, pooled, sub)
         state = _assign_state(state, rows, sub)
-        last = i == self.num_exits - 1
-        leave = torch.ones_like(score, dtype=torch.bool) if last else self.policy.should_exit(score, self.threshold)
-        if leave.any():
-            idx = rows[leave.cpu()].numpy()
-            out.exit_index[idx] = i
-            out.label[idx] = logits[leave].argmax(-1).cpu().numpy()
-            out.score[idx] = score[leave].float().cpu().numpy()
-            out.probabilities[idx] = self.policy.probabilities(i, logits[leave]).cpu().numpy()
-        return (~leave).cpu(), state
+        if i == self.num_exits - 1:
+            leave = torch.ones_like(score, dtype=torch.bool)
+        else:
+            leave = self.policy.should_exit(score, self.threshold)
+        probs = self.policy.probabilities(i, logits)
+        packed = torch.cat([leave.to(probs.device, torch.float32)[:, None], logits.argmax(-1).float()[:, None],
+                            score.to(probs.device, torch.float32)[:, None], probs], 1).cpu().numpy()
+        go = packed[:, 0] > 0
+        idx = rows.numpy()[go]
+        out.exit_index[idx] = i
+        out.label[idx] = packed[go, 1].astype(np.int64)
+        out.score[idx] = packed[go, 2]
+        out.probabilities[idx] = packed[go, 3:]
+        return ~go, state
 
-    def _segment(self, s: int, ids, mask, tt, hidden_in) -> torch.Tensor:
-        """Run segment ``s`` on one batch; returns the exit's representation [B, W, d]."""
+    def _segment_via_forward(self, s: int, ids, mask, tt, hidden_in) -> torch.Tensor:
+        """Segment ``s`` of an encoder :class:`~sweet.modeling.SegmentRunner` does not support (or model ``s`` of a
+        Multi-Model) on one batch, through the backbone's own forward; returns the exit's representation [B, W, d].
+
+        The encoder's layer list is temporarily replaced by the segment's layers; a pre-hook on the first of them
+        substitutes ``hidden_in``, a pre-hook on the layer after the segment records its input and stops the
+        forward. DeBERTa-v2's convolution, which follows layer 1 only, is switched off for segments that start
+        later."""
         dev = self.device
-        kwargs = self.model._backbone_kwargs(ids.to(dev), mask.to(dev), None if tt is None else tt.to(dev))
+        kwargs = self.model._backbone_kwargs(ids.to(dev), mask, None if tt is None else tt.to(dev))
         if not self.segmented:
             return self.model.backbones[s](**kwargs).last_hidden_state
         start, end = self.segments[s]
@@ -220,10 +236,9 @@ class EarlyExitEngine:
         captured: list[torch.Tensor] = []
 
         def substitute(module, args, kw):
-            h = hidden_in.to(dev)
             if args:
-                return (h, *args[1:]), kw
-            return args, {**kw, "hidden_states": h}
+                return (hidden_in, *args[1:]), kw
+            return args, {**kw, "hidden_states": hidden_in}
 
         def capture(module, args, kw):
             captured.append(args[0] if args else kw["hidden_states"])
@@ -250,3 +265,51 @@ class EarlyExitEngine:
             for h in handles:
                 h.remove()
         return out
+
+
+class _SegmentDone(Exception):
+    """Raised inside the forward at the layer after a segment, to stop the forward there (fallback path)."""
+
+
+class _HiddenStore:
+    """The hidden states of the rows that go on to the next segment, kept as the batches that produced them
+    ([k, W, d] tensors on the model's device, W the batch's width) plus, per row, its batch and position. A batch
+    of the next segment gathers its rows with one ``index_select`` per source batch (rows of a batch come from one
+    or two consecutive source batches, since queues keep their order), cut or zero-padded to the new width."""
+
+    def __init__(self, n: int):
+        self.chunks: list[torch.Tensor] = []
+        self.chunk = np.full(n, -1, np.int64)
+        self.pos = np.full(n, -1, np.int64)
+
+    def add(self, rows: torch.Tensor, hidden: torch.Tensor) -> None:
+        r = rows.numpy()
+        self.chunk[r] = len(self.chunks)
+        self.pos[r] = np.arange(len(r))
+        self.chunks.append(hidden)
+
+    def gather(self, rows: torch.Tensor, width: int) -> torch.Tensor:
+        r = rows.numpy()
+        chunk, pos = self.chunk[r], self.pos[r]
+        # runs of consecutive rows from the same source batch, in order
+        starts = np.flatnonzero(np.r_[True, chunk[1:] != chunk[:-1]])
+        ends = np.r_[starts[1:], len(r)]
+        parts = []
+        for a, b in zip(starts, ends):
+            src = self.chunks[int(chunk[a])]
+            p = pos[a:b]
+            if b - a == src.shape[0] and (p == np.arange(b - a)).all():
+                part = src  # the whole source batch, in order
+            else:
+                part = src.index_select(0, torch.from_numpy(p).to(src.device))
+            parts.append(_fit_width(part, width))
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _fit_width(hidden: torch.Tensor, width: int) -> torch.Tensor:
+    """``hidden`` [k, W, d] cut to ``width`` positions or zero-padded to it. Positions past a row's own length are
+    masked out of attention (and of pooling), so what they hold does not change the row's real positions."""
+    w = hidden.shape[1]
+    if w >= width:
+        return hidden[:, :width]
+    return torch.nn.functional.pad(hidden, (0, 0, 0, width - w))

@@ -56,9 +56,11 @@ from .parts import (
     find_layer_list,
     truncate,
 )
+from .segments import FirstSegmentModule, SegmentModule, SegmentRunner
 
 __all__ = [
     "CONFIG_NAME", "FORMAT_VERSION", "METHODS", "PICKLE_MAGIC", "POOLINGS", "WEIGHTS_NAME", "ExitHead", "ExitPredictor",
-    "MultiExitConfig", "MultiExitModel", "MultiExitOutput", "backbone_input_names", "drop_pooler", "find_layer_list",
+    "FirstSegmentModule", "MultiExitConfig", "MultiExitModel", "MultiExitOutput", "SegmentModule", "SegmentRunner",
+    "backbone_input_names", "drop_pooler", "find_layer_list",
     "refuse_pickle", "truncate", "validate_exit_layers",
 ]
