@@ -52,14 +52,15 @@ def _tokenizer(folder: Path):
 
 
 def _save(kind: str, method: str, folder: Path, learned: bool = False) -> Path:
-    """A tiny model with confident heads (scaled classifiers, so that rows leave at different exits), saved with a
-    fast tokenizer as a sweet model directory."""
-    model = tiny_model(kind, method, num_labels=2)
+    """A tiny model with heads re-drawn at a larger scale (so that confidences vary between rows and rows leave at
+    different exits), saved with a fast tokenizer as a sweet model directory."""
+    model = tiny_model(kind, method, num_labels=2, pooling="mean")
+    g = torch.Generator().manual_seed(3)
     with torch.no_grad():
         for head in model.heads:
-            head.classifier.weight.mul_(40.0)
+            head.dense.weight.copy_(torch.randn(head.dense.weight.shape, generator=g) * 4)
+            head.classifier.weight.copy_(torch.randn(head.classifier.weight.shape, generator=g))
         if learned:
-            g = torch.Generator().manual_seed(3)
             for p in model.add_exit_predictors():
                 p.weight.copy_(torch.randn(p.weight.shape, generator=g))
     model.config.task, model.config.label_names = "sst2", ["negative", "positive"]
