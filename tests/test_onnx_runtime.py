@@ -306,3 +306,10 @@ def test_cli_export_and_predict_with_the_onnx_runtime(exported, tmp_path, monkey
         [(a["label"], a["exit_layer"]) for a in answers["torch"]]
     code, _, err = run(["predict", str(out), "--runtime", "onnx", "--input", str(inputs)])
     assert code == 2 and "unknown runtime 'onnx'; choose one of: torch, onnxruntime" in err
+
+
+def test_the_numpy_policies_are_the_torch_policies():
+    from sweet.policies import POLICIES
+    from sweet.runtime.policies import POLICIES as NUMPY_POLICIES
+
+    assert NUMPY_POLICIES == POLICIES
