@@ -69,12 +69,15 @@ def main() -> None:
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", required=True)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--max-examples", type=int, default=None, help="only the first N rows of the evaluation split")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     run = Path(args.run_dir)
     cfg = load_run_config(run)
     examples, split = evaluation_split(cfg, args.data_dir)
+    if args.max_examples is not None:
+        examples = examples.subset(range(min(args.max_examples, len(examples))))
     labels = np.asarray(examples.labels)
     tmp = Path(tempfile.mkdtemp(prefix="sweet-onnx-agreement-"))
     try:
