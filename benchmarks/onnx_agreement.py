@@ -63,12 +63,31 @@ def exit_logits(folder: Path, graphs: list[str], encoded, batch_size: int = 64) 
     return [np.concatenate(c)[inverse] for c in chunks] if n else out
 
 
+def agreement_from_logits(grid, logits, labels, policy) -> list[dict]:
+    from sweet.policies import decide
+
+    out = []
+    for t in grid:
+        ref_exit, ref_pred, _ = decide(policy, logits["torch fp32"], t)
+        row = {"threshold": t, "torch_fp32_accuracy": score("accuracy", labels, ref_pred), "from_logits": True}
+        for p, key in (("fp32", "onnx fp32"), ("int8", "onnx int8 per-channel (shipped)")):
+            ex, pred, _ = decide(policy, logits[key], t)
+            row[f"onnx_{p}_agreement"] = float(np.mean((ex == ref_exit) & (pred == ref_pred)))
+            row[f"onnx_{p}_accuracy"] = score("accuracy", labels, pred)
+        out.append(row)
+        print(row, flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("run_dir")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", required=True)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--from-logits", action="store_true",
+                    help="agreement from each runtime's per-exit logits on all rows (sweet.policies.decide, the "
+                         "evaluation path the engine is tested equal to) instead of running the engines per threshold")
     ap.add_argument("--max-examples", type=int, default=None, help="only the first N rows of the evaluation split")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -88,25 +107,13 @@ def main() -> None:
         onnx_p = {p: load(folder, runtime="onnxruntime", precision=p, threads=args.threads) for p in ("fp32", "int8")}
         texts = [list(t) if len(t) > 1 else t[0] for t in examples.texts]
         grid = [float(t) for t in torch_p.get_policy("confidence").threshold_grid(manifest.num_labels)]
-        agreement = []
-        for t in grid:
-            want = torch_p.predict(texts, threshold=t)
-            row = {"threshold": t, "torch_fp32_accuracy": score("accuracy", labels, np.array([w["label_id"] for w in want]))}
-            for p, pred in onnx_p.items():
-                got = pred.predict(texts, threshold=t)
-                row[f"onnx_{p}_agreement"] = float(np.mean([(g["exit_layer"], g["label_id"]) == (w["exit_layer"], w["label_id"])
-                                                            for g, w in zip(got, want)]))
-                row[f"onnx_{p}_accuracy"] = score("accuracy", labels, np.array([g["label_id"] for g in got]))
-            agreement.append(row)
-            print(row, flush=True)
         # per-exit accuracy on every row
         encoded = torch_p.encode(examples)
-        per_exit = {"torch fp32": [score("accuracy", labels, lg.argmax(-1))
-                                   for lg in collect_logits(torch_p.model, encoded, torch_p.collator, 64, progress=False)]}
-        per_exit["onnx fp32"] = [score("accuracy", labels, lg.argmax(-1))
-                                 for lg in exit_logits(folder, manifest.precisions["fp32"], encoded)]
-        per_exit["onnx int8 per-channel (shipped)"] = [score("accuracy", labels, lg.argmax(-1))
-                                                       for lg in exit_logits(folder, manifest.precisions["int8"], encoded)]
+        logits = {"torch fp32": [lg.numpy() if hasattr(lg, "numpy") else lg for lg in
+                                 collect_logits(torch_p.model, encoded, torch_p.collator, 64, progress=False)],
+                  "onnx fp32": exit_logits(folder, manifest.precisions["fp32"], encoded),
+                  "onnx int8 per-channel (shipped)": exit_logits(folder, manifest.precisions["int8"], encoded)}
+        per_exit = {k: [score("accuracy", labels, lg.argmax(-1)) for lg in v] for k, v in logits.items()}
         import onnx
 
         variants = {"onnx int8 per-tensor": dict(per_channel=False),
@@ -125,6 +132,20 @@ def main() -> None:
             per_exit[name] = [score("accuracy", labels, lg.argmax(-1)) for lg in exit_logits(vdir, graphs, encoded)]
         for k, v in per_exit.items():
             print(k, [round(x, 2) for x in v], flush=True)
+        if args.from_logits:
+            agreement = agreement_from_logits(grid, logits, labels, torch_p.get_policy("confidence"))
+        else:
+            agreement = []
+            for t in grid:
+                want = torch_p.predict(texts, threshold=t)
+                row = {"threshold": t, "torch_fp32_accuracy": score("accuracy", labels, np.array([w["label_id"] for w in want]))}
+                for p, pred in onnx_p.items():
+                    got = pred.predict(texts, threshold=t)
+                    row[f"onnx_{p}_agreement"] = float(np.mean([(g["exit_layer"], g["label_id"]) == (w["exit_layer"], w["label_id"])
+                                                                for g, w in zip(got, want)]))
+                    row[f"onnx_{p}_accuracy"] = score("accuracy", labels, np.array([g["label_id"] for g in got]))
+                agreement.append(row)
+                print(row, flush=True)
         sizes = {p: sum((folder / g).stat().st_size for g in files) for p, files in manifest.precisions.items()}
         report = {"run_dir": str(run), "task": cfg.task, "split": split, "n": len(labels),
                   "exit_layers": manifest.exit_layers, "agreement": agreement, "per_exit_accuracy": per_exit,
