@@ -313,3 +313,21 @@ def test_the_numpy_policies_are_the_torch_policies():
     from sweet.runtime.policies import POLICIES as NUMPY_POLICIES
 
     assert NUMPY_POLICIES == POLICIES
+
+
+def test_serving_runs_the_onnx_predictor(exported):
+    pytest.importorskip("fastapi")
+    from fastapi.testclient import TestClient
+
+    from sweet.serving.app import create_app
+
+    _, folder = exported["mpnet-sweet"]
+    texts = [t[0] for t in _texts(6, seed=11)]
+    want = load(folder, runtime="onnxruntime", threads=1).predict(texts, threshold=0.7)
+    with TestClient(create_app(folder, runtime="onnxruntime", threads=1, threshold=0.7)) as client:
+        answer = client.post("/predict", json={"texts": texts})
+        info = client.get("/info").json()
+    assert answer.status_code == 200
+    assert [(a["label"], a["exit_layer"]) for a in answer.json()["predictions"]] == \
+        [(w["label"], w["exit_layer"]) for w in want]
+    assert info["runtime"] == "onnxruntime" and info["precision"] == "fp32"
