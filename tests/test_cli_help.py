@@ -15,7 +15,7 @@ from sweet.cli import options
 from sweet.config import POOLING_CHOICES
 from sweet.policies import POLICIES
 
-COMMANDS = [["train"], ["demo"], ["evaluate"], ["predict"], ["bench"], ["tune"], ["grid"], ["report"], ["tasks"], ["serve"],
+COMMANDS = [["train"], ["demo"], ["evaluate"], ["predict"], ["bench"], ["export"], ["tune"], ["grid"], ["report"], ["tasks"], ["serve"],
             ["loadtest"], ["analyze", "gradients"]]
 
 
@@ -49,9 +49,10 @@ def test_every_command_answers_help(command):
 
 @pytest.mark.parametrize("command, shown", [
     (["predict"], ["[tsv|jsonl]", "[confidence|entropy|patience|learned]", "[auto|fp32|bf16|fp16|int8]",
-                   "FLOAT in [0, 1]", "INTEGER >= 1"]),
+                   "FLOAT in [0, 1]", "INTEGER >= 1", "[torch|onnxruntime]", "pip install 'sweet[onnx]'"]),
+    (["export"], ["[onnx]", "--int8", "--overwrite"]),
     (["train"], ["[auto|cls|mean]", "[local|hub]", "[auto|fp32|bf16|fp16]", "INTEGER >= 8", "FLOAT > 0"]),
-    (["serve"], ["[local|ray]", "INTEGER >= 1"]),
+    (["serve"], ["[local|ray]", "INTEGER >= 1", "[torch|onnxruntime]"]),
     (["grid"], ["[local|ray]"]),
     (["bench"], ["pip install 'sweet[onnx]'"]),  # rich markup must not swallow the extra's brackets
 ])

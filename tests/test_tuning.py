@@ -386,3 +386,10 @@ def test_retraining_a_run_deletes_its_tuned_threshold(tmp_path):
         (run_dir / name).write_text("{}", encoding="utf-8")
     prepare_output_dir(run_dir, overwrite=True)
     assert not (run_dir / "threshold.json").exists() and not (run_dir / "model" / "threshold.json").exists()
+
+
+def test_the_torch_free_threshold_reader_knows_every_policy():
+    from sweet.policies import POLICIES
+    from sweet.thresholds import POLICY_NAMES
+
+    assert tuple(POLICY_NAMES) == tuple(POLICIES)

@@ -20,7 +20,7 @@ _LAZY = {
     "ConfidencePolicy": "policies",
     "ExitPolicy": "policies",
     "Predictor": "predictor",
-    "load": "predictor",
+    "load": "loader",
     "RunConfig": "config",
     "run": "runs",
     "train": ("runs", "train_run"),

@@ -44,7 +44,9 @@ from tqdm.auto import tqdm
 from .cost import cost_ratio
 from .encoding import Encoded, encode
 from .errors import SweetError
+from .export import export_run
 from .inference import EarlyExitEngine
+from .loader import check_runtime
 from .metrics import score
 from .peers import (
     FullModel,
@@ -65,6 +67,7 @@ from .precision import (
 from .predictor import Predictor
 from .rundir import environment, load_run_config
 from .runs import evaluation_examples
+from .runtime import OnnxPredictor, onnxruntime_missing
 
 BASELINE = "torch fp32 full"
 
@@ -164,9 +167,14 @@ def benchmark(
     data: str | None = None,
     data_config: str | None = None,
     eval_split: str | None = None,
+    runtime: str = "torch",
 ) -> dict:
     """Time the engine against the full model (torch at each precision, ONNX Runtime fp32/int8); see the module
     docstring. ``precisions``: a comma list or sequence, ``default`` or ``all`` (:func:`parse_precisions`).
+
+    ``runtime="onnxruntime"`` adds the ONNX Runtime engine (:mod:`sweet.runtime`, the run exported per segment to
+    a temporary folder, fp32 and int8 graphs) at every threshold, next to the torch engine; each of its rows also has
+    the share of rows whose exit and label equal the torch fp32 engine's at that threshold.
 
     Long on purpose: one measurement in the order it runs (load, warm up, time each configuration, the peers, write), so that what is timed is visible in one place."""
 
@@ -202,7 +210,8 @@ def benchmark(
         if peers:
             sessions = _onnx_sessions(model, collator, dev, torch_threads, Path(tmp.name), notes, onnx_info)
         else:
-            notes.append("peers off (--no-peers): no ONNX Runtime rows")
+            notes.append("peers off (--no-peers): no ONNX Runtime full-model rows")
+        onnx_engines = _onnx_engines(run_dir, check_runtime(runtime), dev, torch_threads, Path(tmp.name), onnx_info)
 
         points = []
         for bs in batch_sizes:
@@ -223,6 +232,9 @@ def benchmark(
                 for t in thresholds:
                     engine = EarlyExitEngine(predictors[p].model, pol, t)
                     fns[f"engine {p} t={t:.4g}"] = _engine_run(engine, encoded, collator, bs)
+            for p, onnx_predictor in onnx_engines.items():
+                for t in thresholds:
+                    fns[f"onnx engine {p} t={t:.4g}"] = _onnx_engine_run(onnx_predictor, encoded, t, policy, bs)
             # warm-up: every configuration on the first batches
             warm_rows = min(n, max(1, warmup) * bs)
             warm_encoded = _head(encoded, warm_rows)
@@ -235,6 +247,9 @@ def benchmark(
                     pol = predictors[p].get_policy(policy)
                     for t in thresholds:
                         _engine_run(EarlyExitEngine(predictors[p].model, pol, t), warm_encoded, collator, bs)()
+                for onnx_predictor in onnx_engines.values():
+                    for t in thresholds:
+                        _onnx_engine_run(onnx_predictor, warm_encoded, t, policy, bs)()
             seconds, outputs = _time_interleaved(fns, repeats, progress)
 
             base = seconds[BASELINE]
@@ -275,6 +290,24 @@ def benchmark(
                         "speedup_vs_same_precision_full": speed_same, "ratio_same_precision": speed_same * cost,
                         "exit_counts": counts.tolist(),
                     })
+            for p in onnx_engines:
+                same = seconds.get(f"onnxruntime {p} full")
+                for t in thresholds:
+                    name = f"onnx engine {p} t={t:.4g}"
+                    res, ref_res = outputs[name], outputs[f"engine fp32 t={t:.4g}"]
+                    counts = np.bincount(res.exit_index, minlength=len(layers))
+                    cost = cost_ratio(counts, layers, method)
+                    row = common(name, res.label)
+                    speed_same = None if same is None else _median_ratio(same, seconds[name])
+                    points.append({
+                        "name": name, "kind": "engine", "runtime": "onnxruntime", "precision": p, "threshold": t,
+                        "baseline": False, "cost_ratio": cost, "ideal_speedup": 1.0 / cost, **row,
+                        "ratio": row["measured_speedup"] * cost, "speedup_vs_same_precision_full": speed_same,
+                        "ratio_same_precision": None if speed_same is None else speed_same * cost,
+                        "exit_counts": counts.tolist(),
+                        "agreement_vs_torch_fp32": float(np.mean((res.exit_index == ref_res.exit_index)
+                                                                 & (res.label == ref_res.label))),
+                    })
             base_acc = next(pt["accuracy"] for pt in points if pt["batch_size"] == bs and pt["baseline"])
             for pt in points:
                 if pt["batch_size"] != bs or pt["baseline"]:
@@ -291,7 +324,7 @@ def benchmark(
         "policy": policy, "n_examples": n, "split": split_name, "batch_sizes": [int(b) for b in batch_sizes],
         "repeats": repeats, "warmup_batches": warmup, "threads": torch_threads, "device": str(dev),
         "precisions": precs, "placements": {p: predictors[p].placement.to_dict() for p in precs},
-        "thresholds": thresholds, "onnxruntime": onnx_info, "notes": notes, "environment": environment(),
+        "thresholds": thresholds, "runtime": runtime, "onnxruntime": onnx_info, "notes": notes, "environment": environment(),
         "protocol": "same examples (evaluation split, dataset order, pre-tokenised) and batch size for every row; "
                     "every configuration timed once per repeat, interleaved; speedup = median over repeats of "
                     "(torch fp32 full time / time) within the same repeat; full model = encoder + last head, no exit "
@@ -334,6 +367,28 @@ def _engine_run(engine, encoded, collator, batch_size: int) -> Callable[[], obje
         return engine.predict(encoded, collator, batch_size, sort_by_length=False)
 
     return run
+
+
+def _onnx_engine_run(predictor, encoded, threshold: float, policy: str, batch_size: int) -> Callable[[], object]:
+    def run():
+        return predictor.run(encoded, threshold, policy, batch_size, sort_by_length=False)
+
+    return run
+
+
+def _onnx_engines(run_dir, runtime: str, device: torch.device, threads: int, folder: Path, info: dict) -> dict:
+    """The ONNX Runtime engine at fp32 and int8 ({} unless ``runtime`` is onnxruntime), over the run exported
+    once into ``folder``."""
+    if runtime != "onnxruntime":
+        return {}
+    if device.type != "cpu":
+        raise SweetError(f"the ONNX runtime engine runs on the CPU; bench it with --device cpu, not {device}")
+    reason = onnxruntime_missing()
+    if reason:
+        raise SweetError(reason)
+    exported = export_run(run_dir, folder / "segments", int8=True)
+    info["engine_export"] = {"seconds": exported["seconds"], "bytes": exported["bytes"], "int8": exported["int8"]}
+    return {p: OnnxPredictor(folder / "segments", precision=p, threads=threads) for p in ("fp32", "int8")}
 
 
 def _onnx_sessions(model, collator, device: torch.device, threads: int, folder: Path, notes: list[str],
@@ -380,6 +435,9 @@ def format_bench(report: dict) -> str:
              f"onnxruntime {ort.get('version') or 'not installed'}", ""]
     header = ["batch", "configuration", "cost", "ideal", "speedup", "ratio", "same-prec", "ex/s", "acc",
               "Δacc fp32", "vs ORT int8"]
+    agreement = any("agreement_vs_torch_fp32" in p for p in report["points"])
+    if agreement:
+        header.append("agree torch fp32")
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "|".join("---:" if h not in ("configuration",) else "---" for h in header) + "|")
     for p in report["points"]:
@@ -389,11 +447,16 @@ def format_bench(report: dict) -> str:
                  _fmt(p.get("ratio_same_precision"), ".2f", 5), _fmt(p["examples_per_second"], ".1f", 7),
                  _fmt(p["accuracy"], ".2f", 6), _fmt(p.get("accuracy_delta_vs_fp32"), "+.2f", 6),
                  _fmt(p.get("throughput_vs_onnxruntime_int8"), ".2f", 5)]
+        if agreement:
+            cells.append(_fmt(p.get("agreement_vs_torch_fp32"), ".4f", 6))
         lines.append("| " + " | ".join(cells) + " |")
     lines.append("")
     lines.append("speedup: vs the torch fp32 full model, median of per-repeat ratios; ideal = 1/cost; ratio = "
                  "speedup x cost; same-prec = the same ratio against the full model at the row's own precision; "
-                 "vs ORT int8: throughput relative to ONNX Runtime int8 on the full model.")
+                 "vs ORT int8: throughput relative to ONNX Runtime int8 on the full model."
+                 + (" onnx engine: the ONNX Runtime engine (same-prec against ONNX Runtime's full model at that "
+                    "precision; agree torch fp32: share of rows with the torch fp32 engine's exit and label at the "
+                    "same threshold)." if agreement else ""))
     for note in report.get("notes", []):
         lines.append(f"note: {note}")
     return "\n".join(lines)

@@ -394,6 +394,32 @@ def make_splits(
     )
 
 
+def examples_from_inputs(inputs: Sequence, task: Task) -> Examples:
+    """Check and convert a predictor's inputs: strings for single-text tasks, (text, text) pairs for pair tasks."""
+    if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
+        raise SweetError("inputs must be a list of texts (pair tasks: a list of [text, text] pairs)")
+    if len(inputs) == 0:
+        raise SweetError("inputs are empty: give at least one text")
+    arity = len(task.text_fields)
+    texts = []
+    for i, item in enumerate(inputs):
+        parts = (item,) if isinstance(item, str) else item
+        if isinstance(parts, (str, bytes)) or not isinstance(parts, Sequence) or len(parts) != arity:
+            want = "a text" if arity == 1 else f"a pair of {arity} texts ({', '.join(task.text_fields)})"
+            raise SweetError(f"item {i}: {task.name} expects {want} per item, got {_describe(item)}")
+        if not all(isinstance(p, str) for p in parts):
+            raise SweetError(f"item {i}: texts must be strings, got {_describe(item)}")
+        if any(is_blank(p) for p in parts):
+            raise SweetError(f"item {i}: empty text")
+        texts.append(tuple(parts))
+    return Examples(texts, None, name="input")
+
+
+def _describe(item) -> str:
+    text = repr(item)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def read_unlabelled(lines: Sequence[str], task: Task) -> Examples:
     """Parse ``predict`` input: one example per line, pair tasks as two tab-separated texts."""
     texts = []

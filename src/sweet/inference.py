@@ -36,8 +36,6 @@ batch to the model's device and compares float32 logits, so decisions use full-p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import nn
@@ -45,22 +43,7 @@ from torch import nn
 from .modeling import MultiExitModel, SegmentRunner, find_layer_list
 from .policies import ExitPolicy
 from .precision import model_placement
-
-
-@dataclass
-class BatchResult:
-    exit_index: np.ndarray  # [B] index of the exit each row left at
-    label: np.ndarray  # [B] predicted label id
-    score: np.ndarray  # [B] the policy's score at that exit (the confidence, for ConfidencePolicy)
-    probabilities: np.ndarray  # [B, K] class probabilities at that exit (temperature-scaled if the policy has T)
-
-    def __len__(self) -> int:
-        return len(self.label)
-
-    @classmethod
-    def empty(cls, n: int, num_labels: int) -> "BatchResult":
-        return cls(np.full(n, -1, np.int64), np.zeros(n, np.int64), np.zeros(n, np.float32),
-                   np.zeros((n, num_labels), np.float32))
+from .runtime.result import BatchResult  # noqa: F401 (public here too: shared with the ONNX engine)
 
 
 def _layer_list_owner(backbone: nn.Module) -> tuple[nn.Module, str]:

@@ -40,13 +40,7 @@ import torch
 
 from .cost import threshold_grid
 from .errors import SweetError
-
-
-def check_threshold(threshold: float) -> float:
-    t = float(threshold)
-    if not np.isfinite(t) or not 0.0 <= t <= 1.0:
-        raise SweetError(f"threshold must be a number in [0, 1], got {threshold}")
-    return t
+from .thresholds import DEFAULT_THRESHOLD, check_threshold  # noqa: F401 (public here too)
 
 
 class ExitPolicy(ABC):
@@ -216,9 +210,6 @@ class LearnedExitPolicy(ExitPolicy):
 
 
 #: Policy names accepted by :func:`make_policy` (and --policy on the command line).
-#: the threshold a trained model answers with unless told otherwise (predict, serve, the default-threshold report)
-DEFAULT_THRESHOLD = 0.9
-
 POLICIES = ("confidence", "entropy", "patience", "learned")
 
 

@@ -19,8 +19,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from .data import Examples, is_blank, read_unlabelled
-from .encoding import encode
+from .data import Examples, examples_from_inputs, read_unlabelled
+from .encoding import Encoded, encode
 from .errors import SweetError
 from .inference import EarlyExitEngine
 from .policies import DEFAULT_THRESHOLD, check_threshold, make_policy
@@ -33,11 +33,14 @@ from .rundir import (
     load_run_config,
     make_collator,
 )
-from .tuning import Budget, TuneResult, read_threshold, tune_run
+from .thresholds import read_threshold
+from .tuning import Budget, TuneResult, tune_run
 
 
 class Predictor:
     """A trained multi-exit model ready to answer: tokenizer, exit policies, device and precision."""
+
+    runtime = "torch"
 
     def __init__(self, model, tokenizer, task, *, max_length: int = 256, threshold: float = DEFAULT_THRESHOLD,
                  policy: str = "confidence", batch_size: int = 64, source: str | None = None,
@@ -93,6 +96,14 @@ class Predictor:
 
     # ------------------------------------------------------------------------------------------ answering
 
+    @property
+    def exit_layers(self) -> list[int]:
+        return self.model.exit_layers
+
+    @property
+    def method(self) -> str:
+        return self.model.config.method
+
     def get_policy(self, name: str):
         if name not in self._policies:
             self._policies[name] = make_policy(name, self.model)
@@ -100,23 +111,15 @@ class Predictor:
 
     def examples(self, inputs: Sequence) -> Any:
         """Check and convert inputs: strings for single-text tasks, (text, text) pairs for pair tasks."""
-        if isinstance(inputs, (str, bytes)) or not isinstance(inputs, Sequence):
-            raise SweetError("inputs must be a list of texts (pair tasks: a list of [text, text] pairs)")
-        if len(inputs) == 0:
-            raise SweetError("inputs are empty: give at least one text")
-        arity = len(self.task.text_fields)
-        texts = []
-        for i, item in enumerate(inputs):
-            parts = (item,) if isinstance(item, str) else item
-            if isinstance(parts, (str, bytes)) or not isinstance(parts, Sequence) or len(parts) != arity:
-                want = "a text" if arity == 1 else f"a pair of {arity} texts ({', '.join(self.task.text_fields)})"
-                raise SweetError(f"item {i}: {self.task.name} expects {want} per item, got {_describe(item)}")
-            if not all(isinstance(p, str) for p in parts):
-                raise SweetError(f"item {i}: texts must be strings, got {_describe(item)}")
-            if any(is_blank(p) for p in parts):
-                raise SweetError(f"item {i}: empty text")
-            texts.append(tuple(parts))
-        return Examples(texts, None, name="input")
+        return examples_from_inputs(inputs, self.task)
+
+    def encode(self, examples: Examples) -> Encoded:
+        """Tokenise examples (truncated to the model's max length)."""
+        return encode(self.tokenizer, examples, self.max_length, warn=False)
+
+    def predict_lines(self, lines: Sequence[str]) -> list[dict]:
+        """``sweet predict`` input: one example per line, pairs as two tab-separated texts."""
+        return self.predict_encoded(encode(self.tokenizer, read_unlabelled(lines, self.task), self.max_length))
 
     def predict(self, inputs: Sequence, threshold: float | None = None, policy: str | None = None,
                 batch_size: int | None = None) -> list[dict]:
@@ -152,7 +155,7 @@ class Predictor:
                 "exit_layers": list(cfg.exit_layers), "policy": self.policy, "threshold": self.threshold,
                 "threshold_origin": self.threshold_origin,
                 "max_length": self.max_length, "batch_size": self.batch_size,
-                "text_fields": list(self.task.text_fields), **self.placement.to_dict()}
+                "text_fields": list(self.task.text_fields), "runtime": self.runtime, **self.placement.to_dict()}
 
 
 def _describe(item) -> str:
@@ -179,11 +182,6 @@ def _default_threshold(path: Path, given: float | None, policy: str) -> tuple[fl
     return DEFAULT_THRESHOLD, {"how": "default", "note": note}
 
 
-def load(run_dir: str | Path, **kwargs) -> Predictor:
-    """``sweet.load(run_dir, device="auto", precision="auto", ...)``: see :meth:`Predictor.load`."""
-    return Predictor.load(run_dir, **kwargs)
-
-
 def predict_texts(model_or_run_dir: str | Path, lines: Sequence[str], threshold: float | None, task: str | None = None,
                   batch_size: int = 64, policy: str = "confidence", device: str = "auto",
                   precision: str = "auto") -> list[dict]:
@@ -192,5 +190,4 @@ def predict_texts(model_or_run_dir: str | Path, lines: Sequence[str], threshold:
     (``confidence``); with another policy also that policy's score there (``score``)."""
     predictor = Predictor.load(model_or_run_dir, device=device, precision=precision, task=task, threshold=threshold,
                                policy=policy, batch_size=batch_size)
-    examples = read_unlabelled(lines, predictor.task)
-    return predictor.predict_encoded(encode(predictor.tokenizer, examples, predictor.max_length))
+    return predictor.predict_lines(lines)

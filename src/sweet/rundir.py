@@ -42,6 +42,7 @@ from .encoding import Collator
 from .errors import SweetError
 from .io import read_json
 from .modeling import CONFIG_NAME, MultiExitModel
+from .thresholds import THRESHOLD_FILE
 from .version import __version__
 
 RUN_CONFIG = "run_config.json"
@@ -50,7 +51,6 @@ MODEL_DIR = "model"
 TRAIN_LOG = "train_log.json"
 SPLITS = "splits.json"
 #: the run's default threshold, chosen from a budget by ``sweet tune`` (:mod:`sweet.tuning`); a copy in model/
-THRESHOLD_FILE = "threshold.json"
 
 #: keys of run_config.json that record what the options resolved to on the machine that ran it, not what was
 #: asked: the environment (versions, threads), the placement (device, precision) and the token limit used

@@ -300,26 +300,6 @@ def write_threshold(run_dir: str | Path, result: TuneResult) -> Path:
     return path
 
 
-def read_threshold(path: str | Path) -> dict | None:
-    """The stored threshold of a run directory or a model folder (``threshold.json`` there, else in its
-    ``model/``), checked; None when there is none."""
-    p = Path(path)
-    for candidate in (p / THRESHOLD_FILE, p / MODEL_DIR / THRESHOLD_FILE):
-        if candidate.is_file():
-            try:
-                record = read_json(candidate)
-                value = float(record["threshold"])
-                policy = str(record["policy"])
-            except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
-                raise SweetError(f"{candidate}: not a threshold file written by 'sweet tune' ({exc}); run 'sweet tune' "
-                                 "again or delete it") from None
-            if not (math.isfinite(value) and 0.0 <= value <= 1.0) or policy not in POLICIES:
-                raise SweetError(f"{candidate}: threshold {value} / policy {policy!r} out of range; run 'sweet tune' "
-                                 "again or delete it")
-            return {**record, "threshold": value, "file": str(candidate)}
-    return None
-
-
 def format_tune(result: TuneResult) -> str:
     """The table ``sweet tune`` prints: the calibration split's prediction next to the evaluation split."""
     c, e = result.calibration, result.evaluation

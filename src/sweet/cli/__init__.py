@@ -1,8 +1,8 @@
-"""Command line interface: ``sweet train | demo | evaluate | predict | bench | tune | grid | report | tasks | serve |
-loadtest`` and ``sweet analyze gradients``, one module per command group:
+"""Command line interface: ``sweet train | demo | evaluate | predict | bench | export | tune | grid | report | tasks |
+serve | loadtest`` and ``sweet analyze gradients``, one module per command group:
 
 - :mod:`~sweet.cli.training`: train, demo
-- :mod:`~sweet.cli.inference`: evaluate, predict, bench
+- :mod:`~sweet.cli.inference`: evaluate, predict, bench, export
 - :mod:`~sweet.cli.tuning`: tune
 - :mod:`~sweet.cli.experiments`: grid, report, tasks
 - :mod:`~sweet.cli.analysis`: analyze gradients

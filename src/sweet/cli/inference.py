@@ -15,6 +15,7 @@ from .base import app
 from .options import (
     POSITIVE,
     PRECISION_CHOICE,
+    RUNTIME_CHOICE,
     DataConfig,
     DataDir,
     DefaultThreshold,
@@ -24,6 +25,7 @@ from .options import (
     Policy,
     Precision,
     Progress,
+    Runtime,
     one_of,
     optional_str,
     split_flag,
@@ -93,29 +95,27 @@ def predict(
     batch_size: Annotated[int, typer.Option(metavar=POSITIVE, help="Rows per batch at every depth (the engine refills batches as rows leave).")] = 64,
     device: Device = "auto",
     precision: Precision = "auto",
+    runtime: Runtime = "torch",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Score a table instead: --input FILE (.csv, .tsv, .jsonl or .parquet, with the run's text columns by name) is read in batches and written to this file (format by its extension) with label, exit_layer and confidence added to every row (sweet_label, ... where the input has those names).")] = None,
     progress: Progress = True,
 ) -> None:
     """Predict labels for unlabelled text; one line out per example: label, exit layer, confidence. With --output,
-    score a whole file (CSV, TSV, JSON Lines or Parquet), streaming in batches."""
-    from ..predictor import (  # heavy (torch): only when the command runs
-        Predictor,
-        predict_texts,
-    )
+    score a whole file (CSV, TSV, JSON Lines or Parquet), streaming in batches. RUN_DIR may also be a folder written
+    by 'sweet export' (with --runtime onnxruntime)."""
+    from ..loader import load  # heavy (torch): only when the command runs
     from ..scoring import score_file
 
+    if output is not None and input == "-":
+        raise SweetError("--output needs --input FILE (.csv, .tsv, .jsonl or .parquet); standard input is read as lines")
+    lines = _read_input_lines(input) if output is None else None
+    predictor = load(run_dir, runtime=runtime, device=device, precision=precision, task=task, threshold=threshold,
+                     policy=policy, batch_size=batch_size)
     if output is not None:
-        if input == "-":
-            raise SweetError("--output needs --input FILE (.csv, .tsv, .jsonl or .parquet); standard input is read as lines")
-        predictor = Predictor.load(run_dir, device=device, precision=precision, task=task, threshold=threshold,
-                                   policy=policy, batch_size=batch_size)
         summary = score_file(predictor, input, output, threshold=threshold, policy=policy, progress=progress)
         counts = ", ".join(f"layer {k}: {v}" for k, v in summary["exit_counts"].items())
         typer.echo(f"scored {summary['rows']} rows in {summary['seconds']:.1f}s ({counts}). Written: {summary['output']}")
         return
-    lines = _read_input_lines(input)
-    rows = predict_texts(run_dir, lines, threshold, task, batch_size=batch_size, policy=policy, device=device,
-                         precision=precision)
+    rows = predictor.predict_lines(lines)
     for r in rows:
         if fmt == "jsonl":
             typer.echo(json.dumps(r))
@@ -140,6 +140,8 @@ def bench(
     eval_split: EvaluateSplit = None,
     output: Annotated[Optional[Path], typer.Option(help="Where to write the JSON (default: RUN_DIR/bench.json).")] = None,
     policy: Policy = "confidence",
+    runtime: Annotated[str, typer.Option(**RUNTIME_CHOICE,
+                                         help="torch: the torch engine's rows; onnxruntime: also the ONNX Runtime engine's rows (the run exported per segment, fp32 and int8), next to the torch engine's, with their agreement with the torch fp32 engine.")] = "torch",
     progress: Progress = True,
 ) -> None:
     """Measure throughput and accuracy of early-exit inference over the threshold grid, at each precision, against
@@ -154,8 +156,29 @@ def bench(
     sizes = split_flag("--batch-sizes", batch_sizes, int) or [64]
     report = benchmark(run_dir, sizes, repeats=repeats, max_examples=max_examples, threads=threads,
                        data_dir=optional_str(data_dir), progress=progress, policy=policy, device=device,
-                       precisions=precisions, peers=peers, data=data, data_config=data_config, eval_split=eval_split)
+                       precisions=precisions, peers=peers, data=data, data_config=data_config, eval_split=eval_split,
+                       runtime=runtime)
     path = output or (run_dir / ("bench.json" if policy == "confidence" else f"bench-{policy}.json"))
     atomic_write_json(path, report)
     typer.echo(format_bench(report))
     typer.echo(f"\nwritten: {path}")
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory written by 'sweet train' (or its model/ directory).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="The folder to write (it must not exist, unless --overwrite).")],
+    fmt: Annotated[str, typer.Option("--format", **one_of(("onnx",), lambda v: f"unknown export format {v!r}; choose one of: onnx"),
+                                     help="onnx: one ONNX graph per segment (Multi-Model: per member), dynamic batch and sequence axes, with manifest.json and the tokenizer files; run it with --runtime onnxruntime.")] = "onnx",
+    int8: Annotated[bool, typer.Option("--int8", help="Also write int8 graphs (ONNX Runtime dynamic quantization, per output channel), used by --precision int8.")] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace --output if it exists (the old folder goes once the new one is complete).")] = False,
+) -> None:
+    """Export a trained run for ONNX Runtime: one graph per segment, so that the exported model still exits early.
+    The folder is self-contained (manifest.json, graphs, tokenizer): 'sweet predict FOLDER --runtime onnxruntime'
+    or sweet.load(FOLDER, runtime="onnxruntime") run it with onnxruntime, tokenizers and numpy only."""
+    from ..export import export_run  # heavy (torch): only when the command runs
+
+    info = export_run(run_dir, output, fmt=fmt, int8=int8, overwrite=overwrite)
+    graphs = ", ".join(f"{p}: {len(files)} graphs" for p, files in info["precisions"].items())
+    typer.echo(f"exported {info['method']} (exits {','.join(map(str, info['exit_layers']))}; {graphs}) in "
+               f"{info['seconds']:.1f}s, {info['bytes'] / 1e6:.1f} MB. Written: {info['output']}")

@@ -27,6 +27,7 @@ from ..precision import (
     TRAIN_PRECISION_HELP,
     TRAINING_PRECISIONS,
 )
+from ..runtime.manifest import RUNTIMES
 
 
 def one_of(choices: Sequence[str], message: Callable[[str], str]) -> dict:
@@ -103,6 +104,12 @@ ExitLayers = Annotated[Optional[str], typer.Option(
     help="Comma-separated exit layers, e.g. 1,2,4,6; or 'proportional': the paper's proportions at the backbone's "
          "depth (first layer, a third, a half, the last: 1,2,3,6 at 6 layers, 1,4,6,12 at 12). Default: "
          "1,2,4,6 at 6 layers, the paper's ladder at 12 and 24.")]
+RUNTIME_HELP = ("Engine runtime: torch, or onnxruntime (the model exported per segment to ONNX and run by ONNX Runtime on "
+                "the CPU, fp32 or --precision int8; a run directory is exported on first use into RUN_DIR/onnx/; "
+                "needs the onnx extra: pip install 'sweet\\[onnx]'). An exported folder (sweet export) runs with "
+                "onnxruntime.")
+RUNTIME_CHOICE = one_of(RUNTIMES, _unknown("runtime", RUNTIMES))
+Runtime = Annotated[str, typer.Option(**RUNTIME_CHOICE, help=RUNTIME_HELP)]
 Threshold = Annotated[float, typer.Option(metavar=UNIT_INTERVAL, help=THRESHOLD_HELP)]
 #: the threshold of commands that answer with a trained run: default, the run's tuned one (sweet.tuning)
 DefaultThreshold = Annotated[Optional[float], typer.Option(

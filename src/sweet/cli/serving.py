@@ -19,6 +19,7 @@ from .options import (
     Device,
     Policy,
     Precision,
+    Runtime,
     Threads,
     one_of,
 )
@@ -40,6 +41,7 @@ def serve(
     task: Annotated[Optional[str], typer.Option(help="Task (default: the one the model was trained on).")] = None,
     device: Device = "auto",
     precision: Precision = "auto",
+    runtime: Runtime = "torch",
     max_batch_size: Annotated[int, typer.Option(metavar=POSITIVE, help="Most rows per model call; concurrent requests are merged up to it.")] = 64,
     max_wait_ms: Annotated[float, typer.Option(help="How long the oldest queued request may wait for others to join its batch (ms, >= 0).")] = 5.0,
     batching: Annotated[bool, typer.Option("--batching/--no-batching", help="Merge concurrent requests (--no-batching: one model call per request).")] = True,
@@ -79,7 +81,8 @@ def serve(
         typer.echo(f"warning: serving on {host} without an API key: anyone who can reach it can use it (set SWEET_API_KEY)", err=True)
     app_options = dict(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, batching=batching, max_items=max_items,
                        max_body_bytes=max_body_bytes, max_concurrent_requests=max_concurrent_requests, api_key=api_key or "")
-    load_options = dict(device=device, precision=precision, threshold=threshold, policy=policy, task=task)
+    load_options = dict(device=device, precision=precision, threshold=threshold, policy=policy, task=task,
+                        runtime=runtime, **({"threads": threads} if runtime == "onnxruntime" else {}))
     url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
     if backend == "ray":
         serve_ray(run_dir, host=host, port=port, replicas=replicas, cpus_per_replica=cpus_per_replica, threads=threads,

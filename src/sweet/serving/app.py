@@ -53,7 +53,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import SweetError
+from ..loader import load
 from ..predictor import Predictor
+from ..runtime import OnnxPredictor
 from .batcher import Batcher, BatchLimits, ServerClosing
 from .prometheus import UNMATCHED_ROUTE, Metrics
 from .schema import ErrorBody, PredictResponse, Refusal, RequestSchema
@@ -203,8 +205,8 @@ def create_app(predictor_or_run_dir, *, max_batch_size: int = 64, max_wait_ms: f
         max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, batching=batching, max_items=max_items,
         max_body_bytes=max_body_bytes, max_concurrent_requests=max_concurrent_requests)
     if isinstance(predictor_or_run_dir, (str, Path)):
-        predictor = Predictor.load(predictor_or_run_dir, **load_kwargs)
-    elif isinstance(predictor_or_run_dir, Predictor):
+        predictor = load(predictor_or_run_dir, **load_kwargs)
+    elif isinstance(predictor_or_run_dir, (Predictor, OnnxPredictor)):
         if load_kwargs:
             raise SweetError(f"options {', '.join(sorted(load_kwargs))} apply to a run directory, not to a loaded predictor")
         predictor = predictor_or_run_dir

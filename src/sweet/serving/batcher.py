@@ -33,7 +33,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..data import Examples
-from ..encoding import encode
 from ..errors import SweetError
 from .prometheus import Metrics
 
@@ -193,7 +192,7 @@ class Batcher:
         layers: list[int] = []
         for (threshold, policy), members in groups.items():
             texts = [t for i in members for t in batch[i].texts]
-            enc = encode(p.tokenizer, Examples(texts, None, name="request"), p.max_length, warn=False)
+            enc = p.encode(Examples(texts, None, name="request"))
             rows = p.predict_encoded(enc, threshold, policy, batch_size=self.max_batch_size)
             layers += [r["exit_layer"] for r in rows]
             at = 0
