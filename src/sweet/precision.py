@@ -34,8 +34,8 @@ wrapped this way stayed at the majority class). sweet enters autocast around eac
 The int8 rule
 -------------
 torch's plain dynamic quantization (one scale per weight matrix, every ``nn.Linear``) lost up to 1.5 points of
-accuracy at the late exits of a MiniLM SST-2 model and more on QNLI, against fp32. Two changes bring every exit within
-a point (measured on SST-2 and QNLI: docs/results/fast-path/int8.md):
+accuracy at the late exits of a MiniLM SST-2 model against fp32 (up to 2.5 in issue #24). Two changes keep every
+exit of that model within 0.4 points (docs/results/fast-path/int8.md; QNLI not measured yet):
 
 * **per-channel weights**: one scale per output row of each weight matrix
   (``torch.ao.quantization.per_channel_dynamic_qconfig``), which costs no speed;
