@@ -48,10 +48,30 @@ def test_train_benchmark_on_a_tiny_backbone(tiny_backbone_dir, tiny_glue_dir):
     assert ours["time_ratio_vs_trainer_fp32"] == pytest.approx(ours["seconds"] / hf["seconds"])
     assert ours["score_delta_vs_trainer_fp32"] == pytest.approx(ours["score"] - hf["score"])
     assert hf["optim"].startswith("adamw") and hf["max_grad_norm"] == 1.0 and hf["lr_scheduler"].endswith("linear")
+    # the Trainer gets length-grouped batches, as ours are length-bucketed (random ones would pad more)
+    assert hf["train_sampler"] == "LengthGroupedSampler"
     assert report["n_train"] == 64 and report["n_evaluation"] == 120 and report["threads"] == 1
     text = format_train_benchmark(report)
     assert "| HF Trainer fp32 |" in text and "auto -> fp32" in text and "per-exit scores L1:" in text
+    assert "sampler LengthGroupedSampler" in text and "group_by_length" in report["protocol"]
     json.dumps(report)
+
+
+def test_group_by_length_keyword_follows_the_transformers_release():
+    import dataclasses
+
+    from sweet.peers import _group_by_length
+
+    @dataclasses.dataclass
+    class Older:
+        group_by_length: bool = False
+
+    @dataclasses.dataclass
+    class Newer:
+        train_sampling_strategy: str = "random"
+
+    assert _group_by_length(Older) == {"group_by_length": True}
+    assert _group_by_length(Newer) == {"train_sampling_strategy": "group_by_length"}
 
 
 def test_hf_trainer_bf16_and_ours_learn(tiny_backbone_dir, tiny_glue_dir):

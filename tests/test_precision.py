@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from sweet.evaluation import collect_logits
 from sweet.inference import EarlyExitEngine
 from sweet.modeling import find_layer_list
 from sweet.policies import ConfidencePolicy, decide
-from sweet.precision import (Placement, native_bf16, placement, prepare_for_inference, resolve_device,
+from sweet.precision import (Placement, int8_plan, native_bf16, placement, prepare_for_inference, resolve_device,
                              resolve_precision)
 from sweet.training import TrainConfig, train
 
@@ -101,6 +102,72 @@ def test_low_precision_logits_are_close_to_fp32(kind, precision, atol):
         assert b.dtype == torch.float32
         assert torch.allclose(a, b, atol=atol), (a - b).abs().max()
         assert not torch.equal(a, b)  # it really computed in another precision
+
+
+@pytest.mark.parametrize("kind", ["bert", "mpnet", "deberta"])
+def test_int8_rule_per_channel_weights_and_fp32_ffn_down_projections(kind):
+    """The int8 rule (sweet.precision.int8_plan): every Linear of the encoder is dynamically quantized with one
+    weight scale per output channel, except each layer's FFN down-projection (``layer.N.output.dense`` in these
+    three families), which stays a float32 nn.Linear with its weights untouched; the heads stay float32."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    model = tiny_model(kind, "early_exit", num_labels=2).eval()
+    plan = int8_plan(model.backbones[0])
+    n_layers = len(find_layer_list(model.backbones[0]))
+    kept = sorted(name for name, how in plan.items() if how == "fp32")
+    assert kept == sorted(f"encoder.layer.{i}.output.dense" for i in range(n_layers))
+    assert sum(how == "int8" for how in plan.values()) >= 5 * n_layers  # q, k, v, attention output, FFN up
+    low = prepare_for_inference(model, Placement(CPU, "int8"), copy_model=True)
+    modules = dict(low.backbones[0].named_modules())
+    for name, how in plan.items():
+        if how == "int8":
+            assert isinstance(modules[name], DynamicLinear), name
+            weight = modules[name].weight()
+            assert weight.qscheme() == torch.per_channel_affine and weight.dtype == torch.qint8, name
+            assert weight.q_per_channel_scales().numel() == weight.shape[0]
+        else:
+            assert type(modules[name]) is torch.nn.Linear, name
+            original = dict(model.backbones[0].named_modules())[name]
+            assert torch.equal(modules[name].weight, original.weight)
+    assert all(type(m) is torch.nn.Linear for m in low.heads.modules() if isinstance(m, torch.nn.Linear))
+
+
+def _with_ffn_outliers(model, factor=50.0):
+    """Give every layer one feed-forward channel with very large activations, as trained BERT-style encoders have
+    (the down-projection scaled to compensate, so fp32 computes about the same function)."""
+    with torch.no_grad():
+        for layer in find_layer_list(model.backbones[0]):
+            up, down = layer.intermediate.dense, layer.output.dense
+            up.weight[0] *= factor
+            up.bias[0] = (up.bias[0] + 5.0) * factor
+            down.weight[:, 0] /= factor
+    for h in model.heads:
+        torch.nn.init.normal_(h.classifier.weight, std=2.0)
+    return model
+
+
+@pytest.mark.parametrize("kind", ["bert", "mpnet", "deberta"])
+def test_int8_rule_is_robust_to_ffn_activation_outliers(kind):
+    """With an outlier channel in the feed-forward activations, quantizing every Linear per tensor (torch's plain
+    dynamic quantization, sweet's rule before) moves the logits by several hundredths and flips decisions; the
+    rule keeps every exit's logits within 1e-2 of fp32 and every decision equal."""
+    from torch.ao.quantization import quantize_dynamic
+
+    model = _with_ffn_outliers(tiny_model(kind, "early_exit", num_labels=2, seed=1).eval())
+    ids, mask = padded_batch(64, 14, seed=4)
+    plain = prepare_for_inference(model, Placement(CPU, "fp32"), copy_model=True)
+    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
+        warnings.simplefilter("ignore")
+        plain.backbones[0] = quantize_dynamic(plain.backbones[0], {torch.nn.Linear}, dtype=torch.qint8)
+    low = prepare_for_inference(model, Placement(CPU, "int8"), copy_model=True)
+    with torch.no_grad():
+        ref = model(input_ids=ids, attention_mask=mask).logits
+        old = plain(input_ids=ids, attention_mask=mask).logits
+        new = low(input_ids=ids, attention_mask=mask).logits
+    for r, o, n in zip(ref, old, new):
+        assert (n - r).abs().max() < 1e-2 and torch.equal(n.argmax(1), r.argmax(1))
+        assert (o - r).abs().max() > 1e-2  # the outliers do hurt per-tensor quantization of every Linear
+        assert (n - r).abs().max() < (o - r).abs().max() / 5
 
 
 def _encoded(n=150, width=14, seed=3):

@@ -14,8 +14,9 @@ attention mask is kept in the graph, and checked against torch on a batch of ano
 Hugging Face Trainer
 --------------------
 :func:`hf_trainer_finetune` fine-tunes ``AutoModelForSequenceClassification`` (the backbone with one
-classification head) with ``transformers.Trainer`` and its defaults (optimizer, schedule, clipping), on the same
-pre-tokenised training sample as ours. :func:`ours_finetune` runs sweet's trainer on that sample. Both return the
+classification head) with ``transformers.Trainer`` and its defaults (optimizer, schedule, clipping), with
+length-grouped batches (``group_by_length``, as our trainer buckets by length), on the same pre-tokenised
+training sample as ours. :func:`ours_finetune` runs sweet's trainer on that sample. Both return the
 training wall time and the accuracy on the evaluation split. The Trainer needs ``accelerate`` (extra
 ``sweet[onnx]`` does not; install ``accelerate`` for the training benchmark).
 """
@@ -23,6 +24,7 @@ training wall time and the accuracy on the evaluation split. The Trainer needs `
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import tempfile
 import time
@@ -288,13 +290,24 @@ class _EncodedDataset(torch.utils.data.Dataset):
         return row
 
 
+def _group_by_length(training_arguments) -> dict:
+    """The TrainingArguments keyword that makes the Trainer draw length-grouped batches: ``train_sampling_strategy``
+    in newer transformers 5.x releases, ``group_by_length`` before it."""
+    names = {f.name for f in dataclasses.fields(training_arguments)}
+    if "train_sampling_strategy" in names:
+        return {"train_sampling_strategy": "group_by_length"}
+    return {"group_by_length": True}
+
+
 def hf_trainer_finetune(backbone: str, task, enc_train, enc_eval, *, bf16: bool = False, learning_rate: float = 5e-5,
                         epochs: int = 1, batch_size: int = 16, seed: int = 0, threads: int | None = None,
                         output_dir: str | Path | None = None, max_steps: int = -1) -> dict:
     """``transformers.Trainer`` fine-tuning ``AutoModelForSequenceClassification`` of ``backbone`` (one head) on
     the sample, with the Trainer's defaults except what the comparison fixes: learning rate, epochs, batch size,
-    seed, no checkpoints, no logging integrations, CPU; ``bf16=True`` turns on its bf16 autocast. Returns the
-    training wall time (``trainer.train()``) and the score on the evaluation split."""
+    seed, no checkpoints, no logging integrations, CPU, and batches grouped by length (the Trainer's
+    ``group_by_length`` sampler, as sweet's trainer buckets by length: random batches pad more and would make the
+    Trainer look slower than it is); ``bf16=True`` turns on its bf16 autocast. Returns the training wall time
+    (``trainer.train()``) and the score on the evaluation split."""
 
     reason = trainer_missing()
     if reason:
@@ -323,11 +336,12 @@ def hf_trainer_finetune(backbone: str, task, enc_train, enc_eval, *, bf16: bool 
         args = TrainingArguments(
             output_dir=str(output_dir or tmp), learning_rate=learning_rate, num_train_epochs=epochs,
             per_device_train_batch_size=batch_size, seed=seed, bf16=bf16, use_cpu=True, save_strategy="no",
-            report_to=[], disable_tqdm=True, max_steps=max_steps,
+            report_to=[], disable_tqdm=True, max_steps=max_steps, **_group_by_length(TrainingArguments),
         )
         trainer = Trainer(model=model, args=args, train_dataset=_EncodedDataset(enc_train, use_tt),
                           data_collator=DataCollatorWithPadding(tokenizer))
         trainer.remove_callback(PrinterCallback)  # it prints the final metrics dict to stdout
+        sampler = type(trainer._get_train_sampler()).__name__  # recorded: LengthGroupedSampler, not RandomSampler
         t0 = time.perf_counter()
         try:
             result = trainer.train()
@@ -342,7 +356,7 @@ def hf_trainer_finetune(backbone: str, task, enc_train, enc_eval, *, bf16: bool 
             "train_runtime": float(result.metrics.get("train_runtime", seconds)), "steps": int(result.global_step),
             "optim": str(getattr(args.optim, "value", args.optim)), "max_grad_norm": args.max_grad_norm,
             "lr_scheduler": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
-            "score": acc, "threads": torch.get_num_threads() if threads is None else int(threads)}
+            "train_sampler": sampler, "score": acc, "threads": torch.get_num_threads() if threads is None else int(threads)}
 
 
 def train_benchmark(task: str = "sst2", n_train: int = 3000, *, epochs: int = 1, learning_rate: float = 5e-5,
@@ -392,6 +406,7 @@ def train_benchmark(task: str = "sst2", n_train: int = 3000, *, epochs: int = 1,
         else:
             row["optim"], row["lr_scheduler"], row["max_grad_norm"] = runs[0]["optim"], runs[0]["lr_scheduler"], \
                 runs[0]["max_grad_norm"]
+            row["train_sampler"] = runs[0]["train_sampler"]
         if reference:
             ref = [r["seconds"] for r in results[reference]]
             row["time_ratio_vs_trainer_fp32"] = float(np.median([a / b for a, b in zip(secs, ref)]))
@@ -405,8 +420,8 @@ def train_benchmark(task: str = "sst2", n_train: int = 3000, *, epochs: int = 1,
         "threads": threads or torch.get_num_threads(), "environment": environment(),
         "protocol": "same tokenised training sample (sweet.data.make_splits) and evaluation split; wall time of the "
                     "training call only (model building and evaluation excluded); sweet: its trainer (length-bucketed "
-                    "batches); HF Trainer: AutoModelForSequenceClassification (one head), Trainer defaults (random "
-                    "batches padded by DataCollatorWithPadding); score = sweet's last exit vs the Trainer's head",
+                    "batches); HF Trainer: AutoModelForSequenceClassification (one head), Trainer defaults with "
+                    "length-grouped batches (group_by_length) padded by DataCollatorWithPadding); score = sweet's last exit vs the Trainer's head",
         "rows": rows,
     }
 
@@ -433,5 +448,5 @@ def format_train_benchmark(report: dict) -> str:
             lines.append(f"{r['name']}: per-exit scores {per_exit}")
         else:
             lines.append(f"{r['name']}: optimizer {r['optim']}, schedule {r['lr_scheduler']}, max grad norm "
-                         f"{r['max_grad_norm']}")
+                         f"{r['max_grad_norm']}, sampler {r['train_sampler']}")
     return "\n".join(lines)
