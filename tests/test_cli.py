@@ -86,7 +86,7 @@ def test_evaluate_keeps_the_runs_precision_and_results_unless_asked(trained_run,
     r = sweet("evaluate", str(run_dir), "--no-progress")
     assert "evaluated in int8 on cpu" in r.stdout and (run_dir / "metrics-eval-int8.json").is_file()
     r = sweet("evaluate", str(run_dir), "--file", str(run_dir / "x.tsv"), "--overwrite")
-    assert r.returncode == 2 and "does not apply to --file" in r.stderr
+    assert r.returncode == 2 and "does not apply to --data/--file" in r.stderr
 
 
 def test_the_run_config_records_the_token_limit_that_ran(trained_run):
@@ -124,7 +124,7 @@ def test_finished_run_is_not_overwritten_silently(trained_run, tiny_glue_dir):
         (["train", "--task", "sst2", "--method", "fast", "--output", "x"], "unknown method 'fast'"),
         (["train", "--task", "sst2", "--method", "sweet", "--output", "x", "--exit-layers", "1,a"], "comma-separated integers"),
         (["train", "--task", "sst2", "--method", "sweet", "--output", "x", "--lr", "0"], "learning rate must be a positive"),
-        (["predict", "nowhere"], "does not exist"),
+        (["predict", "nowhere"], "nowhere is not a local directory and could not be downloaded from the Hugging Face hub"),
         (["evaluate", "."], "not a sweet run directory"),
     ],
 )
