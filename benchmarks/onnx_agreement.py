@@ -22,10 +22,11 @@ import numpy as np
 import torch
 
 from sweet.evaluation import collect_logits
-from sweet.export import export_run, quantize_int8
+from sweet.export import export_run
 from sweet.io import atomic_write_json
 from sweet.loader import load
 from sweet.metrics import score
+from sweet.peers import quantize_onnx_int8
 from sweet.rundir import environment, load_run_config
 from sweet.runs import evaluation_split
 from sweet.runtime import Manifest
@@ -127,7 +128,7 @@ def main() -> None:
                 if v.get("heads"):
                     keep = [n.name for n in onnx.load(str(folder / rel)).graph.node if n.name.startswith("/head/")]
                 dst = vdir / Path(rel).name
-                quantize_int8(folder / rel, dst, per_channel=v["per_channel"], keep_fp32=keep)
+                quantize_onnx_int8(folder / rel, dst, per_channel=v["per_channel"], keep_fp32=keep)
                 graphs.append(dst.name)
             per_exit[name] = [score("accuracy", labels, lg.argmax(-1)) for lg in exit_logits(vdir, graphs, encoded)]
         for k, v in per_exit.items():

@@ -21,7 +21,6 @@ The folder is written next to its destination under a temporary name and renamed
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
@@ -38,8 +37,14 @@ from .errors import SweetError
 from .io import atomic_write_json, sha256_file
 from .modeling import WEIGHTS_NAME, MultiExitModel
 from .modeling.segments import FirstSegmentModule, SegmentModule, SegmentRunner
-from .peers import ONNX_OPSET, onnx_missing
-from .rundir import RUN_CONFIG, effective_max_length, load_model, load_run_config, model_dir_of
+from .peers import ONNX_OPSET, onnx_missing, quantize_onnx_int8
+from .rundir import (
+    RUN_CONFIG,
+    effective_max_length,
+    load_model,
+    load_run_config,
+    model_dir_of,
+)
 from .runtime.engine import session_options
 from .runtime.manifest import MANIFEST, TOKENIZER_JSON, Manifest, graph_name
 from .thresholds import DEFAULT_THRESHOLD
@@ -148,22 +153,6 @@ def graph_inputs(path: Path) -> list[str]:
     return [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
 
 
-def quantize_int8(src: Path, dst: Path, per_channel: bool = True, keep_fp32: Sequence[str] = ()) -> None:
-    """ONNX Runtime's dynamic int8 quantization of one graph; ``keep_fp32``: node names left in fp32."""
-    from onnxruntime.quantization import QuantType, quantize_dynamic  # optional extra (checked by the caller)
-
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)  # its advice to pre-process (shape inference) goes to the root logger
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
-                             nodes_to_exclude=list(keep_fp32))
-    finally:
-        root.setLevel(level)
-
-
 def _write_tokenizer(tokenizer, folder: Path) -> list[str]:
     before = set(os.listdir(folder))
     tokenizer.save_pretrained(str(folder))
@@ -225,7 +214,7 @@ def export_run(run_dir: str | Path, output: str | Path, *, fmt: str = "onnx", in
             precisions["int8"] = []
             for i, rel in enumerate(precisions["fp32"]):
                 dst = f"int8/{graph_name(i)}"
-                quantize_int8(tmp / rel, tmp / dst, per_channel=per_channel, keep_fp32=keep_fp32)
+                quantize_onnx_int8(tmp / rel, tmp / dst, per_channel=per_channel, keep_fp32=keep_fp32)
                 precisions["int8"].append(dst)
             int8_info = {"quantizer": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8",
                          "per_channel": bool(per_channel), "kept_fp32": list(keep_fp32)}

@@ -146,14 +146,15 @@ def export_onnx(model, path: str | Path, use_token_type_ids: bool, opset: int = 
     return path
 
 
-def quantize_onnx_int8(src: str | Path, dst: str | Path) -> Path:
-    """Dynamic int8 quantization of an ONNX graph (``onnxruntime.quantization.quantize_dynamic``, its defaults:
-    signed int8 weights, per tensor)."""
+def quantize_onnx_int8(src: str | Path, dst: str | Path, per_channel: bool = False,
+                       keep_fp32: Sequence[str] = ()) -> Path:
+    """Dynamic int8 quantization of an ONNX graph (``onnxruntime.quantization.quantize_dynamic``: signed int8
+    weights, per tensor unless ``per_channel``); ``keep_fp32``: node names left in fp32. The full-model peer and
+    ``sweet export --int8`` both quantize here."""
     reason = onnx_missing()
     if reason:
         raise SweetError(f"cannot quantize with ONNX Runtime: {reason}")
     from onnxruntime.quantization import QuantType, quantize_dynamic
-
 
     root = logging.getLogger()
     level = root.level
@@ -161,7 +162,8 @@ def quantize_onnx_int8(src: str | Path, dst: str | Path) -> Path:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
+            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=per_channel,
+                             nodes_to_exclude=list(keep_fp32))
     finally:
         root.setLevel(level)
     return Path(dst)

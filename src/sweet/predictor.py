@@ -140,14 +140,7 @@ class Predictor:
 
     def rows(self, result, policy: str) -> list[dict]:
         """Answers from an engine result (:class:`~sweet.inference.BatchResult`)."""
-        layers = self.model.exit_layers
-        conf = result.probabilities.max(1)
-        out = [{"label": self.label_names[int(p)], "label_id": int(p), "exit_layer": layers[int(c)],
-                "confidence": float(q)} for c, p, q in zip(result.exit_index, result.label, conf)]
-        if policy != "confidence":
-            for row, s in zip(out, result.score):
-                row["score"] = float(s)
-        return out
+        return result.answers(self.label_names, self.model.exit_layers, policy)
 
     def info(self) -> dict:
         cfg = self.model.config

@@ -104,14 +104,7 @@ class OnnxPredictor:
         return engine.predict(encoded, batch_size or self.batch_size, sort_by_length=sort_by_length)
 
     def rows(self, result: BatchResult, policy: str) -> list[dict]:
-        layers = self.manifest.exit_layers
-        conf = result.probabilities.max(1)
-        out = [{"label": self.label_names[int(p)], "label_id": int(p), "exit_layer": layers[int(c)],
-                "confidence": float(q)} for c, p, q in zip(result.exit_index, result.label, conf)]
-        if policy != "confidence":
-            for row, s in zip(out, result.score):
-                row["score"] = float(s)
-        return out
+        return result.answers(self.label_names, self.manifest.exit_layers, policy)
 
     def info(self) -> dict:
         m = self.manifest
