@@ -189,3 +189,51 @@ def test_bad_combinations_are_refused_naming_the_field(tiny_backbone_dir, over, 
         raw.pop("learning_rates")
     with pytest.raises(SweetError, match=message):
         spec_from_dict({**raw, **over})
+
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER = ROOT / "docs" / "results" / "paper"
+
+
+def test_the_committed_follow_up_specs_load_and_say_what_the_issues_ask():
+    ablation = load_spec_file(PAPER / "ablation" / "spec.toml")
+    assert (ablation.tasks, ablation.methods, ablation.exit_layers) == (
+        ["sst2", "mnli", "qnli"], ["early_exit", "sweet", "multi_model"], "proportional")
+    assert (ablation.learning_rates_from, ablation.learning_rate_method) == ("docs/results/paper/grid", "same")
+    assert (ablation.seeds, ablation.n_train, ablation.epochs, ablation.batch_size, ablation.n_runs) == (
+        [0, 1, 2], 6000, 2, 16, 27)
+    base = load_spec_file(PAPER / "base" / "spec.toml")
+    assert (base.backbone, base.exit_layers, base.learning_rates, base.n_runs) == ("mpnet", "proportional", [5e-5], 15)
+    assert base.methods_for("sst2") == ["early_exit", "sweet", "multi_model"]
+    assert base.methods_for("mnli") == ["early_exit", "sweet"]
+
+
+def test_the_committed_beyond_spec_loads_once_its_methods_exist():
+    from sweet.methods import parse_method
+
+    try:
+        parse_method("own@0.5") and parse_method("ee_anchor@0.5")
+    except SweetError as exc:
+        pytest.skip(f"the beyond-the-paper methods are not in this sweet yet ({exc})")
+    beyond = load_spec_file(PAPER / "beyond" / "spec.toml")
+    assert beyond.selected_families(beyond.methods) == {
+        "own": ["own@0.25", "own@0.5", "own@0.75"], "ee_anchor": ["ee_anchor@0.25", "ee_anchor@0.5", "ee_anchor@0.75"]}
+    assert (beyond.learning_rate_method, beyond.param_selection) == ("early_exit", "first_seed_worst_deficit")
+    assert beyond.n_runs == 3 * (6 + 2 * 2)
+
+
+def test_the_cost_model_scales_multi_model_by_its_ladder_and_mpnet_by_its_speed():
+    from sweet.experiments.plan import TaskInfo, _estimate_seconds
+
+    info = TaskInfo(data={}, n_train_available=7000, n_eval_examples=1872, mean_chars=60.0)
+
+    def est(backbone: str, exit_layers, method: str) -> float:
+        spec = spec_from_dict({"tasks": ["sst2"], "methods": [method], "seeds": [0], "learning_rates": [1e-4],
+                               "backbone": backbone, "exit_layers": exit_layers})
+        return _estimate_seconds(info, spec, method, 6000) - 4.0
+
+    ee = est("default", None, "early_exit")
+    assert est("default", None, "multi_model") == pytest.approx(2.2 * ee)  # measured on [1, 2, 4, 6]
+    assert est("default", "proportional", "multi_model") == pytest.approx(2.2 * (12 / 6) / (13 / 6) * ee)
+    assert est("mpnet", None, "early_exit") == pytest.approx(6.7 * ee)
+    assert est("mpnet", "proportional", "multi_model") == pytest.approx(6.7 * 2.2 * (23 / 12) / (13 / 6) * ee)

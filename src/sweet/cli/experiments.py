@@ -60,14 +60,14 @@ def _describe_plan(spec, status: dict) -> list[str]:
             *(f"  waiting: {n} run{'s' if n > 1 else ''} for {reason}" for reason, n in waits.items()),
             f"estimated time left, one run at a time: ~{status['estimate_seconds_left'] / 60:.0f} min (a cost model "
             "whose speeds were measured on a 2-core AMD EPYC when idle: the default backbone ~91 training examples/s "
-            "on SST-2, pair tasks 3-4x slower, mpnet ~4x slower; it does not time this machine)"]
+            "on SST-2, pair tasks 3-4x slower, mpnet ~6.7x slower; it does not time this machine, and runs on shared cores take ~1.3x longer)"]
 
 
 @app.command()
 def grid(
     output: Annotated[Path, typer.Option("--output", "-o", help="Grid directory (created; an existing grid is continued).")],
     preset: Annotated[Optional[str], typer.Option(help="Start from a preset: 'paper' (7 tasks x 3 methods x 3 seeds x {1..5}e-5, 6K examples, 2 epochs), 'quick' (a reduced grid for 2 CPU cores) or 'sizes' (the training-set size sweep: MNLI at 1K, 3K, 6K examples).")] = None,
-    spec: Annotated[Optional[Path], typer.Option("--spec", help="Spec file (.toml, .yaml or .json) with the fields of a grid; 'preset = NAME' inside starts from a preset.")] = None,
+    spec: Annotated[Optional[Path], typer.Option("--spec", help="Spec file (.toml, .yaml or .json) with the fields of a grid; 'preset = NAME' inside starts from a preset. Only a spec file can say 'task_methods = {mnli = [\"early_exit\", \"sweet\"]}' (some tasks on fewer methods).")] = None,
     name: Annotated[Optional[str], typer.Option(help="The grid's name (the report's title); default: the preset's, else 'custom'.")] = None,
     tasks: Annotated[Optional[str], typer.Option(help="Comma-separated tasks, e.g. sst2,mrpc.")] = None,
     methods: Annotated[Optional[str], typer.Option(help="Comma-separated methods (" + METHODS_HELP + "), or 'all' for the paper's three.")] = None,
@@ -85,6 +85,9 @@ def grid(
     gpus_per_run: Annotated[Optional[float], typer.Option(help="Ray: GPUs requested per run (a run with a GPU trains on it). Default 0.")] = None,
     precision: Annotated[Optional[str], typer.Option(help="Training precision of every run: " + TRAIN_PRECISION_HELP + " Resolved when the grid is planned (and part of each run's key unless fp32).")] = None,
     lr_selection: Annotated[Optional[str], typer.Option("--lr-selection", help="How the learning rate is chosen on the calibration split: 'all_seeds' (default: every seed runs every rate; the best mean AUC over seeds wins) or 'first_seed' (only the first seed runs every rate; the other seeds run only the rate chosen on it, per task and method: fewer runs).")] = None,
+    learning_rates_from: Annotated[Optional[str], typer.Option("--learning-rates-from", help="A reference grid directory (instead of --lrs): each run takes the learning rate that grid chose for its task (on its calibration split, by its own rule); runs wait until it has chosen. A relative path is read from the root of the git checkout holding --output.")] = None,
+    learning_rate_method: Annotated[Optional[str], typer.Option("--learning-rate-method", help="With --learning-rates-from: whose chosen rate each run takes, 'same' (default: its own method's) or a method the reference ran, e.g. early_exit.")] = None,
+    param_selection: Annotated[Optional[str], typer.Option("--param-selection", help="Where the grid runs several values of one method (e.g. grad_scale@0.25,grad_scale@0.75): 'all_seeds' (default: every seed runs every value) or 'first_seed_worst_deficit' (the first seed runs every value; later seeds run only the value whose worst deficit against the better of the reference grid's early_exit and sweet, over the five fixed costs of the first seed's calibration split, is largest; needs --learning-rates-from).")] = None,
     threads: Annotated[Optional[int], typer.Option(metavar=POSITIVE, help="Local back-end: torch threads (default: torch's default). On a machine shared with other jobs, 1 can be several times faster than 2.")] = None,
     update_spec: Annotated[bool, typer.Option(help="Replace the spec stored in an existing grid directory.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Print the plan (runs finished/left, time estimate) and exit. It runs the checks a launch runs (a launch it would refuse fails the same way) and writes nothing.")] = False,
@@ -107,6 +110,8 @@ def grid(
         backbone=backbone, seeds=split_flag("--seeds", seeds, int), learning_rates=split_flag("--lrs", lrs, float),
         n_train=split_flag("--n-train", n_train, int), epochs=epochs, cpus_per_run=cpus_per_run,
         gpus_per_run=gpus_per_run, precision=precision, lr_selection=lr_selection, exit_layers=exit_layers,
+        learning_rates_from=learning_rates_from, learning_rate_method=learning_rate_method,
+        param_selection=param_selection,
     )
     if preset is not None and spec is not None:
         raise SweetError("give --preset or --spec, not both (a spec file can say 'preset = NAME')")
