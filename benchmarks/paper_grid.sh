@@ -7,7 +7,7 @@
 #
 #   benchmarks/paper_grid.sh --until 13:50 -- --data-dir ../shared/glue --backend ray --cpus-per-run 1
 #
-# Options: --until HH:MM (today; default: no deadline), --every MINUTES between commits (default 20),
+# Options: --until HH:MM (the next one: tomorrow's if today's has passed; default: no deadline), --every MINUTES between commits (default 20),
 # --grid DIR (default docs/results/paper/grid), --report DIR (default docs/results/paper), --log FILE
 # (default /tmp/paper-grid.log). Arguments after -- go to 'sweet grid' (the spec stored in the grid is used:
 # a fresh clone continues with just --data-dir). SWEET=path/to/sweet picks the executable (default .venv/bin/sweet).
@@ -35,7 +35,10 @@ SWEET=${SWEET:-.venv/bin/sweet}
 [ -x "$SWEET" ] || { echo "paper_grid.sh: $SWEET not found; install sweet first (README, command 1) or set SWEET" >&2; exit 2; }
 deadline=""
 if [ -n "$UNTIL" ]; then
-  deadline=$(date -d "today $UNTIL" +%s) || { echo "paper_grid.sh: --until wants HH:MM, got '$UNTIL'" >&2; exit 2; }
+  [[ "$UNTIL" =~ ^([01]?[0-9]|2[0-3]):[0-5][0-9]$ ]] && deadline=$(date -d "today $UNTIL" +%s) \
+    || { echo "paper_grid.sh: --until wants HH:MM, got '$UNTIL'" >&2; exit 2; }
+  # the next HH:MM: a time already past today is tomorrow's (an overnight launch)
+  [ "$deadline" -gt "$(date +%s)" ] || deadline=$((deadline + 86400))
 fi
 
 commit() {  # $1: what to say

@@ -8,7 +8,7 @@
 #
 #   benchmarks/paper_queue.sh --until 07:30 -- --data-dir ../shared/glue --threads 1
 #
-# Options: --until HH:MM (today; default: no deadline), --only NAME[,NAME] (some of: paper, ablation, beyond, base),
+# Options: --until HH:MM (the next one: tomorrow's if today's has passed; default: no deadline), --only NAME[,NAME] (some of: paper, ablation, beyond, base),
 # --dry-run (print each paper_grid.sh command and the plan 'sweet grid --dry-run' prints for it; runs nothing).
 # Arguments after -- go to every 'sweet grid'. SWEET=path/to/sweet picks the executable (default .venv/bin/sweet).
 set -euo pipefail
@@ -39,7 +39,10 @@ SWEET=${SWEET:-.venv/bin/sweet}
 export SWEET
 deadline=""
 if [ -n "$UNTIL" ]; then
-  deadline=$(date -d "today $UNTIL" +%s) || { echo "paper_queue.sh: --until wants HH:MM, got '$UNTIL'" >&2; exit 2; }
+  [[ "$UNTIL" =~ ^([01]?[0-9]|2[0-3]):[0-5][0-9]$ ]] && deadline=$(date -d "today $UNTIL" +%s) \
+    || { echo "paper_queue.sh: --until wants HH:MM, got '$UNTIL'" >&2; exit 2; }
+  # the next HH:MM: a time already past today is tomorrow's (an overnight launch)
+  [ "$deadline" -gt "$(date +%s)" ] || deadline=$((deadline + 86400))
 fi
 
 rc=0

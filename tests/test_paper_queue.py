@@ -39,12 +39,11 @@ def test_dry_run_plans_the_four_grids_in_order_with_their_specs(tmp_path):
         assert (ROOT / p / name / "spec.toml").is_file()
 
 
-def test_only_picks_grids_and_a_past_deadline_runs_nothing(tmp_path):
+def test_only_picks_grids_and_bad_options_are_refused(tmp_path):
     res, calls = _queue(tmp_path, "--dry-run", "--only", "beyond,base")
     assert res.returncode == 0 and [c.split()[2] for c in calls] == ["docs/results/paper/beyond/grid",
                                                                       "docs/results/paper/base/grid"]
-    (tmp_path / "late").mkdir()
-    res, calls = _queue(tmp_path / "late", "--until", "00:00")  # today's 00:00 has passed: nothing starts
-    assert res.returncode == 0 and calls == [] and "deadline 00:00 reached: paper" in res.stdout
+    res, calls = _queue(tmp_path, "--until", "7:3x")
+    assert res.returncode == 2 and "--until wants HH:MM, got '7:3x'" in res.stderr
     bad = subprocess.run(["bash", str(SCRIPT), "--nope"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "unknown option '--nope'" in bad.stderr
