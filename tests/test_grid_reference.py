@@ -18,6 +18,8 @@ from sweet.rundir import METRICS_FILE, RUN_CONFIG
 
 from .test_grid_param_selection import record
 
+ROOT = Path(__file__).resolve().parents[1]
+PAPER = ROOT / "docs" / "results" / "paper"
 REF_RATE = {"early_exit": 3e-3, "sweet": 1e-3}  # what the reference chooses on seed 0 (on every task)
 
 
@@ -182,17 +184,18 @@ def test_the_new_fields_stay_out_of_the_stored_spec_at_their_defaults(tiny_backb
     ({"learning_rates_from": "ref", "learning_rate_method": "nope"}, "field 'learning_rate_method': 'same' or a method"),
     ({"task_methods": {"mnli": ["sweet"]}}, "field 'task_methods': names task 'mnli', which is not in tasks"),
     ({"task_methods": {"rte": ["multi_model"]}}, "field 'task_methods': rte: multi_model not in methods"),
+    ({"task_methods": ["sweet"]}, "field 'task_methods': must be a table of task = \\[methods\\], got \\['sweet'\\]"),
+    ({"learning_rates_from": 42}, "field 'learning_rates_from': must be a grid directory \\(a path\\), got 42"),
 ])
 def test_bad_combinations_are_refused_naming_the_field(tiny_backbone_dir, over, message):
     raw = {**_common(tiny_backbone_dir), "methods": ["early_exit", "sweet"], "seeds": [0], "learning_rates": [1e-3]}
     if "learning_rates_from" in over and "learning_rates" not in over:
         raw.pop("learning_rates")
-    with pytest.raises(SweetError, match=message):
+    with pytest.raises(SweetError, match=message) as err:
         spec_from_dict({**raw, **over})
-
-
-ROOT = Path(__file__).resolve().parents[1]
-PAPER = ROOT / "docs" / "results" / "paper"
+    # docs/errors.md lists the message ("SPEC" for the spec's source)
+    table = (ROOT / "docs" / "errors.md").read_text(encoding="utf-8")
+    assert str(err.value).replace("spec: ", "SPEC: ", 1).split("; choose one of")[0] in table
 
 
 def test_the_committed_follow_up_specs_load_and_say_what_the_issues_ask():
@@ -237,3 +240,39 @@ def test_the_cost_model_scales_multi_model_by_its_ladder_and_mpnet_by_its_speed(
     assert est("default", "proportional", "multi_model") == pytest.approx(2.2 * (12 / 6) / (13 / 6) * ee)
     assert est("mpnet", None, "early_exit") == pytest.approx(6.7 * ee)
     assert est("mpnet", "proportional", "multi_model") == pytest.approx(6.7 * 2.2 * (23 / 12) / (13 / 6) * ee)
+
+
+def _synthetic_reference(path: Path, spec: dict, aucs: dict[tuple, float]) -> None:
+    """A reference grid on disk without running anything: grid.json and, per (method, lr, seed) in ``aucs``, a
+    finished run whose calibration AUC is the value given."""
+    runs = []
+    for (method, lr, seed), auc in aucs.items():
+        rel = f"runs/sst2/{method}/lr{lr:g}/seed{seed}-k"
+        m = record("sst2", method, seed, [auc] * 5, lr=lr)
+        m["selection"]["auc"] = auc
+        atomic_write_json(path / rel / METRICS_FILE, m)
+        runs.append({"dir": rel, "task": "sst2", "method": method, "seed": seed, "learning_rate": lr})
+    atomic_write_json(path / GRID_FILE, {"spec": spec, "runs": runs})
+
+
+def test_a_reference_choosing_over_all_seeds_needs_every_seed_and_other_references_are_refused(tmp_path):
+    from sweet.experiments.reference import ReferenceGrid
+
+    spec = {"tasks": ["sst2"], "methods": ["early_exit"], "seeds": [0, 1], "learning_rates": [1e-4, 2e-4],
+            "n_train": 6000, "lr_selection": "all_seeds"}
+    # 2e-4 is better on seed 0 but worse on the mean over seeds 0 and 1
+    aucs = {("early_exit", 1e-4, 0): 70.0, ("early_exit", 2e-4, 0): 72.0, ("early_exit", 1e-4, 1): 70.0}
+    _synthetic_reference(tmp_path / "ref", spec, aucs)
+    ref = ReferenceGrid.open(str(tmp_path / "ref"), tmp_path / "grid")
+    assert ref.chosen_rate("sst2", "early_exit") is None  # seed 1 at 2e-4 unfinished
+    _synthetic_reference(tmp_path / "ref", spec, {**aucs, ("early_exit", 2e-4, 1): 60.0})
+    ref = ReferenceGrid.open(str(tmp_path / "ref"), tmp_path / "grid")
+    assert ref.chosen_rate("sst2", "early_exit") == 1e-4
+    assert ref.chosen_run("sst2", "early_exit", 1)["learning_rate"] == 1e-4
+    with pytest.raises(SweetError, match="has no seed 5 \\(seeds: 0, 1\\)"):
+        ref.chosen_run("sst2", "early_exit", 5)
+    with pytest.raises(SweetError, match="has no runs of sst2/sweet"):
+        ref.chosen_rate("sst2", "sweet")
+    _synthetic_reference(tmp_path / "sweep", {**spec, "n_train": [1000, 6000]}, {})
+    with pytest.raises(SweetError, match="is a training-set size sweep"):
+        ReferenceGrid.open(str(tmp_path / "sweep"), tmp_path / "grid")
