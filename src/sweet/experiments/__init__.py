@@ -3,7 +3,9 @@ resumable command (``sweet grid``), and the tables and figures over its runs (``
 
 One module per concept:
 
-- :mod:`~sweet.experiments.spec`: what a grid runs (:class:`GridSpec`), presets, validation, TOML/YAML/JSON;
+- :mod:`~sweet.experiments.spec`: what a grid runs (:class:`GridSpec`), validation, TOML/YAML/JSON;
+- :mod:`~sweet.experiments.presets`: the grids a user can name (``paper``, ``quick``, ``sizes``);
+- :mod:`~sweet.experiments.reference`: another grid whose choices a grid takes (``learning_rates_from``);
 - :mod:`~sweet.experiments.plan`: the runs of a grid, their keys and directories, data fingerprints, time
   estimates, which runs are finished; with ``lr_selection = "first_seed"``, the runs that wait for the rate chosen
   on the first seed;
@@ -60,14 +62,14 @@ from .plots import (
 )
 from .report import build_report, collect, write_figures, write_report
 from .selection import SELECTION_CRITERION, select_alpha, select_learning_rates, select_method_parameters
+from .presets import PRESETS, preset
 from .spec import (
                    LR_SELECTIONS,
-                   PRESETS,
+                   PARAM_SELECTIONS,
                    SPEC_FIELDS,
                    GridSpec,
                    check_field,
                    load_spec_file,
-                   preset,
                    spec_from_dict,
                    spec_to_toml,
 )
@@ -86,6 +88,7 @@ from .tables import REPORT_JSON, REPORT_MD, TASK_LABELS, cost_label, render_mark
 
 __all__ = [
     "BACKENDS", "CLAIMS", "Claim", "check_claims", "paired_gaps", "expand_stages", "WaitingRun", "LR_SELECTIONS",
+    "PARAM_SELECTIONS",
     "GITIGNORE", "GRID_FILE", "LAUNCHES_FILE", "METHOD_COLORS", "PRESETS", "REPORT_JSON", "REPORT_MD",
     "RUNS_DIR", "RUN_CURVE", "SELECTION_CRITERION", "SPEC_FIELDS", "SPEC_TOML", "SPLITS_DIGEST", "TASK_LABELS",
     "VERSUS", "GridResult", "GridRun", "GridSpec", "TaskInfo", "aggregate_curves", "build_report",

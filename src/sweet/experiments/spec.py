@@ -1,6 +1,6 @@
 """Grid specs: what a grid runs (tasks x methods x seeds x learning rates, and shared settings).
 
-A spec comes from a TOML/YAML/JSON file (:func:`load_spec_file`), a preset (:data:`PRESETS`), command-line
+A spec comes from a TOML/YAML/JSON file (:func:`load_spec_file`), a preset (:data:`~sweet.experiments.presets.PRESETS`), command-line
 flags, or a mix (:func:`spec_from_dict` with a ``base``). Every field is validated by :func:`check_field`;
 a bad one raises a SweetError that names it. :func:`spec_to_toml` writes a spec back as TOML.
 
@@ -45,6 +45,7 @@ from ..data import get_task
 from ..errors import SweetError
 from ..methods import PAPER_METHODS, parse_method
 from ..precision import TRAINING_PRECISIONS
+from .presets import PRESETS, preset
 
 #: how the learning rate is chosen (see the module docstring)
 LR_SELECTIONS = ("all_seeds", "first_seed")
@@ -163,48 +164,6 @@ def lr_selection_seed(spec: dict) -> int | None:
 
 _REQUIRED = ("tasks", "methods", "seeds", "learning_rates")
 SPEC_FIELDS = tuple(f.name for f in fields(GridSpec))
-
-PRESETS: dict[str, dict] = {
-    # The paper's protocol (Section 3): 7 tasks x 3 methods x 3 seeds x {1..5}e-5, 6K examples, 2 epochs.
-    "paper": {
-        "name": "paper",
-        "tasks": ["sst2", "mrpc", "cola", "mnli", "qnli", "qqp", "rte"],
-        "methods": ["early_exit", "sweet", "multi_model"],
-        "seeds": [0, 1, 2],
-        "learning_rates": [1e-5, 2e-5, 3e-5, 4e-5, 5e-5],
-        "n_train": 6000,
-        "epochs": 2,
-    },
-    # A reduced grid for 2 shared CPU cores, measured (docs/results/quick/): a single-sentence and a pair task,
-    # all three methods, 3 seeds, 2 learning rates, 1,000 training examples, 1 epoch. Pair tasks cost ~3-4x
-    # more per example than SST-2; with ~60 steps per run the paper's 1e-5..5e-5 barely moves MiniLM, hence
-    # the higher rates.
-    "quick": {
-        "name": "quick",
-        "tasks": ["sst2", "qqp"],
-        "methods": ["early_exit", "sweet", "multi_model"],
-        "seeds": [0, 1, 2],
-        "learning_rates": [5e-5, 1e-4],
-        "n_train": 1000,
-        "epochs": 1,
-    },
-    # The paper's training-set size sweep (Appendix): EE / SWEET / MM on MNLI at 1K, 3K and 6K examples, 3 seeds,
-    # the paper's 2 epochs; the learning rate is chosen per size. MNLI's local pool has 9,999 rows; the fixed
-    # hold-outs (calibration: at most a tenth of the pool, 999 rows; evaluation: at most a fifth, 1,999) leave
-    # 7,001 for training, so 6K is the largest round size. Learning rates: the paper's range (2e-5, 5e-5) and
-    # 1e-4, which won every task of the 'quick' grid at 1K examples (few steps need a higher rate).
-    # 3 sizes x 3 methods x 3 seeds x 3 rates = 81 runs, ~8.5 h on 2 idle cores (the --dry-run estimate).
-    "sizes": {
-        "name": "sizes",
-        "tasks": ["mnli"],
-        "methods": ["early_exit", "sweet", "multi_model"],
-        "seeds": [0, 1, 2],
-        "learning_rates": [2e-5, 5e-5, 1e-4],
-        "n_train": [1000, 3000, 6000],
-        "epochs": 2,
-    },
-}
-
 
 def _err(source: str, name: str, message: str) -> SweetError:
     return SweetError(f"{source}: field '{name}': {message}")
@@ -368,12 +327,6 @@ def check_field(name: str, value: Any, source: str = "spec") -> Any:
             raise _err(source, name, f"must be a table of task = [methods], got {value!r}")
         return {str(task): check_field("methods", methods, source) for task, methods in value.items()}
     raise SweetError(f"{source}: unknown field '{name}'; known fields: {', '.join(SPEC_FIELDS)} (and 'preset')")
-
-
-def preset(name: str) -> dict:
-    if name not in PRESETS:
-        raise SweetError(f"unknown preset '{name}'; choose one of: {', '.join(PRESETS)}")
-    return json.loads(json.dumps(PRESETS[name]))
 
 
 def spec_from_dict(raw: dict, source: str = "spec", base: dict | None = None) -> GridSpec:
