@@ -276,3 +276,23 @@ def test_a_reference_choosing_over_all_seeds_needs_every_seed_and_other_referenc
     _synthetic_reference(tmp_path / "sweep", {**spec, "n_train": [1000, 6000]}, {})
     with pytest.raises(SweetError, match="is a training-set size sweep"):
         ReferenceGrid.open(str(tmp_path / "sweep"), tmp_path / "grid")
+
+
+def test_a_grid_switched_to_or_from_a_reference_is_refused_without_update_spec(checkout, tiny_backbone_dir,
+                                                                               tiny_glue_dir):
+    ref_dir, grid_dir = checkout / "ref", checkout / "g"
+    run_grid(_reference_spec(tiny_backbone_dir), ref_dir, data_dir=str(tiny_glue_dir), progress=False,
+             executor=FakeRuns())
+    plain = spec_from_dict({**_common(tiny_backbone_dir), "methods": ["early_exit"], "seeds": [0],
+                            "learning_rates": [3e-3]})
+    run_grid(plain, grid_dir, data_dir=str(tiny_glue_dir), progress=False, executor=FakeRuns())
+    from_ref = spec_from_dict({**_common(tiny_backbone_dir), "methods": ["early_exit"], "seeds": [0],
+                               "learning_rates_from": "ref"})
+    with pytest.raises(SweetError, match="field\\(s\\) learning_rates, learning_rates_from differ"):
+        grid_status(from_ref, grid_dir, str(tiny_glue_dir))
+    # the reference chose 3e-3 for early_exit: the same runs, so switching reuses them
+    res = run_grid(from_ref, grid_dir, data_dir=str(tiny_glue_dir), progress=False, executor=FakeRuns(),
+                   update_spec=True)
+    assert res.skipped == 2 and res.executed == []
+    with pytest.raises(SweetError, match="field\\(s\\) learning_rates, learning_rates_from differ"):
+        grid_status(plain, grid_dir, str(tiny_glue_dir))

@@ -85,7 +85,7 @@ def check_grid_dir(grid_dir: Path, spec: GridSpec, update_spec: bool) -> None:
     if old is None or update_spec:
         return
     a, b = old.result_fields(), spec.result_fields()
-    diff = sorted(k for k in a if a[k] != b[k])
+    diff = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))  # fields left out at their defaults: None
     if diff:
         raise SweetError(
             f"{grid_dir} was created with a different spec (field(s) {', '.join(diff)} differ); pass --update-spec "
