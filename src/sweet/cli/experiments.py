@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..choices import TRAIN_PRECISION_HELP
 from ..errors import SweetError
 from ..methods import METHODS_HELP
-from ..precision import TRAIN_PRECISION_HELP
 from .base import app
 from .options import (
     POSITIVE,
