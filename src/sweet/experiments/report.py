@@ -36,61 +36,27 @@ import os
 import platform
 from pathlib import Path
 
-from ..errors import SweetError
-from ..evaluation import Evaluation
 from ..io import atomic_write_json, atomic_write_text, read_json
 from ..methods import SELECTED_ALPHA
-from ..rundir import METRICS_FILE, RUN_CONFIG
 from .aggregate import (
     CONFIDENCE,
-    aggregate_curves,
     average_over_tasks,
     chosen_runs,
     is_size_sweep,
+    method_summary,
     selection_key,
     size_sweep,
-    stat_row,
-    t_interval,
     versus_best,
 )
 from .claims import check_claims
 from .floors import HOW as FLOORS_HOW
 from .floors import evaluation_classes, floor_free_tasks, mark_floors
+from .gridload import choose_learning_rates, collect
 from .plots import plot_curves, plot_gaps
-from .selection import select_alpha, select_learning_rates
-from .spec import lr_selection_seed, task_entry_name
-from .store import LAUNCHES_FILE, load_grid, machine_label
+from .selection import select_alpha
+from .spec import task_entry_name
+from .store import LAUNCHES_FILE, machine_label
 from .tables import REPORT_JSON, REPORT_MD, TASK_LABELS, metric_label, render_markdown
-
-
-def collect(grid_dir: str | Path, partial: bool = False) -> tuple[dict, list[dict], list[str]]:
-    """The grid manifest, the metrics of every finished run (with its directory), and the missing runs."""
-    grid_dir = Path(grid_dir)
-    grid = load_grid(grid_dir)
-    records, missing = [], []
-    for entry in grid["runs"]:
-        path = grid_dir / entry["dir"] / METRICS_FILE
-        if not path.is_file():
-            missing.append(entry["dir"])
-            continue
-        m = read_json(path)
-        m["_dir"] = entry["dir"]
-        m["_backbone_spec"] = entry["backbone"]
-        # the requested training size (older manifests lack it: then the spec's single size)
-        m["_n_train"] = int(entry.get("n_train", grid["spec"]["n_train"] if isinstance(grid["spec"]["n_train"], int)
-                                      else m.get("n_train")))
-        cfg_path = grid_dir / entry["dir"] / RUN_CONFIG
-        m["_environment"] = read_json(cfg_path).get("environment", {}) if cfg_path.is_file() else {}
-        records.append(m)
-    missing += [f"runs/{w['task']}/{w['method']}/lr?/seed{w['seed']} (waits for {w['waits_for']})"
-                for w in grid.get("waiting", [])]
-    n_runs = len(grid["runs"]) + len(grid.get("waiting", []))
-    if missing and not partial:
-        raise SweetError(f"{len(missing)} of {n_runs} runs in {grid_dir} are not finished (first: {missing[0]}); "
-                         "finish the grid with 'sweet grid --output GRID_DIR' or pass --partial to report what is there")
-    if not records:
-        raise SweetError(f"no finished runs in {grid_dir}")
-    return grid, records, missing
 
 
 def build_report(grid_dir: str | Path, partial: bool = False, command: str | None = None) -> dict:
@@ -101,15 +67,7 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
     grid, records, missing = collect(grid_dir, partial)
     spec = grid["spec"]
     sized = is_size_sweep(spec)
-    for m in records:  # the manifest's backbone string is the grouping key (metrics hold the resolved path)
-        m["backbone"] = m["_backbone_spec"]
-        if sized:  # and in a size sweep the requested size (metrics hold the size drawn: the same, or less)
-            m["_n_train_drawn"] = m.get("n_train")
-            m["n_train"] = m["_n_train"]
-    selection = select_learning_rates(records, by_size=sized, on_seed=lr_selection_seed(spec))
-    for sel in selection.values():  # a rate chosen at the top of those searched: a higher one might do better
-        sel["searched"] = [c["learning_rate"] for c in sel["candidates"] if c["eligible"]]
-        sel["at_top"] = sel["chosen"] == max(sel["searched"])
+    selection = choose_learning_rates(records, spec)
     methods = [m for m in spec["methods"] if any(r["method"] == m for r in records)]
     tasks = [t for t in map(task_entry_name, spec["tasks"]) if any(r["task"] == t for r in records)]
 
@@ -131,30 +89,9 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
             runs = chosen.get((task, method))
             if not runs:
                 continue
-            evs = [Evaluation.of_run(r) for r in runs]
-            exits = [p.exit_layer for p in evs[0].per_exit]
-            per_exit = [{"exit_layer": layer, **stat_row(t_interval([ev.per_exit[i].score for ev in evs]))}
-                        for i, layer in enumerate(exits)]
-            points = [q.cost_ratio for q in evs[0].curve.interpolated]
-            interp = [{"cost_ratio": c, **stat_row(t_interval([ev.curve.interpolated[i].score for ev in evs]))}
-                      for i, c in enumerate(points)]
             sel = selection[selection_key(task, runs[0]["method"], runs[0]["backbone"], sizes[-1])]
-            per_task[task][method] = {
-                "learning_rate": sel["chosen"],
-                "learning_rate_at_top": sel["at_top"],
-                **({"selected_method": runs[0]["method"]} if method == SELECTED_ALPHA else {}),
-                "seeds": [r["seed"] for r in runs],
-                "metric": evs[0].metric,
-                "evaluation_split": evs[0].curve.split,
-                "n_examples": evs[0].n_examples,
-                "exit_layers": exits,
-                "per_exit": per_exit,
-                "interpolated": interp,
-                "auc": stat_row(t_interval([ev.curve.auc for ev in evs])),
-                "selection_auc": stat_row(t_interval([r["selection"]["auc"] for r in runs])),
-                "curve": aggregate_curves([ev.curve.points for ev in evs]),
-                "runs": [r["_dir"] for r in runs],
-            }
+            per_task[task][method] = method_summary(runs, sel["chosen"], sel["at_top"],
+                                                    runs[0]["method"] if method == SELECTED_ALPHA else None)
 
     # averages compare like with like: the tasks where every method has every seed of the grid (in a finished grid:
     # all of them). In a partial grid the unfinished tasks are left out and named; a task that has only its first
