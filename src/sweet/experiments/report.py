@@ -38,6 +38,7 @@ from pathlib import Path
 
 from ..io import atomic_write_json, atomic_write_text, read_json
 from ..methods import SELECTED_ALPHA
+from .ablation import build_ablation
 from .aggregate import (
     CONFIDENCE,
     average_over_tasks,
@@ -48,10 +49,12 @@ from .aggregate import (
     size_sweep,
     versus_best,
 )
+from .base_depth import build_base_depth
+from .beyond import build_beyond
 from .claims import check_claims
 from .floors import HOW as FLOORS_HOW
 from .floors import evaluation_classes, floor_free_tasks, mark_floors
-from .gridload import choose_learning_rates, collect
+from .gridload import SIBLINGS, choose_learning_rates, collect, load_sibling, runs_link, sibling_grid_dirs
 from .plots import plot_curves, plot_gaps
 from .selection import select_alpha
 from .spec import task_entry_name
@@ -59,8 +62,10 @@ from .store import LAUNCHES_FILE, machine_label
 from .tables import REPORT_JSON, REPORT_MD, TASK_LABELS, metric_label, render_markdown
 
 
-def build_report(grid_dir: str | Path, partial: bool = False, command: str | None = None) -> dict:
-    """Everything the report shows, as one JSON-able dict.
+def build_report(grid_dir: str | Path, partial: bool = False, command: str | None = None,
+                 siblings: dict[str, str | Path | None] | None = None) -> dict:
+    """Everything the report shows, as one JSON-able dict. ``siblings``: the grid directory of each extra section
+    (keys of :data:`~sweet.experiments.gridload.SIBLINGS`; default: for the paper grid, the sibling directories).
 
     Long on purpose: it assembles report.json in the order the report reads (status, selection, tables, claims, provenance)."""
     grid_dir = Path(grid_dir)
@@ -138,6 +143,11 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
             report["floor_free"]["paper_claims"] = free_claims
     if sized:
         report["size_sweep"] = size_sweep(chosen_by_size, selection, tasks, methods)
+    for key, where in sibling_grid_dirs(grid_dir, spec["name"], siblings).items():
+        sibling = load_sibling(where, partial)
+        report[key] = (build_ablation(chosen, sibling, where) if key == "ablation" else
+                       build_base_depth(sibling, where) if key == "base_depth" else
+                       build_beyond(chosen, avg_tasks, sibling, where))
     return report
 
 
@@ -192,14 +202,18 @@ def _mean_seconds_by_size(records: list[dict]) -> dict[str, list[dict]]:
 
 
 def write_report(grid_dir: str | Path, output: str | Path | None = None, partial: bool = False,
-                 command: str | None = None) -> dict:
+                 command: str | None = None, siblings: dict[str, str | Path | None] | None = None) -> dict:
     """Write report.md, report.json and one PNG per task (plus the average, and in a training-set size sweep
-    one gap-vs-size PNG per task) into ``output`` (default: GRID_DIR/report). Returns the report dict."""
+    one gap-vs-size PNG per task) into ``output`` (default: GRID_DIR/report). Returns the report dict.
+    ``siblings``: the extra sections' grid directories (see :func:`build_report`)."""
     grid_dir = Path(grid_dir)
     out = Path(output) if output is not None else grid_dir / "report"
-    report = build_report(grid_dir, partial=partial, command=command)
+    report = build_report(grid_dir, partial=partial, command=command, siblings=siblings)
     # the report's link to the runs, relative to the report (a clone elsewhere, or a reader on GitHub, can follow it)
     report["grid"]["runs_from_report"] = os.path.relpath(grid_dir.resolve() / "runs", out.resolve())
+    for key in SIBLINGS:
+        if key in report:
+            runs_link(report[key], out)
     figures = write_figures(report, out)
     report["figures"] = figures
     atomic_write_json(out / REPORT_JSON, report)
