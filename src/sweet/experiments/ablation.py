@@ -29,6 +29,7 @@ from ..methods import method_label
 from .aggregate import stat_row, t_interval
 from .cells import TASK_LABELS, fmt, fmt_gap, md_table, task_list
 from .gridload import SiblingGrid, not_run_yet, sibling_header
+from .spec import task_entry_name
 
 FILLS = ("the proportional ladder [1, 2, 3, 6] on SST-2, MNLI and QNLI: Early-Exit, SWEET and Multi-Model, 3 seeds, "
          "6K examples x 2 epochs, at the learning rates the main grid chose (issue #25 step 3; spec.toml in the "
@@ -72,9 +73,9 @@ def build_ablation(main_chosen: dict, sibling: SiblingGrid | None, grid_dir: str
     learning rate; ``sibling``: the ablation grid (None: not run yet)."""
     if sibling is None:
         return not_run_yet(grid_dir, FILLS)
-    chosen = sibling.chosen
-    tasks = list(dict.fromkeys(t for t, _ in chosen if chosen[(t, _)]))
-    methods = [m for m in sibling.spec["methods"] if any(chosen.get((t, m)) for t in tasks)]
+    chosen, spec = sibling.chosen, sibling.spec
+    tasks = [t for t in map(task_entry_name, spec["tasks"]) if any(chosen.get((t, m)) for m in spec["methods"])]
+    methods = [m for m in spec["methods"] if any(chosen.get((t, m)) for t in tasks)]
     pairs: dict[str, dict[str, dict]] = {}  # task -> method -> {"main": seed -> run, "ablation": seed -> run}
     per_task: dict[str, dict] = {}
     for task in tasks:
