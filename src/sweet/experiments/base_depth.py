@@ -110,7 +110,7 @@ def base_depth_markdown(section: dict) -> list[str]:
         scope = section["average_scope"]
         lines += [f"### Individual exits, average over {task_list(scope['tasks'])} (Table 1 rows)", "",
                   f"The methods that ran every task ({', '.join(method_label(m) for m in scope['methods'])}); per seed "
-                  f"the mean over tasks, then the interval over seeds {", ".join(map(str, scope["seeds"]))}.", "",
+                  f"the mean over tasks, then the interval over seeds {', '.join(map(str, scope['seeds']))}.", "",
                   *exit_table(avg, scope["methods"]), "", "At the fixed costs:", "",
                   *interp_table(avg, scope["methods"]), ""]
     for task, by_method in section["per_task"].items():
