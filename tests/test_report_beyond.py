@@ -89,7 +89,7 @@ def test_bold_where_at_least_both_and_the_verdict_against_the_target(tmp_path):
     # the main grid's grad_scale, held to the same standard
     gs = verdicts["grad_scale@0.5"]
     assert gs["meets"] is False and list(dict.fromkeys(f.split(":")[0] for f in gs["failures"])) == ["cost 1/6", "cost 3/4"]
-    assert by["verdict"] == "On SST-2, QNLI: grad_scale@chosen meet(s) the target."
+    assert by["verdict"] == "On SST-2, QNLI: grad_scale@chosen meets the target."
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "| grad_scale@chosen | **75.0** | **77.0** | **81.0** | **86.0** | **87.0** |" in md
     assert "| sweet_then_ee@chosen | **76.0** | **78.0** | **82.0** | 85.5 | **88.0** |" in md

@@ -143,13 +143,14 @@ def overall_verdict(scopes: list[dict], new_rows: list[str]) -> str:
         v = s["verdicts"]
         meet = [m for m in v if v[m]["meets"]]
         open_ = [m for m in v if v[m]["meets"] is None]
-        text = (f"On {task_list(s['tasks'])}: " + (", ".join(method_label(m) for m in meet) + " meet(s) the target"
+        text = (f"On {task_list(s['tasks'])}: " + (", ".join(method_label(m) for m in meet)
+                                                    + (" meets" if len(meet) == 1 else " meet") + " the target"
                                                     if meet else "no method meets the target"))
         if open_:
             text += " (not judged yet: " + ", ".join(method_label(m) for m in open_) + ")"
         missing = [m for m in new_rows if m not in v]
         if missing:
-            text += " (not in this comparison, short of its tasks or seeds: " + ", ".join(missing) + ")"
+            text += " (not compared here, without runs on every one of these tasks: " + ", ".join(missing) + ")"
         out.append(text + ".")
     return " ".join(out)
 
