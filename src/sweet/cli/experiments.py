@@ -35,15 +35,29 @@ def _grid_flags(**given) -> dict:
 
 def _describe_plan(spec, status: dict) -> list[str]:
     sizes = f" x {len(spec.train_sizes)} training sizes" if spec.is_size_sweep else ""
-    if spec.first_seed_selects:
+    if spec.learning_rates_from is not None:
+        whose = "its method's" if spec.learning_rate_method == "same" else f"{spec.learning_rate_method}'s"
+        shape = (f"{len(spec.tasks)} tasks x {len(spec.methods)} methods{sizes} x {len(spec.seeds)} seeds, each at "
+                 f"{whose} learning rate chosen in {spec.learning_rates_from}")
+        if spec.param_selection != "all_seeds":
+            shape += (f"; seeds after {spec.seeds[0]} run only the value of each method family chosen on it by worst "
+                      "deficit")
+    elif spec.first_seed_selects:
         shape = (f"{len(spec.tasks)} tasks x {len(spec.methods)} methods{sizes} x ({len(spec.learning_rates)} "
                  f"learning rates on seed {spec.seeds[0]} + {len(spec.seeds) - 1} more seeds at the rate chosen on it)")
     else:
         shape = (f"{len(spec.tasks)} tasks x {len(spec.methods)} methods x {len(spec.seeds)} seeds x "
                  f"{len(spec.learning_rates)} learning rates{sizes}")
-    waiting = f", {status['waiting']} waiting for their learning rate" if status["waiting"] else ""
+    if spec.task_methods:
+        shape += "; " + ", ".join(f"{t} runs only {', '.join(ms)}" for t, ms in spec.task_methods.items())
+    waits: dict[str, int] = {}
+    for r in status["runs"]:
+        if r["state"] == "waiting":
+            waits[r["waits_for"]] = waits.get(r["waits_for"], 0) + 1
+    waiting = f", {status['waiting']} waiting (below)" if status["waiting"] else ""
     return [f"grid '{spec.name}': {status['n_runs']} runs ({shape}); {status['finished']} finished, "
             f"{status['partial']} started, {status['pending']} not started{waiting}",
+            *(f"  waiting: {n} run{'s' if n > 1 else ''} for {reason}" for reason, n in waits.items()),
             f"estimated time left, one run at a time: ~{status['estimate_seconds_left'] / 60:.0f} min (a cost model "
             "whose speeds were measured on a 2-core AMD EPYC when idle: the default backbone ~91 training examples/s "
             "on SST-2, pair tasks 3-4x slower, mpnet ~4x slower; it does not time this machine)"]
