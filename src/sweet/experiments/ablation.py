@@ -65,7 +65,8 @@ def _per_exit(n: int, tasks: list[str], seeds: list[int], get) -> list[dict]:
 
 
 def _n_exits(pairs: dict, tasks: list[str], methods: list[str]) -> int:
-    return min(len(_exits(next(iter(pairs[t][m][ladder].values())))) for t in tasks for m in methods for ladder in LADDERS)
+    return min(len(_exits(next(iter(pairs[t][m][ladder].values()))))
+               for t in tasks for m in methods for ladder in LADDERS)
 
 
 def build_ablation(main_chosen: dict, sibling: SiblingGrid | None, grid_dir: str | Path) -> dict:
@@ -251,7 +252,9 @@ def late_deficit_answer(section: dict) -> str:
         deficit = "" if m["mean"] < 0 else " (no deficit on the main ladder: SWEET − EE ≥ 0 there)"
         parts.append(f"at {where} SWEET − EE is {fmt_gap(m, 2)} on {main_l} and {fmt_gap(a, 2)} on {abl_l}{deficit}; "
                      f"change {fmt_gap(c, 2)}: {_change_words(c)[1]}")
-    return (f"{_change_words(avg['change'][-1])[0]} at the last exit (over {task_list(avg['tasks'])}, seeds {', '.join(map(str, avg['seeds']))}; the last exit owns "
+    seeds = ", ".join(map(str, avg["seeds"]))
+    return (f"{_change_words(avg['change'][-1])[0]} at the last exit (over {task_list(avg['tasks'])}, seeds {seeds}; "
+            f"the last exit owns "
             f"{main_l[-1] - main_l[-2]} of {main_l[-1]} layers under SWEET on {main_l} and {abl_l[-1] - abl_l[-2]} of "
             f"{abl_l[-1]} on {abl_l}): " + "; ".join(parts) + ".")
 

@@ -27,6 +27,12 @@ backbone, size) and adds a section (``size_sweep`` in the JSON): per size the pe
 the gap of every other method (SWEET, Multi-Model) to Early-Exit -- the per-seed paired difference in
 percentage points, mean and t-interval over seeds -- with a plot of the gap against the size. The other
 tables are at the largest size.
+
+The paper grid's report (and any report given ``siblings``) has three more sections, each fed by a grid of its own
+(:mod:`~sweet.experiments.gridload`): the ladder ablation (:mod:`~sweet.experiments.ablation`, paired by seed with
+this grid's runs), the paper's depth (:mod:`~sweet.experiments.base_depth`) and the methods beyond the paper
+(:mod:`~sweet.experiments.beyond`, held against this grid's EE and SWEET). A section whose grid has no finished run
+says "not run yet".
 """
 
 from __future__ import annotations
@@ -54,7 +60,14 @@ from .beyond import build_beyond
 from .claims import check_claims
 from .floors import HOW as FLOORS_HOW
 from .floors import evaluation_classes, floor_free_tasks, mark_floors
-from .gridload import SIBLINGS, choose_learning_rates, collect, load_sibling, runs_link, sibling_grid_dirs
+from .gridload import (
+    SIBLINGS,
+    choose_learning_rates,
+    collect,
+    load_sibling,
+    runs_link,
+    sibling_grid_dirs,
+)
 from .plots import plot_curves, plot_gaps
 from .selection import select_alpha
 from .spec import task_entry_name
