@@ -31,15 +31,19 @@ def run_metrics(task: str, method: str, seed: int, exits: list[float], exit_laye
 
 def write_grid(grid_dir: Path, runs: dict[tuple[str, str, int], dict], *, name: str = "fake",
                exit_layers: tuple[int, ...] = (1, 2, 4, 6), seeds: tuple[int, ...] = (0, 1, 2),
-               unfinished: tuple[tuple[str, str, int], ...] = (), backbone: str = "default") -> Path:
+               unfinished: tuple[tuple[str, str, int], ...] = (), backbone: str = "default",
+               spec_extra: dict | None = None) -> Path:
     """A grid at ``grid_dir``: ``runs`` (task, method, seed) -> keyword arguments of :func:`run_metrics` (``exits``
-    at least); ``unfinished``: runs in the manifest without metrics. Tasks and methods in order of appearance."""
+    at least); ``unfinished``: runs in the manifest without metrics. Tasks and methods in order of appearance.
+    ``spec_extra``: more spec fields (with ``learning_rates_from``, the spec has no ``learning_rates``)."""
     keys = list(runs) + list(unfinished)
     tasks = list(dict.fromkeys(k[0] for k in keys))
     methods = list(dict.fromkeys(k[1] for k in keys))
-    spec = spec_from_dict({"name": name, "tasks": tasks, "methods": methods, "seeds": list(seeds),
-                           "learning_rates": [LR], "n_train": 100, "exit_layers": list(exit_layers),
-                           "backbone": backbone})
+    raw = {"name": name, "tasks": tasks, "methods": methods, "seeds": list(seeds), "learning_rates": [LR],
+           "n_train": 100, "exit_layers": list(exit_layers), "backbone": backbone, **(spec_extra or {})}
+    if "learning_rates_from" in raw:
+        raw.pop("learning_rates")
+    spec = spec_from_dict(raw)
     entries = []
     for task, method, seed in keys:
         rel = f"runs/{task}/{method}/lr{LR:g}/seed{seed}-fake"

@@ -39,7 +39,9 @@ def _ablation_runs(seeds=(0, 1, 2)) -> dict:
 def _paper(tmp_path, ablation: dict | None = None, **kw):
     write_grid(tmp_path / "paper" / "grid", _main_runs(), name="paper")
     if ablation is not None:
-        write_grid(tmp_path / "paper" / "ablation", ablation, name="ablation", exit_layers=(1, 2, 3, 6), **kw)
+        # as the committed spec: each method at the rate the main grid chose for it
+        write_grid(tmp_path / "paper" / "ablation", ablation, name="ablation", exit_layers=(1, 2, 3, 6),
+                   spec_extra={"learning_rates_from": str(tmp_path / "paper" / "grid")}, **kw)
     return tmp_path / "paper" / "grid"
 
 
