@@ -80,7 +80,8 @@ def build_beyond(main_chosen: dict, main_tasks: list[str], sibling: SiblingGrid 
             chosen[(task, family_row(family))] = sibling.chosen[(task, m)]
     new_rows = [family_row(f) for f in families]
     section = {**sibling_header(sibling), "tasks": tasks, "selection_seed": seed,
-               "selection": [{k: v for k, v in p.items()} for p in picks.values()],
+               "selection": sorted(picks.values(), key=lambda p: (tasks.index(p["task"]) if p["task"] in tasks
+                                                                   else len(tasks), p["family"])),
                "families": {f: {"row": family_row(f), "per_task": by_task} for f, by_task in families.items()},
                "scopes": _scopes(chosen, new_rows + rows, main_tasks, tasks),
                "provenance": sibling.provenance()}
