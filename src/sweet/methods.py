@@ -95,8 +95,12 @@ METHODS_HELP = (
 MULTI_MODEL_COST_POINTS = (1.375, 1.75)
 #: Training time per example relative to Early-Exit (default backbone, 2 cores, measured), for the grid's ETA:
 #: Multi-Model trains one backbone per exit; pcgrad runs one backward pass per exit plus the projection (SST-2,
-#: 320 examples: 20.9 s vs 7.4 s). Every other method costs what Early-Exit does.
-TRAIN_TIME_FACTOR = {"multi_model": 2.2, "pcgrad": 2.8}
+#: 320 examples: 20.9 s vs 7.4 s); ee_anchor at its default F = 0.5 runs the anchor's forward pass on the last
+#: half of the steps (benchmarks/anchor_train_time.py: CPU-time ratio 1.152 at F = 0.5, 1.221 at F = 0.25, SST-2,
+#: 64 examples x 2 epochs, one thread, 7 interleaved rounds; docs/results/methods/anchor-training-time.json), and
+#: other F scale the extra part by (1 - F) / 0.5 (:attr:`Method.train_time_factor`). Every other method costs
+#: what Early-Exit does.
+TRAIN_TIME_FACTOR = {"multi_model": 2.2, "pcgrad": 2.8, "ee_anchor": 1.15}
 
 
 @dataclass(frozen=True)
@@ -159,7 +163,11 @@ class Method:
     @property
     def train_time_factor(self) -> float:
         """Training time per example relative to Early-Exit (measured; the grid's ETA before any run finished)."""
-        return TRAIN_TIME_FACTOR.get(self.name, 1.0)
+        factor = TRAIN_TIME_FACTOR.get(self.name, 1.0)
+        if self.anchor_from is not None:  # measured at the default F; the anchor runs on the last 1 - F of the steps
+            default = METHOD_TABLE[self.name][0]
+            factor = 1.0 + (factor - 1.0) * (1.0 - self.anchor_from) / (1.0 - default)
+        return factor
 
     @property
     def every_exit_reaches_every_layer(self) -> bool:

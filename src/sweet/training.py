@@ -250,7 +250,7 @@ def _train(model, encoded: Encoded, collator: Collator, config: TrainConfig, pro
                 if state.step % config.log_every == 0 or state.step == total_steps:
                     mean = (state.window / state.window_steps).round(4).tolist()
                     state.log.append({"step": state.step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], "exit_losses": mean,
-                                      **({"anchor_kl": round(state.anchor_window / state.window_steps, 6)}
+                                      **({"anchor_kl": float(f"{state.anchor_window / state.window_steps:.6g}")}
                                          if spec.anchor_from is not None else {}),
                                       "threads": threads})
                     bar.set_postfix(loss=f"{sum(mean):.3f}")
