@@ -22,7 +22,7 @@ from sweet.training import TrainConfig, make_optimizer, train
 from .conftest import batch, tiny_config, tiny_model
 from .test_methods import _assert_grads_equal, _grads, _same_weights
 from .test_modeling import EXITS, _grad_norms
-from .test_reliability import Crash, crash_at_step
+from .test_reliability import Crash, assert_same_result, config, crash_at_step, dropout_backbone  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 KINDS = ["bert", "mpnet", "deberta"]
@@ -318,3 +318,27 @@ def test_a_run_resumed_across_the_switch_ends_bit_for_bit_as_an_uninterrupted_on
     assert _comparable(log) == _comparable(ref_log)
     assert all(torch.equal(a, b) for a, b in zip(reference.state_dict().values(), resumed.state_dict().values(), strict=True))
     assert resumed.anchor is None
+
+
+def test_a_run_directory_killed_after_the_switch_resumes_to_the_uninterrupted_result(tmp_path, dropout_backbone,
+                                                                                    tiny_glue_dir, monkeypatch):
+    """`sweet train` end to end (sweet.runs.run): 26 steps, the switch at step 13, a crash at step 17, resumed from
+    the checkpoint at step 15 (which holds the anchor): same weights, metrics and log as an uninterrupted run; the
+    saved model is the student alone, and the log shows the KL term after the switch."""
+    from sweet.io import read_json
+    from sweet.runs import run
+
+    reference, out = tmp_path / "reference", tmp_path / "crashed"
+    run(config(dropout_backbone, tiny_glue_dir, method="ee_anchor@0.5", checkpoint_every=0), reference, progress=False)
+    with monkeypatch.context() as mp:
+        crash_at_step(mp, 17)
+        with pytest.raises(Crash):
+            run(config(dropout_backbone, tiny_glue_dir, method="ee_anchor@0.5"), out, progress=False)
+    assert any(k.startswith("anchor/") for k in load_file(str(next((out / "checkpoint").glob("step-*.safetensors")))))
+    run(config(dropout_backbone, tiny_glue_dir, method="ee_anchor@0.5"), out, progress=False, resume=True)
+    assert_same_result(reference, out)
+    saved = load_file(str(out / "model" / "model.safetensors"))
+    assert saved.keys() == MultiExitModel.from_pretrained(out / "model").state_dict().keys()
+    assert not any("anchor" in k for k in saved)
+    log = read_json(out / "train_log.json")["log"]  # entries at steps 25 and 26, both after the switch
+    assert [e["step"] for e in log] == [25, 26] and all(e["anchor_kl"] > 0.0 for e in log)
