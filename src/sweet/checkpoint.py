@@ -125,7 +125,8 @@ class Checkpointer:
         self.directory.mkdir(parents=True, exist_ok=True)
         tensors = {f"model/{k}": v.detach().contiguous().clone() for k, v in model.state_dict().items()}
         if model.anchor is not None:  # ee_anchor@F after the switch: the frozen copy is not in the state dict
-            tensors.update({f"anchor/{k}": v.detach().contiguous().clone() for k, v in model.anchor.state_dict().items()})
+            anchor = model.anchor.state_dict()
+            tensors.update({f"anchor/{k}": v.detach().contiguous().clone() for k, v in anchor.items()})
         opt = optimizer.state_dict()
         for index, values in opt["state"].items():
             for key, value in values.items():

@@ -1,7 +1,7 @@
 """The gradient operations the training methods use (:mod:`sweet.methods` says which method uses which):
 scaling the gradient that crosses an exit boundary (``grad_scale@ALPHA``; 0 detaches, as SWEET), the
-self-distillation loss (``distill@W``), the anchor loss (``ee_anchor@F``) and the PCGrad-style projection of conflicting per-exit gradients
-(``pcgrad``)."""
+self-distillation loss (``distill@W``), the anchor loss (``ee_anchor@F``) and the PCGrad-style projection of
+conflicting per-exit gradients (``pcgrad``)."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
 """Fine-tuning, top to bottom: AdamW (0.9, 0.999), linear decay, batch 16, 2 epochs (the paper's setup).
 
 The method (:mod:`sweet.methods`) lives almost entirely in the model: the loss is the sum of the exits'
-cross-entropies (plus the distillation term for ``distill@W``), and what each exit's gradient may reach is
-decided in the forward pass. What the loop does per method:
+cross-entropies (plus the distillation term for ``distill@W``, the anchor term for ``ee_anchor@F``), and what
+each exit's gradient may reach is decided in the forward pass. What the loop does per method:
 
 * it tells the model how far training is before each step (``model.set_progress``), which scheduled methods
   (``sweet_then_ee@F``, ``ee_then_sweet@F``, ``ee_anchor@F``) use to switch between SWEET and Early-Exit;

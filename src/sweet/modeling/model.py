@@ -223,7 +223,7 @@ class MultiExitModel(nn.Module):
         outside the module tree, so it is in neither ``parameters()`` (not optimized, not clipped) nor
         ``state_dict()`` (:meth:`save_pretrained` writes the model alone; training checkpoints save it
         themselves, :mod:`sweet.checkpoint`)."""
-        return self.__dict__["_anchor"]
+        return self.__dict__.get("_anchor")
 
     def freeze_anchor(self, state: dict[str, torch.Tensor] | None = None) -> "MultiExitModel":
         """Take the anchor: a deep copy of this model as it is now (resuming: with the weights ``state`` a
