@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..choices import TRAIN_PRECISION_HELP
 from ..errors import SweetError
 from ..methods import METHODS_HELP
-from ..precision import TRAIN_PRECISION_HELP
 from .base import app
 from .options import (
     POSITIVE,
@@ -137,19 +137,24 @@ def grid(
 def report(
     grid_dir: Annotated[Path, typer.Argument(help="A grid directory written by 'sweet grid'.")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write report.md, report.json and the PNGs (default: GRID_DIR/report).")] = None,
-    partial: Annotated[bool, typer.Option(help="Report an unfinished grid (what is finished; marked incomplete).")] = False,
+    partial: Annotated[bool, typer.Option(help="Report an unfinished grid (what is finished; marked incomplete). Applies to the extra grids below too.")] = False,
+    ablation_grid: Annotated[Optional[Path], typer.Option(help="The ladder-ablation grid (issue #25): its runs paired by seed with this grid's (default for the paper grid: the sibling directory 'ablation'; missing or empty: 'not run yet').")] = None,
+    base_grid: Annotated[Optional[Path], typer.Option(help="The 12-layer BASE-depth grid (issue #26): Table 1 rows, fixed-cost scores and the paper's claims on it (default for the paper grid: the sibling 'base').")] = None,
+    beyond_grid: Annotated[Optional[Path], typer.Option(help="The beyond-the-paper grid (issue #26): each method family's chosen parameter, held against the better of this grid's EE and SWEET (default for the paper grid: the sibling 'beyond').")] = None,
 ) -> None:
     """Aggregate a grid: choose learning rates on the calibration split, then mean, 95% CI and SD over seeds of every
     per-exit score and interpolated point (averages and the paper's claims also with tasks as the unit); floor
     cells marked and the averages and claims repeated without the tasks that have them; Markdown + JSON +
-    speed-accuracy PNGs."""
+    speed-accuracy PNGs. The paper grid's report (spec name 'paper') also has three sections fed by the grid
+    directories beside it: the ladder ablation, the BASE depth and beyond the paper (or those given)."""
     from ..experiments import (  # heavy (matplotlib): only when the command runs
         REPORT_MD,
         write_report,
     )
 
     out = output if output is not None else grid_dir / "report"
-    rep = write_report(grid_dir, out, partial=partial, command=command_line())
+    siblings = {"ablation": ablation_grid, "base_depth": base_grid, "beyond": beyond_grid}
+    rep = write_report(grid_dir, out, partial=partial, command=command_line(), siblings=siblings)
     typer.echo(f"wrote {out / REPORT_MD} ({rep['status']['n_finished']} of {rep['status']['n_runs']} runs, "
                f"{len(rep['figures'])} figure(s))")
 

@@ -24,6 +24,10 @@ One module per concept:
 - :mod:`~sweet.experiments.tables`: the report's Markdown page;
 - :mod:`~sweet.experiments.claims_tables`: its floors and claims sections;
 - :mod:`~sweet.experiments.plots`: the report's figures, one distinct colour per method, and one run's curve;
+- :mod:`~sweet.experiments.gridload`: a grid's finished runs at their chosen learning rates, and the sibling
+  grids of the paper report's extra sections;
+- :mod:`~sweet.experiments.ablation`, :mod:`~sweet.experiments.base_depth`, :mod:`~sweet.experiments.beyond`: those
+  sections (the ladder ablation, the paper's depth, the methods beyond the paper against the research target);
 - :mod:`~sweet.experiments.report`: collecting a grid's runs and writing the report (:func:`write_report`).
 """
 

@@ -40,11 +40,11 @@ from typing import Any
 
 import tomllib
 
+from ..choices import TRAINING_PRECISIONS
 from ..config import OWN_DATA_DEFAULTS, RunConfig, data_name
 from ..data import get_task
 from ..errors import SweetError
 from ..methods import PAPER_METHODS, parse_method
-from ..precision import TRAINING_PRECISIONS
 from .presets import PRESETS, preset
 
 #: how the learning rate is chosen (see the module docstring)
