@@ -7,15 +7,18 @@
 #
 #   benchmarks/paper_grid.sh --until 13:50 -- --data-dir ../shared/glue --backend ray --cpus-per-run 1
 #
-# Options: --until HH:MM (the next one: tomorrow's if today's has passed; default: no deadline), --every MINUTES between commits (default 20),
-# --grid DIR (default docs/results/paper/grid), --report DIR (default docs/results/paper), --log FILE
-# (default /tmp/paper-grid.log). Arguments after -- go to 'sweet grid' (the spec stored in the grid is used:
-# a fresh clone continues with just --data-dir). SWEET=path/to/sweet picks the executable (default .venv/bin/sweet).
+# Options: --until HH:MM (the next one: tomorrow's if today's has passed; default: no deadline), --every MINUTES
+# between commits (default 20), --grid DIR (default docs/results/paper/grid), --report DIR (default
+# docs/results/paper), --report-grid DIR (the grid whose report is written there; default --grid; a sibling grid
+# of the paper grid passes docs/results/paper/grid: the paper report holds its section), --log FILE (default
+# /tmp/paper-grid.log). Arguments after -- go to 'sweet grid' (the spec stored in the grid is used: a fresh clone
+# continues with just --data-dir). SWEET=path/to/sweet picks the executable (default .venv/bin/sweet).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 GRID=docs/results/paper/grid
 REPORT=docs/results/paper
+REPORT_GRID=""
 UNTIL=""
 EVERY=20
 LOG=/tmp/paper-grid.log
@@ -25,9 +28,10 @@ while [ $# -gt 0 ]; do
     --every) EVERY="$2"; shift 2 ;;
     --grid) GRID="$2"; shift 2 ;;
     --report) REPORT="$2"; shift 2 ;;
+    --report-grid) REPORT_GRID="$2"; shift 2 ;;
     --log) LOG="$2"; shift 2 ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "paper_grid.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -82,7 +86,7 @@ if [ "$stopped" = 1 ] && [ "$rc" = 130 ]; then
 else
   commit "launch ended, rc $rc"
 fi
-if "$SWEET" report "$GRID" --output "$REPORT" --partial >>"$LOG" 2>&1; then
+if "$SWEET" report "${REPORT_GRID:-$GRID}" --output "$REPORT" --partial >>"$LOG" 2>&1; then
   git add "$REPORT" >/dev/null 2>&1 || true
   git commit -q -m "grid report (partial where the grid is unfinished)" -- "$REPORT" >/dev/null 2>&1 || true
   echo "$(date +%T) report written to $REPORT and committed"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Run the paper's grids one after another until a deadline, each with benchmarks/paper_grid.sh (which commits its
-# results every few minutes and writes its report): the tuned paper grid, then the exit-ladder ablation, then the
+# results every few minutes and then writes the paper report, docs/results/paper/report.md, whose sections read
+# the grids beside docs/results/paper/grid): the tuned paper grid, then the exit-ladder ablation, then the
 # beyond-the-paper screen, then the BASE-depth grid (MPNet). A grid is left when it has nothing left to run, or only
 # runs that wait for something it cannot run itself; the next one starts. Later grids take their learning rates from
 # the paper grid (learning_rates_from), so their runs wait until it has chosen. Run it from a worktree at a fixed
@@ -8,19 +9,21 @@
 #
 #   benchmarks/paper_queue.sh --until 07:30 -- --data-dir ../shared/glue --threads 1
 #
-# Options: --until HH:MM (the next one: tomorrow's if today's has passed; default: no deadline), --only NAME[,NAME] (some of: paper, ablation, beyond, base),
-# --dry-run (print each paper_grid.sh command and the plan 'sweet grid --dry-run' prints for it; runs nothing).
+# Options: --until HH:MM (the next one: tomorrow's if today's has passed; default: no deadline), --only NAME[,NAME]
+# (some of: paper, ablation, beyond, base), --dry-run (print each paper_grid.sh command and the plan
+# 'sweet grid --dry-run' prints for it; runs nothing).
 # Arguments after -- go to every 'sweet grid'. SWEET=path/to/sweet picks the executable (default .venv/bin/sweet).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 P=docs/results/paper
-# name, grid directory, report directory, spec file ('-': the spec stored in the grid)
+# name, grid directory, spec file ('-': the spec stored in the grid). The later grids sit beside the paper grid,
+# where its report reads them (one report, docs/results/paper/report.md, with a section per grid).
 QUEUE=(
-  "paper    $P/grid          $P          -"
-  "ablation $P/ablation/grid $P/ablation $P/ablation/spec.toml"
-  "beyond   $P/beyond/grid   $P/beyond   $P/beyond/spec.toml"
-  "base     $P/base/grid     $P/base     $P/base/spec.toml"
+  "paper    $P/grid     -"
+  "ablation $P/ablation $P/ablation/spec.toml"
+  "beyond   $P/beyond   $P/beyond/spec.toml"
+  "base     $P/base     $P/base/spec.toml"
 )
 UNTIL=""
 ONLY=""
@@ -31,7 +34,7 @@ while [ $# -gt 0 ]; do
     --only) ONLY=",$2,"; shift 2 ;;
     --dry-run) DRY=1; shift ;;
     --) shift; break ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
     *) echo "paper_queue.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -47,7 +50,7 @@ fi
 
 rc=0
 for entry in "${QUEUE[@]}"; do
-  read -r name grid report spec <<<"$entry"
+  read -r name grid spec <<<"$entry"
   [ -z "$ONLY" ] || [[ "$ONLY" == *",$name,"* ]] || continue
   if [ -n "$deadline" ] && [ "$(date +%s)" -ge "$deadline" ]; then
     echo "$(date +%T) deadline $UNTIL reached: $name and the grids after it wait for the next session"
@@ -55,7 +58,7 @@ for entry in "${QUEUE[@]}"; do
   fi
   specarg=()
   [ "$spec" = "-" ] || specarg=(--spec "$spec")
-  cmd=(benchmarks/paper_grid.sh ${UNTIL:+--until "$UNTIL"} --grid "$grid" --report "$report"
+  cmd=(benchmarks/paper_grid.sh ${UNTIL:+--until "$UNTIL"} --grid "$grid" --report "$P" --report-grid "$P/grid"
        --log "/tmp/paper-queue-$name.log" -- "${specarg[@]}" "$@")
   echo "$(date +%T) $name: ${cmd[*]}"
   if [ "$DRY" = 1 ]; then

@@ -296,3 +296,28 @@ def test_a_grid_switched_to_or_from_a_reference_is_refused_without_update_spec(c
     assert res.skipped == 2 and res.executed == []
     with pytest.raises(SweetError, match="field\\(s\\) learning_rates, learning_rates_from differ"):
         grid_status(plain, grid_dir, str(tiny_glue_dir))
+
+
+def test_a_folder_holding_only_its_spec_is_a_grid_prepared_before_its_first_launch(tmp_path, tiny_backbone_dir,
+                                                                                    tiny_glue_dir):
+    folder = tmp_path / "ablation"
+    folder.mkdir()
+    text = spec_to_toml(spec_from_dict({**_common(tiny_backbone_dir), "methods": ["early_exit"], "seeds": [0],
+                                        "learning_rates": [1e-3]}))
+    written = "# why this grid exists (kept)\n" + text
+    (folder / SPEC_TOML).write_text(written, encoding="utf-8")
+    spec = load_spec_file(folder / SPEC_TOML)
+    assert grid_status(spec, folder, str(tiny_glue_dir))["pending"] == 2
+    run_grid(spec, folder, data_dir=str(tiny_glue_dir), progress=False, executor=FakeRuns())
+    assert (folder / SPEC_TOML).read_text(encoding="utf-8") == written  # says the grid's spec: kept as written
+    assert (folder / GRID_FILE).is_file()
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / SPEC_TOML).write_text(written, encoding="utf-8")
+    (other / "notes.txt").write_text("x", encoding="utf-8")
+    with pytest.raises(SweetError, match="is not empty and is not a sweet grid directory"):
+        grid_status(spec, other, str(tiny_glue_dir))
+    # a changed spec (--update-spec) rewrites the file
+    wider = spec_from_dict({**spec.to_dict(), "seeds": [0, 1]})
+    run_grid(wider, folder, data_dir=str(tiny_glue_dir), progress=False, executor=FakeRuns(), update_spec=True)
+    assert load_spec_file(folder / SPEC_TOML).seeds == [0, 1]

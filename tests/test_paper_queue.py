@@ -27,22 +27,23 @@ def test_dry_run_plans_the_four_grids_in_order_with_their_specs(tmp_path):
     p = "docs/results/paper"
     assert calls == [
         f"grid --output {p}/grid --data-dir ../shared/glue --dry-run",
-        f"grid --output {p}/ablation/grid --spec {p}/ablation/spec.toml --data-dir ../shared/glue --dry-run",
-        f"grid --output {p}/beyond/grid --spec {p}/beyond/spec.toml --data-dir ../shared/glue --dry-run",
-        f"grid --output {p}/base/grid --spec {p}/base/spec.toml --data-dir ../shared/glue --dry-run",
+        f"grid --output {p}/ablation --spec {p}/ablation/spec.toml --data-dir ../shared/glue --dry-run",
+        f"grid --output {p}/beyond --spec {p}/beyond/spec.toml --data-dir ../shared/glue --dry-run",
+        f"grid --output {p}/base --spec {p}/base/spec.toml --data-dir ../shared/glue --dry-run",
     ]
     lines = [x for x in res.stdout.splitlines() if "paper_grid.sh" in x]
-    assert lines[1].endswith(f"ablation: benchmarks/paper_grid.sh --until 23:59 --grid {p}/ablation/grid --report "
-                             f"{p}/ablation --log /tmp/paper-queue-ablation.log -- --spec {p}/ablation/spec.toml "
-                             "--data-dir ../shared/glue")
+    # each grid beside the paper grid; the report written is the paper grid's (with a section per sibling)
+    assert lines[1].endswith(f"ablation: benchmarks/paper_grid.sh --until 23:59 --grid {p}/ablation --report {p} "
+                             f"--report-grid {p}/grid --log /tmp/paper-queue-ablation.log -- --spec "
+                             f"{p}/ablation/spec.toml --data-dir ../shared/glue")
     for name in ("ablation", "beyond", "base"):  # every spec the queue names is committed
         assert (ROOT / p / name / "spec.toml").is_file()
 
 
 def test_only_picks_grids_and_bad_options_are_refused(tmp_path):
     res, calls = _queue(tmp_path, "--dry-run", "--only", "beyond,base")
-    assert res.returncode == 0 and [c.split()[2] for c in calls] == ["docs/results/paper/beyond/grid",
-                                                                      "docs/results/paper/base/grid"]
+    assert res.returncode == 0 and [c.split()[2] for c in calls] == ["docs/results/paper/beyond",
+                                                                      "docs/results/paper/base"]
     res, calls = _queue(tmp_path, "--until", "7:3x")
     assert res.returncode == 2 and "--until wants HH:MM, got '7:3x'" in res.stderr
     bad = subprocess.run(["bash", str(SCRIPT), "--nope"], capture_output=True, text=True, timeout=60)

@@ -26,7 +26,7 @@ from ..io import atomic_write_json, atomic_write_text
 from ..rundir import METRICS_FILE, RUN_CONFIG, hide_hf_progress_bars
 from .continuation import DATA_SHA256, check_continuation
 from .plan import GridRun, TaskInfo, WaitingRun, expand_stages, plan, run_state
-from .spec import GridSpec, spec_to_toml
+from .spec import GridSpec, load_spec_file, spec_to_toml
 from .store import (
     GRID_FILE,
     SPEC_TOML,
@@ -164,7 +164,8 @@ def run_grid(
     write_gitignore(grid_dir)
     schedule = _Schedule(spec, grid_dir, ddir, tasks, runs, waiting,
                          finished={d for d, state in states.items() if state == "finished"})
-    atomic_write_text(grid_dir / SPEC_TOML, spec_to_toml(spec))
+    if stored_spec_toml(grid_dir) != spec.to_dict():  # a spec.toml that already says it is kept as written
+        atomic_write_text(grid_dir / SPEC_TOML, spec_to_toml(spec))
     n_runs = len(runs) + len(waiting)
     result = GridResult(grid_dir, n_runs, len(runs) - len(pending))
     launch = Launch(grid_dir, {
@@ -338,6 +339,14 @@ def _run_ray(schedule: _Schedule, grid_dir: Path, spec: GridSpec, address: str |
     finally:
         if started_here:
             ray.shutdown()
+
+
+def stored_spec_toml(grid_dir: Path) -> dict | None:
+    """What the grid directory's spec.toml says (a spec dict), or None where it is missing or no longer loads."""
+    try:
+        return load_spec_file(grid_dir / SPEC_TOML).to_dict() if (grid_dir / SPEC_TOML).is_file() else None
+    except SweetError:
+        return None
 
 
 def grid_status(spec: GridSpec, grid_dir: str | Path, data_dir: str | None = None, update_spec: bool = False) -> dict:

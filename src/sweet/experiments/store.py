@@ -4,7 +4,9 @@
 
     GRID_DIR/
       grid.json        the spec, the data files' SHA-256 and the manifest of its runs (directory and key of each)
-      spec.toml        the same spec as TOML (copy it, edit it, pass it back with --spec)
+      spec.toml        the same spec as TOML (copy it, edit it, pass it back with --spec); a directory holding only
+                       a spec.toml is a grid prepared before its first launch (``--spec GRID_DIR/spec.toml``), and
+                       a spec.toml that says the grid's spec is kept as written (its comments too)
       launches.json    one record per launch: command, back-end, start/end, runs executed/skipped/failed
       .gitignore       what not to commit: weights (model/), training checkpoints, the per-run splits.json
       runs/TASK/METHOD/lrLR/seedSEED-KEY/        one run directory each (see :mod:`sweet.runs`), plus
@@ -79,7 +81,9 @@ def stored_spec(grid_dir: str | Path) -> GridSpec | None:
 def check_grid_dir(grid_dir: Path, spec: GridSpec, update_spec: bool) -> None:
     if grid_dir.exists() and not grid_dir.is_dir():
         raise SweetError(f"{grid_dir} exists and is not a directory")
-    if grid_dir.is_dir() and any(grid_dir.iterdir()) and not (grid_dir / GRID_FILE).is_file():
+    prepared = {SPEC_TOML}  # a grid whose spec was committed before its first launch
+    if (grid_dir.is_dir() and any(p.name not in prepared for p in grid_dir.iterdir())
+            and not (grid_dir / GRID_FILE).is_file()):
         raise SweetError(f"{grid_dir} is not empty and is not a sweet grid directory; choose another --output")
     old = stored_spec(grid_dir)
     if old is None or update_spec:
