@@ -353,7 +353,8 @@ def _value_chosen_on_first_seed(grid_dir: str | Path | None, ref: ReferenceGrid 
                                 first_runs: list[GridRun | None], first_seed: int) -> str | None:
     """The value of ``family`` chosen on the first seed (``param_selection``), or None until its runs of every value
     and the reference's early_exit and sweet runs of that seed (at their chosen rates) have finished."""
-    if grid_dir is None or ref is None or any(r is None or run_state(Path(grid_dir), r) != "finished" for r in first_runs):
+    unfinished = any(r is None or run_state(Path(grid_dir), r) != "finished" for r in first_runs) if grid_dir else True
+    if ref is None or unfinished:
         return None
     baselines = [ref.chosen_run(task, b, first_seed) for b in DEFICIT_BASELINES]
     if any(b is None for b in baselines):

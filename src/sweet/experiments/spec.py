@@ -1,8 +1,9 @@
 """Grid specs: what a grid runs (tasks x methods x seeds x learning rates, and shared settings).
 
-A spec comes from a TOML/YAML/JSON file (:func:`load_spec_file`), a preset (:data:`~sweet.experiments.presets.PRESETS`), command-line
-flags, or a mix (:func:`spec_from_dict` with a ``base``). Every field is validated by :func:`check_field`;
-a bad one raises a SweetError that names it. :func:`spec_to_toml` writes a spec back as TOML.
+A spec comes from a TOML/YAML/JSON file (:func:`load_spec_file`), a preset
+(:data:`~sweet.experiments.presets.PRESETS`), command-line flags, or a mix (:func:`spec_from_dict` with a
+``base``). Every field is validated by :func:`check_field`; a bad one raises a SweetError that names it.
+:func:`spec_to_toml` writes a spec back as TOML.
 
 ``n_train`` is one size or a list of sizes (a training-set size sweep, the paper's Appendix): the grid is
 then also expanded over the sizes.
@@ -357,7 +358,8 @@ def spec_from_dict(raw: dict, source: str = "spec", base: dict | None = None) ->
     if missing:
         raise SweetError(f"{source}: missing required field(s): {', '.join(missing)} (or start from a preset: "
                          f"{', '.join(PRESETS)})")
-    checked = {k: check_field(k, v, source) for k, v in merged.items() if not (k == "learning_rates" and from_reference)}
+    checked = {k: check_field(k, v, source) for k, v in merged.items()
+               if not (k == "learning_rates" and from_reference)}
     if from_reference:
         checked["learning_rates"] = []
     spec = GridSpec(**checked)
