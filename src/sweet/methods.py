@@ -35,6 +35,18 @@ Candidates beyond the paper (issue #8: a method never worse than either EE or SW
     loss += W * T^2 * KL(softmax(z_last / T) || softmax(z_i / T)) with T = 2 and the teacher detached (the last
     exit is trained by its own cross-entropy only).
 
+Issue #26 (never worse than max(EE, SWEET)):
+
+``own@RHO`` (RHO in [0, 1], default 0.5)
+    Partial ownership: in each segment (the layers between exit *i-1* and exit *i*), exit *i* owns the first
+    round(RHO * n) attention heads and the first round(RHO * m) FFN hidden units of every layer (n heads, m
+    units per layer; halves round up). Deeper exits see the owned units' outputs with the same values but no
+    gradient (nor through them into lower layers); exit *i* trains them and, as in Early-Exit, everything below
+    (seeing lower exits' owned units detached too). RHO = 0 is Early-Exit (the same code path); RHO = 1 is close to
+    SWEET (the residual stream, LayerNorms, output-projection biases and embeddings still hear deeper exits).
+    Forward values and inference are Early-Exit's; training recomputes each non-final segment once more
+    (:mod:`sweet.modeling.ownership`). BERT, MPNet and DeBERTa-v2 encoders only.
+
 Everything that depends on the method is asked of its :class:`Method` (how many backbones, what leaving at an
 exit costs, the cost points reported, how the engine runs it); no other module compares method names. The
 gradient operations the methods use (scaling, distillation, conflict projection) are in :mod:`sweet.gradients`;
@@ -62,6 +74,7 @@ METHOD_TABLE: dict[str, tuple[float | None, str]] = {
     "sweet_then_ee": (0.5, "SWEET for the first F of the steps, then Early-Exit"),
     "ee_then_sweet": (0.5, "Early-Exit for the first F of the steps, then SWEET"),
     "distill": (1.0, "Early-Exit + self-distillation from the last exit, weight W (T = 2)"),
+    "own": (0.5, "partial ownership: exit i owns a fraction RHO of its segment's heads and FFN units (0 = EE)"),
 }
 METHOD_NAMES = tuple(METHOD_TABLE)
 #: Not a training method but a report entry: per task, the method on the gradient-scaling line (sweet = alpha 0,
@@ -70,7 +83,7 @@ SELECTED_ALPHA = "grad_scale@selected"
 DISTILL_TEMPERATURE = 2.0
 METHODS_HELP = (
     "early_exit, sweet, multi_model (the paper), or grad_scale@ALPHA, grad_scale_first@ALPHA, pcgrad, "
-    "sweet_then_ee@F, ee_then_sweet@F, distill@W (see docs/methods.md)"
+    "sweet_then_ee@F, ee_then_sweet@F, distill@W, own@RHO (see docs/methods.md)"
 )
 #: Multi-Model's cost points above 1 (the paper's 1 3/8 and 1 3/4); only those the ladder reaches are reported.
 MULTI_MODEL_COST_POINTS = (1.375, 1.75)
@@ -145,9 +158,10 @@ class Method:
     @property
     def every_exit_reaches_every_layer(self) -> bool:
         """Whether each exit's loss sends gradient, in full, to every layer below it at every point of training
-        (a shared backbone whose exit boundaries never scale the gradient): early_exit, pcgrad, distill@W,
-        grad_scale@1 and grad_scale_first@1. What the conflicting-gradient analysis needs."""
-        if not self.shares_backbone:
+        (a shared backbone whose exit boundaries never scale the gradient and no unit is owned): early_exit,
+        pcgrad, distill@W, grad_scale@1, grad_scale_first@1 and own@0. What the conflicting-gradient analysis
+        needs."""
+        if not self.shares_backbone or self.owned_fraction > 0:
             return False
         return all(s == 1.0 for progress in (0.0, 1.0) for s in self.boundary_scales(progress, 2))
 
@@ -156,6 +170,12 @@ class Method:
     @property
     def projection(self) -> bool:
         return self.name == "pcgrad"
+
+    @property
+    def owned_fraction(self) -> float:
+        """``own@RHO``: the fraction RHO of each layer's attention heads and FFN units that the exit closing the
+        layer's segment owns (:mod:`sweet.modeling.ownership`); 0.0 for every other method."""
+        return float(self.param) if self.name == "own" else 0.0
 
     @property
     def distill_weight(self) -> float:
@@ -186,7 +206,7 @@ class Method:
             return 0.0 if progress < self.param else 1.0
         if self.name == "ee_then_sweet":
             return 1.0 if progress < self.param else 0.0
-        return 1.0  # early_exit, pcgrad, distill
+        return 1.0  # early_exit, pcgrad, distill, own (its isolation is per unit, not at the boundaries)
 
     def boundary_scales(self, progress: float, n_boundaries: int) -> tuple[float, ...] | None:
         """The gradient scale at each of the ``n_boundaries`` exit boundaries (first = the one after exit 1)."""
@@ -225,6 +245,9 @@ def parse_method(method: str) -> Method:
         raise SweetError(f"method '{method}': the switch point F is a fraction of training in (0, 1), got {value:g}")
     if name == "distill" and value < 0:
         raise SweetError(f"method '{method}': the distillation weight must be >= 0, got {value:g}")
+    if name == "own" and not 0.0 <= value <= 1.0:
+        raise SweetError(f"method '{method}': RHO is the owned fraction of heads and FFN units, in [0, 1] "
+                         f"(0 = early_exit), got {value:g}")
     return Method(name, value)
 
 
@@ -247,4 +270,4 @@ def method_label(method: str) -> str:
         return short[m.name]
     p = f"{m.param:g}"
     return {"grad_scale": f"GS α={p}", "grad_scale_first": f"GS-first α={p}", "sweet_then_ee": f"SWEET→EE@{p}",
-            "ee_then_sweet": f"EE→SWEET@{p}", "distill": f"EE+KD w={p}"}[m.name]
+            "ee_then_sweet": f"EE→SWEET@{p}", "distill": f"EE+KD w={p}", "own": f"Own ρ={p}"}[m.name]
