@@ -89,8 +89,10 @@ METHODS_HELP = (
 MULTI_MODEL_COST_POINTS = (1.375, 1.75)
 #: Training time per example relative to Early-Exit (default backbone, 2 cores, measured), for the grid's ETA:
 #: Multi-Model trains one backbone per exit; pcgrad runs one backward pass per exit plus the projection (SST-2,
-#: 320 examples: 20.9 s vs 7.4 s). Every other method costs what Early-Exit does.
-TRAIN_TIME_FACTOR = {"multi_model": 2.2, "pcgrad": 2.8}
+#: 320 examples: 20.9 s vs 7.4 s); own@RHO runs each non-final segment twice (SST-2, batch 16, 1 thread, median of
+#: 40 per-batch ratios 1.47: benchmarks/own_train_time.py, docs/results/own/). Every other method costs what
+#: Early-Exit does.
+TRAIN_TIME_FACTOR = {"multi_model": 2.2, "pcgrad": 2.8, "own": 1.5}
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,8 @@ class Method:
     @property
     def train_time_factor(self) -> float:
         """Training time per example relative to Early-Exit (measured; the grid's ETA before any run finished)."""
+        if self.name == "own" and self.owned_fraction == 0:
+            return 1.0  # own@0 runs Early-Exit's code
         return TRAIN_TIME_FACTOR.get(self.name, 1.0)
 
     @property
