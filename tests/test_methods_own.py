@@ -319,7 +319,7 @@ def test_a_run_trains_saves_and_evaluates_like_early_exit(tmp_path, tiny_backbon
 
     config = RunConfig(task="sst2", method="own@0.5", backbone=str(tiny_backbone_dir), exit_layers=[1, 2, 4],
                        n_train=96, epochs=1, learning_rate=3e-3, calibration_size=40, data_dir=str(tiny_glue_dir),
-                       checkpoint_every=0)
+                       max_length=64, checkpoint_every=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TemperatureAtBoundWarning)
         metrics = run(config, tmp_path / "run", progress=False)
