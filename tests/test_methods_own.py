@@ -94,10 +94,9 @@ def test_errors_are_listed_in_the_error_table_verbatim():
     from pathlib import Path
 
     table = (Path(__file__).parents[1] / "docs" / "errors.md").read_text(encoding="utf-8")
-    for bad in ("own@1.5", "own@half"):
-        with pytest.raises(SweetError) as info:
-            parse_method(bad)
-        assert f"`{info.value}`" in table, str(info.value)
+    with pytest.raises(SweetError) as info:
+        parse_method("own@1.5")
+    assert f"`{info.value}`" in table, str(info.value)
     with pytest.raises(SweetError) as info:
         _roberta_model("own@0.5")
     assert f"`{info.value}`" in table, str(info.value)

@@ -331,3 +331,73 @@ def test_serving_runs_the_onnx_predictor(exported):
     assert [(a["label"], a["exit_layer"]) for a in answer.json()["predictions"]] == \
         [(w["label"], w["exit_layer"]) for w in want]
     assert info["runtime"] == "onnxruntime" and info["precision"] == "fp32"
+
+
+# ------------------------------------------------------------------------- the CLI in an image without torch
+NO_TORCH = ("torch", "transformers", "sklearn")
+
+
+def _cli(args: list[str], blocked: Path, cwd: Path, **kwargs):
+    env = {**os.environ, "PYTHONPATH": f"{blocked}{os.pathsep}{SRC}", "HF_HUB_OFFLINE": "1"}
+    return [sys.executable, "-c", "import sys; from sweet.cli import main; sys.argv[0] = 'sweet'; main()", *args], env
+
+
+def test_cli_predict_runs_without_torch(exported, tmp_path):
+    """`sweet predict FOLDER --runtime onnxruntime` where torch, transformers and scikit-learn cannot be imported
+    (a service image that leaves them out): the same answers as the torch predictor."""
+    mdir, folder = exported["bert-early_exit"]
+    texts = [t[0] for t in _texts(12, seed=4)]
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
+    want = load(mdir, precision="fp32", device="cpu").predict(texts, threshold=0.8)
+    cmd, env = _cli(["predict", str(folder), "--runtime", "onnxruntime", "--threshold", "0.8", "--input",
+                     str(tmp_path / "in.txt"), "--format", "jsonl", "--no-progress"],
+                    _blocker(tmp_path / "block", NO_TORCH), tmp_path)
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    got = [json.loads(line) for line in r.stdout.strip().splitlines()]
+    assert [(g["label"], g["exit_layer"]) for g in got] == [(w["label"], w["exit_layer"]) for w in want]
+
+
+def test_cli_serve_runs_without_torch(exported, tmp_path):
+    """`sweet serve FOLDER --runtime onnxruntime` in a process that cannot import torch, transformers or
+    scikit-learn: it starts on loopback, answers /predict as the torch predictor does, and stops on SIGTERM."""
+    import signal
+    import socket
+    import time
+    import urllib.request
+
+    pytest.importorskip("fastapi")
+    pytest.importorskip("uvicorn")
+    mdir, folder = exported["mpnet-sweet"]
+    texts = [t[0] for t in _texts(6, seed=5)]
+    want = load(mdir, precision="fp32", device="cpu").predict(texts, threshold=0.8)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd, env = _cli(["serve", str(folder), "--runtime", "onnxruntime", "--threshold", "0.8", "--host", "127.0.0.1",
+                     "--port", str(port), "--threads", "1"], _blocker(tmp_path / "block", NO_TORCH), tmp_path)
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 90
+        while True:  # bounded: 90 s to start
+            assert proc.poll() is None, proc.communicate()[1]
+            try:
+                with urllib.request.urlopen(f"{url}/healthz", timeout=2):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the server did not start in 90 s"
+                time.sleep(0.3)
+        body = json.dumps({"texts": texts}).encode()
+        request = urllib.request.Request(f"{url}/predict", data=body, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as response:
+            got = json.loads(response.read())["predictions"]
+        assert [(g["label"], g["exit_layer"]) for g in got] == [(w["label"], w["exit_layer"]) for w in want]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            _, err = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+    assert proc.returncode == 0, err  # SIGTERM: the requests in flight finish, then exit 0

@@ -167,6 +167,26 @@ def test_the_model_card_has_front_matter_labels_table_and_curve(tiny_run):
     assert "sweet.load(" in body and "**0.9** (confidence policy), sweet's default" in body
 
 
+def test_evaluate_overwrite_refreshes_the_model_card(tiny_run, tiny_glue_dir, tmp_path):
+    """`sweet evaluate --overwrite` replaces the run's results, and the card (table, curve, threshold) with them: the
+    card is what the run's files say now, not what training wrote."""
+    from sweet.modelcard import CURVE_IMAGE, card_text
+    from sweet.modeling import MultiExitConfig
+    from sweet.runs import evaluate_run
+    from sweet.thresholds import read_threshold
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    card = run_dir / "model" / "README.md"
+    card.write_text("stale\n", encoding="utf-8")
+    with one_torch_thread():
+        evaluate_run(run_dir, data_dir=str(tiny_glue_dir), progress=False, precision="int8", overwrite=True)
+    config = MultiExitConfig.from_dict(read_json(run_dir / "model" / "sweet_config.json"))
+    want = card_text(config, read_json(run_dir / "metrics.json"), read_threshold(run_dir), CURVE_IMAGE)
+    assert card.read_text(encoding="utf-8") == want
+    assert read_json(run_dir / "metrics.json")["evaluation"]["placement"]["precision"] == "int8"
+
+
 def test_the_card_names_the_base_model_of_packaged_and_hub_backbones():
     from sweet.modelcard import base_model_id
 

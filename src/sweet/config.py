@@ -14,10 +14,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .backbones import NAMED_LADDERS, resolve_backbone
+from .choices import canonical_metric
 from .data import TASKS, get_task
 from .errors import SweetError
 from .methods import check_method
-from .metrics import canonical_metric
 from .modeling import POOLINGS, validate_exit_layers
 from .precision import placement
 from .training import TrainConfig

@@ -29,8 +29,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .choices import metric_label
 from .errors import SweetError
-from .metrics import metric_label
 from .sources import NO_EVAL_SPLIT, LabelledTable, SourceSpec, load_source
 
 DATA_DIR_ENV = "SWEET_GLUE_DIR"

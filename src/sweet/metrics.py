@@ -19,24 +19,7 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
-from .errors import SweetError
-
-#: ``--metric`` choices; ``mcc`` is stored as ``matthews`` (the name the GLUE presets already use)
-METRIC_CHOICES = ("accuracy", "f1_macro", "f1", "mcc")
-METRIC_NAMES = {"accuracy": "accuracy", "f1_macro": "macro F1", "f1": "F1", "matthews": "Matthews corr."}
-
-
-def canonical_metric(name: str) -> str:
-    """``mcc`` -> ``matthews``; refuse a name that is not a metric."""
-    name = "matthews" if name == "mcc" else name
-    if name not in METRIC_NAMES:
-        raise SweetError(f"unknown metric {name!r}; choose one of: {', '.join(METRIC_CHOICES)}")
-    return name
-
-
-def metric_label(metric: str) -> str:
-    """How a person reads the metric's name (``f1:2`` -> ``F1``)."""
-    return METRIC_NAMES.get(metric.split(":")[0], metric)
+from .choices import METRIC_CHOICES, METRIC_NAMES, canonical_metric, metric_label  # noqa: F401 (public here too)
 
 
 def score(metric: str, labels: Sequence[int], predictions: Sequence[int]) -> float:

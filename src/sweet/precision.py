@@ -57,16 +57,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .choices import (  # noqa: F401 (the names, public here too)
+    DEVICE_HELP,
+    PRECISION_HELP,
+    PRECISIONS,
+    TRAIN_PRECISION_HELP,
+    TRAINING_PRECISIONS,
+)
 from .errors import SweetError
-
-DEVICE_HELP = "auto (CUDA if present, else CPU), cpu, cuda, cuda:N or mps."
-PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
-TRAINING_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-PRECISION_HELP = ("auto, fp32, bf16, fp16 or int8 (inference only, CPU: dynamic quantization of the encoder's "
-                  "Linear layers, per-channel weights, the FFN down-projections kept fp32). auto: bf16 on GPUs and "
-                  "CPUs with native bf16 support, fp32 on other CPUs.")
-TRAIN_PRECISION_HELP = ("auto, fp32, bf16 or fp16 (autocast with float32 master weights; fp16 needs a GPU and uses "
-                        "a gradient scaler). auto: bf16 (or fp16) on CUDA, fp32 on CPU.")
 
 #: Precision ``auto`` picks for training on CPU. fp32: bf16 training on CPU has not (yet) passed the accuracy-parity
 #: check of docs/results/fast-path (paired per-seed differences within +-0.5 points), so it is opt-in (--precision bf16).

@@ -41,8 +41,9 @@ from .data import Task, get_task
 from .encoding import Collator
 from .errors import SweetError
 from .io import read_json
-from .modeling import CONFIG_NAME, MultiExitModel
-from .thresholds import THRESHOLD_FILE
+from .modelcard import write_model_card
+from .modeling import CONFIG_NAME, MultiExitConfig, MultiExitModel
+from .thresholds import THRESHOLD_FILE, read_threshold
 from .version import __version__
 
 RUN_CONFIG = "run_config.json"
@@ -252,3 +253,17 @@ def load_run(run_dir: str | Path):
     """A trained run's (config, model, tokenizer, task), the task being the one its run config names."""
     cfg = load_run_config(run_dir)
     return (cfg, *load_model(run_dir, cfg.task))
+
+
+def refresh_model_card(run_dir: str | Path) -> Path | None:
+    """Rewrite the model card (``model/README.md`` and its curve) from the run's files as they are now: its
+    ``metrics.json``, model config and stored threshold (``threshold.json``). Whatever changes them
+    (``sweet tune``, ``sweet evaluate --overwrite``) calls this, so the card never describes older numbers. None when
+    the run has no model directory."""
+    run_dir = Path(run_dir)
+    model_dir = run_dir / MODEL_DIR
+    if not (model_dir / CONFIG_NAME).is_file():
+        return None
+    metrics = read_json(run_dir / METRICS_FILE) if (run_dir / METRICS_FILE).is_file() else None
+    config = MultiExitConfig.from_dict(read_json(model_dir / CONFIG_NAME))
+    return write_model_card(model_dir, config, metrics, read_threshold(run_dir))

@@ -51,8 +51,15 @@ from .rundir import (
     load_tokenizer,
     make_collator,
     prepare_output_dir,
+    refresh_model_card,
 )
-from .sources import NO_EVAL_SPLIT, LabelledTable, SourceSpec, evaluation_split_name, load_source
+from .sources import (
+    NO_EVAL_SPLIT,
+    LabelledTable,
+    SourceSpec,
+    evaluation_split_name,
+    load_source,
+)
 from .training import seed_everything, train
 
 __all__ = ["RunConfig", "run", "train_run", "evaluate_run", "evaluation_split"]
@@ -376,4 +383,5 @@ def _write_evaluation(run_dir: Path, result: dict, eval_file: str | None, policy
     else:
         previous.setdefault("policies", {})[policy] = evaluation.curve.to_dict()
     atomic_write_json(run_dir / METRICS_FILE, previous)
+    refresh_model_card(run_dir)  # the card's table and curve are the run's results: keep them the same
     return run_dir / METRICS_FILE

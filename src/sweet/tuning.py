@@ -45,8 +45,7 @@ from .errors import SweetError
 from .evaluation import Evaluation, collect_outputs
 from .io import atomic_write_json, read_json
 from .metrics import score as task_score
-from .modelcard import write_model_card
-from .modeling import CONFIG_NAME, MultiExitConfig
+from .modeling import CONFIG_NAME
 from .policies import POLICIES, decide, make_policy
 from .rundir import (
     METRICS_FILE,
@@ -56,6 +55,7 @@ from .rundir import (
     effective_max_length,
     load_run,
     make_collator,
+    refresh_model_card,
 )
 
 #: thresholds in the fine grid used when the calibration split's logits are at hand
@@ -294,9 +294,7 @@ def write_threshold(run_dir: str | Path, result: TuneResult) -> Path:
     model_dir = run_dir / MODEL_DIR
     if (model_dir / CONFIG_NAME).is_file():
         atomic_write_json(model_dir / THRESHOLD_FILE, record)
-        metrics = read_json(run_dir / METRICS_FILE) if (run_dir / METRICS_FILE).is_file() else None
-        config = MultiExitConfig.from_dict(read_json(model_dir / CONFIG_NAME))
-        write_model_card(model_dir, config, metrics, record)
+        refresh_model_card(run_dir)
     return path
 
 

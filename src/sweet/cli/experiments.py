@@ -7,9 +7,9 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..choices import TRAIN_PRECISION_HELP
 from ..errors import SweetError
 from ..methods import METHODS_HELP
-from ..precision import TRAIN_PRECISION_HELP
 from .base import app
 from .options import (
     POSITIVE,
@@ -35,15 +35,29 @@ def _grid_flags(**given) -> dict:
 
 def _describe_plan(spec, status: dict) -> list[str]:
     sizes = f" x {len(spec.train_sizes)} training sizes" if spec.is_size_sweep else ""
-    if spec.first_seed_selects:
+    if spec.learning_rates_from is not None:
+        whose = "its method's" if spec.learning_rate_method == "same" else f"{spec.learning_rate_method}'s"
+        shape = (f"{len(spec.tasks)} tasks x {len(spec.methods)} methods{sizes} x {len(spec.seeds)} seeds, each at "
+                 f"{whose} learning rate chosen in {spec.learning_rates_from}")
+        if spec.param_selection != "all_seeds":
+            shape += (f"; seeds after {spec.seeds[0]} run only the value of each method family chosen on it by worst "
+                      "deficit")
+    elif spec.first_seed_selects:
         shape = (f"{len(spec.tasks)} tasks x {len(spec.methods)} methods{sizes} x ({len(spec.learning_rates)} "
                  f"learning rates on seed {spec.seeds[0]} + {len(spec.seeds) - 1} more seeds at the rate chosen on it)")
     else:
         shape = (f"{len(spec.tasks)} tasks x {len(spec.methods)} methods x {len(spec.seeds)} seeds x "
                  f"{len(spec.learning_rates)} learning rates{sizes}")
-    waiting = f", {status['waiting']} waiting for their learning rate" if status["waiting"] else ""
+    if spec.task_methods:
+        shape += "; " + ", ".join(f"{t} runs only {', '.join(ms)}" for t, ms in spec.task_methods.items())
+    waits: dict[str, int] = {}
+    for r in status["runs"]:
+        if r["state"] == "waiting":
+            waits[r["waits_for"]] = waits.get(r["waits_for"], 0) + 1
+    waiting = f", {status['waiting']} waiting (below)" if status["waiting"] else ""
     return [f"grid '{spec.name}': {status['n_runs']} runs ({shape}); {status['finished']} finished, "
             f"{status['partial']} started, {status['pending']} not started{waiting}",
+            *(f"  waiting: {n} run{'s' if n > 1 else ''} for {reason}" for reason, n in waits.items()),
             f"estimated time left, one run at a time: ~{status['estimate_seconds_left'] / 60:.0f} min (a cost model "
             "whose speeds were measured on a 2-core AMD EPYC when idle: the default backbone ~91 training examples/s "
             "on SST-2, pair tasks 3-4x slower, mpnet ~4x slower; it does not time this machine)"]
@@ -118,19 +132,24 @@ def grid(
 def report(
     grid_dir: Annotated[Path, typer.Argument(help="A grid directory written by 'sweet grid'.")],
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Where to write report.md, report.json and the PNGs (default: GRID_DIR/report).")] = None,
-    partial: Annotated[bool, typer.Option(help="Report an unfinished grid (what is finished; marked incomplete).")] = False,
+    partial: Annotated[bool, typer.Option(help="Report an unfinished grid (what is finished; marked incomplete). Applies to the extra grids below too.")] = False,
+    ablation_grid: Annotated[Optional[Path], typer.Option(help="The ladder-ablation grid (issue #25): its runs paired by seed with this grid's (default for the paper grid: the sibling directory 'ablation'; missing or empty: 'not run yet').")] = None,
+    base_grid: Annotated[Optional[Path], typer.Option(help="The 12-layer BASE-depth grid (issue #26): Table 1 rows, fixed-cost scores and the paper's claims on it (default for the paper grid: the sibling 'base').")] = None,
+    beyond_grid: Annotated[Optional[Path], typer.Option(help="The beyond-the-paper grid (issue #26): each method family's chosen parameter, held against the better of this grid's EE and SWEET (default for the paper grid: the sibling 'beyond').")] = None,
 ) -> None:
     """Aggregate a grid: choose learning rates on the calibration split, then mean, 95% CI and SD over seeds of every
     per-exit score and interpolated point (averages and the paper's claims also with tasks as the unit); floor
     cells marked and the averages and claims repeated without the tasks that have them; Markdown + JSON +
-    speed-accuracy PNGs."""
+    speed-accuracy PNGs. The paper grid's report (spec name 'paper') also has three sections fed by the grid
+    directories beside it: the ladder ablation, the BASE depth and beyond the paper (or those given)."""
     from ..experiments import (  # heavy (matplotlib): only when the command runs
         REPORT_MD,
         write_report,
     )
 
     out = output if output is not None else grid_dir / "report"
-    rep = write_report(grid_dir, out, partial=partial, command=command_line())
+    siblings = {"ablation": ablation_grid, "base_depth": base_grid, "beyond": beyond_grid}
+    rep = write_report(grid_dir, out, partial=partial, command=command_line(), siblings=siblings)
     typer.echo(f"wrote {out / REPORT_MD} ({rep['status']['n_finished']} of {rep['status']['n_runs']} runs, "
                f"{len(rep['figures'])} figure(s))")
 

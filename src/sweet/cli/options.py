@@ -17,17 +17,17 @@ from typing import Annotated, Callable, Optional, Sequence
 
 import typer
 
-from ..errors import SweetError
-from ..methods import METHODS_HELP
-from ..metrics import METRIC_CHOICES
-from ..precision import (
+from ..choices import (
     DEVICE_HELP,
+    METRIC_CHOICES,
     PRECISION_HELP,
     PRECISIONS,
+    RUNTIMES,
     TRAIN_PRECISION_HELP,
     TRAINING_PRECISIONS,
 )
-from ..runtime.manifest import RUNTIMES
+from ..errors import SweetError
+from ..methods import METHODS_HELP
 
 
 def one_of(choices: Sequence[str], message: Callable[[str], str]) -> dict:

@@ -61,8 +61,6 @@ def serve(
     flight, then exit 0."""
     need_serving_packages("fastapi", "uvicorn", "prometheus_client")
     # optional extra (fastapi, uvicorn, ray): imported only when the command runs
-    import torch
-
     from ..serving.server import (
         LOOPBACK_HOSTS,
         announce,
@@ -74,7 +72,9 @@ def serve(
     check_port_free(host, port)  # before the model is loaded (seconds): a busy port fails at once
     if backend == "local" and replicas != 1:
         raise SweetError("--replicas needs --backend ray (the local backend is one process)")
-    if threads is not None:
+    if threads is not None and runtime == "torch":  # ONNX Runtime takes them through load(threads=...)
+        import torch  # not imported with --runtime onnxruntime: an ONNX-only image may have no torch
+
         torch.set_num_threads(threads)
     api_key = os.environ.get("SWEET_API_KEY") or None
     if host not in LOOPBACK_HOSTS and api_key is None:

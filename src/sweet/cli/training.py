@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from ..config import RunConfig
 from ..data import DATA_DIR_ENV
 from ..errors import SweetError
 from ..methods import PAPER_METHODS
@@ -47,6 +46,9 @@ from .options import (
     parse_layers,
 )
 
+if TYPE_CHECKING:
+    from ..config import RunConfig
+
 #: where the demo reads SST-2 when no GLUE folder is given
 HUB_SST2 = {"data": "nyu-mll/glue", "data_config": "sst2", "eval_split": "validation"}
 
@@ -57,7 +59,7 @@ DEMO_TIME = ("SWEET takes about 2.5 minutes on 2 quiet CPU cores (142 s measured
              "docs/results/demo-sst2.md")
 
 
-def run_and_report(config: RunConfig, output: Path, *, overwrite: bool = False, resume: bool = False,
+def run_and_report(config: "RunConfig", output: Path, *, overwrite: bool = False, resume: bool = False,
                    progress: bool = True) -> dict:
     """Run ``config`` into ``output`` and print its per-exit table, curve and time."""
     # heavy (torch, transformers): imported when a run starts, so that `sweet --help` stays fast
@@ -122,6 +124,8 @@ def train(
                       f"--data-config {task or 'TASK'} --task {task or 'TASK'}", FutureWarning, stacklevel=1)
     if n_train is None and data is None:
         n_train = 6000
+    from ..config import RunConfig  # heavy (torch): only when the command runs
+
     config = RunConfig(
         **data_fields(data, eval_data, data_config, train_split, eval_split, text_column, text_columns, label_column,
                       metric, positive_label, drop_invalid),
@@ -148,6 +152,7 @@ def demo(
     progress: Progress = True,
 ) -> None:
     # the docstring is set below from DEMO_TIME, the one place that quotes the demo's time
+    from ..config import RunConfig
     from ..evaluation import (
         Evaluation,  # heavy (torch, matplotlib): only when the demo runs
     )

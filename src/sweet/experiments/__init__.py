@@ -12,7 +12,8 @@ One module per concept:
 - :mod:`~sweet.experiments.continuation`: continuing a grid from its committed results on any machine: finished
   runs are reused, a change of data, options or sampling since they ran is refused, naming what changed;
 - :mod:`~sweet.experiments.backends`: executing a grid (:func:`run_grid`) on the local or the Ray back-end;
-- :mod:`~sweet.experiments.selection`: learning rate and gradient scale chosen on the calibration split;
+- :mod:`~sweet.experiments.selection`: learning rate, gradient scale and a method's parameter chosen on the
+  calibration split;
 - :mod:`~sweet.experiments.aggregate`: t-intervals over seeds (and over tasks), averaged curves, comparisons,
   size sweeps;
 - :mod:`~sweet.experiments.claims`: the paper's claims checked on a grid (paired gaps between methods, verdicts);
@@ -21,6 +22,10 @@ One module per concept:
 - :mod:`~sweet.experiments.tables`: the report's Markdown page;
 - :mod:`~sweet.experiments.claims_tables`: its floors and claims sections;
 - :mod:`~sweet.experiments.plots`: the report's figures, one distinct colour per method, and one run's curve;
+- :mod:`~sweet.experiments.gridload`: a grid's finished runs at their chosen learning rates, and the sibling
+  grids of the paper report's extra sections;
+- :mod:`~sweet.experiments.ablation`, :mod:`~sweet.experiments.base_depth`, :mod:`~sweet.experiments.beyond`: those
+  sections (the ladder ablation, the paper's depth, the methods beyond the paper against the research target);
 - :mod:`~sweet.experiments.report`: collecting a grid's runs and writing the report (:func:`write_report`).
 """
 
@@ -58,7 +63,7 @@ from .plots import (
                    write_run_curve,
 )
 from .report import build_report, collect, write_figures, write_report
-from .selection import SELECTION_CRITERION, select_alpha, select_learning_rates
+from .selection import SELECTION_CRITERION, select_alpha, select_learning_rates, select_method_parameters
 from .spec import (
                    LR_SELECTIONS,
                    PRESETS,
@@ -92,6 +97,6 @@ __all__ = [
     "execute_run", "expand", "grid_status", "inspect_tasks", "is_size_sweep", "load_grid", "load_spec_file",
     "method_color", "method_colors", "plot_curves", "plot_gaps", "preset", "render_markdown",
     "resolve_grid_data_dir", "run_grid", "run_key", "run_rel_dir", "run_state", "select_alpha",
-    "select_learning_rates", "sha256_file", "spec_from_dict", "spec_to_toml", "splits_digest", "stored_spec",
+    "select_learning_rates", "select_method_parameters", "sha256_file", "spec_from_dict", "spec_to_toml", "splits_digest", "stored_spec",
     "t_interval", "versus_point", "write_figures", "write_report", "write_run_curve",
 ]

@@ -63,6 +63,35 @@ def stat_row(stats: dict) -> dict:
     return {k: stats[k] for k in ("mean", "ci", "low", "high", "std", "n", "values")}
 
 
+def method_summary(runs: list[dict], learning_rate: float, at_top: bool, selected_method: str | None = None) -> dict:
+    """One (task, method) cell of a report: its runs (one per seed, at the chosen learning rate) summarised, every
+    per-exit score, interpolated point and AUC as mean, 95% interval and SD over seeds; the averaged curve;
+    ``selected_method``: the method whose runs stand for a selected entry (``grad_scale@selected``)."""
+    evs = [Evaluation.of_run(r) for r in runs]
+    exits = [p.exit_layer for p in evs[0].per_exit]
+    per_exit = [{"exit_layer": layer, **stat_row(t_interval([ev.per_exit[i].score for ev in evs]))}
+                for i, layer in enumerate(exits)]
+    points = [q.cost_ratio for q in evs[0].curve.interpolated]
+    interp = [{"cost_ratio": c, **stat_row(t_interval([ev.curve.interpolated[i].score for ev in evs]))}
+              for i, c in enumerate(points)]
+    return {
+        "learning_rate": learning_rate,
+        "learning_rate_at_top": at_top,
+        **({"selected_method": selected_method} if selected_method else {}),
+        "seeds": [r["seed"] for r in runs],
+        "metric": evs[0].metric,
+        "evaluation_split": evs[0].curve.split,
+        "n_examples": evs[0].n_examples,
+        "exit_layers": exits,
+        "per_exit": per_exit,
+        "interpolated": interp,
+        "auc": stat_row(t_interval([ev.curve.auc for ev in evs])),
+        "selection_auc": stat_row(t_interval([r["selection"]["auc"] for r in runs])),
+        "curve": aggregate_curves([ev.curve.points for ev in evs]),
+        "runs": [r["_dir"] for r in runs],
+    }
+
+
 # ------------------------------------------------------------------------------------------ comparisons
 
 

@@ -204,8 +204,10 @@ def run_grid(
         raise SweetError(f"{len(result.failed)} of {len(result.failed) + len(result.executed)} run(s) failed "
                          f"(first: {first_dir}: {first_err}); the others are done. Fix the cause and launch again: "
                          "finished runs are skipped")
-    if schedule.waiting:  # only when a first-seed run failed: its later seeds could not be planned
-        print(f"{len(schedule.waiting)} run(s) still wait for their learning rate", file=sys.stderr)
+    if schedule.waiting:  # a first-seed run failed (its later seeds could not be planned), or a reference is unfinished
+        reasons = sorted({w.reason for w in schedule.waiting})
+        print(f"{len(schedule.waiting)} run(s) still wait (for {'; '.join(reasons[:3])}"
+              f"{'; ...' if len(reasons) > 3 else ''})", file=sys.stderr)
     return result
 
 
@@ -356,7 +358,8 @@ def grid_status(spec: GridSpec, grid_dir: str | Path, data_dir: str | None = Non
         "waiting": len(waiting),
         "estimate_seconds_left": round(sum(r.estimate_seconds for r in [*left, *waiting])),
         "runs": [{"dir": r.rel_dir, "state": s, "estimate_seconds": round(r.estimate_seconds)} for r, s in zip(runs, states)]
-        + [{"dir": None, "label": w.label, "state": "waiting", "estimate_seconds": round(w.estimate_seconds)}
+        + [{"dir": None, "label": w.label, "state": "waiting", "waits_for": w.reason,
+            "estimate_seconds": round(w.estimate_seconds)}
            for w in waiting],
     }
 

@@ -14,6 +14,12 @@ rate have finished, a later seed's run is a :class:`WaitingRun`; re-planning aft
 into a :class:`GridRun` (:func:`expand_stages`). Runs are then ordered task by task, so that finished tasks
 have all their seeds.
 
+With ``learning_rates_from`` each run takes the rate a reference grid chose (:mod:`~sweet.experiments.reference`);
+until it has chosen, the run waits. With ``param_selection = "first_seed_worst_deficit"`` a family of parameterised
+methods (``own@0.25``, ``own@0.5``, ...) runs every value on the first seed and only the chosen value
+(:func:`~sweet.experiments.selection.select_method_parameters`) on the later seeds, which wait until then.
+``task_methods`` leaves some (task, method) pairs out of the grid.
+
 Runs at different learning rates for the same (task, method, seed) share the training sample: the sample
 depends only on the seed, by design (the paper's protocol). In a training-set size sweep every size must fit
 in the task's pool after the fixed calibration/evaluation hold-outs (no silent clamping, which would run one
@@ -38,8 +44,9 @@ from ..io import read_json, sha256_file
 from ..methods import parse_method
 from ..precision import native_bf16, resolve_precision
 from ..rundir import METRICS_FILE, PROVENANCE_KEYS, RUN_CONFIG
-from .selection import select_learning_rates
-from .spec import GridSpec, task_entry_name
+from .reference import ReferenceGrid
+from .selection import DEFICIT_BASELINES, select_learning_rates, select_method_parameters
+from .spec import SAME_METHOD, GridSpec, task_entry_name
 from .store import RUNS_DIR, last_data_dir
 
 #: RunConfig fields that say where things are or how often to checkpoint, not what is computed: left out of
@@ -64,8 +71,10 @@ class GridRun:
 
 @dataclass
 class WaitingRun:
-    """A run of a later seed (``lr_selection = "first_seed"``) whose learning rate is not chosen yet: the first
-    seed's runs at every rate of its (task, method, size) have not all finished."""
+    """A run that cannot be planned yet: a later seed's run whose learning rate is not chosen yet (``lr_selection =
+    "first_seed"``: the first seed's runs at every rate have not all finished), a run whose rate the reference grid
+    has not chosen yet (``learning_rates_from``), or a later seed's run of a family whose value is not chosen yet
+    (``param_selection``; ``method`` is then ``FAMILY@?``). ``waits_for`` says which (default: the first case)."""
 
     task: str
     method: str
@@ -74,15 +83,24 @@ class WaitingRun:
     first_seed: int
     estimate_seconds: float
     sized: bool = False
+    waits_for: str | None = None
+    learning_rate: float | None = None  # known already where the run waits for its method's value
+
+    @property
+    def reason(self) -> str:
+        return self.waits_for or f"the learning rate chosen on seed {self.first_seed}"
 
     @property
     def label(self) -> str:
         size = f"/n={self.n_train}" if self.sized else ""
-        return f"{self.task}/{self.method}{size}/lr=(chosen on seed {self.first_seed})/seed={self.seed}"
+        if self.waits_for is None:
+            return f"{self.task}/{self.method}{size}/lr=(chosen on seed {self.first_seed})/seed={self.seed}"
+        lr = "?" if self.learning_rate is None else f"{self.learning_rate:g}"
+        return f"{self.task}/{self.method}{size}/lr={lr}/seed={self.seed} (waits for {self.reason})"
 
     def to_dict(self) -> dict:
         return {"task": self.task, "method": self.method, "seed": self.seed, "n_train": self.n_train,
-                "learning_rate": None, "waits_for": f"the learning rate chosen on seed {self.first_seed}"}
+                "learning_rate": self.learning_rate, "waits_for": self.reason}
 
 
 def _without_default_precision(d: dict) -> dict:
@@ -238,20 +256,24 @@ def expand_stages(spec: GridSpec, data_dir: str | None, tasks: dict[str, TaskInf
         key = run_key(cfg)
         return GridRun(cfg, key, run_rel_dir(cfg, key, sized), _estimate_seconds(info, spec, method, n_train), sized)
 
+    if spec.learning_rates_from is not None:
+        return _expand_from_reference(spec, make, tasks, grid_dir)
     if not spec.first_seed_selects:
         return [make(task, n, lr, method, seed) for seed in spec.seeds for task in spec.tasks
-                for n in spec.train_sizes for lr in spec.learning_rates for method in spec.methods], []
+                for n in spec.train_sizes for lr in spec.learning_rates
+                for method in spec.methods_for(task_entry_name(task))], []
     first, later = spec.seeds[0], spec.seeds[1:]
     runs: list[GridRun] = []
     waiting: list[WaitingRun] = []
     for task in spec.tasks:
+        methods = spec.methods_for(task_entry_name(task))
         for n in spec.train_sizes:
-            stage1 = {(lr, m): make(task, n, lr, m, first) for lr in spec.learning_rates for m in spec.methods}
+            stage1 = {(lr, m): make(task, n, lr, m, first) for lr in spec.learning_rates for m in methods}
             runs += stage1.values()
             chosen = {m: _chosen_on_first_seed(grid_dir, [stage1[(lr, m)] for lr in spec.learning_rates], first)
-                      for m in spec.methods}
+                      for m in methods}
             for seed in later:
-                for m in spec.methods:
+                for m in methods:
                     if chosen[m] is None:
                         name = task_entry_name(task)
                         waiting.append(WaitingRun(name, m, seed, n, first,
@@ -259,6 +281,70 @@ def expand_stages(spec: GridSpec, data_dir: str | None, tasks: dict[str, TaskInf
                     else:
                         runs.append(make(task, n, chosen[m], m, seed))
     return runs, waiting
+
+
+def _expand_from_reference(spec: GridSpec, make, tasks: dict[str, TaskInfo], grid_dir: str | Path | None
+                           ) -> tuple[list[GridRun], list[WaitingRun]]:
+    """The plan of a grid whose rates come from a reference grid (``learning_rates_from``): task by task (and size),
+    the first seed's runs of every method, then each later seed's; a family whose value is chosen on the first seed
+    (``param_selection``) runs only its chosen value there. Without ``grid_dir`` every run waits."""
+    ref = ReferenceGrid.open(spec.learning_rates_from, grid_dir) if grid_dir is not None else None
+    first, later = spec.seeds[0], spec.seeds[1:]
+    runs: list[GridRun] = []
+    waiting: list[WaitingRun] = []
+    for entry in spec.tasks:
+        name = task_entry_name(entry)
+        methods = spec.methods_for(name)
+        families = spec.selected_families(methods)
+        whose = {m: m if spec.learning_rate_method == SAME_METHOD else spec.learning_rate_method for m in methods}
+        rate = {m: ref.chosen_rate(name, whose[m]) if ref is not None else None for m in methods}
+        for n in spec.train_sizes:
+
+            def wait(method: str, seed: int, reason: str, lr: float | None = None, n: int = n) -> None:
+                estimate = _estimate_seconds(tasks[name], spec, method.replace("@?", ""), n)
+                waiting.append(WaitingRun(name, method, seed, n, first, estimate, spec.is_size_sweep, reason, lr))
+
+            def planned(m: str, seed: int, n: int = n) -> GridRun | None:
+                if rate[m] is None:
+                    wait(m, seed, f"the learning rate {spec.learning_rates_from} chooses for {name}/{whose[m]}")
+                    return None
+                runs.append(make(entry, n, rate[m], m, seed))
+                return runs[-1]
+
+            stage1 = {m: planned(m, first) for m in methods}
+            chosen = {f: _value_chosen_on_first_seed(grid_dir, ref, name, f, [stage1[v] for v in values], first)
+                      for f, values in families.items()}
+            for seed in later:
+                for m in methods:
+                    family = parse_method(m).name
+                    if family in families:
+                        if chosen[family] is None:
+                            if m == families[family][0]:  # one waiting run per family and seed
+                                wait(f"{family}@?", seed, f"the value of {family} chosen on seed {first}")
+                            continue
+                        if m != chosen[family]:
+                            continue
+                    planned(m, seed)
+    return runs, waiting
+
+
+def _value_chosen_on_first_seed(grid_dir: str | Path | None, ref: ReferenceGrid | None, task: str, family: str,
+                                first_runs: list[GridRun | None], first_seed: int) -> str | None:
+    """The value of ``family`` chosen on the first seed (``param_selection``), or None until its runs of every value
+    and the reference's early_exit and sweet runs of that seed (at their chosen rates) have finished."""
+    if grid_dir is None or ref is None or any(r is None or run_state(Path(grid_dir), r) != "finished" for r in first_runs):
+        return None
+    baselines = [ref.chosen_run(task, b, first_seed) for b in DEFICIT_BASELINES]
+    if any(b is None for b in baselines):
+        return None
+    records = [read_json(Path(grid_dir) / r.rel_dir / METRICS_FILE) for r in first_runs]
+    choice = select_method_parameters(records, baselines, first_seed)
+    if not choice:
+        raise SweetError(f"{task}/{family}: no value chosen on seed {first_seed}: the reference's early_exit and sweet "
+                         f"runs have another backbone ({baselines[0]['backbone']}) than this grid's "
+                         f"({records[0]['backbone']})")
+    (pick,) = choice.values()
+    return pick["chosen"]
 
 
 def _chosen_on_first_seed(grid_dir: str | Path | None, first_runs: list[GridRun], first_seed: int) -> float | None:

@@ -27,6 +27,12 @@ backbone, size) and adds a section (``size_sweep`` in the JSON): per size the pe
 the gap of every other method (SWEET, Multi-Model) to Early-Exit -- the per-seed paired difference in
 percentage points, mean and t-interval over seeds -- with a plot of the gap against the size. The other
 tables are at the largest size.
+
+The paper grid's report (and any report given ``siblings``) has three more sections, each fed by a grid of its own
+(:mod:`~sweet.experiments.gridload`): the ladder ablation (:mod:`~sweet.experiments.ablation`, paired by seed with
+this grid's runs), the paper's depth (:mod:`~sweet.experiments.base_depth`) and the methods beyond the paper
+(:mod:`~sweet.experiments.beyond`, held against this grid's EE and SWEET). A section whose grid has no finished run
+says "not run yet".
 """
 
 from __future__ import annotations
@@ -36,80 +42,50 @@ import os
 import platform
 from pathlib import Path
 
-from ..errors import SweetError
-from ..evaluation import Evaluation
 from ..io import atomic_write_json, atomic_write_text, read_json
 from ..methods import SELECTED_ALPHA
-from ..rundir import METRICS_FILE, RUN_CONFIG
+from .ablation import build_ablation
 from .aggregate import (
     CONFIDENCE,
-    aggregate_curves,
     average_over_tasks,
     chosen_runs,
     is_size_sweep,
+    method_summary,
     selection_key,
     size_sweep,
-    stat_row,
-    t_interval,
     versus_best,
 )
+from .base_depth import build_base_depth
+from .beyond import build_beyond
 from .claims import check_claims
 from .floors import HOW as FLOORS_HOW
 from .floors import evaluation_classes, floor_free_tasks, mark_floors
+from .gridload import (
+    SIBLINGS,
+    choose_learning_rates,
+    collect,
+    load_sibling,
+    runs_link,
+    sibling_grid_dirs,
+)
 from .plots import plot_curves, plot_gaps
-from .selection import select_alpha, select_learning_rates
-from .spec import lr_selection_seed, task_entry_name
-from .store import LAUNCHES_FILE, load_grid, machine_label
+from .selection import select_alpha
+from .spec import task_entry_name
+from .store import LAUNCHES_FILE, machine_label
 from .tables import REPORT_JSON, REPORT_MD, TASK_LABELS, metric_label, render_markdown
 
 
-def collect(grid_dir: str | Path, partial: bool = False) -> tuple[dict, list[dict], list[str]]:
-    """The grid manifest, the metrics of every finished run (with its directory), and the missing runs."""
-    grid_dir = Path(grid_dir)
-    grid = load_grid(grid_dir)
-    records, missing = [], []
-    for entry in grid["runs"]:
-        path = grid_dir / entry["dir"] / METRICS_FILE
-        if not path.is_file():
-            missing.append(entry["dir"])
-            continue
-        m = read_json(path)
-        m["_dir"] = entry["dir"]
-        m["_backbone_spec"] = entry["backbone"]
-        # the requested training size (older manifests lack it: then the spec's single size)
-        m["_n_train"] = int(entry.get("n_train", grid["spec"]["n_train"] if isinstance(grid["spec"]["n_train"], int)
-                                      else m.get("n_train")))
-        cfg_path = grid_dir / entry["dir"] / RUN_CONFIG
-        m["_environment"] = read_json(cfg_path).get("environment", {}) if cfg_path.is_file() else {}
-        records.append(m)
-    missing += [f"runs/{w['task']}/{w['method']}/lr?/seed{w['seed']} (waits for {w['waits_for']})"
-                for w in grid.get("waiting", [])]
-    n_runs = len(grid["runs"]) + len(grid.get("waiting", []))
-    if missing and not partial:
-        raise SweetError(f"{len(missing)} of {n_runs} runs in {grid_dir} are not finished (first: {missing[0]}); "
-                         "finish the grid with 'sweet grid --output GRID_DIR' or pass --partial to report what is there")
-    if not records:
-        raise SweetError(f"no finished runs in {grid_dir}")
-    return grid, records, missing
-
-
-def build_report(grid_dir: str | Path, partial: bool = False, command: str | None = None) -> dict:
-    """Everything the report shows, as one JSON-able dict.
+def build_report(grid_dir: str | Path, partial: bool = False, command: str | None = None,
+                 siblings: dict[str, str | Path | None] | None = None) -> dict:
+    """Everything the report shows, as one JSON-able dict. ``siblings``: the grid directory of each extra section
+    (keys of :data:`~sweet.experiments.gridload.SIBLINGS`; default: for the paper grid, the sibling directories).
 
     Long on purpose: it assembles report.json in the order the report reads (status, selection, tables, claims, provenance)."""
     grid_dir = Path(grid_dir)
     grid, records, missing = collect(grid_dir, partial)
     spec = grid["spec"]
     sized = is_size_sweep(spec)
-    for m in records:  # the manifest's backbone string is the grouping key (metrics hold the resolved path)
-        m["backbone"] = m["_backbone_spec"]
-        if sized:  # and in a size sweep the requested size (metrics hold the size drawn: the same, or less)
-            m["_n_train_drawn"] = m.get("n_train")
-            m["n_train"] = m["_n_train"]
-    selection = select_learning_rates(records, by_size=sized, on_seed=lr_selection_seed(spec))
-    for sel in selection.values():  # a rate chosen at the top of those searched: a higher one might do better
-        sel["searched"] = [c["learning_rate"] for c in sel["candidates"] if c["eligible"]]
-        sel["at_top"] = sel["chosen"] == max(sel["searched"])
+    selection = choose_learning_rates(records, spec)
     methods = [m for m in spec["methods"] if any(r["method"] == m for r in records)]
     tasks = [t for t in map(task_entry_name, spec["tasks"]) if any(r["task"] == t for r in records)]
 
@@ -131,30 +107,9 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
             runs = chosen.get((task, method))
             if not runs:
                 continue
-            evs = [Evaluation.of_run(r) for r in runs]
-            exits = [p.exit_layer for p in evs[0].per_exit]
-            per_exit = [{"exit_layer": layer, **stat_row(t_interval([ev.per_exit[i].score for ev in evs]))}
-                        for i, layer in enumerate(exits)]
-            points = [q.cost_ratio for q in evs[0].curve.interpolated]
-            interp = [{"cost_ratio": c, **stat_row(t_interval([ev.curve.interpolated[i].score for ev in evs]))}
-                      for i, c in enumerate(points)]
             sel = selection[selection_key(task, runs[0]["method"], runs[0]["backbone"], sizes[-1])]
-            per_task[task][method] = {
-                "learning_rate": sel["chosen"],
-                "learning_rate_at_top": sel["at_top"],
-                **({"selected_method": runs[0]["method"]} if method == SELECTED_ALPHA else {}),
-                "seeds": [r["seed"] for r in runs],
-                "metric": evs[0].metric,
-                "evaluation_split": evs[0].curve.split,
-                "n_examples": evs[0].n_examples,
-                "exit_layers": exits,
-                "per_exit": per_exit,
-                "interpolated": interp,
-                "auc": stat_row(t_interval([ev.curve.auc for ev in evs])),
-                "selection_auc": stat_row(t_interval([r["selection"]["auc"] for r in runs])),
-                "curve": aggregate_curves([ev.curve.points for ev in evs]),
-                "runs": [r["_dir"] for r in runs],
-            }
+            per_task[task][method] = method_summary(runs, sel["chosen"], sel["at_top"],
+                                                    runs[0]["method"] if method == SELECTED_ALPHA else None)
 
     # averages compare like with like: the tasks where every method has every seed of the grid (in a finished grid:
     # all of them). In a partial grid the unfinished tasks are left out and named; a task that has only its first
@@ -201,6 +156,11 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
             report["floor_free"]["paper_claims"] = free_claims
     if sized:
         report["size_sweep"] = size_sweep(chosen_by_size, selection, tasks, methods)
+    for key, where in sibling_grid_dirs(grid_dir, spec["name"], siblings).items():
+        sibling = load_sibling(where, partial)
+        report[key] = (build_ablation(chosen, sibling, where) if key == "ablation" else
+                       build_base_depth(sibling, where) if key == "base_depth" else
+                       build_beyond(chosen, avg_tasks, sibling, where))
     return report
 
 
@@ -255,14 +215,18 @@ def _mean_seconds_by_size(records: list[dict]) -> dict[str, list[dict]]:
 
 
 def write_report(grid_dir: str | Path, output: str | Path | None = None, partial: bool = False,
-                 command: str | None = None) -> dict:
+                 command: str | None = None, siblings: dict[str, str | Path | None] | None = None) -> dict:
     """Write report.md, report.json and one PNG per task (plus the average, and in a training-set size sweep
-    one gap-vs-size PNG per task) into ``output`` (default: GRID_DIR/report). Returns the report dict."""
+    one gap-vs-size PNG per task) into ``output`` (default: GRID_DIR/report). Returns the report dict.
+    ``siblings``: the extra sections' grid directories (see :func:`build_report`)."""
     grid_dir = Path(grid_dir)
     out = Path(output) if output is not None else grid_dir / "report"
-    report = build_report(grid_dir, partial=partial, command=command)
+    report = build_report(grid_dir, partial=partial, command=command, siblings=siblings)
     # the report's link to the runs, relative to the report (a clone elsewhere, or a reader on GitHub, can follow it)
     report["grid"]["runs_from_report"] = os.path.relpath(grid_dir.resolve() / "runs", out.resolve())
+    for key in SIBLINGS:
+        if key in report:
+            runs_link(report[key], out)
     figures = write_figures(report, out)
     report["figures"] = figures
     atomic_write_json(out / REPORT_JSON, report)

@@ -10,26 +10,51 @@ then also expanded over the sizes.
 ``lr_selection`` says which runs choose the learning rate: ``all_seeds`` (every seed runs every rate; the rate
 with the best mean calibration-split AUC over seeds wins) or ``first_seed`` (only the first seed runs every
 rate; the others run only the rate that won on the first seed, per task, method and size: fewer runs).
+
+``learning_rates_from`` names a reference grid (a grid directory; relative: from the root of the git checkout that
+holds this grid, else from the current directory) instead of ``learning_rates``: each run takes the rate that grid
+chose for its task, and for its own method (``learning_rate_method = "same"``) or for the method named there (e.g.
+``"early_exit"``), by the reference's own rule (:func:`~sweet.experiments.selection.select_learning_rates`).
+
+``param_selection`` says which runs choose a parameterised method's value where a grid lists several values of one
+family (``grad_scale@0.25, grad_scale@0.75``): ``all_seeds`` (every seed runs every value; nothing is chosen here)
+or ``first_seed_worst_deficit`` (the first seed runs every value; the other seeds run only the value with the
+largest worst deficit against the reference grid's ``early_exit`` and ``sweet`` over the five fixed costs of the
+first seed's calibration split, per task: :func:`~sweet.experiments.selection.select_method_parameters`).
+
+``task_methods`` (a table: task -> methods) runs some tasks on a subset of ``methods`` (e.g. Multi-Model on SST-2
+only); tasks it does not name run every method.
+
+These four fields are left out of the stored spec (grid.json, spec.toml) at their defaults, so that grids made
+before they existed keep their stored spec.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
 import tomllib
 
+from ..choices import TRAINING_PRECISIONS
 from ..config import OWN_DATA_DEFAULTS, RunConfig, data_name
 from ..data import get_task
 from ..errors import SweetError
 from ..methods import PAPER_METHODS, parse_method
-from ..precision import TRAINING_PRECISIONS
 
 #: how the learning rate is chosen (see the module docstring)
 LR_SELECTIONS = ("all_seeds", "first_seed")
+#: how a parameterised method's value is chosen where a grid runs several values of it (see the module docstring)
+PARAM_SELECTIONS = ("all_seeds", "first_seed_worst_deficit")
+#: ``learning_rate_method``: each run takes the reference grid's rate for its own method
+SAME_METHOD = "same"
+#: fields added after grids were committed: left out of the stored spec at these defaults (stored specs unchanged)
+_OPTIONAL_DEFAULTS = {"learning_rates_from": None, "learning_rate_method": SAME_METHOD, "param_selection": "all_seeds",
+                      "task_methods": None}
 #: the shared settings of a grid's runs: RunConfig's own fields, with RunConfig's defaults and checks
 RUN_FIELDS = ("backbone", "exit_layers", "epochs", "batch_size", "max_length", "pooling", "calibration_size",
               "heldout_eval_size", "data_source", "data_dir", "precision")
@@ -63,9 +88,13 @@ class GridSpec:
     gpus_per_run: float = 0.0  # Ray back-end: GPUs requested per run
     precision: str = _RUN_DEFAULTS["precision"]  # training precision (sweet.precision); resolved when planned
     lr_selection: str = "all_seeds"  # or "first_seed": only the first seed runs every learning rate
+    learning_rates_from: str | None = None  # a reference grid: each run at the rate it chose (learning_rates empty)
+    learning_rate_method: str = SAME_METHOD  # whose rate in the reference: the run's own method's, or this method's
+    param_selection: str = "all_seeds"  # or "first_seed_worst_deficit": only the first seed runs every value
+    task_methods: dict[str, list[str]] | None = None  # task -> the methods it runs (default: all of ``methods``)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k not in _OPTIONAL_DEFAULTS or v != _OPTIONAL_DEFAULTS[k]}
 
     def result_fields(self) -> dict:
         """The fields that decide the results (what a re-launch must agree on)."""
@@ -87,14 +116,41 @@ class GridSpec:
 
     @property
     def runs_per_slot(self) -> int:
-        """Runs per (task, method, size): seeds x rates, or with ``first_seed`` rates + the other seeds."""
+        """Runs per (task, method, size): seeds x rates, or with ``first_seed`` rates + the other seeds; with
+        ``learning_rates_from`` one rate per seed."""
+        if self.learning_rates_from is not None:
+            return len(self.seeds)
         if self.first_seed_selects:
             return len(self.learning_rates) + len(self.seeds) - 1
         return len(self.seeds) * len(self.learning_rates)
 
+    def methods_for(self, task: str) -> list[str]:
+        """The methods a task runs: ``task_methods[task]`` where given (in ``methods``' order), else ``methods``."""
+        only = (self.task_methods or {}).get(task)
+        return list(self.methods) if only is None else [m for m in self.methods if m in only]
+
+    def selected_families(self, methods: list[str]) -> dict[str, list[str]]:
+        """With ``param_selection = "first_seed_worst_deficit"``: family name -> its values among ``methods``, for
+        each family with 2+ values (their later seeds run the chosen value only); else none."""
+        if self.param_selection != "first_seed_worst_deficit":
+            return {}
+        families: dict[str, list[str]] = {}
+        for m in methods:
+            method = parse_method(m)
+            if method.param is not None:
+                families.setdefault(method.name, []).append(m)
+        return {f: values for f, values in families.items() if len(values) > 1}
+
     @property
     def n_runs(self) -> int:
-        return len(self.tasks) * len(self.methods) * len(self.train_sizes) * self.runs_per_slot
+        later = len(self.seeds) - 1
+        total = 0
+        for entry in self.tasks:
+            methods = self.methods_for(task_entry_name(entry))
+            families = self.selected_families(methods)
+            chosen_later = sum(len(v) for v in families.values()) * later - len(families) * later
+            total += (len(methods) * self.runs_per_slot - chosen_later) * len(self.train_sizes)
+        return total
 
 
 def lr_selection_seed(spec: dict) -> int | None:
@@ -288,6 +344,29 @@ def check_field(name: str, value: Any, source: str = "spec") -> Any:
         if value not in LR_SELECTIONS:
             raise _err(source, name, f"must be one of {', '.join(LR_SELECTIONS)}, got {value!r}")
         return value
+    if name == "learning_rates_from":
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise _err(source, name, f"must be a grid directory (a path), got {value!r}")
+        return value.strip()
+    if name == "learning_rate_method":
+        if value == SAME_METHOD:
+            return value
+        try:
+            return parse_method(value).canonical
+        except SweetError as exc:
+            raise _err(source, name, f"'{SAME_METHOD}' or a method: {exc}") from None
+    if name == "param_selection":
+        if value not in PARAM_SELECTIONS:
+            raise _err(source, name, f"must be one of {', '.join(PARAM_SELECTIONS)}, got {value!r}")
+        return value
+    if name == "task_methods":
+        if value is None:
+            return None
+        if not isinstance(value, dict) or not value:
+            raise _err(source, name, f"must be a table of task = [methods], got {value!r}")
+        return {str(task): check_field("methods", methods, source) for task, methods in value.items()}
     raise SweetError(f"{source}: unknown field '{name}'; known fields: {', '.join(SPEC_FIELDS)} (and 'preset')")
 
 
@@ -317,11 +396,40 @@ def spec_from_dict(raw: dict, source: str = "spec", base: dict | None = None) ->
         if name not in SPEC_FIELDS:
             raise SweetError(f"{source}: unknown field '{name}'; known fields: {', '.join(SPEC_FIELDS)} (and 'preset')")
     merged.update(raw)
-    missing = [k for k in _REQUIRED if k not in merged]
+    from_reference = merged.get("learning_rates_from") is not None
+    if from_reference and merged.get("learning_rates"):
+        raise _err(source, "learning_rates_from", "give learning_rates or learning_rates_from, not both (the rates "
+                                                   "come from the reference grid)")
+    missing = [k for k in _REQUIRED if k not in merged and not (k == "learning_rates" and from_reference)]
     if missing:
         raise SweetError(f"{source}: missing required field(s): {', '.join(missing)} (or start from a preset: "
                          f"{', '.join(PRESETS)})")
-    return GridSpec(**{k: check_field(k, v, source) for k, v in merged.items()})
+    checked = {k: check_field(k, v, source) for k, v in merged.items() if not (k == "learning_rates" and from_reference)}
+    if from_reference:
+        checked["learning_rates"] = []
+    spec = GridSpec(**checked)
+    _check_together(spec, source)
+    return spec
+
+
+def _check_together(spec: GridSpec, source: str) -> None:
+    """The checks that read two fields: what needs a reference grid, and task_methods against tasks and methods."""
+    if spec.learning_rates_from is None:
+        if spec.learning_rate_method != SAME_METHOD:
+            raise _err(source, "learning_rate_method", "needs learning_rates_from (the grid whose rates it reads)")
+        if spec.param_selection != "all_seeds":
+            raise _err(source, "param_selection", f"'{spec.param_selection}' compares against the early_exit and "
+                                                  "sweet runs of the grid named by learning_rates_from; set it")
+    if spec.task_methods is not None:
+        names = [task_entry_name(t) for t in spec.tasks]
+        for task, methods in spec.task_methods.items():
+            if task not in names:
+                raise _err(source, "task_methods", f"names task '{task}', which is not in tasks ({', '.join(names)})")
+            extra = [m for m in methods if m not in spec.methods]
+            if extra:
+                raise _err(source, "task_methods", f"{task}: {', '.join(extra)} not in methods "
+                                                   f"({', '.join(spec.methods)})")
+        spec.task_methods = {t: [m for m in spec.methods if m in ms] for t, ms in spec.task_methods.items()}
 
 
 def load_spec_file(path: str | Path) -> GridSpec:
@@ -352,6 +460,10 @@ def load_spec_file(path: str | Path) -> GridSpec:
     return spec_from_dict(raw if raw is not None else {}, source=str(path))
 
 
+def _toml_key(k: str) -> str:
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+
+
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -361,8 +473,8 @@ def _toml_value(v: Any) -> str:
         return json.dumps(v)  # a JSON string is a valid TOML basic string
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):  # a data entry of 'tasks': an inline table
-        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items() if x is not None) + "}"
+    if isinstance(v, dict):  # a data entry of 'tasks', or task_methods: an inline table
+        return "{" + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items() if x is not None) + "}"
     raise TypeError(f"cannot write {type(v).__name__} as TOML")
 
 

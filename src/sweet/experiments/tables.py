@@ -20,6 +20,9 @@ from .cells import (
     metric_label,
     task_list,
 )
+from .ablation import ablation_markdown
+from .base_depth import base_depth_markdown
+from .beyond import beyond_markdown, versus_paired_lines
 from .claims_tables import claims_markdown, floors_markdown
 from .spec import GridSpec, lr_selection_seed, spec_to_toml
 from .store import machine_label
@@ -135,12 +138,18 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
     ]
     if "average" in figures:
         lines += [f"![average over tasks]({figures['average']})", ""]
+    if report.get("ablation"):
+        lines += ablation_markdown(report["ablation"])
     if report.get("floors"):
         lines += floors_markdown(report, methods)
     if report.get("versus_best"):
         lines += _versus_markdown(report["versus_best"])
     if report.get("paper_claims"):
         lines += claims_markdown(report["paper_claims"], report.get("floor_free"), report.get("floors"))
+    if report.get("base_depth"):
+        lines += base_depth_markdown(report["base_depth"])
+    if report.get("beyond"):
+        lines += beyond_markdown(report["beyond"])
     lines += ["## Per task", ""]
     for task, by_method in report["per_task"].items():
         first = next(iter(by_method.values()))
@@ -236,15 +245,13 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
 def _versus_markdown(vs: dict) -> list[str]:
     costs = vs["cost_ratios"]
     head = ["method"] + [cost_label(c) for c in costs] + ["AUC", "never worse?"]
-    gap_rows, ee_rows, sw_rows = [], [], []
+    gap_rows = []
     for m, d in vs["methods"].items():
         def gap(p):
             g = p.get("gap_to_best")
             return "–" if g is None else (f"**{g:+.1f}**" if g >= 0 else f"{g:+.1f}")
         gap_rows.append([method_label(m)] + [gap(p) for p in d["points"]] + [gap(d["auc"]),
                         "yes" if d["never_worse"] else "no"])
-        ee_rows.append([method_label(m)] + [fmt_gap(p["vs_early_exit"]) for p in d["points"]] + [fmt_gap(d["auc"]["vs_early_exit"])])
-        sw_rows.append([method_label(m)] + [fmt_gap(p["vs_sweet"]) for p in d["points"]] + [fmt_gap(d["auc"]["vs_sweet"])])
     return [
         "## Against the better of Early-Exit and SWEET",
         "",
@@ -254,14 +261,5 @@ def _versus_markdown(vs: dict) -> list[str]:
         "",
         *md_table(head, gap_rows),
         "",
-        "Paired differences per seed (same seed = same training sample), mean ± 95% CI half-width over seeds, "
-        "against Early-Exit:",
-        "",
-        *md_table(head[:-1], ee_rows),
-        "",
-        "and against SWEET:",
-        "",
-        *md_table(head[:-1], sw_rows),
-        "",
+        *versus_paired_lines(vs),
     ]
-

@@ -26,13 +26,13 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..choices import RUNTIMES  # noqa: F401 (public here too)
 from ..errors import SweetError
 
 MANIFEST = "manifest.json"
 FORMAT = "sweet-onnx"
 FORMAT_VERSION = 1
 TOKENIZER_JSON = "tokenizer.json"
-RUNTIMES = ("torch", "onnxruntime")
 #: the precisions an exported folder can hold (ONNX Runtime runs the fp32 graphs and their dynamic int8 quantization)
 ONNX_PRECISIONS = ("fp32", "int8")
 

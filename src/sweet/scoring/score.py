@@ -12,7 +12,7 @@ import pyarrow as pa
 from tqdm.auto import tqdm
 
 from ..errors import SweetError
-from ..policies import check_threshold
+from ..thresholds import check_threshold
 from .common import PREDICTION_COLUMNS, _format_of, _prediction_names
 from .readers import _open_reader
 from .writers import _SINKS, _fsync

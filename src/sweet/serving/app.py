@@ -33,6 +33,7 @@ import asyncio
 import json
 import os
 import secrets
+import sys
 import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -54,7 +55,6 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..errors import SweetError
 from ..loader import load
-from ..predictor import Predictor
 from ..runtime import OnnxPredictor
 from .batcher import Batcher, BatchLimits, ServerClosing
 from .prometheus import UNMATCHED_ROUTE, Metrics
@@ -183,6 +183,15 @@ def parse_json(raw: bytes, field: str) -> Any:
         raise Refusal(400, "request body is not valid JSON (nested too deeply)") from None
 
 
+def _is_predictor(obj) -> bool:
+    """A loaded sweet predictor of either runtime. The torch one is recognised without importing torch: an object of
+    that class exists only once its module has been imported (an ONNX-only image never imports it)."""
+    if isinstance(obj, OnnxPredictor):
+        return True
+    module = sys.modules.get("sweet.predictor")
+    return module is not None and isinstance(obj, module.Predictor)
+
+
 def create_app(predictor_or_run_dir, *, max_batch_size: int = 64, max_wait_ms: float = 5.0, batching: bool = True,
                max_items: int = DEFAULT_MAX_ITEMS, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
                max_concurrent_requests: int = DEFAULT_MAX_CONCURRENT_REQUESTS, api_key: str | None = None,
@@ -206,7 +215,7 @@ def create_app(predictor_or_run_dir, *, max_batch_size: int = 64, max_wait_ms: f
         max_body_bytes=max_body_bytes, max_concurrent_requests=max_concurrent_requests)
     if isinstance(predictor_or_run_dir, (str, Path)):
         predictor = load(predictor_or_run_dir, **load_kwargs)
-    elif isinstance(predictor_or_run_dir, (Predictor, OnnxPredictor)):
+    elif _is_predictor(predictor_or_run_dir):
         if load_kwargs:
             raise SweetError(f"options {', '.join(sorted(load_kwargs))} apply to a run directory, not to a loaded predictor")
         predictor = predictor_or_run_dir

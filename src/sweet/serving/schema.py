@@ -20,9 +20,9 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
 from ..errors import SweetError, one_line
-from ..policies import POLICIES, check_threshold
+from ..thresholds import POLICY_NAMES, check_threshold
 
-PolicyName = Literal[POLICIES]  # type: ignore[valid-type]  # the names of sweet.policies.POLICIES
+PolicyName = Literal[POLICY_NAMES]  # type: ignore[valid-type]  # the names of sweet.policies.POLICIES (torch-free)
 
 
 class ErrorBody(BaseModel):

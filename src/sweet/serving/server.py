@@ -20,10 +20,8 @@ import sys
 import threading
 from pathlib import Path
 
-import torch
-
 from ..errors import SweetError, install_hint
-from ..rundir import model_dir_of
+from ..loader import is_exported
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -109,7 +107,10 @@ def serve_ray(run_dir: str | Path, *, host: str = "127.0.0.1", port: int = 8000,
     # wrong options or a wrong run directory fail here, in one line, not inside every replica
     check_app_options(**dict(app_options or {}))
     run_dir = str(Path(run_dir).resolve())
-    model_dir_of(run_dir)
+    if not is_exported(run_dir):  # an exported ONNX folder is checked by its manifest, in the replicas
+        from ..rundir import model_dir_of  # (torch) only for a run directory: an ONNX-only image never gets here
+
+        model_dir_of(run_dir)
     try:  # Ray Serve is an optional extra (sweet[serve]), and slow to import
         import ray
         from ray import serve
@@ -156,7 +157,9 @@ def make_deployment(replicas: int, cpus_per_replica: float):
     @serve.ingress()
     class SweetReplica:
         def __init__(self, run_dir: str, app_options: dict, load_options: dict, threads: int | None):
-            if threads:
+            if threads and load_options.get("runtime", "torch") == "torch":  # ONNX Runtime: load's threads=
+                import torch  # not imported by an ONNX-only replica (its image may have no torch)
+
                 torch.set_num_threads(int(threads))
             from sweet.serving.app import (
                 create_app,  # FastAPI: an optional extra, imported where it is used
