@@ -99,14 +99,16 @@ def test_models_and_the_engine_follow_the_method_structure(name):
 
 def test_training_time_factor_and_the_alpha_line():
     assert parse_method("multi_model").train_time_factor == 2.2 and parse_method("pcgrad").train_time_factor == 2.8
-    assert {parse_method(n).train_time_factor for n in METHOD_NAMES if n not in ("multi_model", "pcgrad", "ee_anchor")} == {1.0}
+    assert {parse_method(n).train_time_factor for n in METHOD_NAMES
+            if n not in ("multi_model", "pcgrad", "ee_anchor", "own")} == {1.0}
+    assert parse_method("own@0.5").train_time_factor > 1.0 and parse_method("own@0").train_time_factor == 1.0
     assert [n for n in METHOD_NAMES if parse_method(n).alpha_is_parameter] == ["grad_scale"]
 
 
 @pytest.mark.parametrize("name, full", [
     ("early_exit", True), ("pcgrad", True), ("distill", True), ("grad_scale@1", True), ("grad_scale_first@1", True),
     ("sweet", False), ("multi_model", False), ("grad_scale@0.5", False), ("grad_scale_first", False),
-    ("sweet_then_ee", False), ("ee_then_sweet", False), ("ee_anchor", False),
+    ("sweet_then_ee", False), ("ee_then_sweet", False), ("ee_anchor", False), ("own@0", True), ("own@0.5", False),
 ])
 def test_every_exit_reaches_every_layer(name, full):
     assert parse_method(name).every_exit_reaches_every_layer is full

@@ -284,6 +284,8 @@ BAD_INPUTS = [
      "method 'ee_anchor@1': the switch point F is a fraction of training in (0, 1), got 1"),
     ("method-parameter-not-a-number", lambda ws: ws.train(method="ee_anchor@half"),
      "method 'ee_anchor@half': the parameter after '@' must be a number, got 'half'"),
+    ("method-own-rho-out-of-range", lambda ws: ws.train(method="own@1.5"),
+     "method 'own@1.5': RHO is the owned fraction of heads and FFN units, in [0, 1] (0 = early_exit), got 1.5"),
     ("exit-layers-not-increasing", lambda ws: ws.train(exit_layers="1,3,2"), "exit layers must be strictly increasing, got [1, 3, 2]"),
     ("exit-layers-repeated", lambda ws: ws.train(exit_layers="1,2,2,4"), "strictly increasing"),
     ("exit-layers-above-depth", lambda ws: ws.train(exit_layers="1,2,9"), "exit layers must lie in 1..4 (the backbone's depth), got [1, 2, 9]"),

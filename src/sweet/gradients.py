@@ -1,7 +1,8 @@
 """The gradient operations the training methods use (:mod:`sweet.methods` says which method uses which):
-scaling the gradient that crosses an exit boundary (``grad_scale@ALPHA``; 0 detaches, as SWEET), the
-self-distillation loss (``distill@W``), the anchor loss (``ee_anchor@F``) and the PCGrad-style projection of
-conflicting per-exit gradients (``pcgrad``)."""
+scaling the gradient that crosses an exit boundary (``grad_scale@ALPHA``; 0 detaches, as SWEET), detaching the
+first entries of a tensor's last dimension (``own@RHO``'s owned units), the self-distillation loss
+(``distill@W``), the anchor loss (``ee_anchor@F``) and the PCGrad-style projection of conflicting per-exit
+gradients (``pcgrad``)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,30 @@ def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
     if scale == 0.0:
         return x.detach()
     return _ScaleGrad.apply(x, float(scale))
+
+
+class _DetachPrefix(torch.autograd.Function):
+    """Identity forward; zeroes the gradient of the first ``n`` entries of the last dimension on the way back."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, n: int) -> torch.Tensor:
+        ctx.n = n
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.clone()
+        grad[..., : ctx.n] = 0
+        return grad, None
+
+
+def detach_prefix(x: torch.Tensor, n: int) -> torch.Tensor:
+    """``x`` with the same value, as if ``x[..., :n]`` were detached: no gradient flows back through the first
+    ``n`` entries of the last dimension; the others pass theirs unchanged (``own@RHO``: an owned unit's input column
+    of an output projection, and the weight's owned columns, seen by deeper exits)."""
+    if n <= 0 or not x.requires_grad:
+        return x
+    return _DetachPrefix.apply(x, int(n))
 
 
 # ---------------------------------------------------------------------------------------- self-distillation

@@ -50,6 +50,16 @@ Issue #26 (a method never worse than max(EE, SWEET)):
     predictions near what they were under Early-Exit as the layers below it move (against SWEET's loss at the
     late exits). Costs one extra forward pass (no backward) per step after the switch.
 
+``own@RHO`` (RHO in [0, 1], default 0.5)
+    Partial ownership: in each segment (the layers between exit *i-1* and exit *i*), exit *i* owns the first
+    round(RHO * n) attention heads and the first round(RHO * m) FFN hidden units of every layer (n heads, m
+    units per layer; halves round up). Deeper exits see the owned units' outputs with the same values but no
+    gradient (nor through them into lower layers); exit *i* trains them and, as in Early-Exit, everything below
+    (seeing lower exits' owned units detached too). RHO = 0 is Early-Exit (the same code path); RHO = 1 is close to
+    SWEET (the residual stream, LayerNorms, output-projection biases and embeddings still hear deeper exits).
+    Forward values and inference are Early-Exit's; training recomputes each non-final segment once more
+    (:mod:`sweet.modeling.ownership`). BERT, MPNet and DeBERTa-v2 encoders only.
+
 Everything that depends on the method is asked of its :class:`Method` (how many backbones, what leaving at an
 exit costs, the cost points reported, how the engine runs it); no other module compares method names. The
 gradient operations the methods use (scaling, distillation, conflict projection) are in :mod:`sweet.gradients`;
@@ -78,6 +88,7 @@ METHOD_TABLE: dict[str, tuple[float | None, str]] = {
     "ee_then_sweet": (0.5, "Early-Exit for the first F of the steps, then SWEET"),
     "distill": (1.0, "Early-Exit + self-distillation from the last exit, weight W (T = 2)"),
     "ee_anchor": (0.5, "Early-Exit for the first F of the steps, then SWEET + KL of exits 2..M to a frozen anchor"),
+    "own": (0.5, "partial ownership: exit i owns a fraction RHO of its segment's heads and FFN units (0 = EE)"),
 }
 METHOD_NAMES = tuple(METHOD_TABLE)
 #: Not a training method but a report entry: per task, the method on the gradient-scaling line (sweet = alpha 0,
@@ -89,7 +100,7 @@ ANCHOR_WEIGHT = 1.0
 ANCHOR_TEMPERATURE = 1.0
 METHODS_HELP = (
     "early_exit, sweet, multi_model (the paper), or grad_scale@ALPHA, grad_scale_first@ALPHA, pcgrad, "
-    "sweet_then_ee@F, ee_then_sweet@F, distill@W, ee_anchor@F (see docs/methods.md)"
+    "sweet_then_ee@F, ee_then_sweet@F, distill@W, ee_anchor@F, own@RHO (see docs/methods.md)"
 )
 #: Multi-Model's cost points above 1 (the paper's 1 3/8 and 1 3/4); only those the ladder reaches are reported.
 MULTI_MODEL_COST_POINTS = (1.375, 1.75)
@@ -98,9 +109,10 @@ MULTI_MODEL_COST_POINTS = (1.375, 1.75)
 #: 320 examples: 20.9 s vs 7.4 s); ee_anchor at its default F = 0.5 runs the anchor's forward pass on the last
 #: half of the steps (benchmarks/anchor_train_time.py: CPU-time ratio 1.152 at F = 0.5, 1.221 at F = 0.25, SST-2,
 #: 64 examples x 2 epochs, one thread, 7 interleaved rounds; docs/results/methods/anchor-training-time.json), and
-#: other F scale the extra part by (1 - F) / 0.5 (:attr:`Method.train_time_factor`). Every other method costs
-#: what Early-Exit does.
-TRAIN_TIME_FACTOR = {"multi_model": 2.2, "pcgrad": 2.8, "ee_anchor": 1.15}
+#: other F scale the extra part by (1 - F) / 0.5 (:attr:`Method.train_time_factor`); own@RHO runs each non-final
+#: segment twice (SST-2, batch 16, 1 thread, median of 40 per-batch ratios 1.47: benchmarks/own_train_time.py,
+#: docs/results/own/; own@0 is Early-Exit's code, 1.0). Every other method costs what Early-Exit does.
+TRAIN_TIME_FACTOR = {"multi_model": 2.2, "pcgrad": 2.8, "ee_anchor": 1.15, "own": 1.5}
 
 
 @dataclass(frozen=True)
@@ -163,6 +175,8 @@ class Method:
     @property
     def train_time_factor(self) -> float:
         """Training time per example relative to Early-Exit (measured; the grid's ETA before any run finished)."""
+        if self.name == "own" and self.owned_fraction == 0:
+            return 1.0  # own@0 runs Early-Exit's code
         factor = TRAIN_TIME_FACTOR.get(self.name, 1.0)
         if self.anchor_from is not None:  # measured at the default F; the anchor runs on the last 1 - F of the steps
             default = METHOD_TABLE[self.name][0]
@@ -172,9 +186,10 @@ class Method:
     @property
     def every_exit_reaches_every_layer(self) -> bool:
         """Whether each exit's loss sends gradient, in full, to every layer below it at every point of training
-        (a shared backbone whose exit boundaries never scale the gradient): early_exit, pcgrad, distill@W,
-        grad_scale@1 and grad_scale_first@1. What the conflicting-gradient analysis needs."""
-        if not self.shares_backbone:
+        (a shared backbone whose exit boundaries never scale the gradient and no unit is owned): early_exit,
+        pcgrad, distill@W, grad_scale@1, grad_scale_first@1 and own@0. What the conflicting-gradient analysis
+        needs."""
+        if not self.shares_backbone or self.owned_fraction > 0:
             return False
         return all(s == 1.0 for progress in (0.0, 1.0) for s in self.boundary_scales(progress, 2))
 
@@ -183,6 +198,12 @@ class Method:
     @property
     def projection(self) -> bool:
         return self.name == "pcgrad"
+
+    @property
+    def owned_fraction(self) -> float:
+        """``own@RHO``: the fraction RHO of each layer's attention heads and FFN units that the exit closing the
+        layer's segment owns (:mod:`sweet.modeling.ownership`); 0.0 for every other method."""
+        return float(self.param) if self.name == "own" else 0.0
 
     @property
     def distill_weight(self) -> float:
@@ -223,7 +244,7 @@ class Method:
             return 0.0 if progress < self.param else 1.0
         if self.name in ("ee_then_sweet", "ee_anchor"):
             return 1.0 if progress < self.param else 0.0
-        return 1.0  # early_exit, pcgrad, distill
+        return 1.0  # early_exit, pcgrad, distill, own (its isolation is per unit, not at the boundaries)
 
     def boundary_scales(self, progress: float, n_boundaries: int) -> tuple[float, ...] | None:
         """The gradient scale at each of the ``n_boundaries`` exit boundaries (first = the one after exit 1)."""
@@ -262,6 +283,9 @@ def parse_method(method: str) -> Method:
         raise SweetError(f"method '{method}': the switch point F is a fraction of training in (0, 1), got {value:g}")
     if name == "distill" and value < 0:
         raise SweetError(f"method '{method}': the distillation weight must be >= 0, got {value:g}")
+    if name == "own" and not 0.0 <= value <= 1.0:
+        raise SweetError(f"method '{method}': RHO is the owned fraction of heads and FFN units, in [0, 1] "
+                         f"(0 = early_exit), got {value:g}")
     return Method(name, value)
 
 
@@ -284,4 +308,5 @@ def method_label(method: str) -> str:
         return short[m.name]
     p = f"{m.param:g}"
     return {"grad_scale": f"GS α={p}", "grad_scale_first": f"GS-first α={p}", "sweet_then_ee": f"SWEET→EE@{p}",
-            "ee_then_sweet": f"EE→SWEET@{p}", "distill": f"EE+KD w={p}", "ee_anchor": f"EE→anchor@{p}"}[m.name]
+            "ee_then_sweet": f"EE→SWEET@{p}", "distill": f"EE+KD w={p}", "ee_anchor": f"EE→anchor@{p}",
+            "own": f"Own ρ={p}"}[m.name]

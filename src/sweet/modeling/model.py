@@ -30,6 +30,7 @@ from .config import (
     refuse_pickle,
     validate_exit_layers,
 )
+from .ownership import Ownership, owned_representations
 from .parts import (
     ExitHead,
     ExitPredictor,
@@ -74,6 +75,8 @@ class MultiExitModel(nn.Module):
         )
         self._inputs = backbone_input_names(self.backbones[0])
         object.__setattr__(self, "_anchor", None)  # not a submodule (see the anchor property)
+        #: own@RHO: the heads and FFN units each exit owns (None: no unit is owned, every other method)
+        self.ownership: Ownership | None = Ownership.of(self)
         self.set_progress(1.0)
         if config.exit_predictors:
             self.add_exit_predictors()
@@ -327,6 +330,8 @@ class MultiExitModel(nn.Module):
         kwargs = self._backbone_kwargs(input_ids, attention_mask, token_type_ids)
         if not self.method_spec.shares_backbone:
             reps = [bb(**kwargs).last_hidden_state for bb in self.backbones]
+        elif self.ownership is not None and torch.is_grad_enabled():  # own@RHO's gradients (forward values: EE's)
+            reps = owned_representations(self, self.ownership, input_ids, attention_mask, token_type_ids)
         else:
             captured: list[torch.Tensor] = []
             with self._exit_hooks(captured):
