@@ -66,11 +66,18 @@ def earlier_rates(launches: Sequence[dict], rates: Sequence[float]) -> list[floa
 
 
 def _scope(old: dict, new: dict, tasks: list[str], seeds: list[int] | None) -> tuple[list[str], list[int]]:
-    """The tasks where both choices have runs of every claimed method, and the seeds all of those runs share."""
+    """Where both choices are judged: the tasks of ``tasks`` where both have runs of every claimed method at every
+    seed of ``seeds`` (a task that lacks a seed is left out, as the report's averages leave it out); where no task
+    has them all, every task with runs and the seeds all of those runs share."""
     methods = {m for c in CLAIMS for m in (c.a, c.b) if any(k[1] == m and v for k, v in new.items())}
     have = [t for t in tasks if all(old.get((t, m)) and new.get((t, m)) for m in methods)]
-    shared = [{int(r["seed"]) for r in side[(t, m)]} for t in have for m in methods for side in (old, new)]
-    common = set.intersection(*shared) if shared else set()
+    seeds_of = {t: set.intersection(*({int(r["seed"]) for r in side[(t, m)]} for m in methods for side in (old, new)))
+                for t in have} if methods else {}
+    if seeds is not None:
+        complete = [t for t in have if set(seeds) <= seeds_of[t]]
+        if complete:
+            return complete, sorted(seeds)
+    common = set.intersection(*seeds_of.values()) if seeds_of else set()
     return have, sorted(common if seeds is None else common & set(seeds))
 
 

@@ -33,6 +33,10 @@ The paper grid's report (and any report given ``siblings``) has three more secti
 this grid's runs), the paper's depth (:mod:`~sweet.experiments.base_depth`) and the methods beyond the paper
 (:mod:`~sweet.experiments.beyond`, held against this grid's EE and SWEET). A section whose grid has no finished run
 says "not run yet".
+
+A grid whose learning rates were extended (its launch records give an earlier ``--lrs`` set) gets a section on what
+moved (:mod:`~sweet.experiments.moved`, ``moved`` in the JSON): every claim judged with the rates chosen from the
+earlier set and from the full set, from the same run directories, and each task's contribution to each change.
 """
 
 from __future__ import annotations
