@@ -93,6 +93,9 @@ def test_the_earlier_rates_come_from_the_launch_records():
     assert earlier_rates([{"command": "sweet grid --spec s.toml"}], RATES) is None  # rates from a spec file
     assert earlier_rates(LAUNCHES + [{"command": "sweet grid --lrs 5e-5,1e-4,2e-4,3e-4"}], [5e-5, 1e-4, 2e-4, 3e-4]) \
         == [5e-5, 1e-4, 2e-4]
+    # extended to 4 rates, then 3e-4 dropped again: the earlier set is still the one the grid was extended from
+    wider = [LAUNCHES[0], {"command": "sweet grid --lrs 5e-5,1e-4,2e-4,3e-4"}, LAUNCHES[1]]
+    assert earlier_rates(wider, RATES) == list(EARLIER)
 
 
 @pytest.mark.parametrize("choices", [ONLY_MM, EE_AND_MM], ids=["only-mm", "ee-and-mm"])
@@ -102,6 +105,7 @@ def test_each_claims_change_is_the_sum_of_its_tasks_contributions(tmp_path, choi
     assert moved["earlier_rates"] == list(EARLIER) and moved["rates"] == list(RATES)
     assert {(r["task"], r["method"]): (r["earlier"], r["now"]) for r in moved["changed"]} == choices
     assert moved["earlier_runs"]["missing"] == [] and moved["earlier_runs"]["left_out"] == []
+    assert moved["provisional"] == []  # every rate finished on seed 0
     assert moved["earlier_runs"]["n"] == 3 * 3 * 3 and moved["earlier_runs"]["unlisted"] == 2 * len(choices)
     assert moved["scope"]["tasks"] == list(TASKS) and moved["scope"]["seeds"] == [0, 1, 2]
     assert "earlier_all_tasks" not in moved  # the same tasks and seeds as the earlier choice's own report
@@ -148,7 +152,8 @@ def test_a_missing_or_foreign_earlier_run_is_named(tmp_path):
     grid = write_extended(tmp_path / "g", ONLY_MM)
     shutil.rmtree(grid / "runs/sst2/multi_model/lr0.0001/seed2-k2")  # an earlier choice's run gone
     _write_run(grid, "mrpc", "multi_model", 1, 5e-5, 71.0, epochs=2)  # one from another config
-    rep = write_report(grid, tmp_path / "rep")
+    (grid / "runs/rte/early_exit/lr0.0002/seed0-k0/metrics.json").unlink()  # a rate not finished on seed 0 yet
+    rep = write_report(grid, tmp_path / "rep", partial=True)
     moved = rep["moved"]
     assert moved["earlier_runs"]["missing"] == [
         {"task": "mrpc", "method": "multi_model", "learning_rate": 5e-5, "seeds": [1]},
@@ -163,3 +168,6 @@ def test_a_missing_or_foreign_earlier_run_is_named(tmp_path):
     assert ("**Missing** from the earlier choice: MRPC MM at 5e-05, seed(s) 1; SST-2 MM at 0.0001, seed(s) 2." in md)
     assert "Run directories not used: runs/mrpc/multi_model/lr5e-05/seed1-k1 (its config differs" in md
     assert "the claims table above is over SST-2, MRPC, RTE: here only the tasks and seeds where both" in md
+    assert moved["provisional"] == [{"task": "rte", "method": "early_exit", "unfinished_rates": [2e-4]}]
+    assert ("Learning-rate choices that changed: 2 of 9 (1 of the 9 still provisional: a rate of the full set has not "
+            "finished on the selecting seed for RTE).") in md

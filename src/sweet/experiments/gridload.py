@@ -65,12 +65,13 @@ def _entry_size(grid: dict, entry: dict) -> int | None:
     return entry.get("n_train", n if isinstance(n, int) else None)
 
 
-def unlisted_runs(grid_dir: str | Path, grid: dict) -> tuple[list[dict], list[str]]:
+def unlisted_runs(grid_dir: str | Path, grid: dict, rates: list[float] | None = None) -> tuple[list[dict], list[str]]:
     """The finished runs in the grid's directory that its manifest no longer lists: with ``lr_selection =
     "first_seed"``, a later seed's run at a rate the first seed chose before the rates were extended stays on disk
     when the choice changes. Each is read like a listed run, and kept only where its config is the config of the
     listed run of the same task, method, learning rate and size on another seed, but for the seed (same data,
-    options and code settings). Returns those runs and the directories left out, each with the reason."""
+    options and code settings); ``rates``: only runs at these learning rates. Returns those runs and the directories
+    left out, each with the reason."""
     grid_dir = Path(grid_dir)
     listed = {entry["dir"] for entry in grid["runs"]}
     siblings: dict[tuple, tuple[dict, dict]] = {}  # (task, method, rate, size) -> a listed run's entry and config
@@ -88,6 +89,8 @@ def unlisted_runs(grid_dir: str | Path, grid: dict) -> tuple[list[dict], list[st
             left_out.append(f"{rel} (no {RUN_CONFIG})")
             continue
         cfg = read_json(cfg_path)
+        if rates is not None and float(cfg["learning_rate"]) not in {float(x) for x in rates}:
+            continue
         key = (cfg["task"], cfg["method"], float(cfg["learning_rate"]), cfg["n_train"])
         if key not in siblings:
             left_out.append(f"{rel} (the manifest lists no run of that task, method, rate and size)")

@@ -44,9 +44,10 @@ LARGEST = 2
 
 
 def earlier_rates(launches: Sequence[dict], rates: Sequence[float]) -> list[float] | None:
-    """The learning rates a grid searched before its current set ``rates``: the ``--lrs`` of the last launch
-    before the first one that gave the current set. None where no launch gave ``--lrs`` before the current set
-    (the rates were never extended, or were set in a spec file, which launches do not record)."""
+    """The learning rates a grid searched before it was extended to its current set ``rates``: of the ``--lrs`` sets
+    its launches gave before the first one that gave the current set, the latest that is a proper subset of it (a
+    later launch that dropped a rate again does not count as the earlier set). None where there is none (the rates
+    were never extended, or were set in a spec file, which launches do not record)."""
     current = sorted(float(x) for x in rates)
     given = []
     for launch in launches:
@@ -61,8 +62,8 @@ def earlier_rates(launches: Sequence[dict], rates: Sequence[float]) -> list[floa
                     continue
     if current not in given:
         return None
-    before = given[:given.index(current)]
-    return before[-1] if before and before[-1] != current else None
+    smaller = [g for g in given[:given.index(current)] if set(g) < set(current)]
+    return smaller[-1] if smaller else None
 
 
 def _scope(old: dict, new: dict, tasks: list[str], seeds: list[int] | None) -> tuple[list[str], list[int]]:
@@ -134,7 +135,7 @@ def moved_section(grid_dir: str | Path, grid: dict, records: list[dict], selecti
     earlier = earlier_rates(read_json(path) if path.is_file() else [], grid["spec"].get("learning_rates") or [])
     if not earlier:
         return None
-    unlisted, left_out = unlisted_runs(grid_dir, grid)
+    unlisted, left_out = unlisted_runs(grid_dir, grid, rates=earlier)
     return build_moved(records, unlisted, left_out, grid["spec"], selection, chosen, grid_tasks, scope, earlier)
 
 
@@ -158,8 +159,11 @@ def build_moved(records: list[dict], unlisted: list[dict], left_out: list[str], 
         if not set(grid_seeds) <= have:
             missing.append({"task": key[0], "method": key[1], "learning_rate": sel["chosen"],
                             "seeds": [s for s in grid_seeds if s not in have]})
-    changed_rows, changed = [], {}
+    changed_rows, changed, provisional = [], {}, []
     for key, sel in sorted(selection.items()):
+        unfinished = [lr for lr in spec["learning_rates"] if lr not in {c["learning_rate"] for c in sel["candidates"]}]
+        if unfinished:  # a rate of the full set has no run on the selecting seed yet: the choice may still change
+            provisional.append({"task": key[0], "method": key[1], "unfinished_rates": unfinished})
         prior = before_sel.get(key)
         if prior is None or prior["chosen"] == sel["chosen"]:
             continue
@@ -167,7 +171,7 @@ def build_moved(records: list[dict], unlisted: list[dict], left_out: list[str], 
         changed[(key[0], key[1])] = (prior["chosen"], sel["chosen"])
         changed_rows.append({"task": key[0], "method": key[1], "earlier": prior["chosen"], "now": sel["chosen"],
                              "selection_auc_earlier": auc.get(prior["chosen"]), "selection_auc_now": auc[sel["chosen"]],
-                             "unfinished_rates": [lr for lr in spec["learning_rates"] if lr not in auc]})
+                             "unfinished_rates": unfinished})
     scope_tasks, scope_seeds = _scope(old, chosen, *scope)
     unlisted_ids = {id(r) for r in unlisted}
     out = {"how": HOW, "earlier_rates": sorted(float(x) for x in earlier),
@@ -178,6 +182,7 @@ def build_moved(records: list[dict], unlisted: list[dict], left_out: list[str], 
            "earlier_learning_rates": [{"task": k[0], "method": k[1], "chosen": s["chosen"], "at_top": s["at_top"]}
                                       for k, s in sorted(before_sel.items())],
            "n_choices": len(selection), "changed": changed_rows,
+           "provisional": provisional,
            "scope": {"tasks": scope_tasks, "seeds": scope_seeds, "claims_tasks": list(scope[0]),
                      "claims_seeds": None if scope[1] is None else list(scope[1])},
            "claims": []}
@@ -256,7 +261,11 @@ def moved_markdown(moved: dict) -> list[str]:
              + f" → {r['selection_auc_now']:.2f}",
              ("provisional: " + ", ".join(f"{x:g}" for x in r["unfinished_rates"]) + " not finished")
              if r["unfinished_rates"] else ""] for r in moved["changed"]]
-    lines += [f"Learning-rate choices that changed: {len(moved['changed'])} of {moved['n_choices']}.", ""]
+    pending = moved.get("provisional", [])
+    lines += [f"Learning-rate choices that changed: {len(moved['changed'])} of {moved['n_choices']}"
+              + (f" ({len(pending)} of the {moved['n_choices']} still provisional: a rate of the full set has not "
+                 f"finished on the selecting seed for {task_list(list(dict.fromkeys(p['task'] for p in pending)))})"
+                 if pending else "") + ".", ""]
     if rows:
         lines += [*md_table(["task", "method", f"from {old_set}", f"from {new_set}",
                              "selection AUC (earlier → now)", "note"], rows), ""]
