@@ -36,7 +36,7 @@ KINDS = ["bert", "mpnet", "deberta"]
     [("early_exit", "early_exit"), ("sweet", "sweet"), ("multi_model", "multi_model"), ("pcgrad", "pcgrad"),
      ("grad_scale", "grad_scale@0.5"), ("grad_scale@0.25", "grad_scale@0.25"), ("grad_scale@1", "grad_scale@1"),
      ("sweet_then_ee", "sweet_then_ee@0.5"), ("ee_then_sweet@0.3", "ee_then_sweet@0.3"), ("distill", "distill@1"),
-     ("distill@0.50", "distill@0.5"), ("grad_scale_first", "grad_scale_first@0.1")],
+     ("distill@0.50", "distill@0.5"), ("grad_scale_first", "grad_scale_first@0.1"), ("ee_anchor", "ee_anchor@0.5")],
 )
 def test_method_names_are_canonicalised(given_name, canonical):
     assert check_method(given_name) == canonical
@@ -99,14 +99,16 @@ def test_models_and_the_engine_follow_the_method_structure(name):
 
 def test_training_time_factor_and_the_alpha_line():
     assert parse_method("multi_model").train_time_factor == 2.2 and parse_method("pcgrad").train_time_factor == 2.8
-    assert {parse_method(n).train_time_factor for n in METHOD_NAMES if n not in ("multi_model", "pcgrad")} == {1.0}
+    assert {parse_method(n).train_time_factor for n in METHOD_NAMES
+            if n not in ("multi_model", "pcgrad", "ee_anchor", "own")} == {1.0}
+    assert parse_method("own@0.5").train_time_factor > 1.0 and parse_method("own@0").train_time_factor == 1.0
     assert [n for n in METHOD_NAMES if parse_method(n).alpha_is_parameter] == ["grad_scale"]
 
 
 @pytest.mark.parametrize("name, full", [
     ("early_exit", True), ("pcgrad", True), ("distill", True), ("grad_scale@1", True), ("grad_scale_first@1", True),
     ("sweet", False), ("multi_model", False), ("grad_scale@0.5", False), ("grad_scale_first", False),
-    ("sweet_then_ee", False), ("ee_then_sweet", False),
+    ("sweet_then_ee", False), ("ee_then_sweet", False), ("ee_anchor", False), ("own@0", True), ("own@0.5", False),
 ])
 def test_every_exit_reaches_every_layer(name, full):
     assert parse_method(name).every_exit_reaches_every_layer is full
@@ -402,7 +404,8 @@ def test_grid_specs_take_method_names_with_parameters(tmp_path, tiny_glue_dir):
     assert p.returncode == 2 and "field 'methods': method 'grad_scale@2': ALPHA must lie in [0, 1]" in p.stderr
 
 
-@pytest.mark.parametrize("method", ["grad_scale@0.25", "grad_scale_first@0.1", "pcgrad", "ee_then_sweet@0.3", "distill@2"])
+@pytest.mark.parametrize("method", ["grad_scale@0.25", "grad_scale_first@0.1", "pcgrad", "ee_then_sweet@0.3", "distill@2",
+                                    "ee_anchor@0.25"])
 def test_new_methods_save_and_load_with_their_name(tmp_path, method):
     from sweet import MultiExitModel
 

@@ -3,7 +3,8 @@
 A checkpoint lives in ``RUN_DIR/checkpoint/``::
 
     step-0000200.safetensors  model parameters (``model/<name>``), AdamW state (``optim/<index>/<key>``),
-                              the torch RNG states (``rng/torch``, ``rng/cuda/<device>``)
+                              the torch RNG states (``rng/torch``, ``rng/cuda/<device>``), and for
+                              ``ee_anchor@F`` after the switch the anchor's weights (``anchor/<name>``)
     state.json                everything else: the data position (epoch, batch index), the scheduler, the
                               Python and NumPy RNG states, the loss log so far, a fingerprint of the training
                               setup, and the name, size and SHA-256 of the weights file it belongs to
@@ -47,7 +48,7 @@ _STATE_KEYS = {"format_version", "step", "epoch", "batch", "steps_per_epoch", "t
 class TrainState:
     """Where training stands: optimizer steps done, the loss log, the running loss sums since the last log
     entry (one per exit), the wall time of earlier processes, the steps at which the run was resumed, and
-    (``pcgrad``) the projections made so far."""
+    (``pcgrad``) the projections made so far, and (``ee_anchor@F``) the anchor term's running sum."""
 
     step: int = 0
     log: list = field(default_factory=list)
@@ -57,6 +58,7 @@ class TrainState:
     resumed_at: list = field(default_factory=list)
     projections: dict = field(default_factory=lambda: {"projections": 0, "pairs": 0})
     scaler: dict = field(default_factory=dict)  # fp16: the gradient scaler's state (sweet.training)
+    anchor_window: float = 0.0
 
 
 def training_fingerprint(model, encoded, config) -> dict:
@@ -122,6 +124,9 @@ class Checkpointer:
              total_steps: int, seconds: float) -> Path:
         self.directory.mkdir(parents=True, exist_ok=True)
         tensors = {f"model/{k}": v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+        if model.anchor is not None:  # ee_anchor@F after the switch: the frozen copy is not in the state dict
+            anchor = model.anchor.state_dict()
+            tensors.update({f"anchor/{k}": v.detach().contiguous().clone() for k, v in anchor.items()})
         opt = optimizer.state_dict()
         for index, values in opt["state"].items():
             for key, value in values.items():
@@ -232,6 +237,14 @@ class Checkpointer:
             model.load_state_dict(model_state, strict=True)
         except RuntimeError as exc:
             raise SweetError(f"checkpoint weights file {path} does not fit the model ({str(exc).splitlines()[0]})") from exc
+        anchor_state = {k[len("anchor/"):]: v for k, v in tensors.items() if k.startswith("anchor/")}
+        model.release_anchor()
+        if anchor_state:  # saved after the switch: train on against the same anchor
+            try:
+                model.freeze_anchor(anchor_state)
+            except RuntimeError as exc:
+                raise SweetError(f"checkpoint weights file {path}: the anchor does not fit the model "
+                                 f"({str(exc).splitlines()[0]})") from exc
 
         fresh_groups = optimizer.state_dict()["param_groups"]
         groups = state["optimizer"]["param_groups"]

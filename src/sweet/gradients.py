@@ -1,14 +1,15 @@
 """The gradient operations the training methods use (:mod:`sweet.methods` says which method uses which):
-scaling the gradient that crosses an exit boundary (``grad_scale@ALPHA``; 0 detaches, as SWEET), the
-self-distillation loss (``distill@W``) and the PCGrad-style projection of conflicting per-exit gradients
-(``pcgrad``)."""
+scaling the gradient that crosses an exit boundary (``grad_scale@ALPHA``; 0 detaches, as SWEET), detaching the
+first entries of a tensor's last dimension (``own@RHO``'s owned units), the self-distillation loss
+(``distill@W``), the anchor loss (``ee_anchor@F``) and the PCGrad-style projection of conflicting per-exit
+gradients (``pcgrad``)."""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
-from .methods import DISTILL_TEMPERATURE
+from .methods import ANCHOR_TEMPERATURE, ANCHOR_WEIGHT, DISTILL_TEMPERATURE
 
 # ------------------------------------------------------------------------------------------- gradient scaling
 
@@ -35,6 +36,30 @@ def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
     return _ScaleGrad.apply(x, float(scale))
 
 
+class _DetachPrefix(torch.autograd.Function):
+    """Identity forward; zeroes the gradient of the first ``n`` entries of the last dimension on the way back."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, n: int) -> torch.Tensor:
+        ctx.n = n
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.clone()
+        grad[..., : ctx.n] = 0
+        return grad, None
+
+
+def detach_prefix(x: torch.Tensor, n: int) -> torch.Tensor:
+    """``x`` with the same value, as if ``x[..., :n]`` were detached: no gradient flows back through the first
+    ``n`` entries of the last dimension; the others pass theirs unchanged (``own@RHO``: an owned unit's input column
+    of an output projection, and the weight's owned columns, seen by deeper exits)."""
+    if n <= 0 or not x.requires_grad:
+        return x
+    return _DetachPrefix.apply(x, int(n))
+
+
 # ---------------------------------------------------------------------------------------- self-distillation
 
 
@@ -46,6 +71,23 @@ def distillation_loss(logits: tuple[torch.Tensor, ...], weight: float, temperatu
         student = F.log_softmax(z.float() / temperature, dim=-1)
         total = total + F.kl_div(student, teacher, reduction="batchmean", log_target=True)
     return weight * temperature**2 * total
+
+
+def anchor_kl(student: torch.Tensor, anchor: torch.Tensor, temperature: float = ANCHOR_TEMPERATURE) -> torch.Tensor:
+    """T^2 * KL(softmax(anchor / T) || softmax(student / T)), averaged over the batch, for one exit (float32).
+    ``anchor`` is the frozen anchor's logits (no gradient flows into it)."""
+    target = F.log_softmax(anchor.detach().float() / temperature, dim=-1)
+    log_p = F.log_softmax(student.float() / temperature, dim=-1)
+    return temperature**2 * F.kl_div(log_p, target, reduction="batchmean", log_target=True)
+
+
+def anchor_loss(logits: tuple[torch.Tensor, ...], anchor_logits: tuple[torch.Tensor, ...],
+                weight: float = ANCHOR_WEIGHT) -> torch.Tensor:
+    """``ee_anchor@F``: W * sum over exits 2..M of :func:`anchor_kl` (exit k tied to the anchor's exit k)."""
+    total = logits[0].new_zeros((), dtype=torch.float32)
+    for z, a in zip(logits[1:], anchor_logits[1:]):
+        total = total + anchor_kl(z, a)
+    return weight * total
 
 
 # ---------------------------------------------------------------------------------- conflict projection

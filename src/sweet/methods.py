@@ -35,6 +35,31 @@ Candidates beyond the paper (issue #8: a method never worse than either EE or SW
     loss += W * T^2 * KL(softmax(z_last / T) || softmax(z_i / T)) with T = 2 and the teacher detached (the last
     exit is trained by its own cross-entropy only).
 
+Issue #26 (a method never worse than max(EE, SWEET)):
+
+``ee_anchor@F`` (F in (0, 1), default 0.5)
+    Two stages with an anchor. The first F of the optimizer steps train as Early-Exit (bit for bit). At the
+    switch the trainer freezes a copy of the model, the *anchor* (eval mode: no dropout; no gradient; not in
+    the optimizer; never saved with the model, only in training checkpoints). From then on the model trains
+    with SWEET's isolation (every boundary scale 0) plus a term tying every exit after the first to the
+    anchor's logits on the same batch: loss += ANCHOR_WEIGHT * T^2 * sum_{k >= 2} KL(softmax(a_k / T) ||
+    softmax(z_k / T)), with ANCHOR_WEIGHT = 1 and T = ANCHOR_TEMPERATURE = 1 (a_k: the anchor's exit-k logits,
+    recomputed on every batch; caching them per example would not be exact, since a batch's padding changes
+    the logits in the last bits). The aim: the shared layers were shaped by every exit until the switch;
+    after it the first exit trains its layers alone (SWEET's gain), while the KL term keeps each deep exit's
+    predictions near what they were under Early-Exit as the layers below it move (against SWEET's loss at the
+    late exits). Costs one extra forward pass (no backward) per step after the switch.
+
+``own@RHO`` (RHO in [0, 1], default 0.5)
+    Partial ownership: in each segment (the layers between exit *i-1* and exit *i*), exit *i* owns the first
+    round(RHO * n) attention heads and the first round(RHO * m) FFN hidden units of every layer (n heads, m
+    units per layer; halves round up). Deeper exits see the owned units' outputs with the same values but no
+    gradient (nor through them into lower layers); exit *i* trains them and, as in Early-Exit, everything below
+    (seeing lower exits' owned units detached too). RHO = 0 is Early-Exit (the same code path); RHO = 1 is close to
+    SWEET (the residual stream, LayerNorms, output-projection biases and embeddings still hear deeper exits).
+    Forward values and inference are Early-Exit's; training recomputes each non-final segment once more
+    (:mod:`sweet.modeling.ownership`). BERT, MPNet and DeBERTa-v2 encoders only.
+
 Everything that depends on the method is asked of its :class:`Method` (how many backbones, what leaving at an
 exit costs, the cost points reported, how the engine runs it); no other module compares method names. The
 gradient operations the methods use (scaling, distillation, conflict projection) are in :mod:`sweet.gradients`;
@@ -62,22 +87,32 @@ METHOD_TABLE: dict[str, tuple[float | None, str]] = {
     "sweet_then_ee": (0.5, "SWEET for the first F of the steps, then Early-Exit"),
     "ee_then_sweet": (0.5, "Early-Exit for the first F of the steps, then SWEET"),
     "distill": (1.0, "Early-Exit + self-distillation from the last exit, weight W (T = 2)"),
+    "ee_anchor": (0.5, "Early-Exit for the first F of the steps, then SWEET + KL of exits 2..M to a frozen anchor"),
+    "own": (0.5, "partial ownership: exit i owns a fraction RHO of its segment's heads and FFN units (0 = EE)"),
 }
 METHOD_NAMES = tuple(METHOD_TABLE)
 #: Not a training method but a report entry: per task, the method on the gradient-scaling line (sweet = alpha 0,
 #: grad_scale@ALPHA, early_exit = alpha 1) with the best calibration-split AUC (:func:`sweet.experiments.select_alpha`).
 SELECTED_ALPHA = "grad_scale@selected"
 DISTILL_TEMPERATURE = 2.0
+#: ``ee_anchor@F``: the weight and temperature of the KL term tying exits 2..M to the anchor's logits.
+ANCHOR_WEIGHT = 1.0
+ANCHOR_TEMPERATURE = 1.0
 METHODS_HELP = (
     "early_exit, sweet, multi_model (the paper), or grad_scale@ALPHA, grad_scale_first@ALPHA, pcgrad, "
-    "sweet_then_ee@F, ee_then_sweet@F, distill@W (see docs/methods.md)"
+    "sweet_then_ee@F, ee_then_sweet@F, distill@W, ee_anchor@F, own@RHO (see docs/methods.md)"
 )
 #: Multi-Model's cost points above 1 (the paper's 1 3/8 and 1 3/4); only those the ladder reaches are reported.
 MULTI_MODEL_COST_POINTS = (1.375, 1.75)
 #: Training time per example relative to Early-Exit (default backbone, 2 cores, measured), for the grid's ETA:
 #: Multi-Model trains one backbone per exit; pcgrad runs one backward pass per exit plus the projection (SST-2,
-#: 320 examples: 20.9 s vs 7.4 s). Every other method costs what Early-Exit does.
-TRAIN_TIME_FACTOR = {"multi_model": 2.2, "pcgrad": 2.8}
+#: 320 examples: 20.9 s vs 7.4 s); ee_anchor at its default F = 0.5 runs the anchor's forward pass on the last
+#: half of the steps (benchmarks/anchor_train_time.py: CPU-time ratio 1.152 at F = 0.5, 1.221 at F = 0.25, SST-2,
+#: 64 examples x 2 epochs, one thread, 7 interleaved rounds; docs/results/methods/anchor-training-time.json), and
+#: other F scale the extra part by (1 - F) / 0.5 (:attr:`Method.train_time_factor`); own@RHO runs each non-final
+#: segment twice (SST-2, batch 16, 1 thread, median of 40 per-batch ratios 1.47: benchmarks/own_train_time.py,
+#: docs/results/own/; own@0 is Early-Exit's code, 1.0). Every other method costs what Early-Exit does.
+TRAIN_TIME_FACTOR = {"multi_model": 2.2, "pcgrad": 2.8, "ee_anchor": 1.15, "own": 1.5}
 
 
 @dataclass(frozen=True)
@@ -140,14 +175,21 @@ class Method:
     @property
     def train_time_factor(self) -> float:
         """Training time per example relative to Early-Exit (measured; the grid's ETA before any run finished)."""
-        return TRAIN_TIME_FACTOR.get(self.name, 1.0)
+        if self.name == "own" and self.owned_fraction == 0:
+            return 1.0  # own@0 runs Early-Exit's code
+        factor = TRAIN_TIME_FACTOR.get(self.name, 1.0)
+        if self.anchor_from is not None:  # measured at the default F; the anchor runs on the last 1 - F of the steps
+            default = METHOD_TABLE[self.name][0]
+            factor = 1.0 + (factor - 1.0) * (1.0 - self.anchor_from) / (1.0 - default)
+        return factor
 
     @property
     def every_exit_reaches_every_layer(self) -> bool:
         """Whether each exit's loss sends gradient, in full, to every layer below it at every point of training
-        (a shared backbone whose exit boundaries never scale the gradient): early_exit, pcgrad, distill@W,
-        grad_scale@1 and grad_scale_first@1. What the conflicting-gradient analysis needs."""
-        if not self.shares_backbone:
+        (a shared backbone whose exit boundaries never scale the gradient and no unit is owned): early_exit,
+        pcgrad, distill@W, grad_scale@1, grad_scale_first@1 and own@0. What the conflicting-gradient analysis
+        needs."""
+        if not self.shares_backbone or self.owned_fraction > 0:
             return False
         return all(s == 1.0 for progress in (0.0, 1.0) for s in self.boundary_scales(progress, 2))
 
@@ -158,8 +200,24 @@ class Method:
         return self.name == "pcgrad"
 
     @property
+    def owned_fraction(self) -> float:
+        """``own@RHO``: the fraction RHO of each layer's attention heads and FFN units that the exit closing the
+        layer's segment owns (:mod:`sweet.modeling.ownership`); 0.0 for every other method."""
+        return float(self.param) if self.name == "own" else 0.0
+
+    @property
     def distill_weight(self) -> float:
         return float(self.param) if self.name == "distill" else 0.0
+
+    @property
+    def anchor_from(self) -> float | None:
+        """``ee_anchor@F``: the fraction of training at which the anchor (a frozen copy of the model) is taken
+        and the deep exits are tied to it from then on; None for every other method."""
+        return float(self.param) if self.name == "ee_anchor" else None
+
+    def anchored(self, progress: float) -> bool:
+        """Whether a step at ``progress`` (the fraction of training done before it) trains against the anchor."""
+        return self.anchor_from is not None and progress >= self.anchor_from
 
     @property
     def alpha(self) -> float | None:
@@ -184,9 +242,9 @@ class Method:
             return float(self.param)
         if self.name == "sweet_then_ee":
             return 0.0 if progress < self.param else 1.0
-        if self.name == "ee_then_sweet":
+        if self.name in ("ee_then_sweet", "ee_anchor"):
             return 1.0 if progress < self.param else 0.0
-        return 1.0  # early_exit, pcgrad, distill
+        return 1.0  # early_exit, pcgrad, distill, own (its isolation is per unit, not at the boundaries)
 
     def boundary_scales(self, progress: float, n_boundaries: int) -> tuple[float, ...] | None:
         """The gradient scale at each of the ``n_boundaries`` exit boundaries (first = the one after exit 1)."""
@@ -221,10 +279,13 @@ def parse_method(method: str) -> Method:
         raise SweetError(f"method '{method}': ALPHA must lie in [0, 1] (0 = sweet, 1 = early_exit), got {value:g}")
     if name == "grad_scale_first" and not 0.0 <= value <= 1.0:
         raise SweetError(f"method '{method}': ALPHA must lie in [0, 1] (1 = early_exit), got {value:g}")
-    if name in ("sweet_then_ee", "ee_then_sweet") and not 0.0 < value < 1.0:
+    if name in ("sweet_then_ee", "ee_then_sweet", "ee_anchor") and not 0.0 < value < 1.0:
         raise SweetError(f"method '{method}': the switch point F is a fraction of training in (0, 1), got {value:g}")
     if name == "distill" and value < 0:
         raise SweetError(f"method '{method}': the distillation weight must be >= 0, got {value:g}")
+    if name == "own" and not 0.0 <= value <= 1.0:
+        raise SweetError(f"method '{method}': RHO is the owned fraction of heads and FFN units, in [0, 1] "
+                         f"(0 = early_exit), got {value:g}")
     return Method(name, value)
 
 
@@ -247,4 +308,5 @@ def method_label(method: str) -> str:
         return short[m.name]
     p = f"{m.param:g}"
     return {"grad_scale": f"GS α={p}", "grad_scale_first": f"GS-first α={p}", "sweet_then_ee": f"SWEET→EE@{p}",
-            "ee_then_sweet": f"EE→SWEET@{p}", "distill": f"EE+KD w={p}"}[m.name]
+            "ee_then_sweet": f"EE→SWEET@{p}", "distill": f"EE+KD w={p}", "ee_anchor": f"EE→anchor@{p}",
+            "own": f"Own ρ={p}"}[m.name]

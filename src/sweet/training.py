@@ -1,11 +1,16 @@
 """Fine-tuning, top to bottom: AdamW (0.9, 0.999), linear decay, batch 16, 2 epochs (the paper's setup).
 
 The method (:mod:`sweet.methods`) lives almost entirely in the model: the loss is the sum of the exits'
-cross-entropies (plus the distillation term for ``distill@W``), and what each exit's gradient may reach is
-decided in the forward pass. What the loop does per method:
+cross-entropies (plus the distillation term for ``distill@W``, the anchor term for ``ee_anchor@F``), and what
+each exit's gradient may reach is decided in the forward pass. What the loop does per method:
 
 * it tells the model how far training is before each step (``model.set_progress``), which scheduled methods
-  (``sweet_then_ee@F``, ``ee_then_sweet@F``) use to switch between SWEET and Early-Exit;
+  (``sweet_then_ee@F``, ``ee_then_sweet@F``, ``ee_anchor@F``) use to switch between SWEET and Early-Exit;
+* ``ee_anchor@F``: at the switch (the first step at progress >= F) it has the model take its anchor, a frozen
+  copy (:meth:`MultiExitModel.freeze_anchor`); the model adds the KL term to the anchor to its loss from then on;
+  the log gets ``anchor_kl`` (the term's mean per step since the last entry, 0 before the switch). A checkpoint
+  after the switch holds the anchor's weights, so a resumed run trains against the same anchor; the anchor
+  is dropped when training ends (the saved model never holds it);
 * ``pcgrad`` replaces the one backward pass by one per exit and a per-block projection
   (:func:`sweet.gradients.pcgrad_backward`), with a random order drawn from a generator seeded by (seed, step),
   so it is deterministic and resumable;
@@ -214,6 +219,8 @@ def _train(model, encoded: Encoded, collator: Collator, config: TrainConfig, pro
             for rows in batches[first_batch if epoch == first_epoch else 0 :]:
                 batch = to_device(collator(encoded, rows), device)
                 model.set_progress(state.step / total_steps)
+                if spec.anchored(state.step / total_steps) and model.anchor is None:
+                    model.freeze_anchor()  # ee_anchor@F: the switch (a resumed run has it from the checkpoint)
                 with placed.autocast():
                     out = model(**batch)
                 optimizer.zero_grad(set_to_none=True)
@@ -238,13 +245,18 @@ def _train(model, encoded: Encoded, collator: Collator, config: TrainConfig, pro
                 state.step += 1
                 state.window += torch.stack([x.detach().float() for x in out.exit_losses]).cpu().numpy()
                 state.window_steps += 1
+                if out.anchor_loss is not None:
+                    state.anchor_window += float(out.anchor_loss.detach())
                 if state.step % config.log_every == 0 or state.step == total_steps:
                     mean = (state.window / state.window_steps).round(4).tolist()
                     state.log.append({"step": state.step, "epoch": epoch, "lr": scheduler.get_last_lr()[0], "exit_losses": mean,
+                                      **({"anchor_kl": float(f"{state.anchor_window / state.window_steps:.6g}")}
+                                         if spec.anchor_from is not None else {}),
                                       "threads": threads})
                     bar.set_postfix(loss=f"{sum(mean):.3f}")
                     state.window[:] = 0
                     state.window_steps = 0
+                    state.anchor_window = 0.0
                 if checkpointer is not None and checkpointer.due(state.step, total_steps):
                     if scaler is not None:
                         state.scaler = scaler.state_dict()
@@ -252,6 +264,7 @@ def _train(model, encoded: Encoded, collator: Collator, config: TrainConfig, pro
                                       total_steps=total_steps, seconds=time.perf_counter() - start)
                 bar.update(1)
     bar.close()
+    model.release_anchor()
     model.set_progress(1.0)
     model.eval()
     seconds = time.perf_counter() - start

@@ -1,8 +1,9 @@
 """Multi-exit classifiers over any Hugging Face encoder, trained as Early-Exit, SWEET or Multi-Model.
 
 Methods (an explicit choice; there is no default). The paper's three are below; the candidates beyond the
-paper (``grad_scale@ALPHA``, ``pcgrad``, ``sweet_then_ee@F``, ``ee_then_sweet@F``, ``distill@W``) and the
-method-name grammar are described in :mod:`sweet.methods`:
+paper (``grad_scale@ALPHA``, ``pcgrad``, ``sweet_then_ee@F``, ``ee_then_sweet@F``, ``distill@W``,
+``ee_anchor@F``, ``own@RHO``) and the method-name grammar are described in :mod:`sweet.methods`; partial ownership
+(``own@RHO``) trains through :mod:`sweet.modeling.ownership`:
 
 ``early_exit``
     One encoder, one classifier head after each exit layer. Loss = unweighted sum of the heads'

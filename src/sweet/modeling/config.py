@@ -111,10 +111,12 @@ class MultiExitConfig:
 @dataclass
 class MultiExitOutput:
     """``logits``: one [batch, num_labels] tensor per exit. ``loss``: sum of the exits' cross-entropies
-    (when labels were given); ``exit_losses``: each exit's own. ``hidden``: each exit's pooled
-    representation (what learned exit policies read)."""
+    (when labels were given), plus the method's extra term; ``exit_losses``: each exit's own cross-entropy.
+    ``hidden``: each exit's pooled representation (what learned exit policies read). ``anchor_loss``:
+    ``ee_anchor@F``'s KL term to the anchor (included in ``loss``), while the model holds an anchor."""
 
     logits: tuple[torch.Tensor, ...]
     loss: torch.Tensor | None = None
     exit_losses: tuple[torch.Tensor, ...] | None = None
     hidden: tuple[torch.Tensor, ...] | None = None
+    anchor_loss: torch.Tensor | None = None

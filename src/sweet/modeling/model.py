@@ -17,7 +17,7 @@ from transformers import AutoConfig, AutoModel
 
 from ..backbones import exit_layers_for, resolve_backbone, resolve_pooling
 from ..errors import SweetError
-from ..gradients import distillation_loss, scale_grad
+from ..gradients import anchor_loss, distillation_loss, scale_grad
 from ..io import atomic_write_json
 from ..methods import Method, check_method, parse_method
 from ..modelcard import write_model_card
@@ -30,6 +30,7 @@ from .config import (
     refuse_pickle,
     validate_exit_layers,
 )
+from .ownership import Ownership, owned_representations
 from .parts import (
     ExitHead,
     ExitPredictor,
@@ -73,6 +74,9 @@ class MultiExitModel(nn.Module):
             ExitHead(hidden, config.num_labels, dropout, config.pooling, init_std) for _ in config.exit_layers
         )
         self._inputs = backbone_input_names(self.backbones[0])
+        object.__setattr__(self, "_anchor", None)  # not a submodule (see the anchor property)
+        #: own@RHO: the heads and FFN units each exit owns (None: no unit is owned, every other method)
+        self.ownership: Ownership | None = Ownership.of(self)
         self.set_progress(1.0)
         if config.exit_predictors:
             self.add_exit_predictors()
@@ -215,6 +219,32 @@ class MultiExitModel(nn.Module):
         """The first exit boundary's gradient scale (None for Multi-Model); see :meth:`set_progress`."""
         return None if self.boundary_scales is None else (self.boundary_scales or (1.0,))[0]
 
+    @property
+    def anchor(self) -> "MultiExitModel | None":
+        """``ee_anchor@F``: the frozen copy of this model that exits 2..M are tied to from the switch on
+        (:meth:`freeze_anchor`); None before the switch, after training, and for every other method. It is held
+        outside the module tree, so it is in neither ``parameters()`` (not optimized, not clipped) nor
+        ``state_dict()`` (:meth:`save_pretrained` writes the model alone; training checkpoints save it
+        themselves, :mod:`sweet.checkpoint`)."""
+        return self.__dict__.get("_anchor")
+
+    def freeze_anchor(self, state: dict[str, torch.Tensor] | None = None) -> "MultiExitModel":
+        """Take the anchor: a deep copy of this model as it is now (resuming: with the weights ``state`` a
+        checkpoint saved), in eval mode (no dropout) and with no gradient. Returns it."""
+        if self.method_spec.anchor_from is None:
+            raise SweetError(f"method {self.config.method} trains without an anchor")
+        object.__setattr__(self, "_anchor", None)  # not copied into the anchor
+        anchor = copy.deepcopy(self)
+        if state is not None:
+            anchor.load_state_dict(state, strict=True)
+        anchor.requires_grad_(False).eval()
+        object.__setattr__(self, "_anchor", anchor)
+        return anchor
+
+    def release_anchor(self) -> None:
+        """Drop the anchor (training is over)."""
+        object.__setattr__(self, "_anchor", None)
+
     def gradient_blocks(self) -> list[list[nn.Parameter]]:
         """The model's parameters cut into blocks for per-block gradient surgery (``pcgrad``): the embeddings,
         each encoder layer, the rest of each backbone (e.g. shared relative-position tables), each head and each
@@ -300,6 +330,8 @@ class MultiExitModel(nn.Module):
         kwargs = self._backbone_kwargs(input_ids, attention_mask, token_type_ids)
         if not self.method_spec.shares_backbone:
             reps = [bb(**kwargs).last_hidden_state for bb in self.backbones]
+        elif self.ownership is not None and torch.is_grad_enabled():  # own@RHO's gradients (forward values: EE's)
+            reps = owned_representations(self, self.ownership, input_ids, attention_mask, token_type_ids)
         else:
             captured: list[torch.Tensor] = []
             with self._exit_hooks(captured):
@@ -308,12 +340,19 @@ class MultiExitModel(nn.Module):
             if len(reps) != self.num_exits:  # an encoder that does not call its layers as modules
                 raise SweetError(f"captured {len(reps)} exit representations, expected {self.num_exits}")
         logits, pooled = zip(*(head(rep, attention_mask) for head, rep in zip(self.heads, reps)))
-        loss = exit_losses = None
+        loss = exit_losses = tied = None
         if labels is not None:
             exit_losses = tuple(F.cross_entropy(lg, labels) for lg in logits)
             loss = torch.stack(exit_losses).sum()
             if self.method_spec.distill_weight > 0 and len(logits) > 1:
                 loss = loss + distillation_loss(logits, self.method_spec.distill_weight)
+            if self.anchor is not None:  # ee_anchor@F after the switch: exits 2..M tied to the anchor's logits
+                with torch.no_grad():
+                    anchored = self.anchor(input_ids=input_ids, attention_mask=attention_mask,
+                                           token_type_ids=token_type_ids).logits
+                tied = anchor_loss(logits, anchored)
+                loss = loss + tied
         return MultiExitOutput(
-            logits=tuple(logits), loss=loss, exit_losses=exit_losses, hidden=tuple(pooled) if return_hidden else None
+            logits=tuple(logits), loss=loss, exit_losses=exit_losses, hidden=tuple(pooled) if return_hidden else None,
+            anchor_loss=tied,
         )

@@ -32,7 +32,6 @@ from torch import nn
 from transformers.masking_utils import create_bidirectional_mask
 
 from ..errors import SweetError
-from .model import MultiExitModel
 from .parts import find_layer_list
 
 #: Encoder families (``config.model_type``) whose segments run explicitly.
@@ -61,7 +60,7 @@ class SegmentRunner:
     ...     logits, pooled = model.heads[s](hidden, attention_mask)
     """
 
-    def __init__(self, model: MultiExitModel):
+    def __init__(self, model: nn.Module):  # a MultiExitModel (sweet.modeling.model imports this module)
         if not model.method_spec.shares_backbone:
             raise SweetError(f"segments run on a shared backbone; method {model.config.method} has one model per exit")
         backbone = model.backbones[0]
@@ -80,7 +79,7 @@ class SegmentRunner:
         self.segments: list[tuple[int, int]] = list(zip([0, *ends[:-1]], ends))
 
     @staticmethod
-    def supports(model: MultiExitModel) -> bool:
+    def supports(model: nn.Module) -> bool:
         """Whether ``model`` can run segment by segment (a shared backbone of a supported encoder family)."""
         return bool(model.method_spec.shares_backbone) and _encoder_kind(model.backbones[0]) is not None
 
