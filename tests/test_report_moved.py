@@ -11,7 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sweet.experiments import GRID_FILE, build_report, select_learning_rates, spec_from_dict, write_report
+from sweet.experiments import (
+    GRID_FILE,
+    build_report,
+    select_learning_rates,
+    spec_from_dict,
+    write_report,
+)
 from sweet.experiments.moved import earlier_rates
 from sweet.io import atomic_write_json, read_json
 
@@ -80,7 +86,7 @@ def test_the_restricted_selection_picks_only_from_the_allowed_rates(tmp_path):
     full = select_learning_rates(records, on_seed=0)
     earlier = select_learning_rates(records, on_seed=0, only_rates=EARLIER)
     assert full[("sst2", "multi_model", "default")]["chosen"] == 2e-4
-    for key, sel in earlier.items():
+    for sel in earlier.values():
         assert sel["chosen"] in EARLIER and {c["learning_rate"] for c in sel["candidates"]} == set(EARLIER)
     assert earlier[("sst2", "multi_model", "default")]["chosen"] == 1e-4
     assert earlier[("mrpc", "multi_model", "default")]["chosen"] == 5e-5
@@ -159,8 +165,8 @@ def test_a_missing_or_foreign_earlier_run_is_named(tmp_path):
         {"task": "mrpc", "method": "multi_model", "learning_rate": 5e-5, "seeds": [1]},
         {"task": "sst2", "method": "multi_model", "learning_rate": 1e-4, "seeds": [2]}]
     assert moved["earlier_runs"]["left_out"] == [
-        "runs/mrpc/multi_model/lr5e-05/seed1-k1 (its config differs from runs/mrpc/multi_model/lr5e-05/seed0-k0's "
-        "in epochs)"]
+        ("runs/mrpc/multi_model/lr5e-05/seed1-k1 (its config differs from runs/mrpc/multi_model/lr5e-05/seed0-k0's "
+         "in epochs)")]
     # judged only where both choices have every run: RTE (SST-2 and MRPC lack an earlier seed)
     assert moved["scope"]["tasks"] == ["rte"] and moved["scope"]["claims_tasks"] == list(TASKS)
     assert "earlier_all_tasks" not in moved  # RTE is also the only task where the earlier choice is complete

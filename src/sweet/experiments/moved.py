@@ -20,8 +20,8 @@ grid's launch records (:func:`earlier_rates`).
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -230,14 +230,14 @@ def moved_markdown(moved: dict) -> list[str]:
     old_set, new_set = _rates(moved["earlier_rates"]), _rates(moved["rates"])
     scope, runs = moved["scope"], moved["earlier_runs"]
     lines = ["## What moved when the learning rates were extended", "",
-             f"Every claim judged twice from the same run directories: with each task's and method's learning rate "
+             (f"Every claim judged twice from the same run directories: with each task's and method's learning rate "
              f"chosen from {old_set} alone (the rates the grid searched first, as its earlier report did) and from "
              f"{new_set} (the tables above), by the same rule on the calibration split and with the same claims "
              "code, over the same tasks and seeds. A claim's gap moves only where a chosen rate of one of its two "
              "methods changed: each task contributes the change of its mean gap (over seeds and the claim's scope) "
              "divided by the number of tasks, and the contributions sum to the change of the gap. In the paragraphs "
              "below, *By task* gives each task's contribution and, in parentheses, the part of each rate that "
-             "changed there (A's: the change of A's mean score / tasks; B's: minus the change of B's).", ""]
+             "changed there (A's: the change of A's mean score / tasks; B's: minus the change of B's)."), ""]
     text = (f"The earlier choice's runs: {runs['n']}, {runs['unlisted']} of them no longer listed in the manifest "
             "(a later seed at a rate the extended search replaced, or at a choice still waiting for it), read from "
             "their run directories where each has the config of the listed run of the same task, method and rate "
@@ -288,9 +288,9 @@ def moved_markdown(moved: dict) -> list[str]:
         table.append(row)
     lines += ["Seeds as the unit (mean ± 95% half-width (SD)):", "", *md_table(head, table), ""]
     if full:
-        lines += [f"*all {n_full} tasks*: the earlier choice over every task where it has every seed "
-                  f"({task_list(moved['earlier_all_tasks']['tasks'])}): the runs the earlier report judged, under "
-                  "today's rules.", ""]
+        lines += [(f"*all {n_full} tasks*: the earlier choice over every task where it has every seed "
+                   f"({task_list(moved['earlier_all_tasks']['tasks'])}): the runs the earlier report judged, under "
+                   "today's rules."), ""]
     lines += ["What moved and why:", ""]
     for c in moved["claims"]:
         e, n = c["earlier"], c["now"]
