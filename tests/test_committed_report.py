@@ -1,8 +1,9 @@
 """The committed paper report (docs/results/paper/report.json) against its grid, recomputed here from the run
 directories' metrics.json without the report code: the learning rate chosen on seed 0's calibration AUC, every
 per-task exit cell (mean, SD, 95% half-width over seeds), the average over tasks (seeds and tasks as the unit),
-every claim's gap (over seeds and over tasks, and the mean gap at each point of its scope), the floor markers
-and the flags on learning rates at the top of the searched set.
+every claim's gap (over seeds and over tasks, and the mean gap at each point of its scope), the floor markers,
+the flags on learning rates at the top of the searched set, and the claims judged with the rates chosen from the
+earlier set (every run directory on disk, listed in the manifest or not) with the contributions to each change.
 
 :func:`check_report` takes a report directory, so the same checks run on any report written by ``sweet report``
 with its grid beside it (the report's ``runs_from_report`` leads to the runs)."""
@@ -43,15 +44,19 @@ def _same(ours: dict, theirs: dict, what: str) -> None:
             assert theirs[k] == pytest.approx(ours[k], abs=TOL), (what, k, ours[k], theirs[k])
 
 
-def _runs(grid_dir: Path) -> list[dict]:
-    """The finished runs of the grid's manifest, read straight from their metrics.json."""
+def _runs(grid_dir: Path, on_disk: bool = False) -> list[dict]:
+    """The finished runs of the grid's manifest (``on_disk``: every run directory), read straight from their
+    metrics.json."""
     manifest = json.loads((grid_dir / "grid.json").read_text(encoding="utf-8"))
+    dirs = ([p.parent.relative_to(grid_dir).as_posix() for p in sorted((grid_dir / "runs").rglob("metrics.json"))]
+            if on_disk else [entry["dir"] for entry in manifest["runs"]])
     out = []
-    for entry in manifest["runs"]:
-        path = grid_dir / entry["dir"] / "metrics.json"
+    for rel in dirs:
+        path = grid_dir / rel / "metrics.json"
         if path.is_file():
             m = json.loads(path.read_text(encoding="utf-8"))
-            out.append({"task": m["task"], "method": entry["method"], "seed": m["seed"], "lr": float(m["learning_rate"]),
+            out.append({"dir": rel, "task": m["task"], "method": m["method"], "seed": m["seed"],
+                        "lr": float(m["learning_rate"]),
                         "selection_auc": m["selection"]["auc"], "exits": {p["exit_layer"]: p["score"]
                                                                         for p in m["evaluation"]["per_exit"]},
                         "costs": {q["cost_ratio"]: q["score"] for q in m["evaluation"]["interpolated"]
@@ -60,14 +65,15 @@ def _runs(grid_dir: Path) -> list[dict]:
     return out
 
 
-def _chosen(runs: list[dict], spec: dict) -> tuple[dict, dict]:
-    """(task, method) -> runs at the rate chosen by seed 0's calibration AUC (ties: the smaller rate), by seed;
-    and (task, method) -> (chosen rate, the rates searched)."""
+def _chosen(runs: list[dict], spec: dict, only: list[float] | None = None) -> tuple[dict, dict]:
+    """(task, method) -> runs at the rate chosen by seed 0's calibration AUC (ties: the smaller rate; ``only``:
+    from these rates), by seed; and (task, method) -> (chosen rate, the rates searched)."""
     assert spec["lr_selection"] == "first_seed"
     first = spec["seeds"][0]
     out, rates = {}, {}
     for key in sorted({(r["task"], r["method"]) for r in runs}):
-        cands = {r["lr"]: r["selection_auc"] for r in runs if (r["task"], r["method"]) == key and r["seed"] == first}
+        cands = {r["lr"]: r["selection_auc"] for r in runs if (r["task"], r["method"]) == key and r["seed"] == first
+                 and (only is None or r["lr"] in only)}
         lr = max(cands, key=lambda x: (cands[x], -x))
         rates[key] = (lr, sorted(cands))
         out[key] = {r["seed"]: r for r in runs if (r["task"], r["method"]) == key and r["lr"] == lr}
@@ -104,6 +110,29 @@ def check_claims(chosen: dict, pc: dict, tasks: list[str], seeds: list[int]) -> 
             assert p["gap"] == pytest.approx(np.mean([gap(t, s, [(kind, v)]) for t in tasks for s in seeds]), abs=TOL)
         checked += 1
     return checked
+
+
+def check_moved(grid_dir: Path, spec: dict, chosen: dict, rates: dict, moved: dict) -> int:
+    """The "what moved" section: the earlier choice (seed 0's calibration AUC among the earlier rates, over every
+    run directory on disk), the choices that changed, both judgements of every claim, and the contributions."""
+    left_out = {x.split(" (")[0] for x in moved["earlier_runs"]["left_out"]}
+    old_chosen, old_rates = _chosen([r for r in _runs(grid_dir, on_disk=True) if r["dir"] not in left_out], spec,
+                                    only=moved["earlier_rates"])
+    assert {(e["task"], e["method"]): e["chosen"] for e in moved["earlier_learning_rates"]} == \
+        {k: v[0] for k, v in old_rates.items()}
+    changed = {k: (old_rates[k][0], rates[k][0]) for k in rates if old_rates[k][0] != rates[k][0]}
+    assert {(r["task"], r["method"]): (r["earlier"], r["now"]) for r in moved["changed"]} == changed
+    missing = [(t, m) for (t, m), by_seed in old_chosen.items() if not set(spec["seeds"]) <= set(by_seed)]
+    assert sorted((x["task"], x["method"]) for x in moved["earlier_runs"]["missing"]) == sorted(missing)
+    tasks, seeds = moved["scope"]["tasks"], moved["scope"]["seeds"]
+    for side, runs in (("earlier", old_chosen), ("now", chosen)):
+        check_claims(runs, {"claims": [{**c, **c[side]} for c in moved["claims"]]}, tasks, seeds)
+    for c in moved["claims"]:
+        assert {t["task"] for t in c["contributions"]} == {t for t in tasks if (t, c["a"]) in changed
+                                                            or (t, c["b"]) in changed}
+        assert sum(t["contribution"] for t in c["contributions"]) == pytest.approx(
+            c["now"]["gap"]["mean"] - c["earlier"]["gap"]["mean"], abs=TOL)
+    return len(moved["claims"])
 
 
 def check_report(report_dir: Path, data_dir: Path | None = None) -> dict:
@@ -178,6 +207,9 @@ def check_report(report_dir: Path, data_dir: Path | None = None) -> dict:
             counts["claims without floor tasks"] += check_claims(chosen, report["floor_free"]["paper_claims"], free,
                                                                  scope["seeds"])
 
+    if report.get("moved"):
+        counts["claims judged both ways"] += check_moved(grid_dir, spec, chosen, rates, report["moved"])
+
     # the class counts behind the floors, read straight from the data where a task's dev.tsv has a label column
     for task, folder in (("sst2", "SST-2"), ("rte", "RTE")):
         path = None if data_dir is None else data_dir / folder / "dev.tsv"
@@ -193,3 +225,4 @@ def test_the_committed_report_recomputes_from_the_run_directories():
     counts = check_report(REPORT_DIR, GLUE if (GLUE / "SST-2").is_dir() else None)
     assert counts["learning rates"] >= 28 and counts["per-task exit cells"] >= 28 * 4
     assert counts["average cells"] >= 4 and counts.get("claims", 0) >= 1
+    assert counts.get("claims judged both ways", 0) >= 1  # the rates were extended: the claims are judged both ways

@@ -144,7 +144,8 @@ def report(
 ) -> None:
     """Aggregate a grid: choose learning rates on the calibration split, then mean, 95% CI and SD over seeds of every
     per-exit score and interpolated point (averages and the paper's claims also with tasks as the unit); floor
-    cells marked and the averages and claims repeated without the tasks that have them; Markdown + JSON +
+    cells marked and the averages and claims repeated without the tasks that have them; where the grid's learning
+    rates were extended, the claims judged with the earlier rates too and what moved; Markdown + JSON +
     speed-accuracy PNGs. The paper grid's report (spec name 'paper') also has three sections fed by the grid
     directories beside it: the ladder ablation, the BASE depth and beyond the paper (or those given)."""
     from ..experiments import (  # heavy (matplotlib): only when the command runs

@@ -23,6 +23,8 @@ One module per concept:
 - :mod:`~sweet.experiments.cells`: the report's cells (mean ± CI (SD), floor markers) and shared tables;
 - :mod:`~sweet.experiments.tables`: the report's Markdown page;
 - :mod:`~sweet.experiments.claims_tables`: its floors and claims sections;
+- :mod:`~sweet.experiments.moved`: a grid whose learning rates were extended: every claim judged with the rates
+  chosen from the earlier set and from the full set, and what moved and why (each task's contribution);
 - :mod:`~sweet.experiments.plots`: the report's figures, one distinct colour per method, and one run's curve;
 - :mod:`~sweet.experiments.gridload`: a grid's finished runs at their chosen learning rates, and the sibling
   grids of the paper report's extra sections;

@@ -20,14 +20,27 @@ from ..evaluation import Evaluation
 from ..io import read_json
 from ..rundir import METRICS_FILE, RUN_CONFIG
 from .aggregate import chosen_runs, is_size_sweep
+from .plan import comparable_config
 from .selection import select_learning_rates
 from .spec import lr_selection_seed
-from .store import GRID_FILE, LAUNCHES_FILE, load_grid
+from .store import GRID_FILE, LAUNCHES_FILE, RUNS_DIR, load_grid
 
 #: report.json key -> the sibling directory's name, beside the main grid's (``docs/results/paper/ablation`` ...)
 SIBLINGS = {"ablation": "ablation", "base_depth": "base", "beyond": "beyond"}
 #: the grid whose report picks up its sibling grids by default (the spec's name)
 PAPER_GRID_NAME = "paper"
+
+
+def _read_run(grid_dir: Path, rel_dir: str, backbone: str, n_train: int | None) -> dict:
+    """One finished run's metrics, with its directory, the manifest's backbone string, the requested training size
+    (None: the size in its metrics) and the environment it ran in."""
+    m = read_json(grid_dir / rel_dir / METRICS_FILE)
+    m["_dir"] = rel_dir
+    m["_backbone_spec"] = backbone
+    m["_n_train"] = int(n_train if n_train is not None else m.get("n_train"))
+    cfg_path = grid_dir / rel_dir / RUN_CONFIG
+    m["_environment"] = read_json(cfg_path).get("environment", {}) if cfg_path.is_file() else {}
+    return m
 
 
 def gather(grid_dir: str | Path) -> tuple[dict, list[dict], list[str]]:
@@ -37,22 +50,59 @@ def gather(grid_dir: str | Path) -> tuple[dict, list[dict], list[str]]:
     grid = load_grid(grid_dir)
     records, missing = [], []
     for entry in grid["runs"]:
-        path = grid_dir / entry["dir"] / METRICS_FILE
-        if not path.is_file():
+        if not (grid_dir / entry["dir"] / METRICS_FILE).is_file():
             missing.append(entry["dir"])
             continue
-        m = read_json(path)
-        m["_dir"] = entry["dir"]
-        m["_backbone_spec"] = entry["backbone"]
-        # the requested training size (older manifests lack it: then the spec's single size)
-        m["_n_train"] = int(entry.get("n_train", grid["spec"]["n_train"] if isinstance(grid["spec"]["n_train"], int)
-                                      else m.get("n_train")))
-        cfg_path = grid_dir / entry["dir"] / RUN_CONFIG
-        m["_environment"] = read_json(cfg_path).get("environment", {}) if cfg_path.is_file() else {}
-        records.append(m)
+        records.append(_read_run(grid_dir, entry["dir"], entry["backbone"], _entry_size(grid, entry)))
     missing += [f"runs/{w['task']}/{w['method']}/lr?/seed{w['seed']} (waits for {w['waits_for']})"
                 for w in grid.get("waiting", [])]
     return grid, records, missing
+
+
+def _entry_size(grid: dict, entry: dict) -> int | None:
+    """A manifest entry's training size (older manifests lack it: then the spec's single size, or None)."""
+    n = grid["spec"]["n_train"]
+    return entry.get("n_train", n if isinstance(n, int) else None)
+
+
+def unlisted_runs(grid_dir: str | Path, grid: dict, rates: list[float] | None = None) -> tuple[list[dict], list[str]]:
+    """The finished runs in the grid's directory that its manifest no longer lists: with ``lr_selection =
+    "first_seed"``, a later seed's run at a rate the first seed chose before the rates were extended stays on disk
+    when the choice changes. Each is read like a listed run, and kept only where its config is the config of the
+    listed run of the same task, method, learning rate and size on another seed, but for the seed (same data,
+    options and code settings); ``rates``: only runs at these learning rates. Returns those runs and the directories
+    left out, each with the reason."""
+    grid_dir = Path(grid_dir)
+    listed = {entry["dir"] for entry in grid["runs"]}
+    siblings: dict[tuple, tuple[dict, dict]] = {}  # (task, method, rate, size) -> a listed run's entry and config
+    for entry in grid["runs"]:
+        if (grid_dir / entry["dir"] / RUN_CONFIG).is_file():
+            cfg = read_json(grid_dir / entry["dir"] / RUN_CONFIG)
+            siblings.setdefault((cfg["task"], cfg["method"], float(cfg["learning_rate"]), cfg["n_train"]), (entry, cfg))
+    records, left_out = [], []
+    for path in sorted((grid_dir / RUNS_DIR).rglob(METRICS_FILE)):
+        rel = path.parent.relative_to(grid_dir).as_posix()
+        if rel in listed:
+            continue
+        cfg_path = path.parent / RUN_CONFIG
+        if not cfg_path.is_file():
+            left_out.append(f"{rel} (no {RUN_CONFIG})")
+            continue
+        cfg = read_json(cfg_path)
+        if rates is not None and float(cfg["learning_rate"]) not in {float(x) for x in rates}:
+            continue
+        key = (cfg["task"], cfg["method"], float(cfg["learning_rate"]), cfg["n_train"])
+        if key not in siblings:
+            left_out.append(f"{rel} (the manifest lists no run of that task, method, rate and size)")
+            continue
+        entry, listed_cfg = siblings[key]
+        mine, theirs = ({k: v for k, v in comparable_config(c).items() if k != "seed"} for c in (cfg, listed_cfg))
+        if mine != theirs:
+            fields = sorted(k for k in set(mine) | set(theirs) if mine.get(k) != theirs.get(k))
+            left_out.append(f"{rel} (its config differs from {entry['dir']}'s in {', '.join(fields)})")
+            continue
+        records.append(_read_run(grid_dir, rel, entry["backbone"], cfg["n_train"]))
+    return records, left_out
 
 
 def _check_finished(grid_dir: str | Path, grid: dict, missing: list[str], partial: bool) -> None:
@@ -72,10 +122,10 @@ def collect(grid_dir: str | Path, partial: bool = False) -> tuple[dict, list[dic
     return grid, records, missing
 
 
-def choose_learning_rates(records: list[dict], spec: dict) -> dict[tuple, dict]:
+def choose_learning_rates(records: list[dict], spec: dict, only_rates: list[float] | None = None) -> dict[tuple, dict]:
     """The learning rate chosen per (task, method, backbone[, size]) on the calibration split
-    (:func:`~sweet.experiments.selection.select_learning_rates`, by the grid's rule), each flagged ``at_top`` where
-    it is the top of the rates searched. Sets each record's grouping keys first: ``backbone`` the manifest's
+    (:func:`~sweet.experiments.selection.select_learning_rates`, by the grid's rule; ``only_rates``: from these
+    rates alone), each flagged ``at_top`` where it is the top of the rates searched. Sets each record's grouping keys first: ``backbone`` the manifest's
     string (metrics hold the resolved path) and, in a size sweep, ``n_train`` the requested size (metrics hold the
     size drawn, kept as ``_n_train_drawn``)."""
     sized = is_size_sweep(spec)
@@ -85,7 +135,7 @@ def choose_learning_rates(records: list[dict], spec: dict) -> dict[tuple, dict]:
             m["_n_train_drawn"] = m.get("n_train")
             m["n_train"] = m["_n_train"]
     on_seed = lr_selection_seed(spec) if spec.get("learning_rates") else None
-    selection = select_learning_rates(records, by_size=sized, on_seed=on_seed)
+    selection = select_learning_rates(records, by_size=sized, on_seed=on_seed, only_rates=only_rates)
     for sel in selection.values():  # a rate chosen at the top of those searched: a higher one might do better
         sel["searched"] = [c["learning_rate"] for c in sel["candidates"] if c["eligible"]]
         sel["at_top"] = sel["chosen"] == max(sel["searched"])

@@ -33,6 +33,10 @@ The paper grid's report (and any report given ``siblings``) has three more secti
 this grid's runs), the paper's depth (:mod:`~sweet.experiments.base_depth`) and the methods beyond the paper
 (:mod:`~sweet.experiments.beyond`, held against this grid's EE and SWEET). A section whose grid has no finished run
 says "not run yet".
+
+A grid whose learning rates were extended (its launch records give an earlier ``--lrs`` set) gets a section on what
+moved (:mod:`~sweet.experiments.moved`, ``moved`` in the JSON): every claim judged with the rates chosen from the
+earlier set and from the full set, from the same run directories, and each task's contribution to each change.
 """
 
 from __future__ import annotations
@@ -68,6 +72,7 @@ from .gridload import (
     runs_link,
     sibling_grid_dirs,
 )
+from .moved import moved_section
 from .plots import plot_curves, plot_gaps
 from .selection import select_alpha
 from .spec import task_entry_name
@@ -154,6 +159,10 @@ def build_report(grid_dir: str | Path, partial: bool = False, command: str | Non
         free_claims = check_claims(chosen, free, seeds=avg_seeds or None)
         if free_claims:
             report["floor_free"]["paper_claims"] = free_claims
+    # the claims judged with the rates chosen from the set the grid searched first, and what moved
+    moved = moved_section(grid_dir, grid, records, selection, chosen, tasks, (avg_tasks, avg_seeds or None))
+    if moved:
+        report["moved"] = moved
     if sized:
         report["size_sweep"] = size_sweep(chosen_by_size, selection, tasks, methods)
     for key, where in sibling_grid_dirs(grid_dir, spec["name"], siblings).items():

@@ -47,7 +47,8 @@ def _selection_candidate(aucs: dict[int, float | None], all_seeds: set[int]) -> 
     }
 
 
-def select_learning_rates(records: Sequence[dict], by_size: bool = False, on_seed: int | None = None) -> dict[tuple, dict]:
+def select_learning_rates(records: Sequence[dict], by_size: bool = False, on_seed: int | None = None,
+                          only_rates: Sequence[float] | None = None) -> dict[tuple, dict]:
     """Choose the learning rate per (task, method, backbone) by the area under the speed-accuracy curve on
     the held-out calibration split (``metrics['selection']['auc']``), averaged over seeds. The reported
     split is never looked at. Ties go to the smaller learning rate. A learning rate is only a candidate
@@ -57,7 +58,11 @@ def select_learning_rates(records: Sequence[dict], by_size: bool = False, on_see
     with the record's ``n_train`` as the size.
 
     ``on_seed`` (a grid with ``lr_selection = "first_seed"``): the rates are compared on that seed's AUC alone
-    (a rate without a run of that seed cannot win); the other seeds' runs exist at the chosen rate only."""
+    (a rate without a run of that seed cannot win); the other seeds' runs exist at the chosen rate only.
+
+    ``only_rates``: only these learning rates are candidates (the runs at any other rate are left out), e.g. the
+    choice a grid made before its rates were extended (:mod:`~sweet.experiments.moved`)."""
+    allowed = None if only_rates is None else {float(lr) for lr in only_rates}
     groups: dict[tuple, dict[float, dict[int, float]]] = {}
     for m in records:
         sel = m.get("selection")
@@ -66,6 +71,8 @@ def select_learning_rates(records: Sequence[dict], by_size: bool = False, on_see
             raise SweetError(f"run {run_label} has no 'selection' metrics (made by an older sweet); re-run it")
         if sel.get("split") == m.get("evaluation", {}).get("split"):
             raise SweetError(f"run {run_label}: the selection split is the reported split; refusing to select on it")
+        if allowed is not None and float(m["learning_rate"]) not in allowed:
+            continue
         key = (m["task"], m["method"], m["backbone"]) + ((int(m["n_train"]),) if by_size else ())
         groups.setdefault(key, {}).setdefault(float(m["learning_rate"]), {})[int(m["seed"])] = sel["auc"]
     out = {}

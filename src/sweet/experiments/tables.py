@@ -24,6 +24,7 @@ from .ablation import ablation_markdown
 from .base_depth import base_depth_markdown
 from .beyond import beyond_markdown, versus_paired_lines
 from .claims_tables import claims_markdown, floors_markdown
+from .moved import moved_markdown
 from .spec import GridSpec, lr_selection_seed, spec_to_toml
 from .store import machine_label
 
@@ -146,6 +147,8 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
         lines += _versus_markdown(report["versus_best"])
     if report.get("paper_claims"):
         lines += claims_markdown(report["paper_claims"], report.get("floor_free"), report.get("floors"))
+    if report.get("moved"):
+        lines += moved_markdown(report["moved"])
     if report.get("base_depth"):
         lines += base_depth_markdown(report["base_depth"])
     if report.get("beyond"):
