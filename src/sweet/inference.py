@@ -191,25 +191,33 @@ class EarlyExitEngine:
     def _apply_exit(self, i: int, hidden: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, state,
                     out: BatchResult) -> tuple[np.ndarray, object]:
         """Exit ``i`` on a batch of ``rows``: record the rows that leave; return (keep-mask as numpy, window state).
-        The decision is taken on the model's device; its results come to the host in one transfer."""
+        The decision is taken on the model's device, with one softmax per exit; off the CPU its results come to the
+        host in one transfer (on the CPU the tensors are read in place, no copy)."""
         logits, pooled = self.model.heads[i](hidden, mask)
         logits = logits.float()
         sub = self.policy.select_state(state, rows) if state is not None else None
-        score, sub = self.policy.score(i, logits, pooled, sub)
+        score, probs, sub = self.policy.score_and_probabilities(i, logits, pooled, sub)
         state = _assign_state(state, rows, sub)
-        if i == self.num_exits - 1:
-            leave = torch.ones_like(score, dtype=torch.bool)
+        last = i == self.num_exits - 1
+        leave = None if last else self.policy.should_exit(score, self.threshold)
+        if probs.device.type == "cpu":
+            go = np.ones(len(rows), dtype=bool) if last else leave.numpy()
+            if not go.any():
+                return ~go, state
+            label, score, probs = logits.argmax(-1).numpy(), score.float().numpy(), probs.numpy()
         else:
-            leave = self.policy.should_exit(score, self.threshold)
-        probs = self.policy.probabilities(i, logits)
-        packed = torch.cat([leave.to(probs.device, torch.float32)[:, None], logits.argmax(-1).float()[:, None],
-                            score.to(probs.device, torch.float32)[:, None], probs], 1).cpu().numpy()
-        go = packed[:, 0] > 0
-        idx = rows.numpy()[go]
-        out.exit_index[idx] = i
-        out.label[idx] = packed[go, 1].astype(np.int64)
-        out.score[idx] = packed[go, 2]
-        out.probabilities[idx] = packed[go, 3:]
+            if last:
+                leave = torch.ones_like(score, dtype=torch.bool)
+            packed = torch.cat([leave.to(probs.device, torch.float32)[:, None], logits.argmax(-1).float()[:, None],
+                                score.to(probs.device, torch.float32)[:, None], probs], 1).cpu().numpy()
+            go, label, score, probs = packed[:, 0] > 0, packed[:, 1].astype(np.int64), packed[:, 2], packed[:, 3:]
+        if go.all():
+            idx = rows.numpy()
+            out.exit_index[idx], out.label[idx], out.score[idx], out.probabilities[idx] = i, label, score, probs
+        else:
+            idx = rows.numpy()[go]
+            out.exit_index[idx], out.label[idx], out.score[idx], out.probabilities[idx] = (
+                i, label[go], score[go], probs[go])
         return ~go, state
 
     def _segment_via_forward(self, s: int, ids, mask, tt, hidden_in) -> torch.Tensor:
