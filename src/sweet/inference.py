@@ -158,6 +158,7 @@ class EarlyExitEngine:
             queue = alive[torch.argsort(-widths[alive], stable=True)] if sort else alive
             survivors, next_store = [], _HiddenStore(n)
             last = s == self.num_exits - 1
+            may_exit = self.policy.may_exit(s, self.threshold)
             for b in range(0, len(queue), batch_size):
                 rows = queue[b : b + batch_size]
                 width = int(widths[rows].max())
@@ -176,7 +177,10 @@ class EarlyExitEngine:
                 else:
                     tt = None if token_type_ids is None else token_type_ids[rows, :width]
                     hidden = self._segment_via_forward(s, input_ids[rows, :width], mask, tt, hidden_in)
-                keep, state = self._apply_exit(s, hidden, mask, rows, state, out)
+                if last or may_exit:
+                    keep, state = self._apply_exit(s, hidden, mask, rows, state, out)
+                else:  # no row can leave here at this threshold (ExitPolicy.may_exit): the exit is skipped
+                    keep = np.ones(len(rows), dtype=bool)
                 if last or not keep.any():
                     continue
                 kept = rows[keep]

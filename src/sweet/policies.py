@@ -83,6 +83,14 @@ class ExitPolicy(ABC):
             return torch.zeros_like(score, dtype=torch.bool)
         return score >= threshold
 
+    def may_exit(self, exit_index: int, threshold: float) -> bool:
+        """Whether a row can leave at (non-final) exit ``exit_index`` at ``threshold``. False only where the answer
+        does not depend on the scores: the base rule (a threshold of 1 never exits early) for a policy that keeps no
+        state from exit to exit. The engine then skips that exit (its head and the policy): at threshold 1 it runs
+        the layers and the last head only, the work of the full model."""
+        return not (threshold >= 1.0 and type(self).should_exit is ExitPolicy.should_exit
+                    and self.init_state(0) is None)
+
     def to_dict(self) -> dict:
         return {"name": self.name}
 
