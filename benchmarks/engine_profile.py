@@ -141,6 +141,7 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--max-rows", type=int, default=None, help="the first N dev rows only (a quicker, noisier run)")
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--profile-rounds", type=int, default=3)
     ap.add_argument("--output", type=Path, default=None)
@@ -156,7 +157,10 @@ def main() -> None:
     from sweet.training import seed_everything
 
     tok = load_tokenizer(resolve_backbone("default"))
-    enc = encode(tok, _dev_split(load_task("sst2", args.data_dir)), 256, warn=False)
+    dev = _dev_split(load_task("sst2", args.data_dir))
+    if args.max_rows:
+        dev = dev.subset(range(min(args.max_rows, len(dev))))
+    enc = encode(tok, dev, 256, warn=False)
     report = {"cpu": platform.processor() or platform.machine(), "native_bf16": native_bf16(torch.device("cpu")),
               "threads": args.threads, "batch_size": args.batch_size, "repeats": args.repeats, "n": len(enc),
               "torch": torch.__version__, "results": {}}

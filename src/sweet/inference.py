@@ -15,9 +15,13 @@ advantage of bf16/int8 matrix units (and of GPUs), because small matrices use th
 How a segment runs: for BERT (MiniLM included), MPNet and DeBERTa-v2 through explicit segment functions
 (:class:`~sweet.modeling.SegmentRunner`): the embeddings are computed once, in segment 0; each segment then calls
 its layers directly on the stored hidden states, with the attention mask and the relative-position tables its
-encoder needs built once per batch from the attention mask. No backbone forward, no hooks, no exception. Each exit
-decides on the model's device; its results (leave, label, score, probabilities) come to the host in one transfer
-per batch. The rows that go on keep their hidden states as the batches that produced them (one ``index_select`` per
+encoder needs built once per batch from the attention mask (BERT under SDPA: the padding mask as a broadcast
+view, not the [B, 1, T, T] tensor ``create_bidirectional_mask`` builds). No backbone forward, no hooks, no exception.
+Each exit decides on the model's device with one softmax (:meth:`~sweet.policies.ExitPolicy.score_and_probabilities`);
+its results (leave, label, score, probabilities) come to the host in one transfer per batch (on the CPU they are
+read in place). An exit no row can take at the engine's threshold (:meth:`~sweet.policies.ExitPolicy.may_exit`:
+threshold 1 under a policy without state) is skipped, head and policy, so at threshold 1 the engine does the full
+model's work: its layers and the last head. The rows that go on keep their hidden states as the batches that produced them (one ``index_select`` per
 source batch gathers the next batch). Other encoders fall back to the backbone's own forward with the encoder's
 layer list temporarily replaced by the segment's layers, hooks substituting the stored hidden states and recording
 the exit's representation, and an exception stopping the forward there (so it recomputes the embeddings and masks
