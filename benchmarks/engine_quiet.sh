@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The engine's overhead before and after, in one quiet window (issue #24, section 6). About 7 minutes on the
-# 2-core AMX development machine with the background grid paused (training ~1.5 min, two engine_profile.py runs
-# ~1 min each, one `sweet bench` ~3.5 min); BEFORE_BENCH=1 adds `sweet bench` on the old engine (~3.5 min more).
+# The engine's overhead before and after, in one quiet window (issue #24, section 6). About 7-8 minutes on the
+# 2-core AMX development machine with the background grid paused (estimated from the last quiet sitting, not timed
+# end to end: two engine_profile.py runs ~1 min each, training ~1.5 min, one `sweet bench` ~3.5 min);
+# BEFORE_BENCH=1 adds `sweet bench` on the old engine (~3.5 min more).
 #
 #   benchmarks/engine_quiet.sh [OUT_DIR]      # run from the repository root (the tree with the new engine)
 #
@@ -11,10 +12,10 @@
 #
 # What it writes into OUT_DIR (default docs/results/fast-path/quiet-<date>-perf):
 #   profile-before.json / profile-after.json: the engine at threshold 1 against the bare model at the same
-#       precision (bf16, int8), 15 interleaved repeats in one process each (benchmarks/engine_profile.py: the
+#       precision (bf16, int8), 11 interleaved repeats over the first 448 dev rows in one process each (benchmarks/engine_profile.py: the
 #       default backbone with random heads, no training needed), with a torch.profiler breakdown;
 #   bench-after.json / bench-after.md: `sweet bench` on the issue's model (EE SST-2, 2K examples x 1 epoch,
-#       trained here into OUT_DIR/run, seed 0), batch 64, 2 threads, fp32/bf16/int8, with the "vs ORT int8" column
+#       trained here into $RUN, default /tmp/sweet-engine-quiet-run, seed 0), batch 64, 2 threads, fp32/bf16/int8, with the "vs ORT int8" column
 #       counting tokenization on both sides; bench-before.* likewise with BEFORE_BENCH=1.
 # Pause the background grid first (kill -STOP <its pid>; kill -CONT afterwards); nothing else should run.
 set -euo pipefail
@@ -33,19 +34,20 @@ OLD=$(mktemp -d /tmp/sweet-before-XXXXXX)
 trap 'git worktree remove --force "$OLD" >/dev/null 2>&1 || true' EXIT
 git worktree add --detach "$OLD" "$BEFORE" >/dev/null
 
-{ lscpu | grep -E "Model name|Flags" | sed -E 's/(Flags:).*/\1 '"$(grep -o -w -E 'amx_bf16|amx_int8|avx512_bf16|avx2' /proc/cpuinfo | sort -u | tr '\n' ' ')"'/'
+{ lscpu | grep -E "Model name"
+  echo "cpu flags: $(grep -o -w -E 'amx_bf16|amx_int8|avx512_bf16|avx2' /proc/cpuinfo | sort -u | tr '\n' ' ')"
   PYTHONPATH=src "$PY" -c "import torch; print('torch', torch.__version__, 'native bf16:', torch.ops.mkldnn._is_mkldnn_bf16_supported())"
   uptime; } | tee "$OUT/machine.txt"
 
 t0=$SECONDS
 echo "== engine at t=1 vs the bare model, the old engine ($BEFORE) then the new one"
-PYTHONPATH="$OLD/src" "$PY" benchmarks/engine_profile.py --precisions bf16,int8 --repeats 15 --threads "$THREADS" \
+PYTHONPATH="$OLD/src" "$PY" benchmarks/engine_profile.py --precisions bf16,int8 --repeats 11 --max-rows 448 --threads "$THREADS" \
   --profile --data-dir "$GLUE" --output "$OUT/profile-before.json"
-PYTHONPATH=src "$PY" benchmarks/engine_profile.py --precisions bf16,int8 --repeats 15 --threads "$THREADS" \
+PYTHONPATH=src "$PY" benchmarks/engine_profile.py --precisions bf16,int8 --repeats 11 --max-rows 448 --threads "$THREADS" \
   --profile --data-dir "$GLUE" --output "$OUT/profile-after.json"
 echo "   ($((SECONDS - t0)) s)"
 
-RUN="$OUT/run"
+RUN=${RUN:-/tmp/sweet-engine-quiet-run}  # kept outside the repository (weights); reused when it exists
 if [[ ! -f "$RUN/metrics.json" ]]; then
   echo "== training the issue's model into $RUN"
   PYTHONPATH=src "$PY" -m sweet.cli train --task sst2 --method early_exit --n-train 2000 --epochs 1 --seed 0 \
