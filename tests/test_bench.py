@@ -65,7 +65,7 @@ def test_parse_precisions_defaults_all_and_errors(monkeypatch):
 def test_bench_rows_fields_and_accounting(tiny_run):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from sweet.bench import BASELINE, benchmark, format_bench
+    from sweet.bench import BASELINE, TOKENIZE, TOKENIZE_PAD, benchmark, format_bench
 
     out, metrics = tiny_run
     report = benchmark(out, batch_sizes=[16], repeats=2, warmup=1, progress=False, device="cpu",
@@ -93,6 +93,13 @@ def test_bench_rows_fields_and_accounting(tiny_run):
         assert p["ideal_speedup"] == pytest.approx(1 / p["cost_ratio"])
         assert p["throughput_vs_onnxruntime_int8"] == pytest.approx(
             statistics.median(o / s for o, s in zip(ort_int8["seconds_per_repeat"], secs)))
+        # texts in: tokenization (engines) or tokenization + padding (full models) added on both sides, per repeat
+        tok = report["tokenization"]["16"]
+        prep = tok["tokenize_seconds_per_repeat" if p["kind"] == "engine" else "tokenize_pad_seconds_per_repeat"]
+        assert p["throughput_vs_onnxruntime_int8_tokenized"] == pytest.approx(statistics.median(
+            (o + op) / (s + sp) for o, op, s, sp in
+            zip(ort_int8["seconds_per_repeat"], tok["tokenize_pad_seconds_per_repeat"], secs, prep)))
+        assert all(x > 0 for x in prep)
         assert 0.0 <= p["accuracy"] <= 100.0
     # fp32 engine rows: the evaluated curve (same decisions as the evaluation path, so same cost and score)
     curve = metrics["evaluation"]["curve"]
@@ -114,6 +121,8 @@ def test_bench_rows_fields_and_accounting(tiny_run):
     assert _rows(report, name="onnxruntime fp32 full")[0]["accuracy"] == pytest.approx(base[0]["accuracy"], abs=1.0)
     table = format_bench(report)
     assert "onnxruntime int8 full" in table and "engine int8 t=1 " in table and "(baseline)" in table
+    assert "| vs ORT int8 | vs ORT int8 model-only |" in table
+    assert TOKENIZE not in names and TOKENIZE_PAD not in names  # timed, but not rows
     json.dumps(report)  # the report is JSON
 
 
@@ -127,6 +136,8 @@ def test_bench_skips_onnx_cleanly_when_not_installed(tiny_run, monkeypatch):
     assert not _rows(report, runtime="onnxruntime")
     assert any("ONNX Runtime rows skipped" in n and 'pip install "sweet[onnx]"' in n for n in report["notes"])
     assert all(p["throughput_vs_onnxruntime_int8"] is None for p in report["points"])
+    assert all(p["throughput_vs_onnxruntime_int8_tokenized"] is None for p in report["points"])
+    assert report["tokenization"] == {}
     assert len(report["points"]) == 1 + 11
     assert "ONNX Runtime rows skipped" in format_bench(report)
 

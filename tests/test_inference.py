@@ -142,6 +142,37 @@ def test_stateful_policies_keep_their_state_aligned_through_compaction(kind, met
     assert np.array_equal(chosen, res.exit_index) and np.array_equal(preds, res.label)
 
 
+@pytest.mark.parametrize("method", ["sweet", "multi_model"])
+def test_threshold_one_skips_the_exits_no_row_can_take(method):
+    """At threshold 1 no row leaves early under confidence/entropy/learned, so the engine runs the last head only
+    (the full model's work), with the same answers; a stateful policy (patience, a custom one) keeps every head."""
+    from sweet.policies import EntropyPolicy, LearnedExitPolicy, PatiencePolicy
+
+    model = _model("bert", method)
+    ids, mask = padded_batch()
+    with torch.no_grad():
+        out = model(input_ids=ids, attention_mask=mask, return_hidden=True)
+    logits = out.logits
+    hidden = int(model.config.backbone_config["hidden_size"])
+    learned = LearnedExitPolicy([torch.ones(hidden)] * 4, [torch.zeros(1)] * 4)
+    for policy, heads_run in ((ConfidencePolicy([1.0, 1.3, 0.7, 1.0]), [3]), (EntropyPolicy(), [3]),
+                              (learned, [3]), (PatiencePolicy(4), [0, 1, 2, 3]), (AgreementPolicy(), [0, 1, 2, 3])):
+        calls = []
+        hooks = [h.register_forward_hook(lambda m, a, o, i=i: calls.append(i)) for i, h in enumerate(model.heads)]
+        try:
+            res = EarlyExitEngine(model, policy, 1.0).predict_batch(ids, mask)
+        finally:
+            for h in hooks:
+                h.remove()
+        assert sorted(set(calls)) == heads_run, policy.name
+        chosen, preds, conf = decide(policy, logits, 1.0, out.hidden)
+        assert np.array_equal(chosen, res.exit_index) and np.array_equal(preds, res.label)
+        assert np.allclose(conf, res.score, atol=1e-5)
+        # below 1 every exit runs again
+        assert policy.may_exit(0, 0.99) and not (policy.name in ("confidence", "entropy", "learned")
+                                                 and policy.may_exit(0, 1.0))
+
+
 def test_predict_returns_rows_in_input_order(tiny_backbone_dir):
     from transformers import AutoTokenizer
 

@@ -128,3 +128,35 @@ def test_segment_errors_are_listed_in_the_error_table_verbatim():
         with pytest.raises(SweetError) as info:
             case()
         assert f"`{info.value}`" in table, str(info.value)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_bert_sdpa_mask_view_gives_the_layers_the_same_outputs_as_the_models_mask(dtype):
+    """BERT under SDPA: the [B, 1, 1, T] padding-mask view (None without padding) that SegmentRunner builds gives every
+    layer exactly the outputs of the [B, 1, T, T] mask transformers' create_bidirectional_mask builds; tracing (the
+    ONNX export) still gets the model's own mask."""
+    from transformers.masking_utils import create_bidirectional_mask
+
+    model = _model("bert", "early_exit")
+    model.backbones[0].to(dtype)
+    runner = SegmentRunner(model)
+    config = runner.backbone.config
+    assert config._attn_implementation == "sdpa"
+    ids, mask = padded_batch()
+    assert not bool(mask.all())
+    with torch.no_grad():
+        hidden = runner.embed(ids, mask)
+        view = runner._bert_mask(hidden, mask)
+        full = create_bidirectional_mask(config=config, inputs_embeds=hidden, attention_mask=mask)
+        assert view.shape == (ids.shape[0], 1, 1, ids.shape[1]) and full.shape[-2:] == (ids.shape[1], ids.shape[1])
+        a = b = hidden
+        for layer in runner.layers:
+            a, b = layer(a, view), layer(b, full)
+            a, b = (a[0], b[0]) if isinstance(a, tuple) else (a, b)
+            assert torch.equal(a, b)
+        ones = torch.ones_like(mask)
+        assert runner._bert_mask(hidden, ones) is None
+        assert create_bidirectional_mask(config=config, inputs_embeds=hidden, attention_mask=ones) is None
+        traced = []
+        torch.jit.trace(lambda h, m: traced.append(runner._bert_mask(h, m)) or h, (hidden, mask), check_trace=False)
+        assert traced[0].shape[-2:] == (ids.shape[1], ids.shape[1])  # the model's own [B, 1, T, T] mask

@@ -15,7 +15,14 @@ Each row has its throughput and its accuracy (the task metric, on the evaluation
 predictions); engine rows also the cost ratio (from the exits taken), the ideal speedup 1/cost, the realised
 speedup against the torch fp32 full model and the ratio of the two (speedup x cost), the same against the full
 model at the row's own precision, and, at precisions other than fp32, the accuracy difference from the fp32
-engine at the same threshold. Every row has its throughput relative to ONNX Runtime int8.
+engine at the same threshold. Every row has its throughput relative to ONNX Runtime int8 on the full model, twice:
+
+* **texts in** (``vs ORT int8``, the comparison a user sees): both sides also tokenize the same texts with the
+  run's tokenizer (:func:`sweet.encoding.encode`, what ``sweet predict`` does), and the full models also pad their
+  batches (the engine pads its own inside its timing). The tokenization is timed as two more configurations of
+  each repeat (``tokenize`` and ``tokenize+pad``, recorded under ``tokenization``), and the ratio is the median
+  over repeats of (ORT int8 + tokenize + pad) / (row + its preparation), summed within each repeat;
+* **model only** (``vs ORT int8 model-only``): both sides on the same pre-tokenised rows.
 
 Protocol: rows are taken in dataset order (no length sorting, as requests would arrive), tokenised before timing.
 The full-model rows get the batches pre-padded (a batch is padded to its longest row); the engine gets the
@@ -70,6 +77,7 @@ from .runs import evaluation_examples
 from .runtime import OnnxPredictor, onnxruntime_missing
 
 BASELINE = "torch fp32 full"
+TOKENIZE, TOKENIZE_PAD = "tokenize", "tokenize+pad"  # timed with the rows, not rows themselves
 
 
 def runnable_precisions(device: torch.device) -> list[str]:
@@ -214,6 +222,7 @@ def benchmark(
         onnx_engines = _onnx_engines(run_dir, check_runtime(runtime), dev, torch_threads, Path(tmp.name), onnx_info)
 
         points = []
+        tokenization: dict[int, dict] = {}
         for bs in batch_sizes:
             bs = int(bs)
             batches = []
@@ -235,6 +244,12 @@ def benchmark(
             for p, onnx_predictor in onnx_engines.items():
                 for t in thresholds:
                     fns[f"onnx engine {p} t={t:.4g}"] = _onnx_engine_run(onnx_predictor, encoded, t, policy, bs)
+            # the texts' tokenization, timed in the same repeats: "tokenize" is what an engine row needs before it
+            # (the engine pads its own batches), "tokenize+pad" what a full-model row needs (it is fed padded batches)
+            if "int8" in sessions:
+                fns[TOKENIZE] = _tokenize(ref.tokenizer, examples, ref.max_length)
+                fns[TOKENIZE_PAD] = _tokenize_pad(ref.tokenizer, examples, ref.max_length, collator, bs,
+                                                  numpy=True)
             # warm-up: every configuration on the first batches
             warm_rows = min(n, max(1, warmup) * bs)
             warm_encoded = _head(encoded, warm_rows)
@@ -254,6 +269,9 @@ def benchmark(
 
             base = seconds[BASELINE]
             ort_int8 = seconds.get("onnxruntime int8 full")
+            tok, tok_pad = seconds.pop(TOKENIZE, None), seconds.pop(TOKENIZE_PAD, None)
+            if tok is not None:
+                tokenization[bs] = {"tokenize_seconds_per_repeat": tok, "tokenize_pad_seconds_per_repeat": tok_pad}
             fp32_acc_by_t: dict[float, float] = {}
 
             def common(name: str, preds: np.ndarray) -> dict:
@@ -263,6 +281,12 @@ def benchmark(
                        "measured_speedup": _median_ratio(base, seconds[name])}
                 row["throughput_vs_onnxruntime_int8"] = (_median_ratio(ort_int8, seconds[name])
                                                          if ort_int8 is not None else None)
+                # texts in: both sides also pay for tokenizing the same texts (and the full models for padding
+                # their batches; an engine pads its own, inside its timing), summed within each repeat
+                prep = tok if name.startswith(("engine ", "onnx engine ")) else tok_pad
+                row["throughput_vs_onnxruntime_int8_tokenized"] = (
+                    None if ort_int8 is None or tok is None else statistics.median(
+                        (o + op) / (s + sp) for o, op, s, sp in zip(ort_int8, tok_pad, seconds[name], prep)))
                 return row
 
             for runtime, plist in (("torch", precs), ("onnxruntime", list(sessions))):
@@ -325,12 +349,43 @@ def benchmark(
         "repeats": repeats, "warmup_batches": warmup, "threads": torch_threads, "device": str(dev),
         "precisions": precs, "placements": {p: predictors[p].placement.to_dict() for p in precs},
         "thresholds": thresholds, "runtime": runtime, "onnxruntime": onnx_info, "notes": notes, "environment": environment(),
+        "tokenization": {str(k): v for k, v in tokenization.items()},
         "protocol": "same examples (evaluation split, dataset order, pre-tokenised) and batch size for every row; "
                     "every configuration timed once per repeat, interleaved; speedup = median over repeats of "
                     "(torch fp32 full time / time) within the same repeat; full model = encoder + last head, no exit "
-                    "checks; engine = EarlyExitEngine.predict, full batches at every depth, arrival order",
+                    "checks; engine = EarlyExitEngine.predict, full batches at every depth, arrival order; "
+                    "vs ORT int8 = median over repeats of (ORT int8 full + tokenize + pad) / (row + tokenize "
+                    "[engine rows, which pad their own batches] or tokenize + pad [full-model rows]), the texts "
+                    "tokenized by the run's tokenizer in the same repeat; vs ORT int8 model-only: both sides "
+                    "pre-tokenised",
         "points": points,
     }
+
+
+def _tokenize(tokenizer, examples, max_length: int) -> Callable[[], object]:
+    """The texts to rows, as ``Predictor.predict`` tokenizes them (:func:`sweet.encoding.encode`)."""
+
+    def run():
+        return encode(tokenizer, examples, max_length, warn=False)
+
+    return run
+
+
+def _tokenize_pad(tokenizer, examples, max_length: int, collator, batch_size: int,
+                  numpy: bool = False) -> Callable[[], object]:
+    """The texts to padded batches of ``batch_size`` rows in dataset order, what a full model (ONNX Runtime: as
+    NumPy arrays) is fed."""
+
+    def run():
+        enc = encode(tokenizer, examples, max_length, warn=False)
+        out = []
+        for i in range(0, len(enc), batch_size):
+            b = collator(enc, np.arange(i, min(i + batch_size, len(enc))))
+            b.pop("labels", None)
+            out.append({k: v.numpy() for k, v in b.items()} if numpy else b)
+        return out
+
+    return run
 
 
 def _head(encoded, k: int):
@@ -434,7 +489,7 @@ def format_bench(report: dict) -> str:
              f"threads {report['threads']} | median of {report['repeats']} | "
              f"onnxruntime {ort.get('version') or 'not installed'}", ""]
     header = ["batch", "configuration", "cost", "ideal", "speedup", "ratio", "same-prec", "ex/s", "acc",
-              "Δacc fp32", "vs ORT int8"]
+              "Δacc fp32", "vs ORT int8", "vs ORT int8 model-only"]
     agreement = any("agreement_vs_torch_fp32" in p for p in report["points"])
     if agreement:
         header.append("agree torch fp32")
@@ -446,6 +501,7 @@ def format_bench(report: dict) -> str:
                  _fmt(p["measured_speedup"], ".2f", 5), _fmt(p["ratio"], ".2f", 5),
                  _fmt(p.get("ratio_same_precision"), ".2f", 5), _fmt(p["examples_per_second"], ".1f", 7),
                  _fmt(p["accuracy"], ".2f", 6), _fmt(p.get("accuracy_delta_vs_fp32"), "+.2f", 6),
+                 _fmt(p.get("throughput_vs_onnxruntime_int8_tokenized"), ".2f", 5),
                  _fmt(p.get("throughput_vs_onnxruntime_int8"), ".2f", 5)]
         if agreement:
             cells.append(_fmt(p.get("agreement_vs_torch_fp32"), ".4f", 6))
@@ -453,7 +509,9 @@ def format_bench(report: dict) -> str:
     lines.append("")
     lines.append("speedup: vs the torch fp32 full model, median of per-repeat ratios; ideal = 1/cost; ratio = "
                  "speedup x cost; same-prec = the same ratio against the full model at the row's own precision; "
-                 "vs ORT int8: throughput relative to ONNX Runtime int8 on the full model."
+                 "vs ORT int8: throughput relative to ONNX Runtime int8 on the full model, texts in: both sides "
+                 "also tokenize the same texts (and pad, where the engine does not pad inside its own timing), "
+                 "timed in the same repeats; vs ORT int8 model-only: both sides on pre-tokenised rows."
                  + (" onnx engine: the ONNX Runtime engine (same-prec against ONNX Runtime's full model at that "
                     "precision; agree torch fp32: share of rows with the torch fp32 engine's exit and label at the "
                     "same threshold)." if agreement else ""))

@@ -15,9 +15,13 @@ advantage of bf16/int8 matrix units (and of GPUs), because small matrices use th
 How a segment runs: for BERT (MiniLM included), MPNet and DeBERTa-v2 through explicit segment functions
 (:class:`~sweet.modeling.SegmentRunner`): the embeddings are computed once, in segment 0; each segment then calls
 its layers directly on the stored hidden states, with the attention mask and the relative-position tables its
-encoder needs built once per batch from the attention mask. No backbone forward, no hooks, no exception. Each exit
-decides on the model's device; its results (leave, label, score, probabilities) come to the host in one transfer
-per batch. The rows that go on keep their hidden states as the batches that produced them (one ``index_select`` per
+encoder needs built once per batch from the attention mask (BERT under SDPA: the padding mask as a broadcast
+view, not the [B, 1, T, T] tensor ``create_bidirectional_mask`` builds). No backbone forward, no hooks, no exception.
+Each exit decides on the model's device with one softmax (:meth:`~sweet.policies.ExitPolicy.score_and_probabilities`);
+its results (leave, label, score, probabilities) come to the host in one transfer per batch (on the CPU they are
+read in place). An exit no row can take at the engine's threshold (:meth:`~sweet.policies.ExitPolicy.may_exit`:
+threshold 1 under a policy without state) is skipped, head and policy, so at threshold 1 the engine does the full
+model's work: its layers and the last head. The rows that go on keep their hidden states as the batches that produced them (one ``index_select`` per
 source batch gathers the next batch). Other encoders fall back to the backbone's own forward with the encoder's
 layer list temporarily replaced by the segment's layers, hooks substituting the stored hidden states and recording
 the exit's representation, and an exception stopping the forward there (so it recomputes the embeddings and masks
@@ -158,6 +162,7 @@ class EarlyExitEngine:
             queue = alive[torch.argsort(-widths[alive], stable=True)] if sort else alive
             survivors, next_store = [], _HiddenStore(n)
             last = s == self.num_exits - 1
+            may_exit = self.policy.may_exit(s, self.threshold)
             for b in range(0, len(queue), batch_size):
                 rows = queue[b : b + batch_size]
                 width = int(widths[rows].max())
@@ -176,7 +181,10 @@ class EarlyExitEngine:
                 else:
                     tt = None if token_type_ids is None else token_type_ids[rows, :width]
                     hidden = self._segment_via_forward(s, input_ids[rows, :width], mask, tt, hidden_in)
-                keep, state = self._apply_exit(s, hidden, mask, rows, state, out)
+                if last or may_exit:
+                    keep, state = self._apply_exit(s, hidden, mask, rows, state, out)
+                else:  # no row can leave here at this threshold (ExitPolicy.may_exit): the exit is skipped
+                    keep = np.ones(len(rows), dtype=bool)
                 if last or not keep.any():
                     continue
                 kept = rows[keep]
@@ -191,25 +199,33 @@ class EarlyExitEngine:
     def _apply_exit(self, i: int, hidden: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, state,
                     out: BatchResult) -> tuple[np.ndarray, object]:
         """Exit ``i`` on a batch of ``rows``: record the rows that leave; return (keep-mask as numpy, window state).
-        The decision is taken on the model's device; its results come to the host in one transfer."""
+        The decision is taken on the model's device, with one softmax per exit; off the CPU its results come to the
+        host in one transfer (on the CPU the tensors are read in place, no copy)."""
         logits, pooled = self.model.heads[i](hidden, mask)
         logits = logits.float()
         sub = self.policy.select_state(state, rows) if state is not None else None
-        score, sub = self.policy.score(i, logits, pooled, sub)
+        score, probs, sub = self.policy.score_and_probabilities(i, logits, pooled, sub)
         state = _assign_state(state, rows, sub)
-        if i == self.num_exits - 1:
-            leave = torch.ones_like(score, dtype=torch.bool)
+        last = i == self.num_exits - 1
+        leave = None if last else self.policy.should_exit(score, self.threshold)
+        if probs.device.type == "cpu":
+            go = np.ones(len(rows), dtype=bool) if last else leave.numpy()
+            if not go.any():
+                return ~go, state
+            label, score, probs = logits.argmax(-1).numpy(), score.float().numpy(), probs.numpy()
         else:
-            leave = self.policy.should_exit(score, self.threshold)
-        probs = self.policy.probabilities(i, logits)
-        packed = torch.cat([leave.to(probs.device, torch.float32)[:, None], logits.argmax(-1).float()[:, None],
-                            score.to(probs.device, torch.float32)[:, None], probs], 1).cpu().numpy()
-        go = packed[:, 0] > 0
-        idx = rows.numpy()[go]
-        out.exit_index[idx] = i
-        out.label[idx] = packed[go, 1].astype(np.int64)
-        out.score[idx] = packed[go, 2]
-        out.probabilities[idx] = packed[go, 3:]
+            if last:
+                leave = torch.ones_like(score, dtype=torch.bool)
+            packed = torch.cat([leave.to(probs.device, torch.float32)[:, None], logits.argmax(-1).float()[:, None],
+                                score.to(probs.device, torch.float32)[:, None], probs], 1).cpu().numpy()
+            go, label, score, probs = packed[:, 0] > 0, packed[:, 1].astype(np.int64), packed[:, 2], packed[:, 3:]
+        if go.all():
+            idx = rows.numpy()
+            out.exit_index[idx], out.label[idx], out.score[idx], out.probabilities[idx] = i, label, score, probs
+        else:
+            idx = rows.numpy()[go]
+            out.exit_index[idx], out.label[idx], out.score[idx], out.probabilities[idx] = (
+                i, label[go], score[go], probs[go])
         return ~go, state
 
     def _segment_via_forward(self, s: int, ids, mask, tt, hidden_in) -> torch.Tensor:

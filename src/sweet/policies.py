@@ -68,12 +68,28 @@ class ExitPolicy(ABC):
     def score(self, exit_index: int, logits: torch.Tensor, hidden: torch.Tensor | None, state: Any) -> tuple[torch.Tensor, Any]:
         """Per-sample readiness to exit at ``exit_index`` given that exit's logits [B, K]."""
 
+    def score_and_probabilities(self, exit_index: int, logits: torch.Tensor, hidden: torch.Tensor | None,
+                                state: Any) -> tuple[torch.Tensor, torch.Tensor, Any]:
+        """(score, probabilities, state) at one exit: what :meth:`score` and :meth:`probabilities` return, in one
+        call, so that a policy whose score is a function of the probabilities computes the softmax once (the
+        engine's exit step)."""
+        score, state = self.score(exit_index, logits, hidden, state)
+        return score, self.probabilities(exit_index, logits), state
+
     def should_exit(self, score: torch.Tensor, threshold: float) -> torch.Tensor:
         """Leave when the score reaches the threshold; a threshold of 1 never exits early (a saturated
         score of exactly 1.0 does not count as reaching it)."""
         if threshold >= 1.0:
             return torch.zeros_like(score, dtype=torch.bool)
         return score >= threshold
+
+    def may_exit(self, exit_index: int, threshold: float) -> bool:
+        """Whether a row can leave at (non-final) exit ``exit_index`` at ``threshold``. False only where the answer
+        does not depend on the scores: the base rule (a threshold of 1 never exits early) for a policy that keeps no
+        state from exit to exit. The engine then skips that exit (its head and the policy): at threshold 1 it runs
+        the layers and the last head only, the work of the full model."""
+        return not (threshold >= 1.0 and type(self).should_exit is ExitPolicy.should_exit
+                    and self.init_state(0) is None)
 
     def to_dict(self) -> dict:
         return {"name": self.name}
@@ -105,6 +121,10 @@ class ConfidencePolicy(ExitPolicy):
     def score(self, exit_index, logits, hidden, state):
         return self.probabilities(exit_index, logits).max(dim=-1).values, state
 
+    def score_and_probabilities(self, exit_index, logits, hidden, state):
+        p = self.probabilities(exit_index, logits)
+        return p.max(dim=-1).values, p, state
+
     def to_dict(self) -> dict:
         return {"name": self.name, "temperatures": self.temperatures}
 
@@ -122,9 +142,16 @@ class EntropyPolicy(ExitPolicy):
         return np.linspace(0.0, 1.0, n)
 
     def score(self, exit_index, logits, hidden, state):
+        return self._score(self.probabilities(exit_index, logits)), state
+
+    def score_and_probabilities(self, exit_index, logits, hidden, state):
         p = self.probabilities(exit_index, logits)
+        return self._score(p), p, state
+
+    @staticmethod
+    def _score(p: torch.Tensor) -> torch.Tensor:
         h = -(p * torch.log(p.clamp_min(1e-30))).sum(-1)
-        return (1.0 - h / float(np.log(p.shape[-1]))).clamp(0.0, 1.0), state
+        return (1.0 - h / float(np.log(p.shape[-1]))).clamp(0.0, 1.0)
 
     def to_dict(self) -> dict:
         return {"name": self.name, "temperatures": self.temperatures}
