@@ -7,7 +7,10 @@
 # the paper grid (learning_rates_from), so their runs wait until it has chosen. Run it from a worktree at a fixed
 # commit, not from the tree being edited.
 #
-#   benchmarks/paper_queue.sh --until 07:30 -- --data-dir ../shared/glue --threads 1
+#   benchmarks/paper_queue.sh --until 07:30 -- --data-dir ../shared/glue --backend ray --cpus-per-run 1
+#
+# (ray with 1 CPU per run: two runs side by side on 2 cores, each with one torch thread, so the same results as
+# --threads 1 on the local back-end, which runs one at a time.)
 #
 # Options: --until HH:MM (the next one: tomorrow's if today's has passed; default: no deadline), --only NAME[,NAME]
 # (some of: paper, ablation, beyond, base), --dry-run (print each paper_grid.sh command and the plan
