@@ -37,7 +37,8 @@ def _dev_split(data):
 
 
 def timings(model, collator, enc, batch_size: int, repeats: int) -> dict:
-    from sweet.bench import _engine_run, _torch_full
+    from sweet.bench.timed import engine_run as _engine_run
+    from sweet.bench.timed import torch_full as _torch_full
     from sweet.inference import EarlyExitEngine
     from sweet.policies import ConfidencePolicy
 

@@ -40,14 +40,14 @@ def test_parse_precisions_defaults_all_and_errors(monkeypatch):
     from sweet import bench, precision
 
     cpu = torch.device("cpu")
-    for module in (precision, bench):  # the name each module calls
+    for module in (precision, bench.measure):  # the name each module calls
         monkeypatch.setattr(module, "native_bf16", lambda device: False)
     assert bench.parse_precisions(None, cpu) == ["fp32", "int8"]
     assert bench.parse_precisions("default", cpu) == ["fp32", "int8"]
     assert bench.parse_precisions("int8", cpu) == ["fp32", "int8"]  # fp32 is always the reference
     assert bench.parse_precisions(" int8 , fp32 ", cpu) == ["fp32", "int8"]
     assert bench.parse_precisions("all", cpu) == ["fp32", "bf16", "int8"]  # bf16 runs (emulated); fp16 cannot
-    for module in (precision, bench):
+    for module in (precision, bench.measure):
         monkeypatch.setattr(module, "native_bf16", lambda device: True)
     assert bench.parse_precisions("default", cpu) == ["fp32", "bf16", "int8"]
     assert bench.parse_precisions("auto", cpu) == ["fp32", "bf16"]

@@ -1,38 +1,5 @@
-"""Wall-clock benchmark of early-exit inference against its peers (``sweet bench RUN_DIR``).
+"""The measurement behind ``sweet bench``: which precisions to time, the interleaved timing, and :func:`benchmark` itself (see :mod:`sweet.bench`)."""
 
-On the run's evaluation split, in one run, on the same examples and at the same batch size, it times:
-
-* **the full model in torch fp32**, the baseline: the encoder to its last layer plus the last head, no exit
-  checks (Multi-Model: the last, full-depth member alone);
-* the full model in torch at every other precision asked for (``bf16``, ``int8``: :mod:`sweet.precision`);
-* **ONNX Runtime fp32 and int8** (dynamic quantization) running the same full model, exported once to a
-  temporary directory (:mod:`sweet.peers`), when the optional extra ``sweet[onnx]`` is installed (otherwise these
-  rows are skipped with a note);
-* **our engine** (:class:`~sweet.inference.EarlyExitEngine`, full batches at every depth) at every precision and
-  every threshold of the policy's grid.
-
-Each row has its throughput and its accuracy (the task metric, on the evaluation labels, from that row's own
-predictions); engine rows also the cost ratio (from the exits taken), the ideal speedup 1/cost, the realised
-speedup against the torch fp32 full model and the ratio of the two (speedup x cost), the same against the full
-model at the row's own precision, and, at precisions other than fp32, the accuracy difference from the fp32
-engine at the same threshold. Every row has its throughput relative to ONNX Runtime int8 on the full model, twice:
-
-* **texts in** (``vs ORT int8``, the comparison a user sees): both sides also tokenize the same texts with the
-  run's tokenizer (:func:`sweet.encoding.encode`, what ``sweet predict`` does), and the full models also pad their
-  batches (the engine pads its own inside its timing). The tokenization is timed as two more configurations of
-  each repeat (``tokenize`` and ``tokenize+pad``, recorded under ``tokenization``), and the ratio is the median
-  over repeats of (ORT int8 + tokenize + pad) / (row + its preparation), summed within each repeat;
-* **model only** (``vs ORT int8 model-only``): both sides on the same pre-tokenised rows.
-
-Protocol: rows are taken in dataset order (no length sorting, as requests would arrive), tokenised before timing.
-The full-model rows get the batches pre-padded (a batch is padded to its longest row); the engine gets the
-tokenised rows and pads its own batches, so its timings include that collation. Every configuration is warmed
-up; then each repeat times every configuration once over the whole split, one after another (interleaved), and a
-speedup is the median over repeats of (baseline time / time) *within the same repeat*, so that load from other
-processes on a shared machine affects both sides of each ratio alike. Throughput is the number of examples over
-the median time. Torch and ONNX Runtime use the same number of threads (ONNX Runtime's ``intra_op_num_threads``),
-recorded with the device and precisions.
-"""
 
 from __future__ import annotations
 
@@ -48,15 +15,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .cost import cost_ratio
-from .encoding import Encoded, encode
-from .errors import SweetError
-from .export import export_run
-from .inference import EarlyExitEngine
-from .loader import check_runtime
-from .metrics import score
-from .peers import (
-    FullModel,
+from ..cost import cost_ratio
+from ..encoding import encode
+from ..errors import SweetError
+from ..export import export_run
+from ..inference import EarlyExitEngine
+from ..loader import check_runtime
+from ..metrics import score
+from ..peers import (
     OnnxClassifier,
     export_onnx,
     onnx_missing,
@@ -64,17 +30,24 @@ from .peers import (
     onnxruntime_version,
     quantize_onnx_int8,
 )
-from .precision import (
-    model_placement,
+from ..precision import (
     native_bf16,
     resolve_device,
     resolve_precision,
-    to_device,
 )
-from .predictor import Predictor
-from .rundir import environment, load_run_config
-from .runs import evaluation_examples
-from .runtime import OnnxPredictor, onnxruntime_missing
+from ..predictor import Predictor
+from ..rundir import environment, load_run_config
+from ..runs import evaluation_examples
+from ..runtime import OnnxPredictor, onnxruntime_missing
+from .timed import (
+    engine_run,
+    first_rows,
+    onnx_engine_run,
+    onnx_full,
+    tokenize_and_pad,
+    tokenize_texts,
+    torch_full,
+)
 
 BASELINE = "torch fp32 full"
 TOKENIZE, TOKENIZE_PAD = "tokenize", "tokenize+pad"  # timed with the rows, not rows themselves
@@ -233,38 +206,38 @@ def benchmark(
             np_batches = [{k: v.numpy() for k, v in b.items()} for b in batches] if sessions else []
             fns: dict[str, Callable[[], object]] = {}
             for p in precs:
-                fns[f"torch {p} full"] = _torch_full(predictors[p].model, batches)
+                fns[f"torch {p} full"] = torch_full(predictors[p].model, batches)
             for p, sess in sessions.items():
-                fns[f"onnxruntime {p} full"] = _onnx_full(sess, np_batches)
+                fns[f"onnxruntime {p} full"] = onnx_full(sess, np_batches)
             for p in precs:
                 pol = predictors[p].get_policy(policy)
                 for t in thresholds:
                     engine = EarlyExitEngine(predictors[p].model, pol, t)
-                    fns[f"engine {p} t={t:.4g}"] = _engine_run(engine, encoded, collator, bs)
+                    fns[f"engine {p} t={t:.4g}"] = engine_run(engine, encoded, collator, bs)
             for p, onnx_predictor in onnx_engines.items():
                 for t in thresholds:
-                    fns[f"onnx engine {p} t={t:.4g}"] = _onnx_engine_run(onnx_predictor, encoded, t, policy, bs)
+                    fns[f"onnx engine {p} t={t:.4g}"] = onnx_engine_run(onnx_predictor, encoded, t, policy, bs)
             # the texts' tokenization, timed in the same repeats: "tokenize" is what an engine row needs before it
             # (the engine pads its own batches), "tokenize+pad" what a full-model row needs (it is fed padded batches)
             if "int8" in sessions:
-                fns[TOKENIZE] = _tokenize(ref.tokenizer, examples, ref.max_length)
-                fns[TOKENIZE_PAD] = _tokenize_pad(ref.tokenizer, examples, ref.max_length, collator, bs,
+                fns[TOKENIZE] = tokenize_texts(ref.tokenizer, examples, ref.max_length)
+                fns[TOKENIZE_PAD] = tokenize_and_pad(ref.tokenizer, examples, ref.max_length, collator, bs,
                                                   numpy=True)
             # warm-up: every configuration on the first batches
             warm_rows = min(n, max(1, warmup) * bs)
-            warm_encoded = _head(encoded, warm_rows)
+            warm_encoded = first_rows(encoded, warm_rows)
             if warmup > 0:
                 for p in precs:
-                    _torch_full(predictors[p].model, batches[:warmup])()
+                    torch_full(predictors[p].model, batches[:warmup])()
                 for sess in sessions.values():
-                    _onnx_full(sess, np_batches[:warmup])()
+                    onnx_full(sess, np_batches[:warmup])()
                 for p in precs:
                     pol = predictors[p].get_policy(policy)
                     for t in thresholds:
-                        _engine_run(EarlyExitEngine(predictors[p].model, pol, t), warm_encoded, collator, bs)()
+                        engine_run(EarlyExitEngine(predictors[p].model, pol, t), warm_encoded, collator, bs)()
                 for onnx_predictor in onnx_engines.values():
                     for t in thresholds:
-                        _onnx_engine_run(onnx_predictor, warm_encoded, t, policy, bs)()
+                        onnx_engine_run(onnx_predictor, warm_encoded, t, policy, bs)()
             seconds, outputs = _time_interleaved(fns, repeats, progress)
 
             base = seconds[BASELINE]
@@ -362,75 +335,6 @@ def benchmark(
     }
 
 
-def _tokenize(tokenizer, examples, max_length: int) -> Callable[[], object]:
-    """The texts to rows, as ``Predictor.predict`` tokenizes them (:func:`sweet.encoding.encode`)."""
-
-    def run():
-        return encode(tokenizer, examples, max_length, warn=False)
-
-    return run
-
-
-def _tokenize_pad(tokenizer, examples, max_length: int, collator, batch_size: int,
-                  numpy: bool = False) -> Callable[[], object]:
-    """The texts to padded batches of ``batch_size`` rows in dataset order, what a full model (ONNX Runtime: as
-    NumPy arrays) is fed."""
-
-    def run():
-        enc = encode(tokenizer, examples, max_length, warn=False)
-        out = []
-        for i in range(0, len(enc), batch_size):
-            b = collator(enc, np.arange(i, min(i + batch_size, len(enc))))
-            b.pop("labels", None)
-            out.append({k: v.numpy() for k, v in b.items()} if numpy else b)
-        return out
-
-    return run
-
-
-def _head(encoded, k: int):
-
-    return Encoded(encoded.input_ids[:k], None if encoded.token_type_ids is None else encoded.token_type_ids[:k],
-                   None, 0)
-
-
-def _torch_full(model, batches: list[dict]) -> Callable[[], np.ndarray]:
-
-    full = FullModel(model, use_token_type_ids=True)
-    device = model_placement(model).device
-
-    @torch.inference_mode()
-    def run() -> np.ndarray:
-        preds = []
-        for b in batches:
-            b = to_device(b, device)
-            preds.append(full(b["input_ids"], b["attention_mask"], b.get("token_type_ids")).argmax(-1))
-        return torch.cat(preds).cpu().numpy()
-
-    return run
-
-
-def _onnx_full(session, batches: list[dict]) -> Callable[[], np.ndarray]:
-    def run() -> np.ndarray:
-        return np.concatenate([session.logits(b).argmax(-1) for b in batches])
-
-    return run
-
-
-def _engine_run(engine, encoded, collator, batch_size: int) -> Callable[[], object]:
-    def run():
-        return engine.predict(encoded, collator, batch_size, sort_by_length=False)
-
-    return run
-
-
-def _onnx_engine_run(predictor, encoded, threshold: float, policy: str, batch_size: int) -> Callable[[], object]:
-    def run():
-        return predictor.run(encoded, threshold, policy, batch_size, sort_by_length=False)
-
-    return run
-
-
 def _onnx_engines(run_dir, runtime: str, device: torch.device, threads: int, folder: Path, info: dict) -> dict:
     """The ONNX Runtime engine at fp32 and int8 ({} unless ``runtime`` is onnxruntime), over the run exported
     once into ``folder``."""
@@ -476,45 +380,3 @@ def _onnx_sessions(model, collator, device: torch.device, threads: int, folder: 
     return sessions
 
 
-def _fmt(value, spec: str, width: int) -> str:
-    sign = "+" if spec.startswith("+") else ""
-    return f"{'-':>{width}}" if value is None else f"{value:{sign}{width}{spec.lstrip('+')}}"
-
-
-def format_bench(report: dict) -> str:
-    """A Markdown table: one row per configuration and batch size."""
-    ort = report.get("onnxruntime") or {}
-    lines = [f"{report['task']} | {report['method']} | {report.get('policy', 'confidence')} policy | "
-             f"{report['n_examples']} examples ({report.get('split', 'evaluation')}) | device {report.get('device')} | "
-             f"threads {report['threads']} | median of {report['repeats']} | "
-             f"onnxruntime {ort.get('version') or 'not installed'}", ""]
-    header = ["batch", "configuration", "cost", "ideal", "speedup", "ratio", "same-prec", "ex/s", "acc",
-              "Δacc fp32", "vs ORT int8", "vs ORT int8 model-only"]
-    agreement = any("agreement_vs_torch_fp32" in p for p in report["points"])
-    if agreement:
-        header.append("agree torch fp32")
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "|".join("---:" if h not in ("configuration",) else "---" for h in header) + "|")
-    for p in report["points"]:
-        cells = [str(p["batch_size"]), p["name"] + (" (baseline)" if p["baseline"] else ""),
-                 _fmt(p["cost_ratio"], ".3f", 5), _fmt(p["ideal_speedup"], ".2f", 5),
-                 _fmt(p["measured_speedup"], ".2f", 5), _fmt(p["ratio"], ".2f", 5),
-                 _fmt(p.get("ratio_same_precision"), ".2f", 5), _fmt(p["examples_per_second"], ".1f", 7),
-                 _fmt(p["accuracy"], ".2f", 6), _fmt(p.get("accuracy_delta_vs_fp32"), "+.2f", 6),
-                 _fmt(p.get("throughput_vs_onnxruntime_int8_tokenized"), ".2f", 5),
-                 _fmt(p.get("throughput_vs_onnxruntime_int8"), ".2f", 5)]
-        if agreement:
-            cells.append(_fmt(p.get("agreement_vs_torch_fp32"), ".4f", 6))
-        lines.append("| " + " | ".join(cells) + " |")
-    lines.append("")
-    lines.append("speedup: vs the torch fp32 full model, median of per-repeat ratios; ideal = 1/cost; ratio = "
-                 "speedup x cost; same-prec = the same ratio against the full model at the row's own precision; "
-                 "vs ORT int8: throughput relative to ONNX Runtime int8 on the full model, texts in: both sides "
-                 "also tokenize the same texts (and pad, where the engine does not pad inside its own timing), "
-                 "timed in the same repeats; vs ORT int8 model-only: both sides on pre-tokenised rows."
-                 + (" onnx engine: the ONNX Runtime engine (same-prec against ONNX Runtime's full model at that "
-                    "precision; agree torch fp32: share of rows with the torch fp32 engine's exit and label at the "
-                    "same threshold)." if agreement else ""))
-    for note in report.get("notes", []):
-        lines.append(f"note: {note}")
-    return "\n".join(lines)
