@@ -28,7 +28,13 @@ from ..evaluation import Evaluation
 from ..methods import method_label
 from .aggregate import stat_row, t_interval
 from .cells import TASK_LABELS, fmt, fmt_gap, md_table, task_list
-from .gridload import SiblingGrid, not_run_yet, sibling_header
+from .gridload import (
+    SiblingGrid,
+    grid_status_text,
+    not_run_yet,
+    not_run_yet_line,
+    sibling_header,
+)
 from .spec import task_entry_name
 
 FILLS = ("the proportional ladder [1, 2, 3, 6] on SST-2, MNLI and QNLI: Early-Exit, SWEET and Multi-Model, 3 seeds, "
@@ -280,12 +286,9 @@ def middle_answer(section: dict) -> str:
 def ablation_markdown(section: dict) -> list[str]:
     lines = ["## Ladder ablation: the paper's exit proportions (issue #25)", ""]
     if section["state"] == "not run yet":
-        return lines + [f"Not run yet: `{section['grid_dir']}` has no finished run. It will hold {section['fills']}.",
-                        ""]
-    st, lad = section["status"], section["ladders"]
-    lines += [f"Grid `{section['grid_dir']}`: {st['n_finished']} of {st['n_runs']} runs finished"
-              + (f" (**incomplete**: {len(st['missing'])} missing; every number below is provisional)"
-                 if st["partial"] else "") + f". Ladders: the main grid's {lad['main']} against the ablation's "
+        return lines + [not_run_yet_line(section), ""]
+    lad = section["ladders"]
+    lines += [grid_status_text(section) + f". Ladders: the main grid's {lad['main']} against the ablation's "
               f"{lad['ablation']}, each ablation run paired by seed with the main grid's run of the same task and "
               "method (same seed, same training sample). Exits are compared by number. Cells: mean over the paired "
               "seeds ± 95% CI half-width (SD); averages over tasks per seed first.", "",

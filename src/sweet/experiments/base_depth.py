@@ -19,7 +19,13 @@ from .cells import FLOOR_LEGEND, TASK_LABELS, exit_table, interp_table, metric_l
 from .claims import CLAIMS, check_claims
 from .claims_tables import claims_markdown
 from .floors import evaluation_classes, mark_floors
-from .gridload import SiblingGrid, not_run_yet, sibling_header
+from .gridload import (
+    SiblingGrid,
+    grid_status_text,
+    not_run_yet,
+    not_run_yet_line,
+    sibling_header,
+)
 from .spec import task_entry_name
 
 FILLS = ("MPNet-12 (all-mpnet-base-v2, the `.[mpnet]` extra) with exits [1, 4, 6, 12]: SST-2 with Early-Exit, SWEET "
@@ -94,14 +100,10 @@ def claim_coverage(claims: dict | None, chosen: dict, grid_methods: list[str], t
 def base_depth_markdown(section: dict) -> list[str]:
     lines = ["## At the paper's depth: a 12-layer backbone (issue #26)", ""]
     if section["state"] == "not run yet":
-        return lines + [f"Not run yet: `{section['grid_dir']}` has no finished run. It will hold {section['fills']}.",
-                        ""]
-    st, spec = section["status"], section["spec"]
+        return lines + [not_run_yet_line(section), ""]
+    spec = section["spec"]
     methods = section["methods"]
-    lines += [f"Grid `{section['grid_dir']}`: {st['n_finished']} of {st['n_runs']} runs finished"
-              + (f" (**incomplete**: {len(st['missing'])} missing; every number below is provisional)"
-                 if st["partial"] else "")
-              + f". Backbone `{section['backbone']}`, exits after layers {section['exit_layers']}, {spec['n_train']} "
+    lines += [grid_status_text(section) + f". Backbone `{section['backbone']}`, exits after layers {section['exit_layers']}, {spec['n_train']} "
               f"training examples per seed, {spec['epochs']} epoch(s), seeds {spec['seeds']}, learning rate(s) "
               f"{', '.join(f'{x:g}' for x in spec.get('learning_rates') or [])}. Cells: mean over seeds ± the "
               "half-width of the 95% confidence interval (SD over seeds). " + FLOOR_LEGEND, ""]

@@ -25,7 +25,13 @@ from pathlib import Path
 from ..methods import SELECTED_ALPHA, method_label, parse_method
 from .aggregate import VERSUS, versus_best
 from .cells import TASK_LABELS, cost_label, fmt_gap, md_table, task_list
-from .gridload import SiblingGrid, not_run_yet, sibling_header
+from .gridload import (
+    SiblingGrid,
+    grid_status_text,
+    not_run_yet,
+    not_run_yet_line,
+    sibling_header,
+)
 from .selection import select_method_parameters
 from .spec import task_entry_name
 
@@ -222,12 +228,9 @@ def beyond_markdown(section: dict) -> list[str]:
              f"Research target: {TARGET}. EE and SWEET are the main grid's runs at their chosen learning rates, "
              "paired by seed with each row's runs.", ""]
     if section["state"] == "not run yet":
-        lines += [f"Not run yet: `{section['grid_dir']}` has no finished run. It will hold {section['fills']}.", ""]
+        lines += [not_run_yet_line(section), ""]
     else:
-        st = section["status"]
-        lines += [f"Grid `{section['grid_dir']}`: {st['n_finished']} of {st['n_runs']} runs finished"
-                  + (f" (**incomplete**: {len(st['missing'])} missing; every number below is provisional)"
-                     if st["partial"] else "") + ".", "", "### The parameter chosen per task", "",
+        lines += [grid_status_text(section) + ".", "", "### The parameter chosen per task", "",
                   *_selection_lines(section)]
     lines += [f"**Verdict.** {section['verdict']}", ""]
     for scope in section["scopes"]:

@@ -217,6 +217,20 @@ def sibling_header(sibling: SiblingGrid) -> dict:
             "spec": sibling.spec, "status": status}
 
 
+def not_run_yet_line(section: dict) -> str:
+    """The Markdown line of a section whose grid has no finished run (:func:`not_run_yet`)."""
+    return f"Not run yet: `{section['grid_dir']}` has no finished run. It will hold {section['fills']}."
+
+
+def grid_status_text(section: dict) -> str:
+    """The Markdown opening of a section with finished runs (:func:`sibling_header`): how many of its grid's runs
+    have finished, and that every number is provisional while some are missing."""
+    st = section["status"]
+    return (f"Grid `{section['grid_dir']}`: {st['n_finished']} of {st['n_runs']} runs finished"
+            + (f" (**incomplete**: {len(st['missing'])} missing; every number below is provisional)"
+               if st["partial"] else ""))
+
+
 def runs_link(section: dict, output: str | Path) -> None:
     """Add the path from the report directory to the section's runs (a clone elsewhere can follow it)."""
     if section.get("state") != "not run yet":
