@@ -38,16 +38,13 @@ def _dev_split(data):
 
 def timings(model, collator, enc, batch_size: int, repeats: int) -> dict:
     from sweet.bench.timed import engine_run as _engine_run
+    from sweet.bench.timed import padded_batches
     from sweet.bench.timed import torch_full as _torch_full
     from sweet.inference import EarlyExitEngine
     from sweet.policies import ConfidencePolicy
 
     n = len(enc)
-    batches = []
-    for i in range(0, n, batch_size):
-        b = collator(enc, np.arange(i, min(i + batch_size, n)))
-        b.pop("labels", None)
-        batches.append(b)
+    batches = padded_batches(enc, collator, batch_size)
     fns = {"bare": _torch_full(model, batches)}
     # t=1: no row can leave early; t=0.99: the random heads' confidences stay near 0.5, so no row leaves either
     # (cost 1, checked below), but every exit's head and the policy run: the exit step's cost in full

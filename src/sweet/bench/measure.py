@@ -44,6 +44,7 @@ from .timed import (
     first_rows,
     onnx_engine_run,
     onnx_full,
+    padded_batches,
     tokenize_and_pad,
     tokenize_texts,
     torch_full,
@@ -198,11 +199,7 @@ def benchmark(
         tokenization: dict[int, dict] = {}
         for bs in batch_sizes:
             bs = int(bs)
-            batches = []
-            for i in range(0, n, bs):
-                b = collator(encoded, np.arange(i, min(i + bs, n)))
-                b.pop("labels", None)
-                batches.append(b)
+            batches = padded_batches(encoded, collator, bs)
             np_batches = [{k: v.numpy() for k, v in b.items()} for b in batches] if sessions else []
             fns: dict[str, Callable[[], object]] = {}
             for p in precs:

@@ -22,19 +22,25 @@ def tokenize_texts(tokenizer, examples, max_length: int) -> Callable[[], object]
     return run
 
 
+def padded_batches(encoded: Encoded, collator, batch_size: int) -> list[dict]:
+    """Tokenised rows to padded batches of ``batch_size`` rows in dataset order (each padded to its longest row),
+    without labels: what the full model is fed."""
+    batches = []
+    for i in range(0, len(encoded), batch_size):
+        b = collator(encoded, np.arange(i, min(i + batch_size, len(encoded))))
+        b.pop("labels", None)
+        batches.append(b)
+    return batches
+
+
 def tokenize_and_pad(tokenizer, examples, max_length: int, collator, batch_size: int,
                   numpy: bool = False) -> Callable[[], object]:
     """The texts to padded batches of ``batch_size`` rows in dataset order, what a full model (ONNX Runtime: as
     NumPy arrays) is fed."""
 
     def run():
-        enc = encode(tokenizer, examples, max_length, warn=False)
-        out = []
-        for i in range(0, len(enc), batch_size):
-            b = collator(enc, np.arange(i, min(i + batch_size, len(enc))))
-            b.pop("labels", None)
-            out.append({k: v.numpy() for k, v in b.items()} if numpy else b)
-        return out
+        batches = padded_batches(encode(tokenizer, examples, max_length, warn=False), collator, batch_size)
+        return [{k: v.numpy() for k, v in b.items()} for b in batches] if numpy else batches
 
     return run
 
