@@ -259,6 +259,13 @@ def test_grid_runs_every_combination_once_and_skips_finished_runs(local_grid, ti
     assert _metrics_files(grid_dir) == before
     launches = read_json(grid_dir / LAUNCHES_FILE)
     assert [x["status"] for x in launches[-2:]] == ["completed", "completed"] and launches[-1]["executed"] == 0
+    # each launch records the code it ran: the version, and the commit where sweet runs from a git checkout
+    import sweet
+
+    code = launches[-1]["code"]
+    assert code["version"] == sweet.__version__
+    if code["commit"] is not None:
+        assert len(code["commit"]) == 40 and int(code["commit"], 16) >= 0 and isinstance(code["dirty"], bool)
 
 
 @pytest.mark.slow
@@ -641,3 +648,17 @@ def test_a_continued_grid_refuses_changed_data_options_or_samples(local_grid, tm
 
     res = run_grid(spec, copy, data_dir=str(data), progress=False, executor=fake, update_spec=True)
     assert res.skipped == 8 and sorted(set(calls)) == ["rte"] and len(calls) == 8
+
+
+def test_code_version_names_the_checkout_commit_and_whether_the_sources_differ(tmp_path, monkeypatch):
+    """In a git checkout: HEAD's commit, dirty when the package's tracked sources differ; without git: None."""
+    import sweet
+    from sweet.experiments.store import code_version
+
+    src = Path(sweet.__file__).resolve().parent
+    head = subprocess.run(["git", "-C", str(src), "rev-parse", "HEAD"], capture_output=True, text=True)
+    code = code_version()
+    if head.returncode == 0:
+        assert code["commit"] == head.stdout.strip()
+    monkeypatch.setenv("PATH", str(tmp_path))  # no git on the PATH
+    assert code_version() == {"version": sweet.__version__, "commit": None, "dirty": None}

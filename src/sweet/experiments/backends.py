@@ -35,6 +35,7 @@ from .store import (
     SPEC_TOML,
     Launch,
     check_grid_dir,
+    code_version,
     machine,
     now,
     write_gitignore,
@@ -196,7 +197,7 @@ def run_grid(
     launch = Launch(grid_dir, {
         "started": now(), "command": command, "backend": backend, "ray_address": ray_address, "threads": threads,
         "data_dir": ddir, "n_runs": n_runs, "skipped": result.skipped, "to_run": n_runs - result.skipped,
-        "executed": 0, "failed": [], "status": "running", "machine": machine(),
+        "executed": 0, "failed": [], "status": "running", "machine": machine(), "code": code_version(),
     })
     bar = _Progress(n_runs, result.skipped, [*pending, *waiting], progress)
     status = "interrupted"

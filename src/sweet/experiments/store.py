@@ -7,7 +7,8 @@
       spec.toml        the same spec as TOML (copy it, edit it, pass it back with --spec); a directory holding only
                        a spec.toml is a grid prepared before its first launch (``--spec GRID_DIR/spec.toml``), and
                        a spec.toml that says the grid's spec is kept as written (its comments too)
-      launches.json    one record per launch: command, back-end, start/end, runs executed/skipped/failed
+      launches.json    one record per launch: command, back-end, start/end, runs executed/skipped/failed, machine,
+                       code (package version, git commit of the sources and whether they differ from it)
       .gitignore       what not to commit: weights (model/), training checkpoints, the per-run splits.json
       runs/TASK/METHOD/lrLR/seedSEED-KEY/        one run directory each (see :mod:`sweet.runs`), plus
                                                  splits_digest.json (below)
@@ -29,6 +30,7 @@ import hashlib
 import json
 import os
 import platform
+import subprocess
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -136,6 +138,26 @@ def machine() -> dict:
     except OSError:
         boot = None
     return {"host": platform.node(), "boot_id": boot, "cpu": cpu, "cpus": os.cpu_count(), "gpu": gpu}
+
+
+def code_version() -> dict:
+    """Which code a launch ran: the package version and, where sweet runs from a git checkout (a worktree at a
+    fixed commit, as the grids are launched), its commit and whether the package's sources differ from it
+    ("dirty"). Outside a checkout (an installed wheel) commit and dirty are None."""
+    from .. import __version__
+
+    src = Path(__file__).resolve().parents[1]  # src/sweet
+    record: dict = {"version": __version__, "commit": None, "dirty": None}
+    try:
+        def git(*args: str) -> str:
+            return subprocess.run(["git", "-C", str(src), *args], capture_output=True, text=True, timeout=10,
+                                  check=True).stdout.strip()
+
+        record["commit"] = git("rev-parse", "HEAD")
+        record["dirty"] = bool(git("status", "--porcelain", "--untracked-files=no", "--", str(src)))
+    except (OSError, subprocess.SubprocessError):  # no git, or not a checkout: version only
+        pass
+    return record
 
 
 def machine_label(m: dict | None) -> str:

@@ -237,7 +237,10 @@ def render_markdown(report: dict, figures: dict[str, str]) -> str:
                      f"finished, wall {float(x.get('wall_seconds') or 0) / 60:.1f} min"
                      + (f", on {machine_label(x['machine'])}: {x['machine']['cpus']} CPUs ({x['machine']['cpu']}"
                         + (f"; GPU {x['machine']['gpu']}" if x['machine'].get('gpu') else "") + ")"
-                        if x.get("machine") else ""))
+                        if x.get("machine") else "")
+                     + (f", code {x['code']['commit'][:7]}" + (" with uncommitted changes" if x["code"].get("dirty")
+                                                               else "")
+                        if (x.get("code") or {}).get("commit") else ""))
     runs = report["grid"].get("runs_from_report")
     runs = f"[{runs}/]({runs}/)" if runs else f"`{report['grid']['grid_dir']}/runs/`"
     lines += ["", f"Per-run files (config, splits, training log, model, metrics): {runs}. "
