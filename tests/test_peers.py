@@ -60,7 +60,7 @@ def test_train_benchmark_on_a_tiny_backbone(tiny_backbone_dir, tiny_glue_dir):
 def test_group_by_length_keyword_follows_the_transformers_release():
     import dataclasses
 
-    from sweet.peers import _group_by_length
+    from sweet.peers.trainer import _group_by_length
 
     @dataclasses.dataclass
     class Older:
@@ -98,7 +98,7 @@ def test_train_benchmark_errors(tiny_backbone_dir, tiny_glue_dir, monkeypatch):
     with pytest.raises(SweetError, match="int8"):
         peers.train_benchmark("sst2", 64, backbone=str(tiny_backbone_dir), data_dir=str(tiny_glue_dir),
                               ours_precisions=("int8",), trainer_bf16=())
-    monkeypatch.setattr(peers, "trainer_missing", lambda: "the Hugging Face Trainer needs accelerate")
+    monkeypatch.setattr(peers.trainer, "trainer_missing", lambda: "the Hugging Face Trainer needs accelerate")
     with pytest.raises(SweetError, match="needs accelerate"):
         peers.train_benchmark("sst2", 64, backbone=str(tiny_backbone_dir), data_dir=str(tiny_glue_dir))
 
@@ -131,7 +131,7 @@ def test_ours_in_bf16_is_its_own_row(tiny_backbone_dir, tiny_glue_dir):
     assert [r["name"] for r in rows] == ["sweet sweet fp32", "sweet sweet bf16"]
     assert [r["precision"] for r in rows] == ["fp32", "bf16"] and all(r["steps"] == 2 for r in rows)
     assert "time_ratio_vs_trainer_fp32" not in rows[0]  # no Trainer in fp32 to compare with
-    assert "| sweet sweet bf16 |" in __import__("sweet.peers").peers.format_train_benchmark(report)
+    assert "| sweet sweet bf16 |" in __import__("sweet.peers").peers.trainer.format_train_benchmark(report)
 
 
 def _native_bf16() -> bool:
