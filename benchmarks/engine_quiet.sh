@@ -17,7 +17,10 @@
 #   bench-after.json / bench-after.md: `sweet bench` on the issue's model (EE SST-2, 2K examples x 1 epoch,
 #       trained here into $RUN, default /tmp/sweet-engine-quiet-run, seed 0), batch 64, 2 threads, fp32/bf16/int8, with the "vs ORT int8" column
 #       counting tokenization on both sides; bench-before.* likewise with BEFORE_BENCH=1.
-# Pause the background grid first (kill -STOP <its pid>; kill -CONT afterwards); nothing else should run.
+# Pause the background grid first; nothing else should run. A grid on the local back-end can be paused with
+# kill -STOP <its pid> (kill -CONT afterwards). Not one on the Ray back-end: Ray reports stopped workers dead and
+# retries their runs. Stop that grid instead (kill its paper_queue.sh / paper_grid.sh, then its 'sweet grid',
+# then 'ray stop'), and launch it again afterwards: cut-off runs resume from their checkpoints.
 set -euo pipefail
 
 ROOT=$(git rev-parse --show-toplevel)
