@@ -126,6 +126,32 @@ def test_bench_rows_fields_and_accounting(tiny_run):
     json.dumps(report)  # the report is JSON
 
 
+def test_bench_onnx_engine_rows_compare_int8_with_the_full_model_quantized_the_same_way(tiny_run):
+    """The ONNX int8 engine's same-precision ratio is taken against ONNX Runtime's full model quantized with the
+    engine's recipe (per-channel), not against quantize_dynamic's per-tensor default, which stays the 'vs ORT int8'
+    peer."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    from sweet.bench import benchmark, format_bench
+    from sweet.bench.measure import ENGINE_RECIPE
+
+    out, _ = tiny_run
+    report = benchmark(out, batch_sizes=[16], repeats=2, warmup=0, progress=False, device="cpu", precisions="fp32",
+                       peers=True, runtime="onnxruntime", max_examples=48)
+    recipe = _rows(report, name=f"onnxruntime {ENGINE_RECIPE} full")
+    assert len(recipe) == 1 and recipe[0]["precision"] == "int8" and recipe[0]["kind"] == "full"
+    assert report["onnxruntime"]["engine_recipe_int8"]["per_channel"] is True
+    per_tensor = _rows(report, name="onnxruntime int8 full")[0]
+    fp32_full = _rows(report, name="onnxruntime fp32 full")[0]
+    for p in _rows(report, kind="engine", runtime="onnxruntime"):
+        ref = recipe[0] if p["precision"] == "int8" else fp32_full
+        assert p["speedup_vs_same_precision_full"] == pytest.approx(
+            statistics.median(r / s for r, s in zip(ref["seconds_per_repeat"], p["seconds_per_repeat"])))
+        assert p["throughput_vs_onnxruntime_int8"] == pytest.approx(
+            statistics.median(o / s for o, s in zip(per_tensor["seconds_per_repeat"], p["seconds_per_repeat"])))
+    assert "int8 engine-recipe" in format_bench(report)
+
+
 def test_bench_skips_onnx_cleanly_when_not_installed(tiny_run, monkeypatch):
     from sweet.bench import benchmark, format_bench
 

@@ -40,8 +40,10 @@ def format_bench(report: dict) -> str:
                  "also tokenize the same texts (and pad, where the engine does not pad inside its own timing), "
                  "timed in the same repeats; vs ORT int8 model-only: both sides on pre-tokenised rows."
                  + (" onnx engine: the ONNX Runtime engine (same-prec against ONNX Runtime's full model at that "
-                    "precision; agree torch fp32: share of rows with the torch fp32 engine's exit and label at the "
-                    "same threshold)." if agreement else ""))
+                    "precision, int8 quantized with the engine's recipe: the 'int8 engine-recipe' row, per-channel "
+                    "weights, where 'onnxruntime int8 full' keeps quantize_dynamic's per-tensor default; agree "
+                    "torch fp32: share of rows with the torch fp32 engine's exit and label at the same threshold)."
+                    if agreement else ""))
     for note in report.get("notes", []):
         lines.append(f"note: {note}")
     return "\n".join(lines)
