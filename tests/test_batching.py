@@ -74,3 +74,26 @@ def test_collator_pads_each_row_with_its_own_tokens_and_token_types():
         assert b["token_type_ids"][i].tolist() == types[r] + [0] * (width - n)
     assert b["labels"].tolist() == [int(r) for r in rows]
     assert b["input_ids"].dtype == b["attention_mask"].dtype == torch.long
+
+
+def test_encode_equals_the_truncating_tokenizer(tiny_backbone_dir):
+    """encode tokenises once and re-encodes only the rows longer than max_length: the ids and token types are
+    exactly the tokenizer's own truncation=True output (longest_first for pairs), singles and pairs mixed in length."""
+    import random
+
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(tiny_backbone_dir))
+    rng = random.Random(3)
+    words = ["good", "bad", "film", "plot", "unbelievably", "naïve", "!"]
+    single = [(" ".join(rng.choice(words) for _ in range(rng.randint(1, 30))),) for _ in range(40)]
+    pairs = [(a[0], b[0]) for a, b in zip(single, reversed(single))]
+    for texts in (single, pairs):
+        first = [t[0] for t in texts]
+        second = [t[1] for t in texts] if len(texts[0]) == 2 else None
+        want = tok(first, second, truncation=True, max_length=16)
+        got = encode(tok, Examples(texts, None, name="t"), max_length=16, warn=False)
+        assert got.input_ids == want["input_ids"]
+        assert got.token_type_ids == want.get("token_type_ids")
+        full = tok(first, second)["input_ids"]
+        assert 0 < got.n_truncated == sum(len(x) > 16 for x in full) < len(texts)

@@ -356,6 +356,35 @@ def test_a_failing_run_does_not_stop_the_others_and_is_retried(tmp_path, tiny_ba
     assert calls == [0, 1, 0] and res.skipped == 1 and len(res.executed) == 1
 
 
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT ignored at start"])
+def test_a_grid_stopped_by_a_signal_closes_its_launch_record_as_interrupted(tmp_path, tiny_backbone_dir,
+                                                                           tiny_glue_dir, sig):
+    """A deadline stops a grid with SIGINT, then SIGTERM; a background job of a script starts with SIGINT ignored.
+    Either way the launch record says "interrupted" (not "running"), and the handlers are restored after."""
+    spec = tiny_spec(tiny_backbone_dir, tasks=["rte"], methods=["early_exit"], learning_rates=[1e-3])
+    signum = signal.SIGTERM if sig == "SIGTERM" else signal.SIGINT
+
+    def stopped(config, out_dir, progress=False):
+        os.kill(os.getpid(), signum)
+        time.sleep(30)  # the handler raises here
+        raise AssertionError("the signal did not stop the run")
+
+    before_int = signal.getsignal(signal.SIGINT)
+    if signum == signal.SIGINT:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        t0 = time.time()
+        with pytest.raises(KeyboardInterrupt):
+            run_grid(spec, tmp_path / "g", data_dir=str(tiny_glue_dir), progress=False, executor=stopped)
+        assert time.time() - t0 < 20
+        assert read_json(tmp_path / "g" / LAUNCHES_FILE)[-1]["status"] == "interrupted"
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+        if signum == signal.SIGINT:
+            assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, before_int)
+
+
 def _cli(*args, **kw):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "sweet.cli", *args], env=env, start_new_session=True, **kw)

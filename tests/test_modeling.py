@@ -224,3 +224,22 @@ def test_mpnet_ignores_token_type_ids():
     a = model(input_ids=ids, attention_mask=mask).logits
     b = model(input_ids=ids, attention_mask=mask, token_type_ids=torch.zeros_like(ids)).logits
     assert all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+@pytest.mark.parametrize("low", [torch.bfloat16, torch.float16])
+def test_exit_head_on_a_low_precision_encoder_pools_as_on_its_float32_cast(pooling, low):
+    """An encoder cast to bf16/fp16 feeds the float32 head: it pools without a float32 copy of [B, T, d], and the
+    pooled vector, logits included, equal bit for bit what the head gives on the hidden state cast to float32."""
+    from sweet.modeling.parts import ExitHead
+
+    torch.manual_seed(0)
+    head = ExitHead(48, 3, 0.1, pooling, 0.02).eval()
+    for b, t in [(1, 1), (5, 7), (64, 53), (3, 130)]:
+        hidden = (torch.randn(b, t, 48) * 4).to(low)
+        mask = (torch.arange(t)[None, :] < torch.randint(1, t + 1, (b, 1))).long()
+        for m in (mask, None):
+            logits, pooled = head(hidden, m)
+            want_logits, want_pooled = head(hidden.float(), m)
+            assert pooled.dtype == torch.float32
+            assert torch.equal(pooled, want_pooled) and torch.equal(logits, want_logits)

@@ -177,6 +177,9 @@ def test_runtime_tokenizer_gives_the_hugging_face_ids(tmp_path, backbone):
             want = encode(tok, Examples(texts, None, name="t"), max_length, warn=False)
             got = RuntimeTokenizer(tmp_path / "tok" / "tokenizer.json", max_length, True).encode(texts)
             assert got.input_ids == want.input_ids
+            # both count the rows longer than max_length (the tokenizers overflow flag undercounted pairs)
+            assert got.n_truncated == want.n_truncated == sum(len(x) > max_length for x in tok(
+                [t[0] for t in texts], [t[1] for t in texts] if len(texts[0]) == 2 else None)["input_ids"])
             if want.token_type_ids is not None:
                 assert got.token_type_ids == want.token_type_ids
 

@@ -50,6 +50,9 @@ def test_every_method_of_a_grid_gets_its_own_colour():
     assert colours["early_exit"] == "tab:blue" and colours["sweet"] == "tab:red"
     assert colours["grad_scale@0.25"] == "tab:purple" and colours["grad_scale@0.5"] not in METHOD_COLORS.values()
     assert colours[SELECTED_ALPHA] == "black"
+    # every method family has its own colour, the beyond-the-paper methods included
+    from sweet.methods import METHOD_NAMES
+    assert set(METHOD_NAMES) <= set(METHOD_COLORS)
     # more methods than named colours: still distinct
     many = [f"grad_scale@{a / 100:g}" for a in range(1, 40)]
     assert len({_hex(c) for c in method_colors(["early_exit", *many]).values()}) == 40

@@ -41,11 +41,22 @@ def encode(tokenizer, examples: Examples, max_length: int = 256, warn: bool = Tr
     columns = list(zip(*examples.texts)) if examples.texts else [[]]
     first = list(columns[0])
     second = list(columns[1]) if len(columns) > 1 else None
-    # verbose=False: transformers would warn that these untruncated lengths exceed the model's maximum; the
-    # only message the user needs is ours below (they are truncated).
-    full = tokenizer(first, second, truncation=False, add_special_tokens=True, verbose=False)["input_ids"]
-    n_truncated = sum(len(ids) > max_length for ids in full)
-    enc = tokenizer(first, second, truncation=True, max_length=max_length, add_special_tokens=True)
+    # One pass without truncation: a row no longer than max_length is exactly what the truncating tokenizer gives,
+    # so only the (few) longer rows are tokenised again, with truncation (the tokenizer's own strategy, e.g. for
+    # pairs). Tokenising everything twice cost ~2x on SST-2's 872 dev rows, inside sweet bench's timed path.
+    # verbose=False: transformers would warn that these untruncated lengths exceed the model's maximum; the only
+    # message the user needs is ours below (they are truncated).
+    enc = dict(tokenizer(first, second, truncation=False, add_special_tokens=True, verbose=False))
+    long_rows = [i for i, ids in enumerate(enc["input_ids"]) if len(ids) > max_length]
+    n_truncated = len(long_rows)
+    if long_rows:
+        redo = tokenizer([first[i] for i in long_rows], None if second is None else [second[i] for i in long_rows],
+                         truncation=True, max_length=max_length, add_special_tokens=True)
+        for key in ("input_ids", "token_type_ids"):
+            if key in enc:
+                enc[key] = list(enc[key])
+                for i, ids in zip(long_rows, redo[key]):
+                    enc[key][i] = ids
     if n_truncated and warn:
         warnings.warn(
             f"{n_truncated} of {len(examples)} examples in '{examples.name}' are longer than {max_length} tokens "

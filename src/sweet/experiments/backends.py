@@ -8,8 +8,11 @@ directory, the data directory and the backbone must be at the same paths on ever
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +128,28 @@ class _Progress:
         self.bar.close()
 
 
+@contextlib.contextmanager
+def stop_signals_interrupt():
+    """While a grid runs, SIGTERM (and SIGINT where the process started with it ignored, as a background job of a
+    script does) stop it as Ctrl-C does: a KeyboardInterrupt, so that the launch record is closed as "interrupted"
+    and the process ends with code 130. Without it a grid stopped at a deadline by a signal kept "running" in
+    launches.json. Only in the main thread (signal handlers cannot be set elsewhere); restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+    sigs = [signal.SIGTERM] + ([signal.SIGINT] if signal.getsignal(signal.SIGINT) == signal.SIG_IGN else [])
+    previous = {sig: signal.signal(sig, interrupt) for sig in sigs}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
 def _fmt_duration(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
     h, rem = divmod(seconds, 3600)
@@ -190,10 +215,11 @@ def run_grid(
         launch.save(executed=len(result.executed), failed=[{"dir": d, "error": e} for d, e in result.failed])
 
     try:
-        if backend == "local":
-            _run_local(schedule, grid_dir, executor or execute_run, bar, on_done, progress, threads)
-        elif pending:
-            _run_ray(schedule, grid_dir, spec, ray_address, on_done)
+        with stop_signals_interrupt():
+            if backend == "local":
+                _run_local(schedule, grid_dir, executor or execute_run, bar, on_done, progress, threads)
+            elif pending:
+                _run_ray(schedule, grid_dir, spec, ray_address, on_done)
         status = "failed" if result.failed else "completed"
     finally:
         bar.close()

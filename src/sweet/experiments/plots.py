@@ -28,7 +28,8 @@ RUN_CURVE = "curve.png"  # one run's speed-accuracy curve, in its run directory
 
 METHOD_COLORS = {SELECTED_ALPHA: "black", "early_exit": "tab:blue", "sweet": "tab:red", "multi_model": "tab:green",
                  "grad_scale": "tab:purple", "grad_scale_first": "tab:cyan", "pcgrad": "tab:orange",
-                 "sweet_then_ee": "tab:brown", "ee_then_sweet": "tab:pink", "distill": "tab:olive"}
+                 "sweet_then_ee": "tab:brown", "ee_then_sweet": "tab:pink", "distill": "tab:olive",
+                 "own": "darkgoldenrod", "ee_anchor": "crimson"}
 
 
 #: colours for the methods whose own colour is taken (a second grad_scale alpha, ...): none of the families' (nor

@@ -49,12 +49,24 @@ class RuntimeTokenizer:
         self.max_length = int(max_length)
         self.use_token_type_ids = bool(use_token_type_ids)
         self.tokenizer.no_padding()
-        self.tokenizer.enable_truncation(self.max_length, strategy="longest_first")
+        self.tokenizer.no_truncation()
+        # a second instance that truncates, for the rows longer than max_length (the first pass counts them
+        # exactly; the encodings' overflow flag undercounts them for pairs); two instances, not one toggled,
+        # so that concurrent calls never see each other's setting
+        self.truncating = Tokenizer.from_file(str(path))
+        self.truncating.no_padding()
+        self.truncating.enable_truncation(self.max_length, strategy="longest_first")
 
     def encode(self, texts: Sequence[tuple[str, ...]]) -> TokenRows:
-        """Tokenise examples: each a 1-tuple (single text) or a 2-tuple (a pair)."""
+        """Tokenise examples: each a 1-tuple (single text) or a 2-tuple (a pair). One pass without truncation;
+        the rows longer than ``max_length`` (counted in ``n_truncated``) are encoded again with truncation."""
         batch = [t[0] if len(t) == 1 else (t[0], t[1]) for t in texts]
         encodings = self.tokenizer.encode_batch(batch, add_special_tokens=True)
+        long_rows = [i for i, e in enumerate(encodings) if len(e.ids) > self.max_length]
+        if long_rows:
+            for i, e in zip(long_rows, self.truncating.encode_batch([batch[i] for i in long_rows],
+                                                                    add_special_tokens=True)):
+                encodings[i] = e
         ids = [e.ids for e in encodings]
         tt = [e.type_ids for e in encodings] if self.use_token_type_ids else None
-        return TokenRows(ids, tt, None, sum(bool(e.overflowing) for e in encodings))
+        return TokenRows(ids, tt, None, len(long_rows))
