@@ -69,10 +69,11 @@ def test_a_burst_past_max_concurrent_requests_gets_429_and_the_server_keeps_serv
     expected = [predictor.predict(t) for t in texts]
     app = create_app(predictor, max_concurrent_requests=2, max_wait_ms=0, api_key="")
     metrics = app.state.metrics
-    hold, held_s = threading.Event(), 0.3
+    hold, entered, held_s = threading.Event(), threading.Event(), 0.3
     real = predictor.predict_encoded
 
     def held(*args, **kwargs):  # the model thread waits (bounded) until the burst has been answered
+        entered.set()
         assert hold.wait(timeout=30), "the model was held too long"
         return real(*args, **kwargs)
 
@@ -82,7 +83,11 @@ def test_a_burst_past_max_concurrent_requests_gets_429_and_the_server_keeps_serv
             def post(body):
                 return httpx.post(url + "/predict", json=body, timeout=30)
 
-            admitted = [pool.submit(post, {"texts": t}) for t in texts[:2]]
+            # the first request into the (held) model call, then the second: it must queue behind that call (sent
+            # together, the batcher could merge them into one call, and nothing would wait in the queue)
+            admitted = [pool.submit(post, {"texts": texts[0]})]
+            assert entered.wait(timeout=20), "the first request did not reach the model"
+            admitted.append(pool.submit(post, {"texts": texts[1]}))
             deadline = time.monotonic() + 20
             while metrics.in_flight < 2:  # one request in the (held) model call, one queued behind it
                 assert time.monotonic() < deadline, "the first two requests did not reach the server"
