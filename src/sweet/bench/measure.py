@@ -192,13 +192,12 @@ def benchmark(
     sessions: dict[str, object] = {}
     tmp = tempfile.TemporaryDirectory(prefix="sweet-bench-onnx-")
     try:
+        onnx_engines = _onnx_engines(run_dir, check_runtime(runtime), dev, torch_threads, Path(tmp.name), onnx_info)
         if peers:
-            sessions = _onnx_sessions(model, collator, dev, torch_threads, Path(tmp.name), notes, onnx_info)
+            recipe = onnx_info["engine_export"]["int8"] if "int8" in onnx_engines else None
+            sessions = _onnx_sessions(model, collator, dev, torch_threads, Path(tmp.name), notes, onnx_info, recipe)
         else:
             notes.append("peers off (--no-peers): no ONNX Runtime full-model rows")
-        onnx_engines = _onnx_engines(run_dir, check_runtime(runtime), dev, torch_threads, Path(tmp.name), onnx_info)
-        if "int8" in onnx_engines and "int8" in sessions:
-            sessions[ENGINE_RECIPE] = _engine_recipe_session(Path(tmp.name), torch_threads, dev, onnx_info)
 
         points = []
         tokenization: dict[int, dict] = {}
@@ -356,22 +355,13 @@ def _onnx_engines(run_dir, runtime: str, device: torch.device, threads: int, fol
     return {p: OnnxPredictor(folder / "segments", precision=p, threads=threads) for p in ("fp32", "int8")}
 
 
-def _engine_recipe_session(folder: Path, threads: int, device: torch.device, info: dict):
-    """ONNX Runtime int8 over the full model quantized with the ONNX engine's recipe (:data:`sweet.export
-    .INT8_DEFAULTS`: per-channel weights), the same-precision reference of the ONNX int8 engine; the plain
-    "onnxruntime int8 full" row keeps quantize_dynamic's defaults (per-tensor), what a user would run."""
-    recipe = info["engine_export"]["int8"]
-    t0 = time.perf_counter()
-    path = quantize_onnx_int8(folder / "full-fp32.onnx", folder / "full-int8-engine-recipe.onnx",
-                              per_channel=recipe["per_channel"], keep_fp32=recipe["kept_fp32"])
-    info["engine_recipe_int8"] = {"per_channel": recipe["per_channel"], "kept_fp32": recipe["kept_fp32"],
-                                  "quantize_seconds": time.perf_counter() - t0}
-    return OnnxClassifier(path, threads, onnx_providers(device))
-
-
 def _onnx_sessions(model, collator, device: torch.device, threads: int, folder: Path, notes: list[str],
-                   info: dict) -> dict:
-    """ONNX Runtime sessions (fp32, int8) over the exported full model; {} with a note where they cannot run."""
+                   info: dict, engine_recipe: dict | None = None) -> dict:
+    """ONNX Runtime sessions (fp32, int8) over the exported full model; {} with a note where they cannot run.
+
+    ``engine_recipe`` (the ONNX engine's int8 settings, from its export): also the full model quantized that way
+    (per-channel weights), under :data:`ENGINE_RECIPE`, the same-precision reference of the ONNX int8 engine; the
+    plain int8 session keeps quantize_dynamic's defaults (per-tensor), what a user would run."""
 
     reason = onnx_missing()
     if reason:
@@ -394,6 +384,15 @@ def _onnx_sessions(model, collator, device: torch.device, threads: int, folder: 
         info["quantize_seconds"] = time.perf_counter() - t0
         info["int8"] = "onnxruntime.quantization.quantize_dynamic(weight_type=QInt8)"
         sessions["int8"] = OnnxClassifier(int8_path, threads, providers)
+        if engine_recipe is not None:
+            t0 = time.perf_counter()
+            recipe_path = quantize_onnx_int8(fp32_path, folder / "full-int8-engine-recipe.onnx",
+                                             per_channel=engine_recipe["per_channel"],
+                                             keep_fp32=engine_recipe["kept_fp32"])
+            info["engine_recipe_int8"] = {"per_channel": engine_recipe["per_channel"],
+                                          "kept_fp32": engine_recipe["kept_fp32"],
+                                          "quantize_seconds": time.perf_counter() - t0}
+            sessions[ENGINE_RECIPE] = OnnxClassifier(recipe_path, threads, providers)
     else:
         notes.append(f"ONNX Runtime int8 skipped: dynamic quantization runs on the CPU, not on {device}")
     return sessions
