@@ -16,8 +16,8 @@ dataset order, batch 64; the full model on padded batches; the engine with ``sor
     PYTHONPATH=src python benchmarks/engine_gap.py RUN_DIR --precisions bf16 --thresholds 0.6,0.65,0.7,0.8 \
         --data-dir ../shared/glue --repeats 7 --output docs/results/fast-path/engine-gap.json
 
-Timings are medians over ``--repeats`` interleaved rounds (full model, then each threshold), so load from other
-processes hits every configuration alike. The split comes from separate passes with ``time.perf_counter`` wrappers
+Timings are medians over ``--repeats`` interleaved rounds (full model, then each threshold; ``sweet bench``'s own
+timing loop and median ratio), so load from other processes hits every configuration alike. The split comes from separate passes with ``time.perf_counter`` wrappers
 around each piece (region timers, microseconds each), as shares applied to the median time.
 """
 
@@ -73,6 +73,7 @@ def _region_shares(engine, model, enc, collator, batch_size: int, rounds: int) -
 
 def measure(run_dir: str, precision: str, thresholds: list[float], data_dir: str | None, repeats: int,
             batch_size: int) -> dict:
+    from sweet.bench.measure import _median_ratio, _time_interleaved
     from sweet.bench.timed import engine_run, padded_batches, torch_full
     from sweet.encoding import encode
     from sweet.inference import EarlyExitEngine
@@ -92,13 +93,9 @@ def measure(run_dir: str, precision: str, thresholds: list[float], data_dir: str
     engines = {t: EarlyExitEngine(model, policy, t) for t in [1.0, *thresholds]}
     for t, e in engines.items():
         fns[t] = engine_run(e, enc, collator, batch_size)
-    outputs = {k: f() for k, f in fns.items()}  # warm-up
-    secs: dict = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, f in fns.items():
-            t0 = time.perf_counter()
-            f()
-            secs[k].append(time.perf_counter() - t0)
+    for f in fns.values():  # warm-up
+        f()
+    secs, outputs = _time_interleaved(fns, repeats)
     med = {k: statistics.median(v) for k, v in secs.items()}
     shares = {t: _region_shares(e, model, enc, collator, batch_size, max(2, repeats // 2)) for t, e in engines.items()}
     full_time = med["full"]
@@ -107,7 +104,7 @@ def measure(run_dir: str, precision: str, thresholds: list[float], data_dir: str
     for t in thresholds:
         res, share, e_time = outputs[t], shares[t], med[t]
         cost = float(layers[res.exit_index].mean() / depth)
-        ratio = statistics.median([f / e for f, e in zip(secs["full"], secs[t])]) * cost
+        ratio = _median_ratio(secs["full"], secs[t]) * cost
         split_s = {"embeddings": e_time * share.get("embeddings", 0.0), "layers": e_time * share["layers"],
                    "exit decisions (heads, policy)": e_time * (share.get("heads", 0.0) + share.get("policy", 0.0))}
         split_s["bookkeeping"] = e_time - sum(split_s.values())
