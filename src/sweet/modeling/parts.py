@@ -50,7 +50,7 @@ class ExitHead(nn.Module):
         if self.pooling == "cls":
             return hidden[:, 0].to(dtype)
         if attention_mask is None:
-            return hidden.to(dtype).mean(dim=1)
+            return self.pool(hidden.to(dtype), None)
         masked = hidden * attention_mask.to(hidden.dtype).unsqueeze(-1)
         count = attention_mask.sum(1, keepdim=True).to(dtype).clamp_min(1.0)
         return masked.sum(1, dtype=dtype) / count
