@@ -392,6 +392,34 @@ def test_a_grid_stopped_by_a_signal_closes_its_launch_record_as_interrupted(tmp_
         signal.signal(signal.SIGINT, before_int)
 
 
+def test_a_second_launch_on_a_running_grid_fails_and_a_dead_launch_record_is_closed(tmp_path, tiny_backbone_dir,
+                                                                                     tiny_glue_dir):
+    """A launch holds the grid directory's lock: another launch on it meanwhile fails with one clear error (and
+    runs nothing); the next launch closes a record left "running" by a process that died (a stale record)."""
+    spec = tiny_spec(tiny_backbone_dir, tasks=["rte"], methods=["early_exit"], learning_rates=[1e-3])
+    grid_dir = tmp_path / "g"
+    seen = []
+
+    def nested(config, out_dir, progress=False):
+        with pytest.raises(SweetError, match="another 'sweet grid' launch is running on .*launches.json"):
+            run_grid(spec, grid_dir, data_dir=str(tiny_glue_dir), progress=False)
+        seen.append(config["seed"])
+        return execute_run(config, out_dir, progress=progress)
+
+    with one_torch_thread():
+        res = run_grid(spec, grid_dir, data_dir=str(tiny_glue_dir), progress=False, executor=nested)
+    launches = read_json(grid_dir / LAUNCHES_FILE)
+    assert seen == [0, 1] and len(res.executed) == 2 and len(launches) == 1 and launches[0]["status"] == "completed"
+    # a launch whose process died (SIGKILL: no finally) left its record "running"; the next launch closes it
+    launches.append({**launches[0], "status": "running", "finished": None, "last_update": "2026-01-01T00:00:00+00:00"})
+    atomic_write_json(grid_dir / LAUNCHES_FILE, launches)
+    with one_torch_thread():
+        run_grid(spec, grid_dir, data_dir=str(tiny_glue_dir), progress=False)  # the lock was released
+    after = read_json(grid_dir / LAUNCHES_FILE)
+    assert [x["status"] for x in after] == ["completed", "killed", "completed"]
+    assert after[1]["finished"] == "2026-01-01T00:00:00+00:00" and "ended without closing" in after[1]["note"]
+
+
 def _cli(*args, **kw):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "sweet.cli", *args], env=env, start_new_session=True, **kw)
@@ -421,6 +449,8 @@ def test_killed_grid_continues_without_rerunning_finished_runs(tmp_path, tiny_ba
     with one_torch_thread():
         again = run_grid(load_spec_file(spec_file), grid_dir, data_dir=str(tiny_glue_dir), progress=False)
     assert again.skipped == len(done_before) and len(again.executed) == 8 - len(done_before)
+    killed = read_json(grid_dir / LAUNCHES_FILE)[-2]  # closed by the next launch, which holds the lock
+    assert killed["status"] == "killed" and killed["finished"] == killed["last_update"] and "killed" in killed["note"]
     after = _metrics_files(grid_dir)
     assert len(after) == 8
     assert {k: after[k] for k in done_before} == done_before  # finished runs untouched

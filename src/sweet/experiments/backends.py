@@ -199,7 +199,6 @@ def run_grid(
         "data_dir": ddir, "n_runs": n_runs, "skipped": result.skipped, "to_run": n_runs - result.skipped,
         "executed": 0, "failed": [], "status": "running", "machine": machine(), "code": code_version(),
     })
-    bar = _Progress(n_runs, result.skipped, [*pending, *waiting], progress)
     status = "interrupted"
 
     def on_done(r: GridRun, summary: dict | None, error: str | None) -> None:
@@ -215,7 +214,9 @@ def run_grid(
         bar.done(r, msg)
         launch.save(executed=len(result.executed), failed=[{"dir": d, "error": e} for d, e in result.failed])
 
+    bar = None
     try:
+        bar = _Progress(n_runs, result.skipped, [*pending, *waiting], progress)
         with stop_signals_interrupt():
             if backend == "local":
                 _run_local(schedule, grid_dir, executor or execute_run, bar, on_done, progress, threads)
@@ -223,10 +224,11 @@ def run_grid(
                 _run_ray(schedule, grid_dir, spec, ray_address, on_done)
         status = "failed" if result.failed else "completed"
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         result.wall_seconds = round(time.perf_counter() - launch.t0, 1)
         result.skipped += schedule.found_finished
-        launch.save(status=status, finished=now(), **({"skipped": result.skipped} if schedule.found_finished else {}))
+        launch.end(status=status, finished=now(), **({"skipped": result.skipped} if schedule.found_finished else {}))
     if result.failed:
         first_dir, first_err = result.failed[0]
         raise SweetError(f"{len(result.failed)} of {len(result.failed) + len(result.executed)} run(s) failed "

@@ -8,7 +8,8 @@
                        a spec.toml is a grid prepared before its first launch (``--spec GRID_DIR/spec.toml``), and
                        a spec.toml that says the grid's spec is kept as written (its comments too)
       launches.json    one record per launch: command, back-end, start/end, runs executed/skipped/failed, machine,
-                       code (package version, git commit of the sources and whether they differ from it)
+                       code (package version, git commit of the sources and whether they differ from it); a launch
+                       holds the directory's lock (:func:`lock_grid`) while it runs
       .gitignore       what not to commit: weights (model/), training checkpoints, the per-run splits.json
       runs/TASK/METHOD/lrLR/seedSEED-KEY/        one run directory each (see :mod:`sweet.runs`), plus
                                                  splits_digest.json (below)
@@ -34,6 +35,11 @@ import subprocess
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; launches are then not guarded against running twice
+    fcntl = None
 
 from ..errors import SweetError
 from ..io import atomic_write_json, atomic_write_text, read_json
@@ -168,22 +174,67 @@ def machine_label(m: dict | None) -> str:
     return m.get("host", "?") + (f" (boot {m['boot_id'][:8]})" if m.get("boot_id") else "")
 
 
+def lock_grid(grid_dir: Path) -> int | None:
+    """Take the launch lock of ``grid_dir``: an advisory ``flock`` on the directory itself, so no file is written,
+    and the kernel releases it when the process ends, however it ends. Returns the descriptor to pass to
+    :func:`unlock_grid` (None where the platform has no flock). A second launch on the same directory meanwhile
+    fails here, instead of running the same runs twice."""
+    if fcntl is None:
+        return None
+    fd = os.open(grid_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise SweetError(f"another 'sweet grid' launch is running on {grid_dir} (the last record in its "
+                         f"{LAUNCHES_FILE} says since when and with which command); wait for it to end or stop it "
+                         "first") from None
+    return fd
+
+
+def unlock_grid(fd: int | None) -> None:
+    if fd is not None:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+STALE_NOTE = ("its process ended without closing this record (killed, or its machine stopped); closed by the next "
+              "launch, with 'finished' its last update")
+
+
 class Launch:
-    """The launch record in launches.json, updated after every run (so a killed launch still has one)."""
+    """The launch record in launches.json, updated after every run (so a killed launch still has one).
+
+    It holds the grid's launch lock (:func:`lock_grid`) from its creation to :meth:`end`, so an earlier record still marked "running" belongs to
+    a launch whose process is gone: it is closed as "killed", its last update standing for its end."""
 
     def __init__(self, grid_dir: Path, record: dict):
         self.path = grid_dir / LAUNCHES_FILE
-        self.launches = read_json(self.path) if self.path.is_file() else []
-        self.record = record
-        self.launches.append(record)
-        self.t0 = time.perf_counter()
-        self.save()
+        self.lock = lock_grid(grid_dir)  # released by end(); a second launch on this grid fails meanwhile
+        try:
+            self.launches = read_json(self.path) if self.path.is_file() else []
+            for old in self.launches:
+                if old.get("status") == "running":
+                    old.update(status="killed", finished=old.get("last_update"), note=STALE_NOTE)
+            self.record = record
+            self.launches.append(record)
+            self.t0 = time.perf_counter()
+            self.save()
+        except BaseException:
+            unlock_grid(self.lock)
+            raise
 
     def save(self, **updates) -> None:
         self.record.update(updates)
         self.record["last_update"] = now()
         self.record["wall_seconds"] = round(time.perf_counter() - self.t0, 1)
         atomic_write_json(self.path, self.launches)
+
+    def end(self, **updates) -> None:
+        """The record's last save (status, end time), then the lock is released."""
+        try:
+            self.save(**updates)
+        finally:
+            unlock_grid(self.lock)
 
 
 # ------------------------------------------------------------------------------------------ split digests
