@@ -85,9 +85,11 @@ def render(report: dict, command: str) -> str:
              f"- per task, both EE and SWEET within it: **{ok} of {n_tasks} tasks** (target not met in this reading);"
              if ok < 6 else f"- per task, both EE and SWEET within it: **{ok} of {n_tasks} tasks**;",
              f"- per task, the mean of EE and SWEET within it: **{ok_mean} of {n_tasks} tasks**.", "",
-             _misses(report["rows"], lo) + f"Seeds per row: {', '.join(map(str, seeds))} -- the committed grid selects the rate on its first seed "
-             f"and {report['missing_runs']} of its runs (the other seeds at the chosen rates among them) are not finished "
-             "yet; the table uses every finished seed at the rate `sweet report` chooses.", "",
+             _misses(report["rows"], lo) + f"Seeds per row: {', '.join(map(str, seeds))} -- "
+             + (f"the committed grid selects the rate on its first seed and {report['missing_runs']} of its runs (the "
+                "other seeds at the chosen rates among them) are not finished yet; the table uses every finished seed "
+                "at the rate `sweet report` chooses." if report["missing_runs"] else
+                "the grid is finished: every seed at the rate `sweet report` chooses."), "",
              "Each run is tuned on its stored calibration-split curve (11 thresholds, linear between neighbouring "
              "thresholds) and the stored evaluation-split curve is read at the chosen threshold the same way: the "
              "grid commits no weights, so this is what `sweet tune RUN --from-curve` gives. The evaluation numbers "

@@ -1,6 +1,7 @@
-"""The committed paper grid (docs/results/paper/grid) keeps its run keys and split digests: planning its 112 runs
-(7 tasks x 4 methods; learning rates {5e-5, 1e-4} on seed 0, seeds 1-2 at the chosen rate) with today's code finds
-every one of them finished, so a refactor or a new config field that changed a key would fail here."""
+"""The committed paper grid (docs/results/paper/grid) keeps its run keys and split digests: planning its 112 first
+runs (7 tasks x 4 methods; learning rates {5e-5, 1e-4} on seed 0, seeds 1-2 at the chosen rate), and its 168 runs
+with the rates issue #25 added, with today's code finds every one of them finished, so a refactor or a new config
+field that changed a key would fail here."""
 
 from __future__ import annotations
 
@@ -31,6 +32,16 @@ def test_the_committed_paper_grid_plans_112_finished_runs_and_nothing_to_run():
     assert len(runs) == 112
     missing = [r.rel_dir for r in runs if not (GRID / r.rel_dir / "metrics.json").is_file()]
     assert missing == []
+
+
+def test_the_committed_paper_grid_with_its_extended_rates_plans_168_finished_runs():
+    """The grid as stored (issue #25's rates {5e-5, 1e-4, 2e-4, 3e-4} on seed 0, seeds 1-2 at the rate each task
+    and method chose): 168 runs, none waiting for a choice, every one finished."""
+    stored = json.loads((GRID / "grid.json").read_text(encoding="utf-8"))["spec"]
+    assert stored["learning_rates"] == [5e-05, 0.0001, 0.0002, 0.0003]
+    runs, waiting, _, _ = plan(spec_from_dict({**stored, "data_dir": None}), GRID, str(GLUE))
+    assert waiting == [] and len(runs) == 168
+    assert [r.rel_dir for r in runs if not (GRID / r.rel_dir / "metrics.json").is_file()] == []
 
 
 def test_the_committed_runs_split_digests_are_what_the_data_gives_today():
