@@ -401,8 +401,11 @@ def test_a_second_launch_on_a_running_grid_fails_and_a_dead_launch_record_is_clo
     seen = []
 
     def nested(config, out_dir, progress=False):
-        with pytest.raises(SweetError, match="another 'sweet grid' launch is running on .*launches.json"):
+        with pytest.raises(SweetError, match="another 'sweet grid' launch is running on .*launches.json") as err:
             run_grid(spec, grid_dir, data_dir=str(tiny_glue_dir), progress=False)
+        # the message docs/errors.md lists, with DIR for the grid directory
+        errors_md = (Path(__file__).parents[1] / "docs" / "errors.md").read_text(encoding="utf-8")
+        assert f"`{str(err.value).replace(str(grid_dir.resolve()), 'DIR')}`" in errors_md
         seen.append(config["seed"])
         return execute_run(config, out_dir, progress=progress)
 
