@@ -204,8 +204,9 @@ STALE_NOTE = ("its process ended without closing this record (killed, or its mac
 class Launch:
     """The launch record in launches.json, updated after every run (so a killed launch still has one).
 
-    It holds the grid's launch lock (:func:`lock_grid`) from its creation to :meth:`end`, so an earlier record still marked "running" belongs to
-    a launch whose process is gone: it is closed as "killed", its last update standing for its end."""
+    It holds the grid's launch lock (:func:`lock_grid`) from its creation to :meth:`end`. So an earlier record still
+    marked "running" belongs to a launch whose process is gone: it is closed as "killed", its last update standing
+    for its end."""
 
     def __init__(self, grid_dir: Path, record: dict):
         self.path = grid_dir / LAUNCHES_FILE
