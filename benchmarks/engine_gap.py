@@ -2,8 +2,9 @@
 
 ``sweet bench`` reports realised/ideal = (full model time x cost) / engine time, with cost the paper's Eq. 1 (layers
 run per row / layers of the full model). This script splits the engine's time into parts next to the ideal's
-(cost x the full model's time), in ONE process per precision, on the same rows and batches ``sweet bench`` uses (the evaluation split in
-dataset order, batch 64; the full model on padded batches; the engine with ``sort_by_length=False``):
+(cost x the full model's time), in ONE process per precision, on the same rows and batches ``sweet bench`` uses
+(the evaluation split in dataset order, batch 64; the full model on padded batches; the engine with
+``sort_by_length=False``):
 
 * **layers**: the time in :meth:`SegmentRunner.run` against cost x the full model's layer time (the engine at t=1
   runs exactly the full model's layers; both timed in situ). Above the ideal when a row that goes deeper costs more
@@ -17,8 +18,9 @@ dataset order, batch 64; the full model on padded batches; the engine with ``sor
         --data-dir ../shared/glue --repeats 7 --output docs/results/fast-path/engine-gap.json
 
 Timings are medians over ``--repeats`` interleaved rounds (full model, then each threshold; ``sweet bench``'s own
-timing loop and median ratio), so load from other processes hits every configuration alike. The split comes from separate passes with ``time.perf_counter`` wrappers
-around each piece (region timers, microseconds each), as shares applied to the median time.
+timing loop and median ratio), so load from other processes hits every configuration alike. The split comes from
+separate passes with ``time.perf_counter`` wrappers around each piece (region timers, microseconds each), as shares
+applied to the median time.
 """
 
 from __future__ import annotations
