@@ -3,7 +3,8 @@ directories' metrics.json without the report code: the learning rate chosen on s
 per-task exit cell (mean, SD, 95% half-width over seeds), the average over tasks (seeds and tasks as the unit),
 every claim's gap (over seeds and over tasks, and the mean gap at each point of its scope), the floor markers,
 the flags on learning rates at the top of the searched set, and the claims judged with the rates chosen from the
-earlier set (every run directory on disk, listed in the manifest or not) with the contributions to each change.
+earlier set (every run directory on disk, listed in the manifest or not) with the contributions to each change,
+and the ladder ablation (both ladders' cells, SWEET − EE per exit and its change, the default-ladder rule).
 
 :func:`check_report` takes a report directory, so the same checks run on any report written by ``sweet report``
 with its grid beside it (the report's ``runs_from_report`` leads to the runs)."""
@@ -135,6 +136,71 @@ def check_moved(grid_dir: Path, spec: dict, chosen: dict, rates: dict, moved: di
     return len(moved["claims"])
 
 
+def check_ablation(report_dir: Path, section: dict, main_chosen: dict) -> Counter:
+    """The ladder ablation, recomputed from its grid's run directories and the main grid's chosen runs: each
+    ablation run sits at the main grid's chosen rate on the ablation's ladder; per task and method the cells of
+    both ladders over the paired seeds and the paired AUC change; SWEET − EE per exit on both ladders and its
+    change, per task and over tasks (per seed first); the default-ladder rule's per-task AUCs; the provenance's
+    exit layers."""
+    counts: Counter = Counter()
+    grid_dir = (report_dir / section["runs_from_report"]).parent
+    abl: dict = {}
+    for r in _runs(grid_dir):
+        abl.setdefault((r["task"], r["method"]), {})[r["seed"]] = r
+    main_ladder, abl_ladder = section["ladders"]["main"], section["ladders"]["ablation"]
+    assert {tuple(p["exit_layers"]) for p in section["provenance"]["runs"]} == {tuple(abl_ladder)}
+    assert len(section["provenance"]["runs"]) == sum(len(v) for v in abl.values())
+
+    def scores(r: dict) -> list[float]:
+        return [r["exits"][x] for x in sorted(r["exits"])]
+
+    pairs: dict = {}
+    for (task, method), by_seed in abl.items():
+        assert {r["lr"] for r in by_seed.values()} == {main_chosen[(task, method)][0]["lr"]}, (task, method)
+        main = main_chosen[(task, method)]
+        seeds = sorted(set(main) & set(by_seed))
+        entry = section["per_task"][task][method]
+        assert entry["seeds"] == seeds
+        if not seeds:
+            continue
+        pairs[(task, method)] = {"main": main, "ablation": by_seed, "seeds": seeds}
+        for ladder, runs, layers in (("main", main, main_ladder), ("ablation", by_seed, abl_ladder)):
+            assert entry[ladder]["exit_layers"] == layers == sorted(runs[seeds[0]]["exits"])
+            for i, cell in enumerate(entry[ladder]["per_exit"]):
+                _same(_interval([scores(runs[s])[i] for s in seeds]), cell, f"ablation {task}/{method}/{ladder}/{i}")
+                counts["ablation cells"] += 1
+            _same(_interval([runs[s]["auc"] for s in seeds]), entry[ladder]["auc"], f"ablation {task}/{method} AUC")
+        _same(_interval([by_seed[s]["auc"] - main[s]["auc"] for s in seeds]), entry["auc_change"],
+              f"ablation {task}/{method} AUC change")
+
+    def gap(ladder: str, t: str, s: int, i: int) -> float:
+        return scores(pairs[(t, "sweet")][ladder][s])[i] - scores(pairs[(t, "early_exit")][ladder][s])[i]
+
+    sv = section["sweet_vs_ee"]
+    blocks = [(sv["average"], "over tasks")] + [(b, t) for t, b in sv["per_task"].items()]
+    for block, what in blocks:
+        tasks, seeds = block["tasks"], block["seeds"]
+        for t in tasks:
+            assert set(seeds) <= set(pairs[(t, "sweet")]["seeds"]) & set(pairs[(t, "early_exit")]["seeds"])
+        for i in range(len(block["main"])):
+            for ladder in ("main", "ablation"):
+                _same(_interval([np.mean([gap(ladder, t, s, i) for t in tasks]) for s in seeds]), block[ladder][i],
+                      f"SWEET - EE {what} {ladder} exit {i + 1}")
+            _same(_interval([np.mean([gap("ablation", t, s, i) - gap("main", t, s, i) for t in tasks])
+                             for s in seeds]), block["change"][i], f"SWEET - EE {what} change exit {i + 1}")
+            counts["ablation SWEET - EE gaps"] += 1
+
+    for row in section["default_ladder"]["per_task"]:
+        t = row["task"]
+        for ladder, key in (("main", "main_auc"), ("ablation", "ablation_auc")):
+            want = np.mean([np.mean([pairs[(t, m)][ladder][s]["auc"] for s in pairs[(t, m)]["seeds"]])
+                            for m in row["methods"]])
+            assert row[key] == pytest.approx(want, abs=TOL), (t, ladder)
+        assert row["higher"] == (row["ablation_auc"] > row["main_auc"])
+        counts["ablation default-ladder tasks"] += 1
+    return counts
+
+
 def check_report(report_dir: Path, data_dir: Path | None = None) -> dict:
     """Every check of this module on one report directory; returns how many of each it made."""
     report = json.loads((report_dir / "report.json").read_text(encoding="utf-8"))
@@ -207,6 +273,10 @@ def check_report(report_dir: Path, data_dir: Path | None = None) -> dict:
             counts["claims without floor tasks"] += check_claims(chosen, report["floor_free"]["paper_claims"], free,
                                                                  scope["seeds"])
 
+    ablation = report.get("ablation")
+    if ablation and ablation.get("state") != "not run yet":
+        counts.update(check_ablation(report_dir, ablation, chosen))
+
     if report.get("moved"):
         counts["claims judged both ways"] += check_moved(grid_dir, spec, chosen, rates, report["moved"])
 
@@ -226,3 +296,4 @@ def test_the_committed_report_recomputes_from_the_run_directories():
     assert counts["learning rates"] >= 28 and counts["per-task exit cells"] >= 28 * 4
     assert counts["average cells"] >= 4 and counts.get("claims", 0) >= 1
     assert counts.get("claims judged both ways", 0) >= 1  # the rates were extended: the claims are judged both ways
+    assert counts["ablation cells"] >= 2 * 4 and counts["ablation SWEET - EE gaps"] >= 4  # the ladder ablation
