@@ -4,7 +4,8 @@ per-task exit cell (mean, SD, 95% half-width over seeds), the average over tasks
 every claim's gap (over seeds and over tasks, and the mean gap at each point of its scope), the floor markers,
 the flags on learning rates at the top of the searched set, and the claims judged with the rates chosen from the
 earlier set (every run directory on disk, listed in the manifest or not) with the contributions to each change,
-and the ladder ablation (both ladders' cells, SWEET − EE per exit and its change, the default-ladder rule).
+the ladder ablation (both ladders' cells, SWEET − EE per exit and its change, the default-ladder rule) and the
+beyond-the-paper screen (each family's value chosen by its worst deficit, every row against EE and SWEET).
 
 :func:`check_report` takes a report directory, so the same checks run on any report written by ``sweet report``
 with its grid beside it (the report's ``runs_from_report`` leads to the runs)."""
@@ -62,6 +63,8 @@ def _runs(grid_dir: Path, on_disk: bool = False) -> list[dict]:
                                                                         for p in m["evaluation"]["per_exit"]},
                         "costs": {q["cost_ratio"]: q["score"] for q in m["evaluation"]["interpolated"]
                                   if q["score"] is not None},
+                        "calibration_costs": {q["cost_ratio"]: q["score"] for q in m["selection"]["interpolated"]
+                                              if q["score"] is not None},
                         "auc": m["evaluation"]["auc"], "n_examples": m["evaluation"]["n_examples"]})
     return out
 
@@ -201,6 +204,74 @@ def check_ablation(report_dir: Path, section: dict, main_chosen: dict) -> Counte
     return counts
 
 
+def check_beyond(report_dir: Path, section: dict, main_chosen: dict) -> Counter:
+    """The beyond-the-paper section, recomputed from its grid's run directories and the main grid's chosen runs:
+    every run at Early-Exit's chosen rate for its task; each family's value chosen on the selection seed by its
+    worst calibration-split deficit against the better of EE and SWEET over the fixed costs (ties: the smaller
+    value), with only that value run on later seeds; and every row against EE and SWEET at each fixed cost and by
+    AUC (means over seeds of means over tasks, the gap to the better baseline, paired intervals by seed)."""
+    counts: Counter = Counter()
+    grid_dir = (report_dir / section["runs_from_report"]).parent
+    seed0 = section["selection_seed"]
+    by: dict = {}  # (task, method) -> seed -> run
+    for r in _runs(grid_dir):
+        by.setdefault((r["task"], r["method"]), {})[r["seed"]] = r
+    for (task, method), by_seed in by.items():
+        assert {r["lr"] for r in by_seed.values()} == {main_chosen[(task, "early_exit")][seed0]["lr"]}, (task, method)
+    assert len(section["provenance"]["runs"]) == sum(len(v) for v in by.values())
+
+    for sel in section["selection"]:
+        task, family = sel["task"], sel["family"]
+        ee, sw = (main_chosen[(task, b)][seed0]["calibration_costs"] for b in ("early_exit", "sweet"))
+        costs = sorted(c for c in ee if c <= 1.0 + 1e-9)
+        assert sel["cost_ratios"] == pytest.approx(costs, abs=1e-8)
+        best_base = [max(ee[c], sw[c]) for c in costs]
+        assert sel["baseline"] == pytest.approx(best_base, abs=TOL)
+        values = {m: d[seed0] for (t, m), d in by.items() if t == task and m.split("@")[0] == family and seed0 in d}
+        assert sorted(c["method"] for c in sel["candidates"]) == sorted(values)
+        worst = {}
+        for cand in sel["candidates"]:
+            scores = [values[cand["method"]]["calibration_costs"][c] for c in costs]
+            assert cand["scores"] == pytest.approx(scores, abs=TOL)
+            worst[cand["method"]] = min(x - b for x, b in zip(scores, best_base))
+            assert cand["worst_deficit"] == pytest.approx(worst[cand["method"]], abs=TOL)
+        chosen = max(worst, key=lambda m: (worst[m], -float(m.split("@")[1])))
+        assert sel["chosen"] == chosen == section["families"][family]["per_task"][task]
+        for m in values:  # seeds after the selection seed run the chosen value only
+            assert m == chosen or set(by[(task, m)]) == {seed0}, m
+        counts["beyond selections"] += 1
+
+    for scope in section["scopes"]:
+        tasks, costs = scope["tasks"], scope["versus"]["cost_ratios"]
+        base = {b: {t: main_chosen[(t, b)] for t in tasks} for b in scope["versus"]["baselines"]}
+        for row, got in scope["versus"]["methods"].items():
+            if row == "grad_scale@selected":  # its α choice is checked with the per-task cells
+                continue
+            family = row.removesuffix("@chosen")
+            mine = ({t: by[(t, section["families"][family]["per_task"][t])] for t in tasks} if row.endswith("@chosen")
+                    else {t: main_chosen[(t, row)] for t in tasks})
+
+            def avg(runs: dict, s: int, c: float | None) -> float | None:
+                x = [runs[t][s]["auc"] if c is None else runs[t][s]["costs"].get(c) for t in tasks]
+                return None if any(v is None for v in x) else float(np.mean(x))
+
+            for c, point in [*zip(costs, got["points"]), (None, got["auc"])]:
+                seeds = sorted(set.intersection(*(set(d) for d in mine.values()),
+                                                *(set(d) for runs in base.values() for d in runs.values())))
+                seeds = [s for s in seeds if avg(mine, s, c) is not None
+                         and all(avg(runs, s, c) is not None for runs in base.values())]
+                assert point["seeds"] == seeds, (scope["name"], row, c)
+                mean = float(np.mean([avg(mine, s, c) for s in seeds]))
+                assert point["mean"] == pytest.approx(mean, abs=TOL)
+                assert point["gap_to_best"] == pytest.approx(
+                    mean - max(np.mean([avg(runs, s, c) for s in seeds]) for runs in base.values()), abs=TOL)
+                for b, runs in base.items():
+                    _same(_interval([avg(mine, s, c) - avg(runs, s, c) for s in seeds]), point[f"vs_{b}"],
+                          f"beyond {scope['name']} {row} vs {b} at {c}")
+                counts["beyond versus points"] += 1
+    return counts
+
+
 def check_report(report_dir: Path, data_dir: Path | None = None) -> dict:
     """Every check of this module on one report directory; returns how many of each it made."""
     report = json.loads((report_dir / "report.json").read_text(encoding="utf-8"))
@@ -276,6 +347,9 @@ def check_report(report_dir: Path, data_dir: Path | None = None) -> dict:
     ablation = report.get("ablation")
     if ablation and ablation.get("state") != "not run yet":
         counts.update(check_ablation(report_dir, ablation, chosen))
+    beyond = report.get("beyond")
+    if beyond and beyond.get("state") != "not run yet":
+        counts.update(check_beyond(report_dir, beyond, chosen))
 
     if report.get("moved"):
         counts["claims judged both ways"] += check_moved(grid_dir, spec, chosen, rates, report["moved"])
@@ -297,3 +371,4 @@ def test_the_committed_report_recomputes_from_the_run_directories():
     assert counts["average cells"] >= 4 and counts.get("claims", 0) >= 1
     assert counts.get("claims judged both ways", 0) >= 1  # the rates were extended: the claims are judged both ways
     assert counts["ablation cells"] >= 2 * 4 and counts["ablation SWEET - EE gaps"] >= 4  # the ladder ablation
+    assert counts["beyond selections"] >= 2 and counts["beyond versus points"] >= 2 * 6  # beyond the paper
