@@ -27,7 +27,7 @@ from sweet.export import cached_export, export_run  # noqa: E402
 from sweet.inference import EarlyExitEngine  # noqa: E402
 from sweet.loader import load  # noqa: E402
 from sweet.policies import make_policy  # noqa: E402
-from sweet.rundir import load_tokenizer, make_collator  # noqa: E402
+from sweet.rundir import load_tokenizer  # noqa: E402
 from sweet.runtime import Manifest, OnnxPredictor, RuntimeTokenizer  # noqa: E402
 
 from .conftest import VOCAB, tiny_model  # noqa: E402
