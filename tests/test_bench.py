@@ -122,6 +122,10 @@ def test_bench_rows_fields_and_accounting(tiny_run):
     table = format_bench(report)
     assert "onnxruntime int8 full" in table and "engine int8 t=1 " in table and "(baseline)" in table
     assert "| vs ORT int8 | vs ORT int8 model-only |" in table
+    # the CPU kind goes with every bench: its bf16/AMX support decides which precision is fast
+    from sweet.precision import native_bf16
+    assert report["cpu"]["native_bf16"] == native_bf16(torch.device("cpu")) and report["cpu"]["model"]
+    assert f"native bf16: {'yes' if report['cpu']['native_bf16'] else 'no'})" in table.splitlines()[1]
     assert TOKENIZE not in names and TOKENIZE_PAD not in names  # timed, but not rows
     json.dumps(report)  # the report is JSON
 

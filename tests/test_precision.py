@@ -360,3 +360,29 @@ def test_cuda_training_and_engine(tiny_backbone_dir, tiny_glue_dir, precision):
     chosen, preds, _ = decide(policy, logits, 0.8)
     res = EarlyExitEngine(model, policy, 0.8).predict(enc_eval, collator, batch_size=16)
     assert np.array_equal(chosen, res.exit_index) and np.array_equal(preds, res.label)
+
+
+AVX2_CPUINFO = """processor\t: 0
+model name\t: AMD EPYC 7B13
+flags\t\t: fpu sse2 avx avx2 fma
+processor\t: 1
+model name\t: AMD EPYC 7B13
+flags\t\t: fpu sse2 avx avx2 fma
+"""
+AMX_CPUINFO = """model name\t: Intel(R) Xeon(R) Platinum 8481C
+flags\t\t: avx2 avx512f avx512_vnni avx512_bf16 amx_bf16 amx_tile amx_int8 avx_vnni
+"""
+
+
+def test_cpu_kind_reads_model_and_the_features_that_decide_precision():
+    from sweet.precision import cpu_kind, describe_cpu
+
+    avx2 = cpu_kind(AVX2_CPUINFO)
+    assert avx2["model"] == "AMD EPYC 7B13" and avx2["features"] == ["avx2"]
+    amx = cpu_kind(AMX_CPUINFO)
+    assert amx["features"] == ["amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2"]
+    # native bf16 is torch's answer for this process, never read from the flags
+    assert avx2["native_bf16"] == amx["native_bf16"] == native_bf16(CPU)
+    assert describe_cpu({**avx2, "native_bf16": False}) == "AMD EPYC 7B13 (avx2; native bf16: no)"
+    assert describe_cpu({"model": "x", "features": [], "native_bf16": True}) == "x (features unknown; native bf16: yes)"
+    assert cpu_kind("")["features"] == []  # no /proc/cpuinfo (macOS, Windows): no features, still a model name

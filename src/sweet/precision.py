@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import platform
 import warnings
 from dataclasses import dataclass
 
@@ -99,6 +100,37 @@ def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
             raise SweetError(f"device {spec!r} asked for, but MPS (Apple GPU) is not available here; use cpu or auto")
         return device
     raise SweetError(f"unsupported device {spec!r}; use {DEVICE_HELP}")
+
+
+#: the CPU features that decide which inference precision is fast (bf16/int8 matrix units, int8 dot products)
+CPU_FEATURES = ("amx_bf16", "amx_int8", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512f", "avx2")
+
+
+def cpu_kind(cpuinfo: str | None = None) -> dict:
+    """What kind of CPU this is, for every benchmark record: its model name, which of :data:`CPU_FEATURES` it
+    has (from ``/proc/cpuinfo``, or the text given; empty where that file does not exist) and whether torch
+    computes bf16 natively on it (:func:`native_bf16`, the one that decides ``--precision auto``)."""
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8") as fh:
+                cpuinfo = fh.read()
+        except OSError:
+            cpuinfo = ""
+    model, flags = platform.processor() or platform.machine(), set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name":
+            model = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags = set(value.split())
+    return {"model": model, "features": [f for f in CPU_FEATURES if f in flags],
+            "native_bf16": native_bf16(torch.device("cpu"))}
+
+
+def describe_cpu(kind: dict) -> str:
+    """One line for a table header: ``AMD EPYC (avx2; native bf16: no)``."""
+    features = ", ".join(kind.get("features") or []) or "features unknown"
+    return f"{kind.get('model', '?')} ({features}; native bf16: {'yes' if kind.get('native_bf16') else 'no'})"
 
 
 def native_bf16(device: torch.device) -> bool:

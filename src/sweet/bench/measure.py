@@ -31,6 +31,7 @@ from ..peers import (
     quantize_onnx_int8,
 )
 from ..precision import (
+    cpu_kind,
     native_bf16,
     resolve_device,
     resolve_precision,
@@ -327,6 +328,7 @@ def benchmark(
         "repeats": repeats, "warmup_batches": warmup, "threads": torch_threads, "device": str(dev),
         "precisions": precs, "placements": {p: predictors[p].placement.to_dict() for p in precs},
         "thresholds": thresholds, "runtime": runtime, "onnxruntime": onnx_info, "notes": notes, "environment": environment(),
+        "cpu": cpu_kind(),
         "tokenization": {str(k): v for k, v in tokenization.items()},
         "protocol": "same examples (evaluation split, dataset order, pre-tokenised) and batch size for every row; "
                     "every configuration timed once per repeat, interleaved; speedup = median over repeats of "

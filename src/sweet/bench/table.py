@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from ..precision import describe_cpu
+
 
 def _fmt(value, spec: str, width: int) -> str:
     sign = "+" if spec.startswith("+") else ""
@@ -14,7 +16,10 @@ def format_bench(report: dict) -> str:
     lines = [f"{report['task']} | {report['method']} | {report.get('policy', 'confidence')} policy | "
              f"{report['n_examples']} examples ({report.get('split', 'evaluation')}) | device {report.get('device')} | "
              f"threads {report['threads']} | median of {report['repeats']} | "
-             f"onnxruntime {ort.get('version') or 'not installed'}", ""]
+             f"onnxruntime {ort.get('version') or 'not installed'}"]
+    if report.get("cpu"):  # bench files written before the CPU was recorded have none
+        lines.append(f"cpu: {describe_cpu(report['cpu'])}")
+    lines.append("")
     header = ["batch", "configuration", "cost", "ideal", "speedup", "ratio", "same-prec", "ex/s", "acc",
               "Δacc fp32", "vs ORT int8", "vs ORT int8 model-only"]
     agreement = any("agreement_vs_torch_fp32" in p for p in report["points"])
