@@ -225,7 +225,12 @@ def test_the_committed_beyond_spec_loads_once_its_methods_exist():
     assert beyond.selected_families(beyond.methods) == {
         "own": ["own@0.25", "own@0.5", "own@0.75"], "ee_anchor": ["ee_anchor@0.25", "ee_anchor@0.5", "ee_anchor@0.75"]}
     assert (beyond.learning_rate_method, beyond.param_selection) == ("early_exit", "first_seed_worst_deficit")
-    assert beyond.n_runs == 3 * (6 + 2 * 2)
+    # the screen: 3 tasks x (6 values on seed 0 + each family's chosen value on seeds 1-2); the full test: the
+    # other 4 tasks run the family ahead on the screen (own) only, 3 values on seed 0 + the chosen one on seeds 1-2
+    own = ["own@0.25", "own@0.5", "own@0.75"]
+    assert beyond.task_methods == {t: own for t in ("mrpc", "cola", "qqp", "rte")}
+    assert [t for t in beyond.tasks if t not in beyond.task_methods] == ["sst2", "mnli", "qnli"]
+    assert beyond.n_runs == 3 * (6 + 2 * 2) + 4 * (3 + 2)
 
 
 def test_the_cost_model_scales_multi_model_by_its_ladder_and_mpnet_by_its_speed():
