@@ -144,6 +144,9 @@ def test_a_grid_switched_to_first_seed_reuses_its_runs_and_reports_the_rule(loca
 
     launches = read_json(copy / "launches.json")
     assert launches[-1]["machine"]["host"] == platform.node() and launches[-1]["machine"]["cpus"] >= 1
+    from sweet.precision import cpu_kind
+
+    assert launches[-1]["machine"]["cpu"] == cpu_kind()["model"]  # one parse of /proc/cpuinfo, shared with bench
     from sweet.experiments.store import machine_label
 
     assert rep["provenance"]["machines"] == [machine_label(launches[-1]["machine"])]

@@ -41,8 +41,11 @@ try:
 except ImportError:  # Windows: no advisory locks; launches are then not guarded against running twice
     fcntl = None
 
+import torch
+
 from ..errors import SweetError
 from ..io import atomic_write_json, atomic_write_text, read_json
+from ..precision import cpu_kind
 from .spec import GridSpec, spec_from_dict
 
 GRID_FILE = "grid.json"
@@ -124,16 +127,9 @@ def write_gitignore(grid_dir: Path) -> None:
 def machine() -> dict:
     """Which machine a launch ran on (its launch record; the report counts the machines a grid ran on)."""
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            cpu = next((line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")), cpu)
-    except OSError:
-        pass
+    cpu = cpu_kind()["model"]
     gpu = None
     try:
-        import torch
-
         if torch.cuda.is_available():
             gpu = torch.cuda.get_device_name(0)
     except Exception:  # pragma: no cover - a broken CUDA install must not stop a launch
