@@ -52,11 +52,12 @@ def _beyond_runs(seeds_after=(1, 2)) -> dict:
     return runs
 
 
-def _beyond(tmp_path, runs, **kw):
+def _beyond(tmp_path, runs, spec_extra_more=None, **kw):
     # as the committed spec: EE's chosen rate per task, the parameter chosen on seed 0 by its worst deficit
     return write_grid(tmp_path / "paper" / "beyond", runs, name="beyond",
                       spec_extra={"learning_rates_from": str(tmp_path / "paper" / "grid"),
-                                  "learning_rate_method": "early_exit", "param_selection": "first_seed_worst_deficit"},
+                                  "learning_rate_method": "early_exit", "param_selection": "first_seed_worst_deficit",
+                                  **(spec_extra_more or {})},
                       **kw)
 
 
@@ -119,6 +120,28 @@ def test_the_verdict_needs_intervals_and_names_a_scope_short_of_the_main_tasks(t
         "meets the target (on SST-2, QNLI only; the target is stated on the average over all 3 tasks of the main "
         "grid, which a full test must confirm)")
     assert set(by["scopes"][1]["verdicts"]) == {"grad_scale@0.5", "grad_scale@selected"}
+
+
+def test_a_full_test_keeps_the_screen_and_judges_the_family_taken_further_on_every_task(tmp_path):
+    # as the committed spec: the screen (sst2, qnli) runs both families; the full test runs one family on mrpc
+    grid = _main(tmp_path, tasks=("sst2", "qnli", "mrpc"))
+    runs = _beyond_runs()
+    runs[("mrpc", "grad_scale@0.25", 0)] = {"exits": [74, 76, 80, 85], "costs": BEST}
+    runs[("mrpc", "grad_scale@0.75", 0)] = {"exits": [75, 77, 79, 86], "costs": [75, 77, 79, 86, 87]}
+    for s in (1, 2):
+        runs[("mrpc", "grad_scale@0.25", s)] = {"exits": _shift([74, 76, 80, 85], s), "costs": _shift(BEST, s)}
+    only = {"mrpc": ["grad_scale@0.25", "grad_scale@0.75"]}
+    _beyond(tmp_path, runs, spec_extra_more={"task_methods": only})
+    by = write_report(grid, tmp_path / "rep")["beyond"]
+    assert [(s["name"], s["tasks"]) for s in by["scopes"]] == [("screened", ["sst2", "qnli"]),
+                                                               ("main", ["sst2", "qnli", "mrpc"])]
+    assert set(by["scopes"][0]["verdicts"]) == {"grad_scale@chosen", "sweet_then_ee@chosen", "grad_scale@0.5",
+                                                "grad_scale@selected"}
+    main = by["scopes"][1]["verdicts"]
+    assert "sweet_then_ee@chosen" not in main and main["grad_scale@chosen"]["text"] == "meets the target"
+    assert by["families"]["grad_scale"]["per_task"]["mrpc"] == "grad_scale@0.25"
+    assert by["verdict"].endswith("On SST-2, QNLI, MRPC: grad_scale@chosen meets the target (not compared here, "
+                                  "without runs on every one of these tasks: sweet_then_ee@chosen).")
 
 
 def test_not_run_yet_still_judges_the_main_grids_grad_scale(tmp_path):

@@ -89,14 +89,22 @@ def build_beyond(main_chosen: dict, main_tasks: list[str], sibling: SiblingGrid 
                "selection": sorted(picks.values(), key=lambda p: (tasks.index(p["task"]) if p["task"] in tasks
                                                                    else len(tasks), p["family"])),
                "families": {f: {"row": family_row(f), "per_task": by_task} for f, by_task in families.items()},
-               "scopes": _scopes(chosen, new_rows + rows, main_tasks, tasks),
+               "scopes": _scopes(chosen, new_rows + rows, main_tasks, screen_tasks(sibling.spec, tasks)),
                "provenance": sibling.provenance()}
     section["verdict"] = overall_verdict(section["scopes"], new_rows)
     return section
 
 
+def screen_tasks(spec: dict, tasks: list[str]) -> list[str]:
+    """The screen: those of ``tasks`` (the ones the beyond grid has runs of) on which its spec runs every method.
+    A full test runs the family ahead on the screen on more tasks (``task_methods``), so every family is compared
+    on the screen and the one taken further on the main grid's tasks too."""
+    only = spec.get("task_methods") or {}
+    return [t for t in tasks if set(only.get(t, spec["methods"])) >= set(spec["methods"])]
+
+
 def _scopes(chosen: dict, rows: list[str], main_tasks: list[str], screened: list[str]) -> list[dict]:
-    """The comparison on the screened tasks (those the beyond grid ran) and on the main grid's tasks, each with the
+    """The comparison on the screened tasks (:func:`screen_tasks`) and on the main grid's tasks, each with the
     rows that ran every one of its tasks, and every row's verdict."""
     out = []
     for name, tasks in (("screened", [t for t in screened if t in main_tasks]), ("main", main_tasks)):
