@@ -144,6 +144,29 @@ def test_a_full_test_keeps_the_screen_and_judges_the_family_taken_further_on_eve
                                   "without runs on every one of these tasks: sweet_then_ee@chosen).")
 
 
+def test_the_per_task_differences_say_where_a_scopes_gap_comes_from(tmp_path):
+    grid = _main(tmp_path)
+    runs = _beyond_runs()
+    for s in (0, 1, 2):  # QNLI's chosen sweet_then_ee 2 points lower on the reported split (not the calibration split)
+        r = runs[("qnli", "sweet_then_ee@0.25", s)]
+        runs[("qnli", "sweet_then_ee@0.25", s)] = {**r, "exits": _shift(r["exits"], -2), "costs": _shift(r["costs"], -2)}
+    _beyond(tmp_path, runs)
+    scope = write_report(grid, tmp_path / "rep")["beyond"]["scopes"][0]
+    ste = scope["per_task"]["sweet_then_ee@chosen"]
+    # against EE (costs 70 75 80 85 86): SST-2 75 77 81 84.5 87, QNLI 2 lower; against SWEET (74 76 78 80 81)
+    assert ste["sst2"]["vs_early_exit"][:5] == pytest.approx([5.0, 2.0, 1.0, -0.5, 1.0])
+    assert ste["qnli"]["vs_early_exit"][:5] == pytest.approx([3.0, 0.0, -1.0, -2.5, -1.0])
+    assert ste["qnli"]["vs_sweet"][:5] == pytest.approx([-1.0, -1.0, 1.0, 2.5, 4.0])
+    # their mean over the tasks is the scope's paired mean, at each cost and in AUC
+    row = scope["versus"]["methods"]["sweet_then_ee@chosen"]
+    for b in ("early_exit", "sweet"):
+        means = [p[f"vs_{b}"]["mean"] for p in row["points"]] + [row["auc"][f"vs_{b}"]["mean"]]
+        assert [(x + y) / 2 for x, y in zip(ste["sst2"][f"vs_{b}"], ste["qnli"][f"vs_{b}"])] == pytest.approx(means)
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "Per task (where the differences come from)" in md
+    assert "| sweet_then_ee@chosen | QNLI | +3.0 / -1.0 | +0.0 / -1.0 | -1.0 / +1.0 | -2.5 / +2.5 | -1.0 / +4.0 |" in md
+
+
 def test_not_run_yet_still_judges_the_main_grids_grad_scale(tmp_path):
     grid = _main(tmp_path)
     by = write_report(grid, tmp_path / "rep")["beyond"]

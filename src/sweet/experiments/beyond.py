@@ -113,8 +113,26 @@ def _scopes(chosen: dict, rows: list[str], main_tasks: list[str], screened: list
         vs = versus_best(chosen, tasks, list(VERSUS) + rows)
         if vs is None:
             continue
-        out.append({"name": name, "tasks": tasks, "versus": vs,
+        out.append({"name": name, "tasks": tasks, "versus": vs, "per_task": per_task_gaps(chosen, tasks, vs),
                     "verdicts": {m: target_verdict(d, tasks, main_tasks) for m, d in vs["methods"].items()}})
+    return out
+
+
+def per_task_gaps(chosen: dict, tasks: list[str], vs: dict) -> dict:
+    """Where a scope's gaps come from: per row and task, its paired mean difference to EE and to SWEET at each
+    fixed cost and in AUC, over the seeds the row is judged on (:func:`versus_best` on that task alone). Their
+    mean over the tasks is the scope's paired mean."""
+    out: dict = {}
+    for m, d in vs["methods"].items():
+        seeds = set(d["auc"]["seeds"])
+        runs = {k: [r for r in v if r["seed"] in seeds] for k, v in chosen.items() if k[1] in (m, *VERSUS)}
+        for t in tasks:
+            one = versus_best(runs, [t], [*VERSUS, m])
+            if one is None:
+                continue
+            row = one["methods"][m]
+            out.setdefault(m, {})[t] = {f"vs_{b}": [p[f"vs_{b}"]["mean"] for p in row["points"]]
+                                        + [row["auc"][f"vs_{b}"]["mean"]] for b in VERSUS}
     return out
 
 
@@ -212,6 +230,23 @@ def _means_table(vs: dict) -> list[str]:
             "SWEET (on the same seeds)." + note, ""]
 
 
+def _per_task_lines(scope: dict) -> list[str]:
+    """The paired means per task (:func:`per_task_gaps`), one row per method and task: "vs EE / vs SWEET"."""
+    per_task = scope.get("per_task") or {}
+    if len(scope["tasks"]) < 2 or not per_task:
+        return []
+
+    def cell(a: float | None, b: float | None) -> str:
+        return " / ".join("–" if x is None else f"{x:+.1f}" for x in (a, b))
+
+    costs = scope["versus"]["cost_ratios"]
+    rows = [[method_label(m), TASK_LABELS.get(t, t)] + [cell(a, b) for a, b in zip(g["vs_early_exit"], g["vs_sweet"])]
+            for m, by_task in per_task.items() for t, g in by_task.items()]
+    return ["Per task (where the differences come from): the paired mean difference against EE / against SWEET; "
+            "their mean over the tasks is the paired mean above:", "",
+            *md_table(["method", "task"] + [cost_label(c) for c in costs] + ["AUC"], rows), ""]
+
+
 def _selection_lines(section: dict) -> list[str]:
     rows = []
     for p in section["selection"]:
@@ -244,7 +279,7 @@ def beyond_markdown(section: dict) -> list[str]:
     for scope in section["scopes"]:
         vs = scope["versus"]
         lines += [f"### Against the better of EE and SWEET on {task_list(scope['tasks'])}", "", *_means_table(vs),
-                  *versus_paired_lines(vs), "Against the research target:", ""]
+                  *versus_paired_lines(vs), *_per_task_lines(scope), "Against the research target:", ""]
         lines += [f"- {method_label(m)}: {v['text']}." for m, v in scope["verdicts"].items()] + [""]
     return lines
 
