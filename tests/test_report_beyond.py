@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from sweet.experiments import write_report
-from sweet.experiments.beyond import target_verdict
+from sweet.experiments.beyond import _per_task_lines, target_verdict
 
 from .fake_grids import write_grid
 
@@ -165,6 +165,10 @@ def test_the_per_task_differences_say_where_a_scopes_gap_comes_from(tmp_path):
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "Per task (where the differences come from)" in md
     assert "| sweet_then_ee@chosen | QNLI | +3.0 / -1.0 | +0.0 / -1.0 | -1.0 / +1.0 | -2.5 / +2.5 | -1.0 / +4.0 |" in md
+    # a difference that rounds to zero is written "+0.0", never "-0.0"
+    tiny = {"tasks": ["sst2", "qnli"], "versus": {"cost_ratios": [1.0]},
+            "per_task": {"own@chosen": {"sst2": {"vs_early_exit": [-0.04, -0.04], "vs_sweet": [0.06, -0.06]}}}}
+    assert _per_task_lines(tiny)[4] == "| own@chosen | SST-2 | +0.0 / +0.1 | +0.0 / -0.1 |"
 
 
 def test_not_run_yet_still_judges_the_main_grids_grad_scale(tmp_path):

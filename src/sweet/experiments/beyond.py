@@ -236,8 +236,8 @@ def _per_task_lines(scope: dict) -> list[str]:
     if len(scope["tasks"]) < 2 or not per_task:
         return []
 
-    def cell(a: float | None, b: float | None) -> str:
-        return " / ".join("–" if x is None else f"{x:+.1f}" for x in (a, b))
+    def cell(a: float | None, b: float | None) -> str:  # round first: -0.04 is "+0.0", not "-0.0"
+        return " / ".join("–" if x is None else f"{round(x, 1) + 0.0:+.1f}" for x in (a, b))
 
     costs = scope["versus"]["cost_ratios"]
     rows = [[method_label(m), TASK_LABELS.get(t, t)] + [cell(a, b) for a, b in zip(g["vs_early_exit"], g["vs_sweet"])]
