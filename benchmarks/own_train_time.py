@@ -12,7 +12,6 @@ are a warm-up and not counted. Reports the median step time of each method and t
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -25,25 +24,9 @@ from sweet.data import load_task, make_splits
 from sweet.encoding import bucketed_batches, encode
 from sweet.io import atomic_write_json
 from sweet.modeling import MultiExitModel
-from sweet.precision import native_bf16
+from sweet.precision import cpu_kind
 from sweet.rundir import environment, load_tokenizer, make_collator
 from sweet.training import seed_everything
-
-
-def cpu_kind() -> dict:
-    """The CPU's model name and its bf16/int8 matrix flags (Linux /proc/cpuinfo), and torch's bf16 support."""
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                name = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    return {"model": name, "flags": sorted(flags & {"amx_bf16", "amx_int8", "amx_tile", "avx512_bf16", "avx2"}),
-            "native_bf16": native_bf16(torch.device("cpu"))}
 
 
 def main() -> None:
