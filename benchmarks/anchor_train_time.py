@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import time
 
@@ -34,7 +33,7 @@ from sweet.data import load_task, make_splits
 from sweet.encoding import encode
 from sweet.io import atomic_write_json
 from sweet.methods import parse_method
-from sweet.precision import native_bf16
+from sweet.precision import cpu_kind, describe_cpu
 from sweet.rundir import make_collator
 from sweet.training import TrainConfig, train
 
@@ -80,8 +79,8 @@ def main() -> None:
                 "anchor_step_cost = (ratio - 1) / (1 - F)",
         "command": "python benchmarks/anchor_train_time.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()),
         "examples": args.examples, "epochs": args.epochs, "rounds": args.rounds, "threads": args.threads,
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {os.cpu_count()} cores (shared with other "
-                   f"jobs); torch {torch.__version__}; native bf16 (AVX512-BF16/AMX): {native_bf16(torch.device('cpu'))}; "
+        "cpu": cpu_kind(),
+        "machine": f"{describe_cpu(cpu_kind())}, {os.cpu_count()} cores (shared with other jobs); torch {torch.__version__}; "
                    f"torch CPU capability {torch.backends.cpu.get_cpu_capability()}; load average before "
                    f"{load_before}, after {os.getloadavg()}",
         "seconds": seconds,

@@ -26,7 +26,6 @@ applied to the median time.
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from collections import defaultdict
@@ -145,10 +144,9 @@ def main() -> None:
     ap.add_argument("--output", type=Path, default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    from sweet.precision import native_bf16
+    from sweet.precision import cpu_kind
 
-    report = {"run_dir": args.run_dir, "cpu": platform.processor() or platform.machine(),
-              "native_bf16": native_bf16(torch.device("cpu")), "threads": args.threads, "repeats": args.repeats,
+    report = {"run_dir": args.run_dir, "cpu": cpu_kind(), "threads": args.threads, "repeats": args.repeats,
               "batch_size": args.batch_size, "torch": torch.__version__, "results": []}
     ts = [float(x) for x in args.thresholds.split(",") if x.strip()]
     for p in [x.strip() for x in args.precisions.split(",") if x.strip()]:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -150,7 +149,7 @@ def main() -> None:
     from sweet.data import load_task
     from sweet.encoding import encode
     from sweet.modeling import MultiExitModel
-    from sweet.precision import native_bf16, placement, prepare_for_inference
+    from sweet.precision import cpu_kind, placement, prepare_for_inference
     from sweet.rundir import load_tokenizer, make_collator
     from sweet.training import seed_everything
 
@@ -159,7 +158,7 @@ def main() -> None:
     if args.max_rows:
         dev = dev.subset(range(min(args.max_rows, len(dev))))
     enc = encode(tok, dev, 256, warn=False)
-    report = {"cpu": platform.processor() or platform.machine(), "native_bf16": native_bf16(torch.device("cpu")),
+    report = {"cpu": cpu_kind(),
               "threads": args.threads, "batch_size": args.batch_size, "repeats": args.repeats, "n": len(enc),
               "torch": torch.__version__, "results": {}}
     for p in [x.strip() for x in args.precisions.split(",") if x.strip()]:

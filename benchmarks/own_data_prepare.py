@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 from sweet.backbones import resolve_backbone
-from sweet.encoding import encode
 from sweet.config import RunConfig
 from sweet.data import make_splits
 from sweet.datasource import load_run_data
+from sweet.encoding import encode
 from sweet.experiments.store import machine
 from sweet.io import atomic_write_json
 from sweet.rundir import load_tokenizer

@@ -103,8 +103,8 @@ class Offline:
         import numpy as np
 
         import sweet
-        from sweet.encoding import encode
         from sweet.data import Examples
+        from sweet.encoding import encode
         from sweet.inference import EarlyExitEngine
 
         self.p = p = sweet.load(run_dir, threshold=threshold)

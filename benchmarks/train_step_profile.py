@@ -10,7 +10,6 @@ that load from other processes affects both alike. Also times the forward/backwa
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -30,12 +29,12 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
 
-    from sweet.encoding import bucketed_batches, encode
-    from sweet.data import load_task, make_splits
-    from sweet.modeling import MultiExitModel
-    from sweet.precision import Placement, native_bf16
-    from sweet.rundir import load_tokenizer, make_collator
     from sweet.backbones import resolve_backbone
+    from sweet.data import load_task, make_splits
+    from sweet.encoding import bucketed_batches, encode
+    from sweet.modeling import MultiExitModel
+    from sweet.precision import Placement, cpu_kind
+    from sweet.rundir import load_tokenizer, make_collator
     from sweet.training import seed_everything
 
     data = load_task("sst2", args.data_dir)
@@ -84,7 +83,7 @@ def main() -> None:
     tokens = float(np.mean([len(enc.input_ids[r]) for b in batches for r in b]))
     report = {"what": "median ms per training step phase (batch 16, SST-2, default backbone)", "method": args.method,
               "steps": args.steps, "threads": args.threads, "mean_tokens_per_row": round(tokens, 1),
-              "native_bf16": native_bf16(cpu), "cpu": platform.processor() or platform.machine(),
+              "cpu": cpu_kind(),
               "torch": torch.__version__,
               "configs": {"old": "torch default AdamW (for-loop), clip_grad_norm_ foreach=False, fp32",
                           "new": "fused AdamW, clip_grad_norm_ foreach=True, fp32 (sweet's step)",
