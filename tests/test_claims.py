@@ -57,6 +57,14 @@ def test_verdicts_follow_the_interval_and_say_when_there_is_one_seed():
     assert claim.verdict(t_interval([0.7])) == "one seed: same sign as claimed"
     assert claim.verdict(t_interval([])) == "no data"
     assert claim.verdict(t_interval([0.7]), unit="task") == "one task: same sign as claimed"
+    # an exact tie whose float sum is not quite 0 (the MPNet grid's first SST-2 seed: exit gaps of +20, 0, -11 and
+    # -9 examples of 872) is no difference, not the opposite sign; likewise an interval of exact ties
+    tie = [20 / 8.72, 0.0, -11 / 8.72, -9 / 8.72]
+    assert sum(tie) / 4 != 0.0
+    assert claim.verdict(t_interval([sum(tie) / 4])) == "one seed: no difference (gap 0)"
+    assert Claim("z", "sweet", "early_exit", "slow", "<0", "", "").verdict(t_interval([sum(tie) / 4])) == \
+        "one seed: no difference (gap 0)"
+    assert claim.verdict(t_interval([sum(tie) / 4] * 3)) == "inconclusive"
     # "comparable or better" states what passes and what does not
     comparable = Claim("y", "sweet", "multi_model", "fast", ">=0", "", "")
     assert comparable.verdict(t_interval([1.0, 2.0, 1.5])) == "supported (better)"
@@ -65,6 +73,8 @@ def test_verdicts_follow_the_interval_and_say_when_there_is_one_seed():
     # behind at every point of the scope: not comparable, even though the interval reaches 0
     assert comparable.verdict(t_interval([-1.0, 2.0, -2.5]), point_gaps=[-0.9, -0.6, -0.1]) == "behind at every point"
     assert comparable.verdict(t_interval([-1.0, -2.0, -1.5])) == "contradicted"
+    assert comparable.verdict(t_interval([0.0])) == "one seed: same sign as claimed"  # a tie is comparable
+    assert comparable.verdict(t_interval([-0.1])) == "one seed: opposite sign as claimed"
     assert {c.key for c in CLAIMS} >= {"mm_vs_ee_exits", "sweet_vs_ee_exits", "sweet_vs_ee_fast", "sweet_vs_mm_fast"}
 
 

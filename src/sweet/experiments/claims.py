@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..evaluation import Evaluation
-from .aggregate import CONFIDENCE, stat_row, t_interval
+from .aggregate import CONFIDENCE, TIE, stat_row, t_interval
 
 FAST_MAX = 0.5  # cost ratios up to this are "fast speeds"
 SLOW_MIN = 0.75  # cost ratios from this up to 1 are "slow speeds"
@@ -50,11 +50,13 @@ class Claim:
         """The verdict from a gap's interval; ``point_gaps``: the mean gap at each exit or cost of the scope (a
         "comparable or better" claim is not supported where A is behind at every one of them); ``unit``: what
         the interval is over (named when there is only one)."""
-        mean, low, high = stats["mean"], stats["low"], stats["high"]
+        mean, low, high = (_snap(stats[k]) for k in ("mean", "low", "high"))
         if mean is None:
             return "no data"
         if low is None:  # one seed (or one task): no interval
-            side = mean > 0 if self.direction != "<0" else mean < 0
+            if mean == 0 and self.direction != ">=0":
+                return f"one {unit}: no difference (gap 0)"
+            side = mean < 0 if self.direction == "<0" else mean >= 0 if self.direction == ">=0" else mean > 0
             return f"one {unit}: {'same' if side else 'opposite'} sign as claimed"
         if self.direction == ">0":
             return "supported" if low > 0 else "contradicted" if high < 0 else "inconclusive"
@@ -68,6 +70,10 @@ class Claim:
         if point_gaps and all(g < 0 for g in point_gaps):
             return "behind at every point"
         return "supported (comparable)"
+
+
+def _snap(x: float | None) -> float | None:
+    return None if x is None else 0.0 if abs(x) < TIE else x
 
 
 CLAIMS = (
