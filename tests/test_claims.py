@@ -74,6 +74,8 @@ def test_verdicts_follow_the_interval_and_say_when_there_is_one_seed():
     assert comparable.verdict(t_interval([-1.0, 2.0, -2.5]), point_gaps=[-0.9, -0.6, -0.1]) == "behind at every point"
     assert comparable.verdict(t_interval([-1.0, -2.0, -1.5])) == "contradicted"
     assert comparable.verdict(t_interval([0.0])) == "one seed: same sign as claimed"  # a tie is comparable
+    # a point where A ties (0 up to float noise) is not a point where A is behind
+    assert comparable.verdict(t_interval([-1.0, 2.0, -2.5]), point_gaps=[-5.6e-17, -0.6]) == "supported (comparable)"
     assert comparable.verdict(t_interval([-0.1])) == "one seed: opposite sign as claimed"
     assert {c.key for c in CLAIMS} >= {"mm_vs_ee_exits", "sweet_vs_ee_exits", "sweet_vs_ee_fast", "sweet_vs_mm_fast"}
 

@@ -67,7 +67,7 @@ class Claim:
             return "contradicted"
         if low > 0:
             return "supported (better)"
-        if point_gaps and all(g < 0 for g in point_gaps):
+        if point_gaps and all(g < -TIE for g in point_gaps):
             return "behind at every point"
         return "supported (comparable)"
 

@@ -6,6 +6,7 @@ shared tables are in :mod:`~sweet.experiments.cells`, the floors and claims in
 from __future__ import annotations
 
 from ..methods import SELECTED_ALPHA, method_label
+from .aggregate import TIE
 from .cells import (
     FLOOR_LEGEND,
     TASK_LABELS,
@@ -255,7 +256,7 @@ def _versus_markdown(vs: dict) -> list[str]:
     for m, d in vs["methods"].items():
         def gap(p):
             g = p.get("gap_to_best")
-            return "–" if g is None else (f"**{g:+.1f}**" if g >= 0 else f"{g:+.1f}")
+            return "–" if g is None else (f"**{max(g, 0.0):+.1f}**" if g >= -TIE else f"{g:+.1f}")
         gap_rows.append([method_label(m)] + [gap(p) for p in d["points"]] + [gap(d["auc"]),
                         "yes" if d["never_worse"] else "no"])
     return [
