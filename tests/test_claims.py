@@ -74,10 +74,24 @@ def test_verdicts_follow_the_interval_and_say_when_there_is_one_seed():
     assert comparable.verdict(t_interval([-1.0, 2.0, -2.5]), point_gaps=[-0.9, -0.6, -0.1]) == "behind at every point"
     assert comparable.verdict(t_interval([-1.0, -2.0, -1.5])) == "contradicted"
     assert comparable.verdict(t_interval([0.0])) == "one seed: same sign as claimed"  # a tie is comparable
-    # a point where A ties (0 up to float noise) is not a point where A is behind
-    assert comparable.verdict(t_interval([-1.0, 2.0, -2.5]), point_gaps=[-5.6e-17, -0.6]) == "supported (comparable)"
+    # a point where A ties is not a point where A is behind (check_claims snaps float noise to 0: see below)
+    assert comparable.verdict(t_interval([-1.0, 2.0, -2.5]), point_gaps=[0.0, -0.6]) == "supported (comparable)"
     assert comparable.verdict(t_interval([-0.1])) == "one seed: opposite sign as claimed"
     assert {c.key for c in CLAIMS} >= {"mm_vs_ee_exits", "sweet_vs_ee_exits", "sweet_vs_ee_fast", "sweet_vs_mm_fast"}
+
+
+def test_an_exact_tie_is_a_gap_of_exactly_0_where_the_gaps_are_made():
+    # correct-example counts of 872 at exits 1, 2, 4, 6: SWEET +20, 0, -11, -9 against EE, a tie over the four exits
+    # that floats carry as ~1e-14 below 0; the claim reads it as no difference, not as the opposite sign
+    ee, sw = ([c / 872 * 100 for c in counts] for counts in ([770, 727, 702, 653], [790, 727, 691, 644]))
+    assert np.mean(sw) - np.mean(ee) != 0.0
+    chosen = {("a", m): [_run(0, dict(zip((1, 2, 4, 6), scores)), {1.0: scores[-1]})]
+              for m, scores in (("early_exit", ee), ("sweet", sw))}
+    exits = next(c for c in check_claims(chosen, ["a"])["claims"] if c["key"] == "sweet_vs_ee_exits")
+    assert exits["gap"]["mean"] == 0.0 and exits["verdict"] == "one seed: no difference (gap 0)"
+    # three seeds of the same tie: an interval of exactly [0, 0], inconclusive rather than a sign
+    three = t_interval([float(np.mean(sw) - np.mean(ee))] * 3)
+    assert (three["mean"], three["low"], three["high"]) == (0.0, 0.0, 0.0)
 
 
 def test_only_tasks_and_seeds_both_methods_have_are_compared():

@@ -29,6 +29,12 @@ GAP_BASELINE = "early_exit"  # a size sweep's gaps: every other method minus thi
 # ------------------------------------------------------------------------------------------ statistics
 
 
+def snap(x: float | None) -> float | None:
+    """``x``, or exactly 0.0 where it is within :data:`TIE` of 0 (float noise around a tie), so that every consumer
+    of a gap compares against a clean 0."""
+    return None if x is None else 0.0 if abs(x) < TIE else x
+
+
 def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> dict:
     """Mean and two-sided t confidence interval over ``values`` (one per seed). With one value the
     interval is undefined (``ci`` None)."""
@@ -36,12 +42,12 @@ def t_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> dict:
     n = int(x.size)
     if n == 0:
         return {"mean": None, "ci": None, "low": None, "high": None, "std": None, "n": 0, "values": []}
-    mean = float(x.mean())
+    mean = snap(float(x.mean()))
     if n == 1:
         return {"mean": mean, "ci": None, "low": None, "high": None, "std": None, "n": 1, "values": x.tolist()}
     std = float(x.std(ddof=1))
     half = float(stats.t.ppf(0.5 + confidence / 2, n - 1) * std / math.sqrt(n))
-    return {"mean": mean, "ci": half, "low": mean - half, "high": mean + half, "std": std, "n": n,
+    return {"mean": mean, "ci": half, "low": snap(mean - half), "high": snap(mean + half), "std": std, "n": n,
             "values": x.tolist()}
 
 
@@ -141,7 +147,7 @@ def versus_best(chosen: dict, tasks: list[str], methods: list[str]) -> dict | No
         auc = versus_point({s: v["auc"] for s, v in mine.items()}, {b: {s: v["auc"] for s, v in base[b].items()}
                                                                       for b in VERSUS})
         result["methods"][m] = {"points": points, "auc": auc,
-                                "never_worse": all(p["gap_to_best"] is not None and p["gap_to_best"] >= -TIE for p in points)}
+                                "never_worse": all(p["gap_to_best"] is not None and p["gap_to_best"] >= 0 for p in points)}
     return result if result["methods"] else None
 
 
@@ -149,7 +155,7 @@ def versus_point(mine: dict[int, float], bases: dict[str, dict[int, float]]) -> 
     """Means over the seeds that the method and every baseline share (a partial grid compares like with like)."""
     seeds = sorted(set(mine).intersection(*(set(v) for v in bases.values())))
     out: dict = {"seeds": seeds, "mean": float(np.mean([mine[s] for s in seeds])) if seeds else None}
-    out["gap_to_best"] = (out["mean"] - max(float(np.mean([v[s] for s in seeds])) for v in bases.values())
+    out["gap_to_best"] = (snap(out["mean"] - max(float(np.mean([v[s] for s in seeds])) for v in bases.values()))
                           if seeds else None)
     for b, v in bases.items():
         out[f"vs_{b}"] = stat_row(t_interval([mine[s] - v[s] for s in seeds]))

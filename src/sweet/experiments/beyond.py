@@ -23,7 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..methods import SELECTED_ALPHA, method_label, parse_method
-from .aggregate import TIE, VERSUS, versus_best
+from .aggregate import VERSUS, versus_best
 from .cells import TASK_LABELS, cost_label, fmt_gap, md_table, task_list
 from .gridload import (
     SiblingGrid,
@@ -145,17 +145,17 @@ def target_verdict(row: dict, tasks: list[str], main_tasks: list[str]) -> dict:
         if p["gap_to_best"] is None:
             unjudged.append(f"no score at {at}")
             continue
-        if p["gap_to_best"] < -TIE:
+        if p["gap_to_best"] < 0:
             failures.append(f"{at}: mean {p['gap_to_best']:+.2f} below the better of EE and SWEET")
         for b in VERSUS:
             stats = p[f"vs_{b}"]
             if stats["ci"] is None:
                 unjudged.append(f"{at}: one seed, no interval against {method_label(b)}")
-            elif stats["high"] < -TIE:
+            elif stats["high"] < 0:
                 failures.append(f"{at}: paired interval against {method_label(b)} wholly below 0 ({fmt_gap(stats, 2)})")
     auc = row["auc"]
-    if auc["gap_to_best"] is not None and auc["gap_to_best"] < -TIE:
-        below = [method_label(b) for b in VERSUS if auc[f"vs_{b}"]["mean"] is not None and auc[f"vs_{b}"]["mean"] < -TIE]
+    if auc["gap_to_best"] is not None and auc["gap_to_best"] < 0:
+        below = [method_label(b) for b in VERSUS if auc[f"vs_{b}"]["mean"] is not None and auc[f"vs_{b}"]["mean"] < 0]
         failures.append(f"AUC {auc['gap_to_best']:+.2f} below the better of EE and SWEET (below {', '.join(below)})")
     meets = False if failures else (None if unjudged else True)
     scope = ("" if set(tasks) >= set(main_tasks) else
@@ -216,7 +216,7 @@ def _means_table(vs: dict) -> list[str]:
     def cell(d: dict) -> str:
         if d["mean"] is None:
             return "–"
-        return f"**{d['mean']:.1f}**" if d["gap_to_best"] is not None and d["gap_to_best"] >= -TIE else f"{d['mean']:.1f}"
+        return f"**{d['mean']:.1f}**" if d["gap_to_best"] is not None and d["gap_to_best"] >= 0 else f"{d['mean']:.1f}"
 
     head = ["method"] + [cost_label(c) for c in costs] + ["AUC", "seeds"]
     rows = [[method_label(b)] + [base(p, b) for p in first["points"]] + [base(first["auc"], b), ""] for b in VERSUS]

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..evaluation import Evaluation
-from .aggregate import CONFIDENCE, TIE, stat_row, t_interval
+from .aggregate import CONFIDENCE, snap, stat_row, t_interval
 
 FAST_MAX = 0.5  # cost ratios up to this are "fast speeds"
 SLOW_MIN = 0.75  # cost ratios from this up to 1 are "slow speeds"
@@ -50,7 +50,7 @@ class Claim:
         """The verdict from a gap's interval; ``point_gaps``: the mean gap at each exit or cost of the scope (a
         "comparable or better" claim is not supported where A is behind at every one of them); ``unit``: what
         the interval is over (named when there is only one)."""
-        mean, low, high = (_snap(stats[k]) for k in ("mean", "low", "high"))
+        mean, low, high = (stats[k] for k in ("mean", "low", "high"))
         if mean is None:
             return "no data"
         if low is None:  # one seed (or one task): no interval
@@ -67,13 +67,9 @@ class Claim:
             return "contradicted"
         if low > 0:
             return "supported (better)"
-        if point_gaps and all(g < -TIE for g in point_gaps):
+        if point_gaps and all(g < 0 for g in point_gaps):
             return "behind at every point"
         return "supported (comparable)"
-
-
-def _snap(x: float | None) -> float | None:
-    return None if x is None else 0.0 if abs(x) < TIE else x
 
 
 CLAIMS = (
@@ -196,7 +192,7 @@ def check_claims(chosen: dict, tasks: list[str], seeds: list[int] | None = None)
 
         per_seed = [float(np.mean([diff(t, s, points) for t in g["tasks"]])) for s in g["seeds"]]
         per_task = [float(np.mean([diff(t, s, points) for s in g["seeds"]])) for t in g["tasks"]]
-        point_gaps = [float(np.mean([diff(t, s, [p]) for t in g["tasks"] for s in g["seeds"]])) for p in points]
+        point_gaps = [snap(float(np.mean([diff(t, s, [p]) for t in g["tasks"] for s in g["seeds"]]))) for p in points]
         stats, over_tasks = stat_row(t_interval(per_seed)), stat_row(t_interval(per_task))
         out.append({"key": claim.key, "claim": claim.text, "paper": claim.paper, "a": claim.a, "b": claim.b,
                     "over": scope_name, "direction": claim.direction, "tasks": g["tasks"], "seeds": g["seeds"],

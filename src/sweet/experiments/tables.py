@@ -6,7 +6,9 @@ shared tables are in :mod:`~sweet.experiments.cells`, the floors and claims in
 from __future__ import annotations
 
 from ..methods import SELECTED_ALPHA, method_label
-from .aggregate import TIE
+from .ablation import ablation_markdown
+from .base_depth import base_depth_markdown
+from .beyond import beyond_markdown, versus_paired_lines
 from .cells import (
     FLOOR_LEGEND,
     TASK_LABELS,
@@ -21,9 +23,6 @@ from .cells import (
     metric_label,
     task_list,
 )
-from .ablation import ablation_markdown
-from .base_depth import base_depth_markdown
-from .beyond import beyond_markdown, versus_paired_lines
 from .claims_tables import claims_markdown, floors_markdown
 from .moved import moved_markdown
 from .spec import GridSpec, lr_selection_seed, spec_to_toml
@@ -256,7 +255,7 @@ def _versus_markdown(vs: dict) -> list[str]:
     for m, d in vs["methods"].items():
         def gap(p):
             g = p.get("gap_to_best")
-            return "–" if g is None else (f"**{max(g, 0.0):+.1f}**" if g >= -TIE else f"{g:+.1f}")
+            return "–" if g is None else (f"**{g:+.1f}**" if g >= 0 else f"{g:+.1f}")
         gap_rows.append([method_label(m)] + [gap(p) for p in d["points"]] + [gap(d["auc"]),
                         "yes" if d["never_worse"] else "no"])
     return [
