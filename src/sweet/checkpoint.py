@@ -16,6 +16,11 @@ Nothing is pickled, and only a ``.safetensors`` file whose size and hash match `
 
 The data order is a function of (seed, epoch) (:func:`sweet.encoding.bucketed_batches`), so the data position
 is the number of optimizer steps done: ``epoch, batch = divmod(step, steps_per_epoch)``.
+
+A stop on request loses nothing: with a ``stop_file``, training checks after every optimizer step whether that
+file exists; when it does, it saves a checkpoint at the current step and raises :class:`TrainingStopped`
+(``sweet grid`` uses ``GRID_DIR/STOP``: :data:`STOP_FILE`). Killing the process instead loses the steps since
+the last periodic checkpoint.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from .io import atomic_write_json, sha256_file
 from .modeling import refuse_pickle
 
 CHECKPOINT_DIR = "checkpoint"
+STOP_FILE = "STOP"  # a grid directory's stop request (sweet.experiments.backends)
 STATE_NAME = "state.json"
 FORMAT_VERSION = 1
 _STATE_KEYS = {"format_version", "step", "epoch", "batch", "steps_per_epoch", "total_steps", "weights",
@@ -93,17 +99,35 @@ def _differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
     return [f"{prefix.rstrip('.')} was {saved!r}, now {current!r}"]
 
 
+class TrainingStopped(Exception):
+    """Training stopped on request (its stop file appeared) after saving a checkpoint at ``step`` of
+    ``total_steps``; resuming the run continues from there and ends as an uninterrupted run would."""
+
+    def __init__(self, step: int, total_steps: int):
+        super().__init__(step, total_steps)  # the arguments, so that the exception pickles (Ray hands it back)
+        self.step, self.total_steps = step, total_steps
+
+    def __str__(self) -> str:
+        return f"training stopped on request at step {self.step} of {self.total_steps} (checkpoint saved)"
+
+
 class Checkpointer:
     """Saves and restores training checkpoints in ``directory`` (``RUN_DIR/checkpoint``).
 
     ``every``: save after every ``every`` optimizer steps and after the last step (0: never save; an existing
-    checkpoint can still be resumed)."""
+    checkpoint can still be resumed). ``stop_file``: a path whose existence asks training to save a checkpoint
+    at the current step and stop (:class:`TrainingStopped`)."""
 
-    def __init__(self, directory: str | os.PathLike, every: int = 0):
+    def __init__(self, directory: str | os.PathLike, every: int = 0, stop_file: str | os.PathLike | None = None):
         if isinstance(every, bool) or not isinstance(every, int) or every < 0:
             raise SweetError(f"checkpoint interval must be 0 (off) or a positive number of steps, got {every}")
         self.directory = Path(directory)
         self.every = every
+        self.stop_file = None if stop_file is None else Path(stop_file)
+
+    def stop_requested(self) -> bool:
+        """Whether the stop file exists (one ``stat`` per optimizer step)."""
+        return self.stop_file is not None and self.stop_file.exists()
 
     @property
     def state_path(self) -> Path:

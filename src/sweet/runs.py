@@ -66,12 +66,13 @@ __all__ = ["RunConfig", "run", "train_run", "evaluate_run", "evaluation_split"]
 
 
 def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwrite: bool = False,
-        resume: bool = False) -> dict:
+        resume: bool = False, stop_file: str | Path | None = None) -> dict:
     """Train one model and evaluate it; returns the metrics (also written to ``output_dir``).
 
     Every input is checked before anything is written. With ``resume=True``, the unfinished run in
     ``output_dir`` (started with the same options) continues from its checkpoint; the result is the same as
-    that of an uninterrupted run.
+    that of an uninterrupted run. ``stop_file``: while training, once this path exists, the run saves a
+    checkpoint at its current step and raises :class:`~sweet.checkpoint.TrainingStopped` (resume it later).
 
     The function is long because it is the pipeline itself, in order: check, load, sample, build, encode,
     write the config, train, calibrate, evaluate, write the metrics. Each step is one named call."""
@@ -102,7 +103,7 @@ def run(config: RunConfig, output_dir: str | Path, progress: bool = True, overwr
     encoded = {name: encode(tokenizer, part, max_length, warn=False) for name, part in
                (("train sample", splits.train), ("calibration", splits.calibration), ("evaluation", splits.evaluation))}
     enc_train, enc_cal, enc_eval = encoded.values()
-    checkpointer = Checkpointer(out / CHECKPOINT_DIR, every=config.checkpoint_every)
+    checkpointer = Checkpointer(out / CHECKPOINT_DIR, every=config.checkpoint_every, stop_file=stop_file)
     if resume and checkpointer.exists():
         checkpointer.verify(training_fingerprint(model, enc_train, train_cfg))
 

@@ -18,8 +18,8 @@ each exit's gradient may reach is decided in the forward pass. What the loop doe
   whole model for the single-backbone methods, each (backbone, head) pair for multi_model, so Multi-Model's
   models are not coupled through a shared clipping factor.
 
-Training can be checkpointed and resumed (:mod:`sweet.checkpoint`); a resumed run ends with the same
-weights, bit for bit, as an uninterrupted one on CPU.
+Training can be checkpointed, stopped on request and resumed (:mod:`sweet.checkpoint`); a resumed run ends
+with the same weights, bit for bit, as an uninterrupted one on CPU.
 
 Determinism on CPU (docs/determinism.md). The same seed, data and *intra-op thread count* give the same weights
 bit for bit, alone or next to other jobs. The thread count is part of the result: two CPU ops of a step sum
@@ -50,7 +50,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from .checkpoint import Checkpointer, TrainState, training_fingerprint
+from .checkpoint import Checkpointer, TrainingStopped, TrainState, training_fingerprint
 from .encoding import Collator, Encoded, bucketed_batches
 from .errors import SweetError
 from .gradients import pcgrad_backward
@@ -170,7 +170,9 @@ def train(model, encoded: Encoded, collator: Collator, config: TrainConfig, prog
 
     With a ``checkpointer``, the model, optimizer, scheduler, RNG states and data position are saved every
     ``checkpointer.every`` steps and after the last step. With ``resume=True`` too, training continues from
-    that checkpoint (if there is one) and ends exactly as an uninterrupted run with the same seed would."""
+    that checkpoint (if there is one) and ends exactly as an uninterrupted run with the same seed would. When
+    the checkpointer's stop file appears, the current step is saved and :class:`~sweet.checkpoint.TrainingStopped`
+    is raised."""
     if encoded.labels is None:
         raise SweetError("training data has no labels")
     with fixed_thread_team() as team:  # the thread count is part of the result (module docstring)
@@ -257,12 +259,16 @@ def _train(model, encoded: Encoded, collator: Collator, config: TrainConfig, pro
                     state.window[:] = 0
                     state.window_steps = 0
                     state.anchor_window = 0.0
-                if checkpointer is not None and checkpointer.due(state.step, total_steps):
+                stop = checkpointer is not None and state.step < total_steps and checkpointer.stop_requested()
+                if checkpointer is not None and (stop or checkpointer.due(state.step, total_steps)):
                     if scaler is not None:
                         state.scaler = scaler.state_dict()
                     checkpointer.save(model, optimizer, scheduler, state, fingerprint, steps_per_epoch=steps_per_epoch,
                                       total_steps=total_steps, seconds=time.perf_counter() - start)
                 bar.update(1)
+                if stop:  # asked to stop: the checkpoint above holds this step; resuming continues from it
+                    bar.close()
+                    raise TrainingStopped(state.step, total_steps)
     bar.close()
     model.release_anchor()
     model.set_progress(1.0)

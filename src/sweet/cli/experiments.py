@@ -91,6 +91,7 @@ def grid(
     threads: Annotated[Optional[int], typer.Option(metavar=POSITIVE, help="Local back-end: torch threads (default: torch's default). On a machine shared with other jobs, 1 can be several times faster than 2.")] = None,
     update_spec: Annotated[bool, typer.Option(help="Replace the spec stored in an existing grid directory.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Print the plan (runs finished/left, time estimate) and exit. It runs the checks a launch runs (a launch it would refuse fails the same way) and writes nothing.")] = False,
+    stop: Annotated[bool, typer.Option(help="Ask the launch running on --output to stop without losing training progress, and return at once: no further run starts, each run in training saves a checkpoint at its current step and stops (a run already past training finishes), and that launch ends with code 0. The next launch continues every stopped run from its checkpoint. (Ctrl-C stops at once, but each run in flight loses the steps since its last periodic checkpoint.)")] = False,
     progress: Progress = True,
 ) -> None:
     """Run an experiment grid (tasks x methods x seeds x learning rates). Resumable: finished runs are skipped,
@@ -99,11 +100,18 @@ def grid(
     from ..experiments import (
         grid_status,
         load_spec_file,
+        request_stop,
         run_grid,
         spec_from_dict,
         stored_spec,
     )
     from ..experiments import preset as get_preset
+
+    if stop:
+        path = request_stop(output)
+        typer.echo(f"wrote {path}: the launch on {output} stops once each run in training has saved its current step "
+                   "(a run past training finishes first); it removes the file when it ends")
+        return
 
     flags = _grid_flags(
         tasks=split_flag("--tasks", tasks, str), methods=split_flag("--methods", methods, str), name=name,
@@ -129,8 +137,10 @@ def grid(
         return
     res = run_grid(the_spec, output, data_dir=optional_str(data_dir), backend=backend, ray_address=ray_address,
                    update_spec=update_spec, progress=progress, command=command_line(), threads=threads)
+    stopped = (f"; stopped on request, {len(res.stopped)} run(s) saved at their current step (the next launch "
+               "continues them)") if res.stop_requested else ""
     typer.echo(f"grid '{the_spec.name}': {res.n_runs} runs, {res.skipped} already finished, {len(res.executed)} run now "
-               f"in {res.wall_seconds / 60:.1f} min. Next: sweet report {output}")
+               f"in {res.wall_seconds / 60:.1f} min{stopped}. Next: sweet report {output}")
 
 
 @app.command()

@@ -41,7 +41,7 @@ from .aggregate import (
                    t_interval,
                    versus_point,
 )
-from .backends import BACKENDS, GridResult, execute_run, grid_status, run_grid
+from .backends import BACKENDS, GridResult, execute_run, grid_status, request_stop, run_grid
 from .claims import CLAIMS, Claim, check_claims, paired_gaps
 from .continuation import check_continuation, describe_changes
 from .plan import (
@@ -101,7 +101,7 @@ __all__ = [
     "check_continuation", "check_field", "collect", "cost_label", "curve_on_grid", "describe_changes",
     "execute_run", "expand", "grid_status", "inspect_tasks", "is_size_sweep", "load_grid", "load_spec_file",
     "method_color", "method_colors", "plot_curves", "plot_gaps", "preset", "render_markdown",
-    "resolve_grid_data_dir", "run_grid", "run_key", "run_rel_dir", "run_state", "select_alpha",
+    "request_stop", "resolve_grid_data_dir", "run_grid", "run_key", "run_rel_dir", "run_state", "select_alpha",
     "select_learning_rates", "select_method_parameters", "sha256_file", "spec_from_dict", "spec_to_toml", "splits_digest", "stored_spec",
     "t_interval", "versus_point", "write_figures", "write_report", "write_run_curve",
 ]

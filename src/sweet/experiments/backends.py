@@ -4,11 +4,19 @@
 CPU/GPU request (``ray.init(address=...)``: a local instance by default, or a cluster). Both call
 :func:`execute_run`, which calls :func:`sweet.runs.run`, so the files are the same. On a cluster, the grid
 directory, the data directory and the backbone must be at the same paths on every node (a shared file system).
+
+Stopping a launch. Ctrl-C or SIGTERM stop it at once: each run in flight keeps its last periodic training
+checkpoint (every 200 steps by default) and loses the steps since. A stop request loses nothing: create the file
+``GRID_DIR/STOP`` (``sweet grid --output GRID_DIR --stop``); no further run starts, each run in training saves a
+checkpoint at its current step within one optimizer step and stops, a run already past training finishes, and
+the launch ends as "stopped" (exit code 0) and removes the file. The next launch continues every stopped run
+from its checkpoint, with the result of an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import signal
 import sys
@@ -22,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import runs as _runs
+from ..checkpoint import STOP_FILE, TrainingStopped
 from ..config import RunConfig
 from ..errors import SweetError, install_hint
 from ..evaluation import Evaluation
@@ -32,10 +41,12 @@ from .plan import GridRun, TaskInfo, WaitingRun, expand_stages, plan, run_state
 from .spec import GridSpec, load_spec_file, spec_to_toml
 from .store import (
     GRID_FILE,
+    LAUNCHES_FILE,
     SPEC_TOML,
     Launch,
     check_grid_dir,
     code_version,
+    launch_running,
     machine,
     now,
     write_gitignore,
@@ -45,11 +56,13 @@ from .store import (
 BACKENDS = ("local", "ray")
 
 
-def execute_run(config: dict, out_dir: str, progress: bool = False, num_threads: int | None = None) -> dict:
+def execute_run(config: dict, out_dir: str, progress: bool = False, num_threads: int | None = None,
+                stop_file: str | None = None) -> dict:
     """One grid run: the same :func:`sweet.runs.run` for every back-end. Returns a short summary.
 
     A run that was started before (a killed launch) continues from its training checkpoint when runs.py
-    supports that; if it cannot be resumed, it starts over."""
+    supports that; if it cannot be resumed, it starts over. ``stop_file``: the grid's stop request (the run
+    raises :class:`~sweet.checkpoint.TrainingStopped` once it has saved its current step)."""
     run = _runs.run  # looked up at call time (tests stand a fake in for it)
     if num_threads:
         torch.set_num_threads(max(1, int(num_threads)))
@@ -59,13 +72,14 @@ def execute_run(config: dict, out_dir: str, progress: bool = False, num_threads:
     out = Path(out_dir)
     started = (out / RUN_CONFIG).is_file() and not (out / METRICS_FILE).is_file()
     metrics = None
+    stop = {"stop_file": stop_file} if stop_file is not None else {}
     if started and "resume" in inspect.signature(run).parameters:
         try:
-            metrics = run(cfg, out, progress=progress, resume=True)
+            metrics = run(cfg, out, progress=progress, resume=True, **stop)
         except SweetError as exc:
             print(f"cannot resume {out} ({exc}); starting it over", file=sys.stderr)
     if metrics is None:
-        metrics = run(cfg, out, progress=progress, overwrite=True)
+        metrics = run(cfg, out, progress=progress, overwrite=True, **stop)
     return {
         "dir": out_dir,
         "seconds": metrics["timing"]["total_seconds"],
@@ -81,7 +95,9 @@ class GridResult:
     skipped: int  # finished before this launch
     executed: list[str] = field(default_factory=list)
     failed: list[tuple[str, str]] = field(default_factory=list)
+    stopped: list[str] = field(default_factory=list)  # runs that saved their current step on a stop request
     wall_seconds: float = 0.0
+    stop_requested: bool = False  # the launch ended on a stop request (GRID_DIR/STOP)
 
 
 
@@ -120,6 +136,9 @@ class _Progress:
         self.prior_done += r.estimate_seconds
         self.bar.update(1)
         self._refresh("")
+        self.write(message)
+
+    def write(self, message: str) -> None:
         if self.enabled:
             self.bar.write(message)
         else:
@@ -149,6 +168,20 @@ def stop_signals_interrupt():
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def request_stop(grid_dir: str | Path) -> Path:
+    """Ask the launch running on ``grid_dir`` to stop without losing training progress (module docstring):
+    writes ``GRID_DIR/STOP`` and returns its path. The launch answers within one optimizer step per run in
+    training; a run past training finishes first."""
+    grid_dir = Path(grid_dir)
+    if not (grid_dir / LAUNCHES_FILE).is_file():
+        raise SweetError(f"{grid_dir} is not a grid directory that was launched (no {LAUNCHES_FILE}); nothing to stop")
+    if launch_running(grid_dir.resolve()) is False:
+        raise SweetError(f"no 'sweet grid' launch is running on {grid_dir}; nothing to stop")
+    path = grid_dir / STOP_FILE
+    atomic_write_text(path, f"stop requested {now()}\n")
+    return path
 
 
 def _fmt_duration(seconds: float) -> str:
@@ -188,6 +221,10 @@ def run_grid(
     pending = [r for r in runs if states[r.rel_dir] != "finished"]
     grid_dir.mkdir(parents=True, exist_ok=True)
     write_gitignore(grid_dir)
+    stop_path = grid_dir / STOP_FILE
+    if stop_path.exists():  # a request to a launch that is over (this one would stop every run at its first step)
+        stop_path.unlink()
+        print(f"removed {stop_path}: a stop request left from an earlier launch", file=sys.stderr)
     schedule = _Schedule(spec, grid_dir, ddir, tasks, runs, waiting,
                          finished={d for d, state in states.items() if state == "finished"})
     if stored_spec_toml(grid_dir) != spec.to_dict():  # a spec.toml that already says it is kept as written
@@ -214,16 +251,25 @@ def run_grid(
         bar.done(r, msg)
         launch.save(executed=len(result.executed), failed=[{"dir": d, "error": e} for d, e in result.failed])
 
+    def on_stopped(r: GridRun, stop: TrainingStopped) -> None:
+        result.stopped.append(r.rel_dir)
+        bar.write(f"stopped {r.label} at step {stop.step} of {stop.total_steps} (checkpoint saved; the next launch "
+                  "continues it)")
+        launch.save(stopped=result.stopped)
+
     bar = None
     try:
         bar = _Progress(n_runs, result.skipped, [*pending, *waiting], progress)
         with stop_signals_interrupt():
             if backend == "local":
-                _run_local(schedule, grid_dir, executor or execute_run, bar, on_done, progress, threads)
+                run_one = executor or functools.partial(execute_run, stop_file=str(stop_path))
+                _run_local(schedule, grid_dir, run_one, bar, on_done, on_stopped, progress, threads, stop_path)
             elif pending:
-                _run_ray(schedule, grid_dir, spec, ray_address, on_done)
-        status = "failed" if result.failed else "completed"
+                _run_ray(schedule, grid_dir, spec, ray_address, on_done, on_stopped, stop_path)
+        result.stop_requested = stop_path.exists()
+        status = "failed" if result.failed else "stopped" if result.stop_requested else "completed"
     finally:
+        stop_path.unlink(missing_ok=True)  # the request is answered: the launch is over
         if bar is not None:
             bar.close()
         result.wall_seconds = round(time.perf_counter() - launch.t0, 1)
@@ -288,18 +334,21 @@ class _Schedule:
         return None
 
 
-def _run_local(schedule: _Schedule, grid_dir: Path, executor, bar: _Progress, on_done, progress: bool,
-               threads: int | None) -> None:
+def _run_local(schedule: _Schedule, grid_dir: Path, executor, bar: _Progress, on_done, on_stopped, progress: bool,
+               threads: int | None, stop_path: Path) -> None:
     before = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
-        while (r := schedule.take()) is not None:
+        while not stop_path.exists() and (r := schedule.take()) is not None:
             bar.start(r.label)
             try:
                 summary = executor(r.config.to_dict(), str(grid_dir / r.rel_dir), progress=progress)
             except (KeyboardInterrupt, SystemExit):
                 raise
+            except TrainingStopped as stop:
+                on_stopped(r, stop)
+                break
             except Exception as exc:  # one broken run must not stop the others; reported at the end
                 on_done(r, None, f"{type(exc).__name__}: {exc}")
                 continue
@@ -309,9 +358,9 @@ def _run_local(schedule: _Schedule, grid_dir: Path, executor, bar: _Progress, on
         torch.set_num_threads(before)
 
 
-def _ray_execute_run(config: dict, out_dir: str, num_threads: int) -> dict:
+def _ray_execute_run(config: dict, out_dir: str, num_threads: int, stop_file: str | None = None) -> dict:
     """The Ray task: the same function as the local back-end, no progress bars."""
-    return execute_run(config, out_dir, progress=False, num_threads=num_threads)
+    return execute_run(config, out_dir, progress=False, num_threads=num_threads, stop_file=stop_file)
 
 
 def _ray_slots(ray, spec: GridSpec) -> int:
@@ -323,7 +372,8 @@ def _ray_slots(ray, spec: GridSpec) -> int:
     return max(1, min(slots))
 
 
-def _run_ray(schedule: _Schedule, grid_dir: Path, spec: GridSpec, address: str | None, on_done) -> None:
+def _run_ray(schedule: _Schedule, grid_dir: Path, spec: GridSpec, address: str | None, on_done, on_stopped,
+             stop_path: Path) -> None:
     try:
         import ray  # an optional extra (sweet[ray]): imported only when the Ray back-end is used
     except ImportError:
@@ -345,8 +395,8 @@ def _run_ray(schedule: _Schedule, grid_dir: Path, spec: GridSpec, address: str |
         refs: dict = {}
         try:
             while True:
-                while len(refs) < slots and (r := schedule.take()) is not None:
-                    refs[task.remote(r.config.to_dict(), str(grid_dir / r.rel_dir), threads)] = r
+                while len(refs) < slots and not stop_path.exists() and (r := schedule.take()) is not None:
+                    refs[task.remote(r.config.to_dict(), str(grid_dir / r.rel_dir), threads, str(stop_path))] = r
                 if not refs:
                     break
                 done, _ = ray.wait(list(refs), num_returns=1)
@@ -356,6 +406,9 @@ def _run_ray(schedule: _Schedule, grid_dir: Path, spec: GridSpec, address: str |
                         summary = ray.get(ref)
                     except Exception as exc:  # RayTaskError wraps the worker's exception
                         cause = getattr(exc, "cause", None) or exc
+                        if isinstance(cause, TrainingStopped):
+                            on_stopped(r, cause)
+                            continue
                         lines = str(cause).strip().splitlines()
                         on_done(r, None, f"{type(cause).__name__}: {lines[-1] if lines else ''}")
                         continue

@@ -60,13 +60,15 @@ SPLITS_DIGEST = "splits_digest.json"
 GITIGNORE_TEXT = """\
 # Written by 'sweet grid'. 'git add GRID_DIR' commits the results (configs, metrics, training logs, split
 # digests, the grid's manifest and launches): enough to write the report and to continue the grid elsewhere.
-# Left out: model weights, training checkpoints and the per-run sample ids (splits_digest.json stands for them).
+# Left out: model weights, training checkpoints and the per-run sample ids (splits_digest.json stands for them),
+# and a stop request to a running launch (STOP).
 !runs/
 runs/**/model/
 runs/**/checkpoint/
 runs/**/splits.json
 .*.tmp
 .*.tmp.png
+STOP
 """
 
 
@@ -191,6 +193,20 @@ def lock_grid(grid_dir: Path) -> int | None:
 def unlock_grid(fd: int | None) -> None:
     if fd is not None:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def launch_running(grid_dir: Path) -> bool | None:
+    """Whether a launch holds ``grid_dir``'s lock now (None where the platform has no flock)."""
+    if fcntl is None:
+        return None
+    fd = os.open(grid_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 STALE_NOTE = ("its process ended without closing this record (killed, or its machine stopped); closed by the next "
