@@ -14,6 +14,7 @@ One module per concept:
 - :mod:`~sweet.experiments.continuation`: continuing a grid from its committed results on any machine: finished
   runs are reused, a change of data, options or sampling since they ran is refused, naming what changed;
 - :mod:`~sweet.experiments.backends`: executing a grid (:func:`run_grid`) on the local or the Ray back-end;
+- :mod:`~sweet.experiments.stopping`: stopping a launch: signals, and a stop request that loses no training step;
 - :mod:`~sweet.experiments.selection`: learning rate, gradient scale and a method's parameter chosen on the
   calibration split;
 - :mod:`~sweet.experiments.aggregate`: t-intervals over seeds (and over tasks), averaged curves, comparisons,
@@ -41,7 +42,7 @@ from .aggregate import (
                    t_interval,
                    versus_point,
 )
-from .backends import BACKENDS, GridResult, execute_run, grid_status, request_stop, run_grid
+from .backends import BACKENDS, GridResult, execute_run, grid_status, run_grid
 from .claims import CLAIMS, Claim, check_claims, paired_gaps
 from .continuation import check_continuation, describe_changes
 from .plan import (
@@ -79,6 +80,7 @@ from .spec import (
                    spec_from_dict,
                    spec_to_toml,
 )
+from .stopping import request_stop
 from .store import (
                    GITIGNORE,
                    GRID_FILE,

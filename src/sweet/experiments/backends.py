@@ -4,23 +4,14 @@
 CPU/GPU request (``ray.init(address=...)``: a local instance by default, or a cluster). Both call
 :func:`execute_run`, which calls :func:`sweet.runs.run`, so the files are the same. On a cluster, the grid
 directory, the data directory and the backbone must be at the same paths on every node (a shared file system).
-
-Stopping a launch. Ctrl-C or SIGTERM stop it at once: each run in flight keeps its last periodic training
-checkpoint (every 200 steps by default) and loses the steps since. A stop request loses nothing: create the file
-``GRID_DIR/STOP`` (``sweet grid --output GRID_DIR --stop``); no further run starts, each run in training saves a
-checkpoint at its current step within one optimizer step and stops, a run already past training finishes, and
-the launch ends as "stopped" (exit code 0) and removes the file. The next launch continues every stopped run
-from its checkpoint, with the result of an uninterrupted run.
+How a launch is stopped (signals, stop requests): :mod:`sweet.experiments.stopping`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,14 +30,13 @@ from ..rundir import METRICS_FILE, RUN_CONFIG, hide_hf_progress_bars
 from .continuation import DATA_SHA256, check_continuation
 from .plan import GridRun, TaskInfo, WaitingRun, expand_stages, plan, run_state
 from .spec import GridSpec, load_spec_file, spec_to_toml
+from .stopping import stop_signals_interrupt
 from .store import (
     GRID_FILE,
-    LAUNCHES_FILE,
     SPEC_TOML,
     Launch,
     check_grid_dir,
     code_version,
-    launch_running,
     machine,
     now,
     write_gitignore,
@@ -146,42 +136,6 @@ class _Progress:
 
     def close(self) -> None:
         self.bar.close()
-
-
-@contextlib.contextmanager
-def stop_signals_interrupt():
-    """While a grid runs, SIGTERM (and SIGINT where the process started with it ignored, as a background job of a
-    script does) stop it as Ctrl-C does: a KeyboardInterrupt, so that the launch record is closed as "interrupted"
-    and the process ends with code 130. Without it a grid stopped at a deadline by a signal kept "running" in
-    launches.json. Only in the main thread (signal handlers cannot be set elsewhere); restored afterwards."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum, frame):
-        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
-
-    sigs = [signal.SIGTERM] + ([signal.SIGINT] if signal.getsignal(signal.SIGINT) == signal.SIG_IGN else [])
-    previous = {sig: signal.signal(sig, interrupt) for sig in sigs}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
-def request_stop(grid_dir: str | Path) -> Path:
-    """Ask the launch running on ``grid_dir`` to stop without losing training progress (module docstring):
-    writes ``GRID_DIR/STOP`` and returns its path. The launch answers within one optimizer step per run in
-    training; a run past training finishes first."""
-    grid_dir = Path(grid_dir)
-    if not (grid_dir / LAUNCHES_FILE).is_file():
-        raise SweetError(f"{grid_dir} is not a grid directory that was launched (no {LAUNCHES_FILE}); nothing to stop")
-    if launch_running(grid_dir.resolve()) is False:
-        raise SweetError(f"no 'sweet grid' launch is running on {grid_dir}; nothing to stop")
-    path = grid_dir / STOP_FILE
-    atomic_write_text(path, f"stop requested {now()}\n")
-    return path
 
 
 def _fmt_duration(seconds: float) -> str:

@@ -172,6 +172,17 @@ def machine_label(m: dict | None) -> str:
     return m.get("host", "?") + (f" (boot {m['boot_id'][:8]})" if m.get("boot_id") else "")
 
 
+def _try_flock(grid_dir: Path) -> int | None:
+    """The descriptor of ``grid_dir`` holding its exclusive ``flock``, or None where another process holds it."""
+    fd = os.open(grid_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
 def lock_grid(grid_dir: Path) -> int | None:
     """Take the launch lock of ``grid_dir``: an advisory ``flock`` on the directory itself, so no file is written,
     and the kernel releases it when the process ends, however it ends. Returns the descriptor to pass to
@@ -179,14 +190,11 @@ def lock_grid(grid_dir: Path) -> int | None:
     fails here, instead of running the same runs twice."""
     if fcntl is None:
         return None
-    fd = os.open(grid_dir, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
+    fd = _try_flock(grid_dir)
+    if fd is None:
         raise SweetError(f"another 'sweet grid' launch is running on {grid_dir} (the last record in its "
                          f"{LAUNCHES_FILE} says since when and with which command); wait for it to end or stop it "
-                         "first") from None
+                         "first")
     return fd
 
 
@@ -199,14 +207,9 @@ def launch_running(grid_dir: Path) -> bool | None:
     """Whether a launch holds ``grid_dir``'s lock now (None where the platform has no flock)."""
     if fcntl is None:
         return None
-    fd = os.open(grid_dir, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    fd = _try_flock(grid_dir)
+    unlock_grid(fd)
+    return fd is None
 
 
 STALE_NOTE = ("its process ended without closing this record (killed, or its machine stopped); closed by the next "
