@@ -4,7 +4,9 @@ further run starts, the launch ends as "stopped" and removes the file) and the n
 
 from __future__ import annotations
 
+import os
 import pickle
+import signal
 import threading
 import time
 from pathlib import Path
@@ -74,6 +76,48 @@ def test_a_stopped_run_saves_its_current_step_and_resumes_to_the_uninterrupted_r
     run(config(dropout_backbone, tiny_glue_dir), out, progress=False, resume=True, stop_file=stop)
     assert read_json(out / "train_log.json")["resumed_at_steps"] == [STOP_AT, STOP_AT + 1]
     assert_same_result(finished_run, out)
+
+
+def test_ctrl_c_saves_the_step_in_progress_and_a_second_one_stops_at_once(
+        tmp_path, dropout_backbone, tiny_glue_dir, finished_run, monkeypatch, capsys):  # noqa: F811
+    from sweet.encoding import Collator
+
+    original, calls = Collator.__call__, {"n": 0}
+
+    def ctrl_c(self, encoded, rows):  # Ctrl-C while the batch of step STOP_AT is being made
+        calls["n"] += 1
+        if calls["n"] == STOP_AT:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, encoded, rows)
+
+    out = tmp_path / "run"
+    with monkeypatch.context() as mp:
+        mp.setattr(Collator, "__call__", ctrl_c)
+        with pytest.raises(KeyboardInterrupt, match=f"interrupted at step {STOP_AT} of {STEPS} \\(checkpoint saved\\)"):
+            run(config(dropout_backbone, tiny_glue_dir), out, progress=False)
+    assert "stopping once this step is done" in capsys.readouterr().err
+    assert checkpoint_step(out) == (STOP_AT, STEPS)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    run(config(dropout_backbone, tiny_glue_dir), out, progress=False, resume=True)
+    assert read_json(out / "train_log.json")["resumed_at_steps"] == [STOP_AT]
+    assert_same_result(finished_run, out)
+
+    # twice: the second Ctrl-C interrupts at once, inside the step (the periodic checkpoint at step 5 is the last)
+    calls["n"] = 0
+
+    def twice(self, encoded, rows):
+        calls["n"] += 1
+        if calls["n"] == STOP_AT:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, encoded, rows)
+
+    again = tmp_path / "again"
+    with monkeypatch.context() as mp:
+        mp.setattr(Collator, "__call__", twice)
+        with pytest.raises(KeyboardInterrupt, match="interrupted twice"):
+            run(config(dropout_backbone, tiny_glue_dir), again, progress=False)
+    assert checkpoint_step(again) == (5, STEPS)
 
 
 def test_no_stop_file_no_stop(tmp_path, dropout_backbone, tiny_glue_dir, finished_run):  # noqa: F811

@@ -19,8 +19,9 @@ is the number of optimizer steps done: ``epoch, batch = divmod(step, steps_per_e
 
 A stop on request loses nothing: with a ``stop_file``, training checks after every optimizer step whether that
 file exists; when it does, it saves a checkpoint at the current step and raises :class:`TrainingStopped`
-(``sweet grid`` uses ``GRID_DIR/STOP``: :data:`STOP_FILE`). Killing the process instead loses the steps since
-the last periodic checkpoint.
+(``sweet grid`` uses ``GRID_DIR/STOP``: :data:`STOP_FILE`). Ctrl-C does the same (:func:`interrupt_after_step`):
+the first SIGINT while training saves the step in progress once it is done and raises KeyboardInterrupt; a
+second one stops at once. Killing the process instead loses the steps since the last periodic checkpoint.
 """
 
 from __future__ import annotations
@@ -30,6 +31,10 @@ import json
 import os
 import random
 import shutil
+import signal
+import sys
+import threading
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,6 +114,32 @@ class TrainingStopped(Exception):
 
     def __str__(self) -> str:
         return f"training stopped on request at step {self.step} of {self.total_steps} (checkpoint saved)"
+
+
+@contextmanager
+def interrupt_after_step():
+    """While training: the first Ctrl-C (SIGINT) sets the yielded flag (``flag["asked"]``) instead of interrupting,
+    so that the loop can finish the step in progress, save it, and then raise KeyboardInterrupt; a second Ctrl-C
+    interrupts at once. Only in the main thread and where SIGINT is handled by Python (not where it is ignored);
+    the previous handler is restored afterwards."""
+    flag = {"asked": False}
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or not callable(previous):
+        yield flag
+        return
+
+    def ask(signum, frame):
+        if flag["asked"]:
+            raise KeyboardInterrupt("interrupted twice: stopped at once")
+        flag["asked"] = True
+        print("\ninterrupt: stopping once this step is done, with a checkpoint of it (Ctrl-C again: at once)",
+              file=sys.stderr, flush=True)
+
+    signal.signal(signal.SIGINT, ask)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 class Checkpointer:

@@ -50,7 +50,13 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from .checkpoint import Checkpointer, TrainingStopped, TrainState, training_fingerprint
+from .checkpoint import (
+    Checkpointer,
+    TrainingStopped,
+    TrainState,
+    interrupt_after_step,
+    training_fingerprint,
+)
 from .encoding import Collator, Encoded, bucketed_batches
 from .errors import SweetError
 from .gradients import pcgrad_backward
@@ -172,15 +178,16 @@ def train(model, encoded: Encoded, collator: Collator, config: TrainConfig, prog
     ``checkpointer.every`` steps and after the last step. With ``resume=True`` too, training continues from
     that checkpoint (if there is one) and ends exactly as an uninterrupted run with the same seed would. When
     the checkpointer's stop file appears, the current step is saved and :class:`~sweet.checkpoint.TrainingStopped`
-    is raised."""
+    is raised; on Ctrl-C, the step in progress is finished and saved, then KeyboardInterrupt is raised
+    (:func:`~sweet.checkpoint.interrupt_after_step`)."""
     if encoded.labels is None:
         raise SweetError("training data has no labels")
-    with fixed_thread_team() as team:  # the thread count is part of the result (module docstring)
-        return _train(model, encoded, collator, config, progress, checkpointer, resume, team)
+    with fixed_thread_team() as team, interrupt_after_step() as interrupt:  # the thread count: module docstring
+        return _train(model, encoded, collator, config, progress, checkpointer, resume, team, interrupt)
 
 
 def _train(model, encoded: Encoded, collator: Collator, config: TrainConfig, progress: bool,
-           checkpointer: Checkpointer | None, resume: bool, team: dict) -> dict:
+           checkpointer: Checkpointer | None, resume: bool, team: dict, interrupt: dict) -> dict:
     """Long on purpose: the training loop read top to bottom (forward, backward, clip, step, log, checkpoint), as in nanoGPT."""
     threads = team["threads"]
     seed_everything(config.seed)
@@ -259,15 +266,20 @@ def _train(model, encoded: Encoded, collator: Collator, config: TrainConfig, pro
                     state.window[:] = 0
                     state.window_steps = 0
                     state.anchor_window = 0.0
-                stop = checkpointer is not None and state.step < total_steps and checkpointer.stop_requested()
+                # asked to stop (Ctrl-C, or the stop file): the checkpoint below holds this step; a resume goes on from it
+                stop = state.step < total_steps and (interrupt["asked"] or (checkpointer is not None
+                                                                            and checkpointer.stop_requested()))
                 if checkpointer is not None and (stop or checkpointer.due(state.step, total_steps)):
                     if scaler is not None:
                         state.scaler = scaler.state_dict()
                     checkpointer.save(model, optimizer, scheduler, state, fingerprint, steps_per_epoch=steps_per_epoch,
                                       total_steps=total_steps, seconds=time.perf_counter() - start)
                 bar.update(1)
-                if stop:  # asked to stop: the checkpoint above holds this step; resuming continues from it
+                if stop:
                     bar.close()
+                    if interrupt["asked"]:
+                        raise KeyboardInterrupt(f"interrupted at step {state.step} of {total_steps}"
+                                                + (" (checkpoint saved)" if checkpointer is not None else ""))
                     raise TrainingStopped(state.step, total_steps)
     bar.close()
     model.release_anchor()

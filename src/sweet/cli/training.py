@@ -108,7 +108,7 @@ def train(
     data_source: DataSource = "local",
     allow_partial_depth: Annotated[bool, typer.Option(help="Allow the last exit below the backbone's depth (the encoder is cut after it).")] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace a finished run in --output.")] = False,
-    checkpoint_every: Annotated[int, typer.Option(metavar=NON_NEGATIVE, help="Save a training checkpoint (model, optimizer, scheduler, RNG states, data position) every N optimizer steps into OUTPUT/checkpoint/step-NNNNNNN.safetensors; 0 turns checkpoints off.")] = 200,
+    checkpoint_every: Annotated[int, typer.Option(metavar=NON_NEGATIVE, help="Save a training checkpoint (model, optimizer, scheduler, RNG states, data position) every N optimizer steps into OUTPUT/checkpoint/step-NNNNNNN.safetensors; 0 turns checkpoints off. Ctrl-C also saves one, of the step in progress (a second Ctrl-C stops at once).")] = 200,
     resume: Annotated[bool, typer.Option(help="Continue the unfinished run in --output from its checkpoint (pass the same options); the result equals that of an uninterrupted run.")] = False,
     learn_exit: Annotated[bool, typer.Option("--learn-exit", help="Also fit learning-to-exit modules (one Linear+sigmoid per exit, MSE against 'this exit is correct') after fine-tuning, on the held-out calibration split with the model frozen; enables --policy learned.")] = False,
     device: Device = "auto",
