@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from sweet.checkpoint import STOP_FILE, TrainingStopped, checkpoint_step
 from sweet.cli import app
 from sweet.errors import SweetError
-from sweet.experiments import LAUNCHES_FILE, request_stop, run_grid
+from sweet.experiments import LAUNCHES_FILE, grid_status, request_stop, run_grid
 from sweet.experiments.store import launch_running, lock_grid, unlock_grid
 from sweet.io import read_json
 from sweet.runs import run
@@ -149,6 +149,13 @@ def test_a_grid_stops_on_request_and_the_next_launch_continues_to_the_same_resul
     record = read_json(grid / LAUNCHES_FILE)[-1]
     assert record["status"] == "stopped" and record["stopped"] == first.stopped
     assert "stopped sst2" in capsys.readouterr().err
+    # --dry-run counts the stopped run's steps left only
+    status = grid_status(spec, grid, data_dir=str(tiny_glue_dir))
+    by_dir = {r["dir"]: r for r in status["runs"]}
+    assert status["partial"] == 1 and by_dir[first.stopped[0]]["steps"] == [3, 10]
+    full = sum(r["estimate_seconds"] for r in status["runs"])
+    assert status["estimate_seconds_left"] == pytest.approx(full - 0.3 * by_dir[first.stopped[0]]["estimate_seconds"],
+                                                            abs=1)
 
     (grid / STOP_FILE).write_text("left over\n")  # a stale request does not stop the next launch
     second = run_grid(spec, grid, data_dir=str(tiny_glue_dir), progress=False, command="test")

@@ -55,10 +55,13 @@ def _describe_plan(spec, status: dict) -> list[str]:
         if r["state"] == "waiting":
             waits[r["waits_for"]] = waits.get(r["waits_for"], 0) + 1
     waiting = f", {status['waiting']} waiting (below)" if status["waiting"] else ""
+    at = [f"{r['steps'][0]}/{r['steps'][1]}" for r in status["runs"] if r.get("steps")]
+    at = f" (checkpoints here at step {', '.join(at)})" if at else ""
     return [f"grid '{spec.name}': {status['n_runs']} runs ({shape}); {status['finished']} finished, "
-            f"{status['partial']} started, {status['pending']} not started{waiting}",
+            f"{status['partial']} started{at}, {status['pending']} not started{waiting}",
             *(f"  waiting: {n} run{'s' if n > 1 else ''} for {reason}" for reason, n in waits.items()),
-            f"estimated time left, one run at a time: ~{status['estimate_seconds_left'] / 60:.0f} min (a cost model "
+            f"estimated time left, one run at a time: ~{status['estimate_seconds_left'] / 60:.0f} min (started runs: "
+            "their steps left; a cost model "
             "whose speeds were measured on a 2-core AMD EPYC when idle: the default backbone ~91 training examples/s "
             "on SST-2, pair tasks 3-4x slower, mpnet ~6.7x slower; it does not time this machine, and runs on shared cores take ~1.3x longer)"]
 

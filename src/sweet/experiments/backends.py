@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import runs as _runs
-from ..checkpoint import STOP_FILE, TrainingStopped
+from ..checkpoint import STOP_FILE, TrainingStopped, checkpoint_step
 from ..config import RunConfig
 from ..errors import SweetError, install_hint
 from ..evaluation import Evaluation
@@ -387,22 +387,34 @@ def stored_spec_toml(grid_dir: Path) -> dict | None:
 
 def grid_status(spec: GridSpec, grid_dir: str | Path, data_dir: str | None = None, update_spec: bool = False) -> dict:
     """How many runs are finished / started / pending, and the prior time estimate of what is left (``sweet grid
-    --dry-run``). It runs the checks a launch runs first (:func:`run_grid`), so a plan that a launch would refuse
-    fails here with the same message; it writes nothing."""
+    --dry-run``). A started run with a training checkpoint on this machine counts only its steps left (training
+    is nearly all of a run's estimate: evaluation is ~1-3% of it at the paper's sizes) and reports them as
+    ``steps`` (done, total). It runs the checks a launch runs first (:func:`run_grid`), so a plan that a launch
+    would refuse fails here with the same message; it writes nothing."""
     grid_dir = Path(grid_dir).resolve()
     check_grid_dir(grid_dir, spec, update_spec)
     runs, waiting, tasks, ddir = plan(spec, grid_dir, data_dir)
     states = [run_state(grid_dir, r) for r in runs]
     check_continuation(grid_dir, runs, tasks, ddir, update_spec, write=False)
-    left = [r for r, s in zip(runs, states) if s != "finished"]
+    steps = {r.rel_dir: checkpoint_step(grid_dir / r.rel_dir) for r, s in zip(runs, states) if s == "partial"}
+
+    def left(r: GridRun, state: str) -> float:
+        if state == "finished":
+            return 0.0
+        at = steps.get(r.rel_dir)
+        return r.estimate_seconds * (1.0 - at[0] / at[1]) if at and at[1] > 0 else r.estimate_seconds
+
     return {
         "n_runs": len(runs) + len(waiting),
         "finished": states.count("finished"),
         "partial": states.count("partial"),
         "pending": states.count("pending"),
         "waiting": len(waiting),
-        "estimate_seconds_left": round(sum(r.estimate_seconds for r in [*left, *waiting])),
-        "runs": [{"dir": r.rel_dir, "state": s, "estimate_seconds": round(r.estimate_seconds)} for r, s in zip(runs, states)]
+        "estimate_seconds_left": round(sum(left(r, s) for r, s in zip(runs, states))
+                                       + sum(w.estimate_seconds for w in waiting)),
+        "runs": [{"dir": r.rel_dir, "state": s, "estimate_seconds": round(r.estimate_seconds),
+                  **({"steps": list(steps[r.rel_dir])} if steps.get(r.rel_dir) else {})}
+                 for r, s in zip(runs, states)]
         + [{"dir": None, "label": w.label, "state": "waiting", "waits_for": w.reason,
             "estimate_seconds": round(w.estimate_seconds)}
            for w in waiting],
