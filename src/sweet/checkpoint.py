@@ -48,7 +48,7 @@ from .io import atomic_write_json, sha256_file
 from .modeling import refuse_pickle
 
 CHECKPOINT_DIR = "checkpoint"
-STOP_FILE = "STOP"  # a grid directory's stop request (sweet.experiments.backends)
+STOP_FILE = "STOP"  # a grid directory's stop request (sweet.experiments.stopping)
 STATE_NAME = "state.json"
 FORMAT_VERSION = 1
 _STATE_KEYS = {"format_version", "step", "epoch", "batch", "steps_per_epoch", "total_steps", "weights",

@@ -94,7 +94,7 @@ def grid(
     threads: Annotated[Optional[int], typer.Option(metavar=POSITIVE, help="Local back-end: torch threads (default: torch's default). On a machine shared with other jobs, 1 can be several times faster than 2.")] = None,
     update_spec: Annotated[bool, typer.Option(help="Replace the spec stored in an existing grid directory.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Print the plan (runs finished/left, time estimate) and exit. It runs the checks a launch runs (a launch it would refuse fails the same way) and writes nothing.")] = False,
-    stop: Annotated[bool, typer.Option(help="Ask the launch running on --output to stop without losing training progress, and return at once: no further run starts, each run in training saves a checkpoint at its current step and stops (a run already past training finishes), and that launch ends with code 0. The next launch continues every stopped run from its checkpoint. (Ctrl-C stops at once, but each run in flight loses the steps since its last periodic checkpoint.)")] = False,
+    stop: Annotated[bool, typer.Option(help="Ask the launch running on --output to stop without losing training progress, and return at once: no further run starts, each run in training saves a checkpoint at its current step and stops (a run already past training finishes), and that launch ends with code 0. The next launch continues every stopped run from its checkpoint. (Ctrl-C stops too: on the local back-end each run in training saves its step in progress; on Ray, runs in flight lose the steps since their last periodic checkpoint.)")] = False,
     progress: Progress = True,
 ) -> None:
     """Run an experiment grid (tasks x methods x seeds x learning rates). Resumable: finished runs are skipped,

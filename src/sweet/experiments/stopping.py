@@ -1,12 +1,14 @@
 """Stopping a grid launch.
 
-Ctrl-C or SIGTERM stop it at once (:func:`stop_signals_interrupt`): each run in flight keeps its last periodic
-training checkpoint (every 200 steps by default) and loses the steps since. A stop request loses nothing
-(:func:`request_stop`): it creates the file ``GRID_DIR/STOP`` (``sweet grid --output GRID_DIR --stop``); no
-further run starts, each run in training saves a checkpoint at its current step within one optimizer step and
-stops (:class:`sweet.checkpoint.TrainingStopped`), a run already past training finishes, and the launch ends as
-"stopped" (exit code 0) and removes the file. The next launch continues every stopped run from its checkpoint,
-with the result of an uninterrupted run.
+SIGTERM stops it at once (:func:`stop_signals_interrupt`): each run in flight keeps its last periodic training
+checkpoint (every 200 steps by default) and loses the steps since. So does Ctrl-C on the Ray back-end; on the
+local back-end the run in training first saves its step in progress (:func:`sweet.checkpoint.interrupt_after_step`).
+
+A stop request loses nothing on either back-end (:func:`request_stop`): it creates the file ``GRID_DIR/STOP``
+(``sweet grid --output GRID_DIR --stop``); no further run starts, each run in training saves a checkpoint at its
+current step within one optimizer step and stops (:class:`sweet.checkpoint.TrainingStopped`), a run already past
+training finishes, and the launch ends as "stopped" (exit code 0) and removes the file. The next launch
+continues every stopped run from its checkpoint, with the result of an uninterrupted run.
 """
 
 from __future__ import annotations
