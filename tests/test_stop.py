@@ -170,6 +170,27 @@ def test_a_grid_stops_on_request_and_the_next_launch_continues_to_the_same_resul
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_ctrl_c_on_the_local_back_end_keeps_the_step_in_progress(tmp_path, tiny_backbone_dir, tiny_glue_dir,
+                                                                 monkeypatch):
+    from sweet.encoding import Collator
+
+    original, calls = Collator.__call__, {"n": 0}
+
+    def ctrl_c(self, encoded, rows):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            os.kill(os.getpid(), signal.SIGINT)
+        return original(self, encoded, rows)
+
+    grid = tmp_path / "g"
+    monkeypatch.setattr(Collator, "__call__", ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        run_grid(_grid_spec(tiny_backbone_dir), grid, data_dir=str(tiny_glue_dir), progress=False)
+    assert read_json(grid / LAUNCHES_FILE)[-1]["status"] == "interrupted"
+    (started,) = [p.parent for p in grid.glob("runs/**/run_config.json")]
+    assert checkpoint_step(started) == (3, 10)  # not the periodic checkpoint (every 200 steps): the step in progress
+
+
 def test_a_stop_request_needs_a_running_launch(tmp_path, tiny_backbone_dir, tiny_glue_dir):
     errors_md = (Path(__file__).parents[1] / "docs" / "errors.md").read_text(encoding="utf-8")
     grid = tmp_path / "g"
