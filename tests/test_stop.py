@@ -37,9 +37,9 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 STOP_AT = 7  # not a multiple of the checkpoint interval (5): the stop saves a step no periodic checkpoint has
 
 
-def stop_file_at_step(monkeypatch, step: int, stop_file: Path) -> None:
-    """Create ``stop_file`` when the training collator is asked for the batch of ``step`` (1-based): training
-    sees it after that step."""
+def on_batch(monkeypatch, step: int, action) -> None:
+    """Call ``action()`` when the training collator is asked for the batch of ``step`` (1-based): training sees
+    its effect after that step (or, for an exception, inside it)."""
     from sweet.encoding import Collator
 
     original, calls = Collator.__call__, {"n": 0}
@@ -47,10 +47,21 @@ def stop_file_at_step(monkeypatch, step: int, stop_file: Path) -> None:
     def counting(self, encoded, rows):
         calls["n"] += 1
         if calls["n"] == step:
-            stop_file.write_text("stop\n")
+            action()
         return original(self, encoded, rows)
 
     monkeypatch.setattr(Collator, "__call__", counting)
+
+
+def stop_file_at_step(monkeypatch, step: int, stop_file: Path) -> None:
+    on_batch(monkeypatch, step, lambda: stop_file.write_text("stop\n"))
+
+
+def ctrl_c(times: int = 1):
+    def press():
+        for _ in range(times):
+            os.kill(os.getpid(), signal.SIGINT)
+    return press
 
 
 def test_training_stopped_survives_pickling():  # Ray hands a worker's exception back pickled
@@ -80,19 +91,9 @@ def test_a_stopped_run_saves_its_current_step_and_resumes_to_the_uninterrupted_r
 
 def test_ctrl_c_saves_the_step_in_progress_and_a_second_one_stops_at_once(
         tmp_path, dropout_backbone, tiny_glue_dir, finished_run, monkeypatch, capsys):  # noqa: F811
-    from sweet.encoding import Collator
-
-    original, calls = Collator.__call__, {"n": 0}
-
-    def ctrl_c(self, encoded, rows):  # Ctrl-C while the batch of step STOP_AT is being made
-        calls["n"] += 1
-        if calls["n"] == STOP_AT:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(self, encoded, rows)
-
     out = tmp_path / "run"
     with monkeypatch.context() as mp:
-        mp.setattr(Collator, "__call__", ctrl_c)
+        on_batch(mp, STOP_AT, ctrl_c())  # Ctrl-C while the batch of step STOP_AT is being made
         with pytest.raises(KeyboardInterrupt, match=f"interrupted at step {STOP_AT} of {STEPS} \\(checkpoint saved\\)"):
             run(config(dropout_backbone, tiny_glue_dir), out, progress=False)
     assert "stopping once this step is done" in capsys.readouterr().err
@@ -103,18 +104,9 @@ def test_ctrl_c_saves_the_step_in_progress_and_a_second_one_stops_at_once(
     assert_same_result(finished_run, out)
 
     # twice: the second Ctrl-C interrupts at once, inside the step (the periodic checkpoint at step 5 is the last)
-    calls["n"] = 0
-
-    def twice(self, encoded, rows):
-        calls["n"] += 1
-        if calls["n"] == STOP_AT:
-            os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(self, encoded, rows)
-
     again = tmp_path / "again"
     with monkeypatch.context() as mp:
-        mp.setattr(Collator, "__call__", twice)
+        on_batch(mp, STOP_AT, ctrl_c(times=2))
         with pytest.raises(KeyboardInterrupt, match="interrupted twice"):
             run(config(dropout_backbone, tiny_glue_dir), again, progress=False)
     assert checkpoint_step(again) == (5, STEPS)
@@ -172,18 +164,8 @@ def test_a_grid_stops_on_request_and_the_next_launch_continues_to_the_same_resul
 
 def test_ctrl_c_on_the_local_back_end_keeps_the_step_in_progress(tmp_path, tiny_backbone_dir, tiny_glue_dir,
                                                                  monkeypatch):
-    from sweet.encoding import Collator
-
-    original, calls = Collator.__call__, {"n": 0}
-
-    def ctrl_c(self, encoded, rows):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            os.kill(os.getpid(), signal.SIGINT)
-        return original(self, encoded, rows)
-
     grid = tmp_path / "g"
-    monkeypatch.setattr(Collator, "__call__", ctrl_c)
+    on_batch(monkeypatch, 3, ctrl_c())
     with pytest.raises(KeyboardInterrupt):
         run_grid(_grid_spec(tiny_backbone_dir), grid, data_dir=str(tiny_glue_dir), progress=False)
     assert read_json(grid / LAUNCHES_FILE)[-1]["status"] == "interrupted"

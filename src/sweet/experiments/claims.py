@@ -50,7 +50,7 @@ class Claim:
         """The verdict from a gap's interval; ``point_gaps``: the mean gap at each exit or cost of the scope (a
         "comparable or better" claim is not supported where A is behind at every one of them); ``unit``: what
         the interval is over (named when there is only one)."""
-        mean, low, high = (stats[k] for k in ("mean", "low", "high"))
+        mean, low, high = stats["mean"], stats["low"], stats["high"]
         if mean is None:
             return "no data"
         if low is None:  # one seed (or one task): no interval
