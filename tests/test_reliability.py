@@ -71,8 +71,9 @@ class Crash(Exception):
     """Stands in for a crash inside a run."""
 
 
-def crash_at_step(monkeypatch, step: int) -> None:
-    """Make the training collator raise when it is asked for the batch of ``step`` (1-based)."""
+def on_batch(monkeypatch, step: int, action) -> None:
+    """Call ``action()`` when the training collator is asked for the batch of ``step`` (1-based): training sees
+    its effect after that step (or, for an exception, inside it)."""
     from sweet.encoding import Collator
 
     original, calls = Collator.__call__, {"n": 0}
@@ -80,10 +81,19 @@ def crash_at_step(monkeypatch, step: int) -> None:
     def counting(self, encoded, rows):
         calls["n"] += 1
         if calls["n"] == step:
-            raise Crash(f"simulated crash at step {step}")
+            action()
         return original(self, encoded, rows)
 
     monkeypatch.setattr(Collator, "__call__", counting)
+
+
+def crash_at_step(monkeypatch, step: int) -> None:
+    """Make the training collator raise when it is asked for the batch of ``step`` (1-based)."""
+
+    def crash():
+        raise Crash(f"simulated crash at step {step}")
+
+    on_batch(monkeypatch, step, crash)
 
 
 @pytest.fixture(scope="module")

@@ -30,27 +30,12 @@ from .test_reliability import (  # noqa: F401  (fixtures: a 4-layer BERT with dr
     config,
     dropout_backbone,
     finished_run,
+    on_batch,
 )
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 STOP_AT = 7  # not a multiple of the checkpoint interval (5): the stop saves a step no periodic checkpoint has
-
-
-def on_batch(monkeypatch, step: int, action) -> None:
-    """Call ``action()`` when the training collator is asked for the batch of ``step`` (1-based): training sees
-    its effect after that step (or, for an exception, inside it)."""
-    from sweet.encoding import Collator
-
-    original, calls = Collator.__call__, {"n": 0}
-
-    def counting(self, encoded, rows):
-        calls["n"] += 1
-        if calls["n"] == step:
-            action()
-        return original(self, encoded, rows)
-
-    monkeypatch.setattr(Collator, "__call__", counting)
 
 
 def stop_file_at_step(monkeypatch, step: int, stop_file: Path) -> None:
