@@ -477,6 +477,47 @@ def test_cli_grid_errors_are_one_line_and_name_the_field(tmp_path, tiny_glue_dir
     assert p.returncode == 2 and "not a sweet grid directory" in err
 
 
+def test_dry_run_scales_the_estimate_by_how_long_the_finished_runs_took(local_grid, tmp_path, tiny_glue_dir):
+    import shutil
+
+    from sweet.cli.experiments import _describe_plan
+    from sweet.experiments.plan import plan
+
+    spec, local_dir, _ = local_grid
+    grid_dir = tmp_path / "g"
+    shutil.copytree(local_dir, grid_dir)
+    runs = read_json(grid_dir / GRID_FILE)["runs"]
+    for r in runs[:6]:  # not started
+        shutil.rmtree(grid_dir / r["dir"])
+    for i, r in enumerate(runs[6:]):  # finished: known times; one metrics.json without a timing is not counted
+        metrics = read_json(grid_dir / r["dir"] / "metrics.json")
+        if i == 0:
+            metrics.pop("timing")
+        else:
+            metrics["timing"]["total_seconds"] = 10.0 * i
+        atomic_write_json(grid_dir / r["dir"] / "metrics.json", metrics)
+    status = grid_status(spec, grid_dir, str(tiny_glue_dir))
+    est = {r.rel_dir: r.estimate_seconds for r in plan(spec, grid_dir, str(tiny_glue_dir))[0]}  # unrounded
+    measured = status["measured"]
+    assert measured["runs"] == 9 and measured["seconds"] == 10 * sum(range(1, 10))
+    assert measured["ratio"] == pytest.approx(450 / sum(est[r["dir"]] for r in runs[7:]), abs=1e-3)
+    left = sum(est[r["dir"]] for r in runs[:6])
+    assert status["estimate_seconds_left"] == round(left)
+    assert measured["seconds_left"] == pytest.approx(left * measured["ratio"], abs=1)
+
+    lines = _describe_plan(spec, status, side_by_side=2)
+    assert lines[-1] == (f"measured: this grid's 9 finished runs took {measured['ratio']:.1f}x the estimate of them "
+                         f"(8 min against {measured['estimate_seconds'] / 60:.0f}, at the load they ran under): at "
+                         f"that rate ~{measured['seconds_left'] / 60:.0f} run-minutes left, "
+                         f"~{measured['seconds_left'] / 120:.0f} min with 2 runs side by side")
+    assert _describe_plan(spec, status)[-1].endswith("run-minutes left, one run at a time")
+    # before a run has finished (or with none timed) there is nothing to measure: the prior estimate only
+    for r in runs[6:]:
+        shutil.rmtree(grid_dir / r["dir"])
+    status = grid_status(spec, grid_dir, str(tiny_glue_dir))
+    assert status["measured"] is None and _describe_plan(spec, status)[-1].startswith("estimated time left")
+
+
 @pytest.mark.slow
 def test_cli_dry_run_and_report(local_grid, tmp_path):
     _, grid_dir, _ = local_grid

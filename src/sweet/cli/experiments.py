@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -33,7 +34,19 @@ def _grid_flags(**given) -> dict:
     return flags
 
 
-def _describe_plan(spec, status: dict) -> list[str]:
+def _measured_line(measured: dict | None, side_by_side: int) -> list[str]:
+    if measured is None:
+        return []
+    n, left = measured["runs"], measured["seconds_left"] / 60
+    wall = (f", ~{left / side_by_side:.0f} min with {side_by_side} runs side by side" if side_by_side > 1
+            else ", one run at a time")
+    return [f"measured: this grid's {n} finished run{'s' if n > 1 else ''} took {measured['ratio']:.1f}x the estimate "
+            f"of {'them' if n > 1 else 'it'} ({measured['seconds'] / 60:.0f} min against "
+            f"{measured['estimate_seconds'] / 60:.0f}, at the load they ran under): at that rate ~{left:.0f} "
+            f"run-minutes left{wall}"]
+
+
+def _describe_plan(spec, status: dict, side_by_side: int = 1) -> list[str]:
     sizes = f" x {len(spec.train_sizes)} training sizes" if spec.is_size_sweep else ""
     if spec.learning_rates_from is not None:
         whose = "its method's" if spec.learning_rate_method == "same" else f"{spec.learning_rate_method}'s"
@@ -63,7 +76,8 @@ def _describe_plan(spec, status: dict) -> list[str]:
             f"estimated time left, one run at a time: ~{status['estimate_seconds_left'] / 60:.0f} min (started runs: "
             "their steps left; a cost model "
             "whose speeds were measured on a 2-core AMD EPYC when idle: the default backbone ~91 training examples/s "
-            "on SST-2, pair tasks 3-4x slower, mpnet ~6.7x slower; it does not time this machine, and runs on shared cores take ~1.3x longer)"]
+            "on SST-2, pair tasks 3-4x slower, mpnet ~6.7x slower; it does not time this machine, and runs on shared cores take ~1.3x longer)",
+            *_measured_line(status.get("measured"), side_by_side)]
 
 
 @app.command()
@@ -93,7 +107,7 @@ def grid(
     param_selection: Annotated[Optional[str], typer.Option("--param-selection", help="Where the grid runs several values of one method (e.g. grad_scale@0.25,grad_scale@0.75): 'all_seeds' (default: every seed runs every value) or 'first_seed_worst_deficit' (the first seed runs every value; later seeds run only the value whose worst deficit against the better of the reference grid's early_exit and sweet, over the five fixed costs of the first seed's calibration split, is largest; needs --learning-rates-from).")] = None,
     threads: Annotated[Optional[int], typer.Option(metavar=POSITIVE, help="Local back-end: torch threads (default: torch's default). On a machine shared with other jobs, 1 can be several times faster than 2.")] = None,
     update_spec: Annotated[bool, typer.Option(help="Replace the spec stored in an existing grid directory.")] = False,
-    dry_run: Annotated[bool, typer.Option(help="Print the plan (runs finished/left, time estimate) and exit. It runs the checks a launch runs (a launch it would refuse fails the same way) and writes nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Print the plan (runs finished/left, time estimate; once runs have finished, also scaled by how long they took here) and exit. It runs the checks a launch runs (a launch it would refuse fails the same way) and writes nothing.")] = False,
     stop: Annotated[bool, typer.Option(help="Ask the launch running on --output to stop without losing training progress, and return at once: no further run starts, each run in training saves a checkpoint at its current step and stops (a run already past training finishes), and that launch ends with code 0. The next launch continues every stopped run from its checkpoint. (Ctrl-C stops too: on the local back-end each run in training saves its step in progress; on Ray, runs in flight lose the steps since their last periodic checkpoint.)")] = False,
     progress: Progress = True,
 ) -> None:
@@ -135,7 +149,10 @@ def grid(
         base = old.to_dict() if old is not None else {}
     the_spec = spec_from_dict(flags, source="command line", base=base)
     if dry_run:
-        for line in _describe_plan(the_spec, grid_status(the_spec, output, optional_str(data_dir), update_spec)):
+        side_by_side = (max(1, int((os.cpu_count() or 1) // the_spec.cpus_per_run))
+                        if backend == "ray" and ray_address is None else 1)
+        for line in _describe_plan(the_spec, grid_status(the_spec, output, optional_str(data_dir), update_spec),
+                                   side_by_side):
             typer.echo(line)
         return
     res = run_grid(the_spec, output, data_dir=optional_str(data_dir), backend=backend, ray_address=ray_address,
