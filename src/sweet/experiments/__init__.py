@@ -42,7 +42,7 @@ from .aggregate import (
                    t_interval,
                    versus_point,
 )
-from .backends import BACKENDS, GridResult, execute_run, grid_status, run_grid
+from .backends import BACKENDS, GridResult, execute_run, run_grid
 from .claims import CLAIMS, Claim, check_claims, paired_gaps
 from .continuation import check_continuation, describe_changes
 from .plan import (
@@ -80,6 +80,7 @@ from .spec import (
                    spec_from_dict,
                    spec_to_toml,
 )
+from .status import grid_status
 from .stopping import request_stop
 from .store import (
                    GITIGNORE,

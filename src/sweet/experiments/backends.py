@@ -4,7 +4,8 @@
 CPU/GPU request (``ray.init(address=...)``: a local instance by default, or a cluster). Both call
 :func:`execute_run`, which calls :func:`sweet.runs.run`, so the files are the same. On a cluster, the grid
 directory, the data directory and the backbone must be at the same paths on every node (a shared file system).
-How a launch is stopped (signals, stop requests): :mod:`sweet.experiments.stopping`.
+How a launch is stopped (signals, stop requests): :mod:`sweet.experiments.stopping`; where a grid stands
+without running it (`--dry-run`): :mod:`sweet.experiments.status`.
 """
 
 from __future__ import annotations
@@ -21,11 +22,11 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import runs as _runs
-from ..checkpoint import STOP_FILE, TrainingStopped, checkpoint_step
+from ..checkpoint import STOP_FILE, TrainingStopped
 from ..config import RunConfig
 from ..errors import SweetError, install_hint
 from ..evaluation import Evaluation
-from ..io import atomic_write_json, atomic_write_text, read_json
+from ..io import atomic_write_json, atomic_write_text
 from ..rundir import METRICS_FILE, RUN_CONFIG, hide_hf_progress_bars
 from .continuation import DATA_SHA256, check_continuation
 from .plan import GridRun, TaskInfo, WaitingRun, expand_stages, plan, run_state
@@ -383,65 +384,4 @@ def stored_spec_toml(grid_dir: Path) -> dict | None:
         return load_spec_file(grid_dir / SPEC_TOML).to_dict() if (grid_dir / SPEC_TOML).is_file() else None
     except SweetError:
         return None
-
-
-def _measured_rate(grid_dir: Path, finished: Sequence[GridRun]) -> dict | None:
-    """How long this grid's finished runs took (``metrics.json`` -> ``timing.total_seconds``: training over all
-    its launches, plus evaluation) against the cost model's estimate of them: ``ratio`` calibrates the estimate of
-    what is left to this machine and the load the runs ran under. None before a finished run has a timing."""
-    seconds = estimate = 0.0
-    n = 0
-    for r in finished:
-        try:
-            total = read_json(grid_dir / r.rel_dir / METRICS_FILE)["timing"]["total_seconds"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # an older or hand-made metrics.json without a timing: nothing to calibrate with
-        if isinstance(total, (int, float)) and total > 0 and r.estimate_seconds > 0:
-            seconds, estimate, n = seconds + float(total), estimate + r.estimate_seconds, n + 1
-    if n == 0:
-        return None
-    return {"runs": n, "seconds": round(seconds), "estimate_seconds": round(estimate),
-            "ratio": round(seconds / estimate, 3)}
-
-
-def grid_status(spec: GridSpec, grid_dir: str | Path, data_dir: str | None = None, update_spec: bool = False) -> dict:
-    """How many runs are finished / started / pending, and the prior time estimate of what is left (``sweet grid
-    --dry-run``). A started run with a training checkpoint on this machine counts only its steps left (training
-    is nearly all of a run's estimate: evaluation is ~1-3% of it at the paper's sizes) and reports them as
-    ``steps`` (done, total). ``measured`` (:func:`_measured_rate`; None before a run has finished) scales the
-    estimate by how long this grid's finished runs took (``seconds_left``). It runs the checks a launch runs
-    first (:func:`run_grid`), so a plan that a launch would refuse fails here with the same message; it writes
-    nothing."""
-    grid_dir = Path(grid_dir).resolve()
-    check_grid_dir(grid_dir, spec, update_spec)
-    runs, waiting, tasks, ddir = plan(spec, grid_dir, data_dir)
-    states = [run_state(grid_dir, r) for r in runs]
-    check_continuation(grid_dir, runs, tasks, ddir, update_spec, write=False)
-    steps = {r.rel_dir: checkpoint_step(grid_dir / r.rel_dir) for r, s in zip(runs, states) if s == "partial"}
-
-    def left(r: GridRun, state: str) -> float:
-        if state == "finished":
-            return 0.0
-        at = steps.get(r.rel_dir)
-        return r.estimate_seconds * (1.0 - at[0] / at[1]) if at and at[1] > 0 else r.estimate_seconds
-
-    estimate_left = sum(left(r, s) for r, s in zip(runs, states)) + sum(w.estimate_seconds for w in waiting)
-    measured = _measured_rate(grid_dir, [r for r, s in zip(runs, states) if s == "finished"])
-    if measured is not None:
-        measured["seconds_left"] = round(estimate_left * measured["ratio"])
-    return {
-        "n_runs": len(runs) + len(waiting),
-        "finished": states.count("finished"),
-        "partial": states.count("partial"),
-        "pending": states.count("pending"),
-        "waiting": len(waiting),
-        "estimate_seconds_left": round(estimate_left),
-        "measured": measured,
-        "runs": [{"dir": r.rel_dir, "state": s, "estimate_seconds": round(r.estimate_seconds),
-                  **({"steps": list(steps[r.rel_dir])} if steps.get(r.rel_dir) else {})}
-                 for r, s in zip(runs, states)]
-        + [{"dir": None, "label": w.label, "state": "waiting", "waits_for": w.reason,
-            "estimate_seconds": round(w.estimate_seconds)}
-           for w in waiting],
-    }
 
