@@ -477,7 +477,8 @@ def test_cli_grid_errors_are_one_line_and_name_the_field(tmp_path, tiny_glue_dir
     assert p.returncode == 2 and "not a sweet grid directory" in err
 
 
-def test_dry_run_scales_the_estimate_by_how_long_the_finished_runs_took(local_grid, tmp_path, tiny_glue_dir):
+def test_dry_run_and_the_eta_scale_the_estimate_by_how_long_the_finished_runs_took(local_grid, tmp_path, tiny_glue_dir,
+                                                                                    monkeypatch):
     import shutil
 
     from sweet.cli.experiments import _describe_plan
@@ -511,6 +512,23 @@ def test_dry_run_scales_the_estimate_by_how_long_the_finished_runs_took(local_gr
                          f"that rate ~{measured['seconds_left'] / 60:.0f} run-minutes left, "
                          f"~{measured['seconds_left'] / 120:.0f} min with 2 runs side by side")
     assert _describe_plan(spec, status)[-1].endswith("run-minutes left, one run at a time")
+    # a launch's ETA before its first run finishes is the same figure
+    from sweet.experiments import backends
+
+    etas = []
+
+    class Recording(backends._Progress):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            etas.append(self.eta_seconds())
+
+    def fails(config, out_dir, progress=False):
+        raise RuntimeError("not run in this test")
+
+    monkeypatch.setattr(backends, "_Progress", Recording)
+    with pytest.raises(SweetError, match="6 of 6 run"):
+        run_grid(spec, grid_dir, data_dir=str(tiny_glue_dir), progress=False, executor=fails)
+    assert etas == [pytest.approx(measured["seconds_left"], abs=1)]
     # before a run has finished (or with none timed) there is nothing to measure: the prior estimate only
     for r in runs[6:]:
         shutil.rmtree(grid_dir / r["dir"])

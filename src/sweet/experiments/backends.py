@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -31,6 +31,7 @@ from ..rundir import METRICS_FILE, RUN_CONFIG, hide_hf_progress_bars
 from .continuation import DATA_SHA256, check_continuation
 from .plan import GridRun, TaskInfo, WaitingRun, expand_stages, plan, run_state
 from .spec import GridSpec, load_spec_file, spec_to_toml
+from .status import estimate_left, measured_rate, started_steps
 from .stopping import stop_signals_interrupt
 from .store import (
     GRID_FILE,
@@ -94,11 +95,16 @@ class GridResult:
 
 class _Progress:
     """One bar for the grid (runs done / total, ETA from the runs of this launch); the current run's own
-    bars (training steps, calibration, evaluation) appear below it in the local back-end."""
+    bars (training steps, calibration, evaluation) appear below it in the local back-end. Before a run of this
+    launch has finished, the ETA is the prior estimate (``prior``: seconds per unfinished run, by its directory or
+    label; started runs count their steps left) scaled by ``scale`` (how long this grid's finished runs took
+    against their estimate, :func:`sweet.experiments.status.measured_rate`): what ``--dry-run`` prints."""
 
-    def __init__(self, total: int, done: int, pending: Sequence[GridRun | WaitingRun], enabled: bool):
-        self.prior_left = sum(r.estimate_seconds for r in pending)
+    def __init__(self, total: int, done: int, prior: dict[str, float], enabled: bool, scale: float = 1.0):
+        self.prior = prior
+        self.prior_left = sum(prior.values())
         self.prior_done = 0.0
+        self.scale = scale
         self.t0 = time.perf_counter()
         self.enabled = enabled
         self.bar = tqdm(total=total, initial=done, desc="grid", unit="run", position=0, leave=True,
@@ -108,7 +114,7 @@ class _Progress:
 
     def eta_seconds(self) -> float:
         if self.prior_done <= 0:
-            return self.prior_left
+            return self.prior_left * self.scale
         return self.prior_left * (time.perf_counter() - self.t0) / self.prior_done
 
     def _refresh(self, current: str) -> None:
@@ -123,8 +129,9 @@ class _Progress:
         self._refresh(label)
 
     def done(self, r: GridRun, message: str) -> None:
-        self.prior_left -= r.estimate_seconds
-        self.prior_done += r.estimate_seconds
+        prior = self.prior.get(r.rel_dir, r.estimate_seconds)  # a run once waiting has its estimate now
+        self.prior_left -= prior
+        self.prior_done += prior
         self.bar.update(1)
         self._refresh("")
         self.write(message)
@@ -214,7 +221,10 @@ def run_grid(
 
     bar = None
     try:
-        bar = _Progress(n_runs, result.skipped, [*pending, *waiting], progress)
+        steps = started_steps(grid_dir, [r for r in pending if states[r.rel_dir] == "partial"])
+        rate = measured_rate(grid_dir, [r for r in runs if states[r.rel_dir] == "finished"])
+        prior = {r.rel_dir: estimate_left(r, steps) for r in pending} | {w.label: w.estimate_seconds for w in waiting}
+        bar = _Progress(n_runs, result.skipped, prior, progress, scale=rate["ratio"] if rate else 1.0)
         with stop_signals_interrupt():
             if backend == "local":
                 run_one = executor or functools.partial(execute_run, stop_file=str(stop_path))
