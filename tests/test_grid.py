@@ -536,6 +536,17 @@ def test_dry_run_and_the_eta_scale_the_estimate_by_how_long_the_finished_runs_to
     assert status["measured"] is None and _describe_plan(spec, status)[-1].startswith("estimated time left")
 
 
+def test_runs_side_by_side_are_the_cpus_a_local_ray_instance_has_per_run(tiny_backbone_dir, monkeypatch):
+    from sweet.experiments.status import runs_side_by_side
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert runs_side_by_side(tiny_spec(tiny_backbone_dir, cpus_per_run=2), "ray", None) == 4
+    assert runs_side_by_side(tiny_spec(tiny_backbone_dir, cpus_per_run=3), "ray", None) == 2
+    assert runs_side_by_side(tiny_spec(tiny_backbone_dir, cpus_per_run=16), "ray", None) == 1
+    assert runs_side_by_side(tiny_spec(tiny_backbone_dir, cpus_per_run=2), "ray", "auto") == 1  # a cluster: not asked
+    assert runs_side_by_side(tiny_spec(tiny_backbone_dir, cpus_per_run=2), "local", None) == 1
+
+
 @pytest.mark.slow
 def test_cli_dry_run_and_report(local_grid, tmp_path):
     _, grid_dir, _ = local_grid

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -123,6 +122,7 @@ def grid(
         stored_spec,
     )
     from ..experiments import preset as get_preset
+    from ..experiments.status import runs_side_by_side
 
     if stop:
         path = request_stop(output)
@@ -149,8 +149,7 @@ def grid(
         base = old.to_dict() if old is not None else {}
     the_spec = spec_from_dict(flags, source="command line", base=base)
     if dry_run:
-        side_by_side = (max(1, int((os.cpu_count() or 1) // the_spec.cpus_per_run))
-                        if backend == "ray" and ray_address is None else 1)
+        side_by_side = runs_side_by_side(the_spec, backend, ray_address)
         for line in _describe_plan(the_spec, grid_status(the_spec, output, optional_str(data_dir), update_spec),
                                    side_by_side):
             typer.echo(line)

@@ -31,7 +31,7 @@ from ..rundir import METRICS_FILE, RUN_CONFIG, hide_hf_progress_bars
 from .continuation import DATA_SHA256, check_continuation
 from .plan import GridRun, TaskInfo, WaitingRun, expand_stages, plan, run_state
 from .spec import GridSpec, load_spec_file, spec_to_toml
-from .status import estimate_left, measured_rate, started_steps
+from .status import estimate_left, measured_rate, runs_side_by_side, started_steps
 from .stopping import stop_signals_interrupt
 from .store import (
     GRID_FILE,
@@ -98,7 +98,8 @@ class _Progress:
     bars (training steps, calibration, evaluation) appear below it in the local back-end. Before a run of this
     launch has finished, the ETA is the prior estimate (``prior``: seconds per unfinished run, by its directory or
     label; started runs count their steps left) scaled by ``scale`` (how long this grid's finished runs took
-    against their estimate, :func:`sweet.experiments.status.measured_rate`): what ``--dry-run`` prints."""
+    against their estimate, :func:`sweet.experiments.status.measured_rate`, divided by the runs side by side):
+    what ``--dry-run`` prints."""
 
     def __init__(self, total: int, done: int, prior: dict[str, float], enabled: bool, scale: float = 1.0):
         self.prior = prior
@@ -224,7 +225,8 @@ def run_grid(
         steps = started_steps(grid_dir, [r for r in pending if states[r.rel_dir] == "partial"])
         rate = measured_rate(grid_dir, [r for r in runs if states[r.rel_dir] == "finished"])
         prior = {r.rel_dir: estimate_left(r, steps) for r in pending} | {w.label: w.estimate_seconds for w in waiting}
-        bar = _Progress(n_runs, result.skipped, prior, progress, scale=rate["ratio"] if rate else 1.0)
+        scale = (rate["ratio"] if rate else 1.0) / runs_side_by_side(spec, backend, ray_address)
+        bar = _Progress(n_runs, result.skipped, prior, progress, scale=scale)
         with stop_signals_interrupt():
             if backend == "local":
                 run_one = executor or functools.partial(execute_run, stop_file=str(stop_path))

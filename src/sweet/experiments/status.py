@@ -4,6 +4,7 @@ by how long this grid's finished runs took on the machines they ran on."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
@@ -50,6 +51,14 @@ def estimate_left(r: GridRun, steps: dict[str, tuple[int, int]]) -> float:
     nearly all of a run's estimate: evaluation is ~1-3% of it at the paper's sizes)."""
     at = steps.get(r.rel_dir)
     return r.estimate_seconds * (1.0 - at[0] / at[1]) if at else r.estimate_seconds
+
+
+def runs_side_by_side(spec: GridSpec, backend: str, ray_address: str | None) -> int:
+    """How many runs a launch runs at once on this machine: the CPUs // ``cpus_per_run`` on a local Ray instance
+    (as Ray schedules them), one on the local back-end. A cluster (``ray_address``) is not asked: 1."""
+    if backend != "ray" or ray_address is not None:
+        return 1
+    return max(1, int((os.cpu_count() or 1) // spec.cpus_per_run))
 
 
 def grid_status(spec: GridSpec, grid_dir: str | Path, data_dir: str | None = None, update_spec: bool = False) -> dict:
