@@ -42,6 +42,15 @@ def stop_file_at_step(monkeypatch, step: int, stop_file: Path) -> None:
     on_batch(monkeypatch, step, lambda: stop_file.write_text("stop\n"))
 
 
+@pytest.fixture
+def python_handles_sigint():
+    """Ctrl-C as in a terminal: a process started in the background by a non-interactive shell (``cmd &``, nohup,
+    cron) inherits SIGINT ignored, and Python then leaves it so; the tests that press Ctrl-C set Python's handler."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
 def ctrl_c(times: int = 1):
     def press():
         for _ in range(times):
@@ -75,7 +84,8 @@ def test_a_stopped_run_saves_its_current_step_and_resumes_to_the_uninterrupted_r
 
 
 def test_ctrl_c_saves_the_step_in_progress_and_a_second_one_stops_at_once(
-        tmp_path, dropout_backbone, tiny_glue_dir, finished_run, monkeypatch, capsys):  # noqa: F811
+        tmp_path, dropout_backbone, tiny_glue_dir, finished_run, monkeypatch, capsys,  # noqa: F811
+        python_handles_sigint):
     out = tmp_path / "run"
     with monkeypatch.context() as mp:
         on_batch(mp, STOP_AT, ctrl_c())  # Ctrl-C while the batch of step STOP_AT is being made
@@ -148,7 +158,7 @@ def test_a_grid_stops_on_request_and_the_next_launch_continues_to_the_same_resul
 
 
 def test_ctrl_c_on_the_local_back_end_keeps_the_step_in_progress(tmp_path, tiny_backbone_dir, tiny_glue_dir,
-                                                                 monkeypatch):
+                                                                 monkeypatch, python_handles_sigint):
     grid = tmp_path / "g"
     on_batch(monkeypatch, 3, ctrl_c())
     with pytest.raises(KeyboardInterrupt):
