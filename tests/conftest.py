@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 from pathlib import Path
 
 import pytest
 import torch
+
+# The CLI runs that tests start as subprocesses train and predict with tiny models too: one OpenMP thread each,
+# unless the caller set a count (the tests of threading set theirs explicitly).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 WORDS_POS = ["good", "great", "fine", "lovely", "superb"]
 WORDS_NEG = ["bad", "awful", "poor", "dull", "terrible"]
@@ -60,6 +65,15 @@ def one_torch_thread():
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def one_thread_for_the_session():
+    """Every test starts on one torch thread (tiny models; see :func:`one_torch_thread`): on a machine with other
+    jobs running, two-thread tiny ops wait on each other (a benchmark test took 305 s instead of ~20). Tests of
+    threading set their own count; subprocesses keep torch's default."""
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")
