@@ -71,14 +71,7 @@ def one_torch_thread():
 def one_thread_for_the_session():
     """Every test starts on one torch thread (tiny models; see :func:`one_torch_thread`): on a machine with other
     jobs running, two-thread tiny ops wait on each other (a benchmark test took 305 s instead of ~20). Tests of
-    threading set their own count; subprocesses keep torch's default."""
-    with one_torch_thread():
-        yield
-
-
-@pytest.fixture(scope="module")
-def one_thread():
-    """Module-wide one torch thread (``pytestmark = pytest.mark.usefixtures("one_thread")``)."""
+    threading set their own count; the CLI subprocesses get ``OMP_NUM_THREADS=1`` (above)."""
     with one_torch_thread():
         yield
 

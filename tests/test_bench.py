@@ -14,8 +14,6 @@ from sweet.errors import SweetError
 
 from .conftest import one_torch_thread, padded_batch, tiny_model
 
-pytestmark = pytest.mark.usefixtures("one_thread")
-
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory, tiny_backbone_dir, tiny_glue_dir):

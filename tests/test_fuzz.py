@@ -28,9 +28,6 @@ SST2, RTE = get_task("sst2"), get_task("rte")
 TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny tensors: see conftest
-
-
 @pytest.fixture(scope="module")
 def scratch(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("fuzz")

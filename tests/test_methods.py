@@ -24,7 +24,6 @@ from sweet.training import TrainConfig, train
 
 from .conftest import batch, tiny_model
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 KINDS = ["bert", "mpnet", "deberta"]
 
 

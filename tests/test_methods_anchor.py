@@ -24,7 +24,6 @@ from .test_methods import _assert_grads_equal, _grads, _same_weights
 from .test_modeling import EXITS, _grad_norms
 from .test_reliability import Crash, assert_same_result, config, crash_at_step, dropout_backbone  # noqa: F401
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 KINDS = ["bert", "mpnet", "deberta"]
 ERRORS_MD = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 

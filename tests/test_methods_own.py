@@ -17,7 +17,6 @@ from sweet.training import TrainConfig, train
 
 from .conftest import batch, tiny_config, tiny_model
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 KINDS = ["bert", "mpnet", "deberta"]
 EXITS = [1, 2, 4, 6]
 

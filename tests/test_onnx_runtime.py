@@ -32,7 +32,6 @@ from sweet.runtime import Manifest, OnnxPredictor, RuntimeTokenizer  # noqa: E40
 
 from .conftest import VOCAB, tiny_model  # noqa: E402
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 SRC = Path(__file__).resolve().parents[1] / "src"
 MODELS = [("bert", "early_exit"), ("mpnet", "sweet"), ("deberta", "early_exit"), ("bert", "multi_model")]
 IDS = [f"{k}-{m}" for k, m in MODELS]

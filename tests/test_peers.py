@@ -11,7 +11,6 @@ import pytest
 
 from sweet.errors import SweetError
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 

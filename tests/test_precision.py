@@ -26,7 +26,6 @@ from .conftest import padded_batch, tiny_model
 from .test_reliability import Crash, assert_same_result, config, crash_at_step, dropout_backbone  # noqa: F401
 from .test_training import _setup
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device here")
 

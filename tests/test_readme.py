@@ -26,7 +26,6 @@ from .conftest import VOCAB, WORDS_NEG, WORDS_NEUTRAL, WORDS_POS, tiny_config, w
 README = Path(__file__).parents[1] / "README.md"
 BLOCKS = re.findall(r"^```python\n(.*?)^```", README.read_text(encoding="utf-8"), flags=re.S | re.M)
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 # words of the README's examples ("a gripping film", "flat and dull") that the tiny vocabulary lacks
 EXTRA_POS, EXTRA_NEG = ["gripping"], ["flat"]

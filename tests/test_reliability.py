@@ -31,9 +31,6 @@ N_TRAIN, EPOCHS, STEPS = 200, 2, 26
 KILL_AT_STEP, LAST_CHECKPOINT = 17, 15
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # ~10x faster on a busy 2-core machine; see conftest
-
-
 @pytest.fixture(scope="module")
 def dropout_backbone(tmp_path_factory) -> Path:
     from transformers import BertModel, BertTokenizer

@@ -11,7 +11,6 @@ from sweet.modeling import FirstSegmentModule, SegmentModule, SegmentRunner
 
 from .conftest import padded_batch, tiny_config, tiny_model
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 KINDS = ["bert", "mpnet", "deberta", "deberta-conv"]
 

@@ -36,7 +36,6 @@ from sweet.serving.loadtest import wait_until_ready  # noqa: E402
 
 from .conftest import VOCAB, WORDS_NEG, WORDS_NEUTRAL, WORDS_POS, tiny_model  # noqa: E402
 
-pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models run fastest on one thread; see conftest
 
 POLICY_MIX = [(None, None), (0.6, "confidence"), (0.95, "confidence"), (0.9, "entropy"), (0.95, "entropy"),
               (0.5, "patience"), (1.0, None), (0.0, None)]

@@ -27,7 +27,6 @@ from sweet.serving import create_app
 
 from .test_serving import BAD_INPUTS, make_run, sentences, serving
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 ERRORS_MD = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 

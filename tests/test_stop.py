@@ -33,7 +33,6 @@ from .test_reliability import (  # noqa: F401  (fixtures: a 4-layer BERT with dr
     on_batch,
 )
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 STOP_AT = 7  # not a multiple of the checkpoint interval (5): the stop saves a step no periodic checkpoint has
 

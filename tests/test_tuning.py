@@ -29,7 +29,6 @@ from sweet.tuning import (
 
 from .conftest import one_torch_thread
 
-pytestmark = pytest.mark.usefixtures("one_thread")
 
 ROOT = Path(__file__).resolve().parents[1]
 ERRORS = ROOT / "docs" / "errors.md"
