@@ -396,4 +396,3 @@ def stored_spec_toml(grid_dir: Path) -> dict | None:
         return load_spec_file(grid_dir / SPEC_TOML).to_dict() if (grid_dir / SPEC_TOML).is_file() else None
     except SweetError:
         return None
-
