@@ -447,6 +447,24 @@ def test_unreadable_input(tmp_path, name, content, message):
     assert not (tmp_path / "o.parquet").exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
+@pytest.mark.parametrize("cpus", [1, 2])
+def test_a_ragged_row_gets_the_same_message_on_one_cpu_and_on_several(tmp_path, cpus):
+    """pyarrow's serial CSV reader (one CPU, or OMP_NUM_THREADS=1) prefixes its error with the row ("Row #3: "),
+    the threaded one does not; the user's message is the same on both."""
+    import pyarrow as pa
+
+    before = pa.cpu_count()
+    pa.set_cpu_count(cpus)
+    try:
+        src = tmp_path / "ragged.csv"
+        src.write_bytes(b"id,sentence\n1,good\n2\n")
+        with pytest.raises(SweetError) as excinfo:
+            score_file(FakePredictor(), src, tmp_path / "o.parquet")
+    finally:
+        pa.set_cpu_count(before)
+    assert one_line_error(excinfo) == f"{src}: a row has 1 comma-separated fields, the header 2: '2'"
+
+
 def test_a_bad_row_after_the_first_batches_leaves_no_output(tmp_path):
     src = tmp_path / "late.csv"
     src.write_bytes(b"sentence\n" + b"good\n" * 300_000 + b"caf\xe9\n")

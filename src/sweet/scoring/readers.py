@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -161,7 +162,9 @@ class _CsvReader:
             found = _utf8_error(self.path, self.where)
             if found is not None:
                 return found
-        message = first_line(exc).removeprefix("CSV parse error: ")
+        # pyarrow's serial reader (one CPU, or OMP_NUM_THREADS=1) names the row ("Row #3: Expected ..."), its
+        # threaded one does not: the same message on every machine
+        message = _ROW_PREFIX.sub("", first_line(exc).removeprefix("CSV parse error: "))
         if "straddling object" in message:
             size = f"{CSV_BLOCK_BYTES / (1 << 20):g} MiB"
             cause = "a text longer than that"
@@ -188,6 +191,9 @@ class _CsvReader:
                     first += table.num_rows
         except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
             raise self._unreadable(exc) from None
+
+
+_ROW_PREFIX = re.compile(r"^Row #\d+: ")
 
 
 class _ParquetReader:
